@@ -1,1 +1,28 @@
-pub fn x(){}
+//! The webrtc-p2p wire contract, expressed once for Rust. The protocol page,
+//! `interfaces/README.md`, says the same in words; `interfaces/api.d.ts` is
+//! the TypeScript client API.
+//!
+//! # Layout
+//! - `rpc`: the `Signaling` (client → server) and `Peer` (server → client)
+//!   `#[rpc]` traits, method names, and `JoinResult`.
+//! - `ids`: `UserId` and `GroupId`, 128 random bits as 32 lowercase hex digits.
+//! - `capability`: `Capability` flags and the pair rule.
+//! - `error`: `ErrorCode`, one variant per application error code.
+
+mod capability;
+mod error;
+mod ids;
+mod rpc;
+#[cfg(test)]
+mod typings;
+
+pub use capability::Capability;
+pub use error::ErrorCode;
+pub use ids::{GroupId, InvalidId, UserId};
+pub use rpc::{JoinResult, PeerClient, PeerServer, SignalingClient, SignalingServer, method};
+
+/// The default listen address of the server.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";
+
+/// The path of the WebSocket endpoint.
+pub const WS_PATH: &str = "/ws";

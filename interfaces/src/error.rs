@@ -1,0 +1,130 @@
+//! The application errors, each mapped to exactly one JSON-RPC error code.
+
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
+
+/// Every application error of the protocol. `code()` is its wire code;
+/// [`ErrorCode::from_code`] turns a received code back into the variant, so
+/// Rust callers can `match` on what the server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ErrorCode {
+    /// Any method but `init` before `init`.
+    #[error("not initialized: call init first")]
+    NotInitialized,
+    /// A second `init` on the same connection.
+    #[error("already initialized")]
+    AlreadyInitialized,
+    /// No such group, or it is gone.
+    #[error("group not found")]
+    GroupNotFound,
+    /// The caller is not a member of that group.
+    #[error("not a member of that group")]
+    NotAMember,
+    /// The target is not a member of that group. Also what a user outside
+    /// all of the caller's groups looks like, so ids cannot be enumerated.
+    #[error("user not found in that group")]
+    UserNotFound,
+    /// The group's capability forbids signalling between that pair.
+    #[error("permission denied by the group's capability")]
+    PermissionDenied,
+    /// The target did not answer a relay in time.
+    #[error("relay timed out: the target did not answer in time")]
+    RelayTimeout,
+    /// The target disconnected before answering a relay.
+    #[error("peer gone: the target disconnected before answering")]
+    PeerGone,
+    /// Too many of the caller's requests in flight (or past its rate limit).
+    #[error("busy: too many requests in flight")]
+    Busy,
+    /// Too many groups for a user, or members in a group.
+    #[error("limit exceeded")]
+    LimitExceeded,
+}
+
+impl ErrorCode {
+    /// All variants, in code order.
+    pub const ALL: [Self; 10] = [
+        Self::NotInitialized,
+        Self::AlreadyInitialized,
+        Self::GroupNotFound,
+        Self::NotAMember,
+        Self::UserNotFound,
+        Self::PermissionDenied,
+        Self::RelayTimeout,
+        Self::PeerGone,
+        Self::Busy,
+        Self::LimitExceeded,
+    ];
+
+    /// The JSON-RPC error code, -32001 to -32010.
+    pub const fn code(self) -> i32 {
+        match self {
+            Self::NotInitialized => -32001,
+            Self::AlreadyInitialized => -32002,
+            Self::GroupNotFound => -32003,
+            Self::NotAMember => -32004,
+            Self::UserNotFound => -32005,
+            Self::PermissionDenied => -32006,
+            Self::RelayTimeout => -32007,
+            Self::PeerGone => -32008,
+            Self::Busy => -32009,
+            Self::LimitExceeded => -32010,
+        }
+    }
+
+    /// The variant for a wire code, if it is one of ours.
+    pub fn from_code(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.code() == code)
+    }
+
+    /// The error's name as the protocol page writes it (`GroupNotFound`, …),
+    /// for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NotInitialized => "NotInitialized",
+            Self::AlreadyInitialized => "AlreadyInitialized",
+            Self::GroupNotFound => "GroupNotFound",
+            Self::NotAMember => "NotAMember",
+            Self::UserNotFound => "UserNotFound",
+            Self::PermissionDenied => "PermissionDenied",
+            Self::RelayTimeout => "RelayTimeout",
+            Self::PeerGone => "PeerGone",
+            Self::Busy => "Busy",
+            Self::LimitExceeded => "LimitExceeded",
+        }
+    }
+
+    /// The code of a JSON-RPC error object, if it is one of ours.
+    pub fn of(error: &ErrorObject<'_>) -> Option<Self> {
+        Self::from_code(error.code())
+    }
+}
+
+impl From<ErrorCode> for ErrorObjectOwned {
+    fn from(e: ErrorCode) -> Self {
+        ErrorObject::owned(e.code(), e.to_string(), None::<()>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_minus_32001_to_minus_32010_in_order() {
+        for (i, e) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(e.code(), -32001 - i as i32);
+            assert_eq!(ErrorCode::from_code(e.code()), Some(e));
+            assert_eq!(format!("{e:?}"), e.name());
+        }
+        assert_eq!(ErrorCode::from_code(-32000), None);
+        assert_eq!(ErrorCode::from_code(-32602), None);
+    }
+
+    #[test]
+    fn error_object_carries_code_and_message() {
+        let obj = ErrorObjectOwned::from(ErrorCode::GroupNotFound);
+        assert_eq!(obj.code(), -32003);
+        assert_eq!(obj.message(), "group not found");
+        assert_eq!(ErrorCode::of(&obj), Some(ErrorCode::GroupNotFound));
+    }
+}

@@ -1,0 +1,149 @@
+//! `UserId` and `GroupId`: 128 random bits, written as 32 lowercase hex digits.
+//!
+//! Both ids are capabilities in practice (knowing a group id lets you join it),
+//! so they come from the operating system's CSPRNG and the wire form is strict:
+//! anything but exactly 32 lowercase hex digits is rejected at parse time, which
+//! the server reports as `-32602`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string is not an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an id is 32 lowercase hex digits")]
+pub struct InvalidId;
+
+/// 32 lowercase hex digits, or [`InvalidId`].
+fn parse_hex128(s: &str) -> Result<u128, InvalidId> {
+    let well_formed = s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !well_formed {
+        return Err(InvalidId);
+    }
+    u128::from_str_radix(s, 16).map_err(|_| InvalidId)
+}
+
+/// 128 bits from the operating system's CSPRNG.
+fn random_u128() -> u128 {
+    let mut bytes = [0u8; 16];
+    // The OS RNG failing means the machine cannot hand out unguessable ids at
+    // all; continuing with weaker ids would be a silent security hole.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    u128::from_le_bytes(bytes)
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
+        pub struct $name(u128);
+
+        impl $name {
+            /// A fresh id: 128 bits from the operating system's CSPRNG.
+            pub fn random() -> Self {
+                Self(random_u128())
+            }
+
+            /// The id's 128 bits (for tests and tools; the wire form is hex).
+            pub const fn from_u128(bits: u128) -> Self {
+                Self(bits)
+            }
+
+            /// The id's 128 bits.
+            pub const fn as_u128(self) -> u128 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:032x}", self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, InvalidId> {
+                parse_hex128(s).map(Self)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                // Borrow when the input allows it (no allocation on the hot
+                // path); a JSON string with escapes arrives owned.
+                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A connected user, handed out by `init`; never handed out again.
+    UserId
+);
+id_type!(
+    /// A group, handed out by `create`; it lives while it has members.
+    GroupId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_is_written_as_32_lowercase_hex_digits() {
+        let id = UserId::from_u128(0xABCDEF);
+        assert_eq!(id.to_string(), "00000000000000000000000000abcdef");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"00000000000000000000000000abcdef\""
+        );
+    }
+
+    #[test]
+    fn id_round_trips_through_json() {
+        let id = GroupId::random();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<GroupId>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn id_rejects_anything_but_32_lowercase_hex_digits() {
+        for bad in [
+            "",
+            "00000000000000000000000000ABCDEF",
+            "0000000000000000000000000000000",
+            "000000000000000000000000000000000",
+            "00000000-0000-0000-0000-000000000000",
+            "0000000000000000000000000000000g",
+            "+0000000000000000000000000000000",
+        ] {
+            assert_eq!(bad.parse::<UserId>(), Err(InvalidId), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<UserId>("42").is_err());
+        assert!(serde_json::from_str::<UserId>("null").is_err());
+    }
+
+    #[test]
+    fn random_ids_differ() {
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| UserId::random()).collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+}

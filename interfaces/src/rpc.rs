@@ -1,0 +1,113 @@
+//! The two `#[rpc]` traits: what clients call on the server ([`Signaling`]) and
+//! what the server calls on clients ([`Peer`]). jsonrpsee generates from each a
+//! server trait (`SignalingServer`, `PeerServer`) and client stubs
+//! (`SignalingClient`, `PeerClient`) that work on anything implementing
+//! jsonrpsee's `ClientT`.
+
+use jsonrpsee::core::RpcResult;
+use jsonrpsee::proc_macros::rpc;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{Capability, GroupId, UserId};
+
+/// Method names on the wire, one constant each so that logs, metrics and
+/// hand-built frames never spell them differently from the traits.
+pub mod method {
+    /// Client → server: get a user id.
+    pub const INIT: &str = "init";
+    /// Client → server: make a group.
+    pub const CREATE: &str = "create";
+    /// Client → server: enter a group.
+    pub const JOIN: &str = "join";
+    /// Client → server: leave a group.
+    pub const LEAVE: &str = "leave";
+    /// Client → server: list a group's members.
+    pub const GET_MEMBERS: &str = "get_members";
+    /// Both directions: pass `data` to another member and bring back its answer.
+    pub const RELAY: &str = "relay";
+    /// Server → client notification: someone joined one of your groups.
+    pub const MEMBER_JOINED: &str = "member_joined";
+    /// Server → client notification: someone left one of your groups.
+    pub const MEMBER_LEFT: &str = "member_left";
+}
+
+/// The answer to `join`: who owns the group and what it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct JoinResult {
+    /// The group's owner (always first in `get_members`).
+    pub owner: UserId,
+    /// The group's capability.
+    pub capability: Capability,
+}
+
+/// Client → server. Parameters may be sent by position or by name (the
+/// names of the Rust parameters below). Every method but `init` requires
+/// `init` first.
+///
+/// The server's implementation reads the caller's connection from `ext`
+/// (hence `with_extensions`); the generated `SignalingClient` stubs take only
+/// the parameters.
+#[rpc(server, client)]
+pub trait Signaling {
+    /// Registers the connection and returns the caller's user id. Answered
+    /// once per connection; a second call is `AlreadyInitialized`.
+    #[method(name = "init", with_extensions)]
+    async fn init(&self) -> RpcResult<UserId>;
+
+    /// Makes a group with the caller as owner and first member.
+    /// `capability` defaults to [`Capability::DEFAULT`].
+    #[method(name = "create", with_extensions)]
+    async fn create(&self, capability: Option<Capability>) -> RpcResult<GroupId>;
+
+    /// Enters a group; joining one you are in succeeds and changes nothing.
+    /// Every other member gets `member_joined`.
+    #[method(name = "join", with_extensions)]
+    async fn join(&self, group_id: GroupId) -> RpcResult<JoinResult>;
+
+    /// Leaves a group. Every remaining member gets `member_left`; the
+    /// earliest-joined remaining member becomes owner if the owner left.
+    #[method(name = "leave", with_extensions)]
+    async fn leave(&self, group_id: GroupId) -> RpcResult<()>;
+
+    /// The group's members in join order, the caller included, owner first.
+    #[method(name = "get_members", with_extensions)]
+    async fn get_members(&self, group_id: GroupId) -> RpcResult<Vec<UserId>>;
+
+    /// Sends `data` to `user_id` (a member of `group_id`) through the server,
+    /// which calls `relay` on the target with the caller's id stamped as the
+    /// sender; the target's answer (result or error) is returned unchanged.
+    /// Sent as a notification, it is forwarded as a notification.
+    #[method(name = "relay", with_extensions)]
+    async fn relay(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        data: Box<RawValue>,
+    ) -> RpcResult<Box<RawValue>>;
+}
+
+/// Server → client. `relay` is a request the client answers; the member
+/// notifications are sent as JSON-RPC notifications (no id), so a client
+/// implementing `PeerServer` returns `Ok(())` and nothing goes on the wire.
+#[rpc(server, client)]
+pub trait Peer {
+    /// Another member relayed `data` to you; your answer (result or error)
+    /// goes back to them unchanged.
+    #[method(name = "relay")]
+    async fn on_relay(
+        &self,
+        group_id: GroupId,
+        from_user_id: UserId,
+        data: Box<RawValue>,
+    ) -> RpcResult<Box<RawValue>>;
+
+    /// `user_id` joined `group_id` (sent to every other member).
+    #[method(name = "member_joined")]
+    async fn member_joined(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()>;
+
+    /// `user_id` left `group_id`, or disconnected (sent to every remaining member).
+    #[method(name = "member_left")]
+    async fn member_left(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()>;
+}
