@@ -1,1 +1,23 @@
-pub fn x(){}
+//! webrtc-p2p's simple full-mesh implementation, Rust half: the group logic
+//! and relay routing the server runs (no sockets in them), and the JSON-RPC
+//! framing both ends share.
+//!
+//! # Layout
+//! - `hub`: `Hub` (users, groups, the `Signaling` methods) and `Session`
+//!   (one connection's signaling state).
+//! - `group`: one group's members in join order, ownership, the pair rule.
+//! - `peer`: `PeerHandle`, a client as the server sees it: bounded outgoing
+//!   queue, calls waiting for answers, jsonrpsee `ClientT` for the stubs.
+//! - `wire`: JSON-RPC frames: classify incoming, build outgoing, start a
+//!   request in a jsonrpsee method table.
+//! - `limits`: `Limits`, every limit and its default.
+
+mod group;
+mod hub;
+mod limits;
+mod peer;
+pub mod wire;
+
+pub use hub::{Hub, HubStats, Session};
+pub use limits::Limits;
+pub use peer::{CallFailed, CloseReason, PeerHandle};

@@ -1,0 +1,389 @@
+//! `PeerHandle`: the server's handle on one connected client, with no socket
+//! in it. It owns the connection's bounded outgoing queue and the calls the
+//! server made to the client that still wait for an answer, and implements
+//! jsonrpsee's `ClientT`, so the server calls a client through the generated
+//! `PeerClient` stub: `PeerClient::on_relay(&*handle, group, from, data)`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jsonrpsee::core::client::{BatchResponse, ClientT, Error as ClientError};
+use jsonrpsee::core::params::BatchRequestBuilder;
+use jsonrpsee::core::traits::ToRpcParams;
+use jsonrpsee::types::ErrorObjectOwned;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::wire;
+
+/// Why a connection was closed, as its WebSocket close frame says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The RFC 6455 close code.
+    pub code: u16,
+    /// The close frame's reason text.
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    /// The client closed, or the connection dropped.
+    pub const NORMAL: Self = Self {
+        code: 1000,
+        reason: "",
+    };
+    /// The server is shutting down.
+    pub const SHUTDOWN: Self = Self {
+        code: 1001,
+        reason: "server shutting down",
+    };
+    /// A WebSocket protocol violation.
+    pub const PROTOCOL_ERROR: Self = Self {
+        code: 1002,
+        reason: "protocol error",
+    };
+    /// A text frame that is not UTF-8.
+    pub const INVALID_UTF8: Self = Self {
+        code: 1007,
+        reason: "invalid UTF-8 in a text frame",
+    };
+    /// No `init` within the init timeout.
+    pub const INIT_TIMEOUT: Self = Self {
+        code: 1008,
+        reason: "init timeout",
+    };
+    /// No frame (pongs included) within the idle timeout.
+    pub const IDLE_TIMEOUT: Self = Self {
+        code: 1008,
+        reason: "idle timeout",
+    };
+    /// The client stopped reading and its outgoing queue filled up.
+    pub const SLOW_CONSUMER: Self = Self {
+        code: 1008,
+        reason: "slow consumer: outgoing queue full",
+    };
+    /// A frame or message over the size limit.
+    pub const MESSAGE_TOO_BIG: Self = Self {
+        code: 1009,
+        reason: "message too big",
+    };
+}
+
+/// Why a call to a peer failed without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallFailed {
+    /// The peer did not answer within the call timeout.
+    #[error("the peer did not answer in time")]
+    Timeout,
+    /// The peer's connection closed (or its queue overflowed) first.
+    #[error("the peer disconnected")]
+    Gone,
+}
+
+impl From<CallFailed> for ClientError {
+    fn from(e: CallFailed) -> Self {
+        match e {
+            CallFailed::Timeout => ClientError::RequestTimeout,
+            CallFailed::Gone => ClientError::Transport(Box::new(e)),
+        }
+    }
+}
+
+/// A peer's answer: its result or its error object, both kept raw.
+type Answer = Result<Box<RawValue>, Box<RawValue>>;
+
+/// The server's handle on one connected client.
+#[derive(Debug)]
+pub struct PeerHandle {
+    /// Frames for the connection's writer. Bounded, and never waited on: a
+    /// client that stops reading fills only its own queue, and is then
+    /// disconnected instead of stalling whoever sends to it.
+    outbox: mpsc::Sender<String>,
+    /// Calls to this client waiting for its answer, by our request id. `None`
+    /// once the connection closed, which fails every waiter at once.
+    pending: Mutex<Option<HashMap<u64, oneshot::Sender<Answer>>>>,
+    /// The next id for a call to this client. Our ids go out as strings
+    /// (`"s1"`), apart from anything a client might use.
+    next_id: AtomicU64,
+    /// How long a call waits for the answer.
+    call_timeout: Duration,
+    /// Set once, when the connection is to close; the transport watches it.
+    closed: watch::Sender<Option<CloseReason>>,
+}
+
+impl PeerHandle {
+    /// A handle writing into `outbox`, whose calls wait at most `call_timeout`.
+    pub fn new(outbox: mpsc::Sender<String>, call_timeout: Duration) -> Self {
+        Self {
+            outbox,
+            pending: Mutex::new(Some(HashMap::new())),
+            next_id: AtomicU64::new(1),
+            call_timeout,
+            closed: watch::Sender::new(None),
+        }
+    }
+
+    /// Queues a frame for the client. Never waits: when the queue is full the
+    /// client is a slow consumer and is disconnected.
+    pub fn send_frame(&self, frame: String) -> Result<(), CallFailed> {
+        match self.outbox.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseReason::SLOW_CONSUMER);
+                Err(CallFailed::Gone)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CallFailed::Gone),
+        }
+    }
+
+    /// Sends a notification (a request without id).
+    pub fn notify(&self, method: &str, params: Option<&RawValue>) -> Result<(), CallFailed> {
+        self.send_frame(wire::request_frame(None, method, params))
+    }
+
+    /// Calls `method` on the client and waits for its answer: `Ok(Ok(result))`,
+    /// `Ok(Err(error object))`, or why there was none. Everything before the
+    /// first await (queueing the frame included) happens on the caller's
+    /// stack, so calls keep the order in which they were made.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<Answer, CallFailed> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match self.lock_pending().as_mut() {
+            Some(pending) => pending.insert(id, tx),
+            None => return Err(CallFailed::Gone),
+        };
+        let waiting = Waiting { peer: self, id };
+        self.send_frame(wire::request_frame(
+            Some(&format!("\"s{id}\"")),
+            method,
+            params,
+        ))?;
+        let answer = match tokio::time::timeout(self.call_timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(CallFailed::Gone),
+            Err(_) => Err(CallFailed::Timeout),
+        };
+        drop(waiting);
+        answer
+    }
+
+    /// Hands a response from the client to the call waiting for it. A
+    /// response we did not ask for (unknown or late id) is dropped: answering
+    /// it would break the client. Returns whether a call was waiting.
+    pub fn complete(&self, response: &wire::Response<'_>) -> bool {
+        let Some(id) = parse_our_id(response.id) else {
+            return false;
+        };
+        let Some(tx) = self.lock_pending().as_mut().and_then(|p| p.remove(&id)) else {
+            return false;
+        };
+        let answer = match response.outcome {
+            Ok(result) => Ok(result.to_owned()),
+            Err(error) => Err(error.to_owned()),
+        };
+        // The waiter may have timed out a moment ago; then nobody wants it.
+        tx.send(answer).is_ok()
+    }
+
+    /// Closes the handle: every waiting call fails with `Gone`, new calls fail
+    /// at once, and the transport is told to close with `reason`. Only the
+    /// first reason counts. Returns whether this call closed it.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let dropped = self.lock_pending().take();
+        drop(dropped);
+        self.closed.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(reason);
+            true
+        })
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.borrow().is_some()
+    }
+
+    /// Resolves with the reason once the handle is closed.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.closed.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.unwrap_or(CloseReason::NORMAL),
+            // The sender lives in `self`, so it cannot be gone while we wait.
+            Err(_) => CloseReason::NORMAL,
+        }
+    }
+
+    /// Calls waiting for this client's answer.
+    pub fn pending_calls(&self) -> usize {
+        self.lock_pending().as_ref().map_or(0, HashMap::len)
+    }
+
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Answer>>>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (each operation is a single insert/remove/take), so poisoning is moot.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Removes a call's pending entry when the call ends without an answer
+/// (timeout, or the caller's future dropped).
+struct Waiting<'a> {
+    peer: &'a PeerHandle,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.peer.lock_pending().as_mut() {
+            pending.remove(&self.id);
+        }
+    }
+}
+
+/// Our ids are `"s<n>"`; anything else is not ours.
+fn parse_our_id(id: &RawValue) -> Option<u64> {
+    id.get()
+        .strip_prefix("\"s")?
+        .strip_suffix('"')?
+        .parse()
+        .ok()
+}
+
+fn to_params(params: impl ToRpcParams) -> Result<Option<Box<RawValue>>, ClientError> {
+    params.to_rpc_params().map_err(ClientError::ParseError)
+}
+
+impl ClientT for PeerHandle {
+    async fn notification<Params>(&self, method: &str, params: Params) -> Result<(), ClientError>
+    where
+        Params: ToRpcParams + Send,
+    {
+        let params = to_params(params)?;
+        Ok(self.notify(method, params.as_deref())?)
+    }
+
+    async fn request<R, Params>(&self, method: &str, params: Params) -> Result<R, ClientError>
+    where
+        R: DeserializeOwned,
+        Params: ToRpcParams + Send,
+    {
+        let params = to_params(params)?;
+        match self.call(method, params.as_deref()).await? {
+            Ok(result) => serde_json::from_str(result.get()).map_err(ClientError::ParseError),
+            Err(error) => {
+                let error: ErrorObjectOwned =
+                    serde_json::from_str(error.get()).map_err(ClientError::ParseError)?;
+                Err(ClientError::Call(error))
+            }
+        }
+    }
+
+    async fn batch_request<'a, R>(
+        &self,
+        _batch: BatchRequestBuilder<'a>,
+    ) -> Result<BatchResponse<'a, R>, ClientError>
+    where
+        R: DeserializeOwned + std::fmt::Debug + 'a,
+    {
+        Err(ClientError::Custom(
+            "the server sends no batches to its peers".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(queue: usize, timeout_ms: u64) -> (PeerHandle, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel(queue);
+        (PeerHandle::new(tx, Duration::from_millis(timeout_ms)), rx)
+    }
+
+    fn is_pending<F: std::future::Future + Unpin>(f: &mut F) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::pin::Pin::new(f).poll(&mut cx).is_pending()
+    }
+
+    fn answer(peer: &PeerHandle, frame: &str) -> bool {
+        let wire::Incoming::Response(response) = wire::classify(frame) else {
+            panic!("{frame}")
+        };
+        peer.complete(&response)
+    }
+
+    #[tokio::test]
+    async fn call_is_answered_by_the_response_with_its_id() {
+        let (peer, mut rx) = handle(8, 5_000);
+        let call = peer.call("relay", None);
+        tokio::pin!(call);
+        assert!(is_pending(&mut call));
+        let frame = rx.recv().await.unwrap();
+        assert_eq!(
+            frame,
+            r#"{"jsonrpc":"2.0","id":"s1","method":"relay","params":[]}"#
+        );
+        assert!(
+            !answer(&peer, r#"{"jsonrpc":"2.0","id":"s2","result":1}"#),
+            "not our id"
+        );
+        assert!(
+            !answer(&peer, r#"{"jsonrpc":"2.0","id":1,"result":1}"#),
+            "not our id space"
+        );
+        assert!(answer(
+            &peer,
+            r#"{"jsonrpc":"2.0","id":"s1","result":{"sdp":"x"}}"#
+        ));
+        assert_eq!(call.await.unwrap().unwrap().get(), r#"{"sdp":"x"}"#);
+        assert_eq!(peer.pending_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn call_times_out_and_a_late_answer_is_dropped() {
+        let (peer, _rx) = handle(8, 20);
+        assert_eq!(
+            peer.call("relay", None).await.err(),
+            Some(CallFailed::Timeout)
+        );
+        assert_eq!(peer.pending_calls(), 0);
+        assert!(!answer(&peer, r#"{"jsonrpc":"2.0","id":"s1","result":1}"#));
+    }
+
+    #[tokio::test]
+    async fn close_fails_waiting_calls_at_once_and_new_calls_too() {
+        let (peer, _rx) = handle(8, 60_000);
+        let call = peer.call("relay", None);
+        tokio::pin!(call);
+        assert!(is_pending(&mut call));
+        assert!(peer.close(CloseReason::SHUTDOWN));
+        assert!(
+            !peer.close(CloseReason::NORMAL),
+            "only the first reason counts"
+        );
+        assert_eq!(call.await.err(), Some(CallFailed::Gone));
+        assert_eq!(peer.call("relay", None).await.err(), Some(CallFailed::Gone));
+        assert_eq!(peer.closed().await, CloseReason::SHUTDOWN);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_disconnects_the_slow_consumer() {
+        let (peer, _rx) = handle(2, 60_000);
+        assert!(peer.notify("member_joined", None).is_ok());
+        assert!(peer.notify("member_joined", None).is_ok());
+        assert_eq!(peer.notify("member_joined", None), Err(CallFailed::Gone));
+        assert_eq!(peer.closed().await, CloseReason::SLOW_CONSUMER);
+    }
+}

@@ -1,0 +1,465 @@
+//! JSON-RPC 2.0 framing shared by both ends of a connection: telling an
+//! incoming frame apart (request, notification, response, batch, garbage),
+//! building outgoing frames, and running a request through a jsonrpsee
+//! method table until its first await.
+//!
+//! Frames are told apart by shape (`method` vs `result`/`error`), never by id,
+//! and nothing below `params`/`result` is parsed here: `data` passes through
+//! as raw JSON.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use jsonrpsee::core::server::{ConnectionId, Extensions, MethodCallback, MethodResponse, Methods};
+use jsonrpsee::types::{ErrorObjectOwned, Id, Params};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// Standard JSON-RPC codes.
+pub mod code {
+    /// The frame is not JSON.
+    pub const PARSE_ERROR: i32 = -32700;
+    /// The JSON is not a JSON-RPC request or response.
+    pub const INVALID_REQUEST: i32 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    /// Missing or ill-typed params.
+    pub const INVALID_PARAMS: i32 = -32602;
+    /// A fault of the server's own.
+    pub const INTERNAL_ERROR: i32 = -32603;
+}
+
+/// One incoming frame, borrowed from its text.
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    /// A request (`id` is `Some`) or a notification (`id` is `None`).
+    Request(Request<'a>),
+    /// An answer to one of our own requests.
+    Response(Response<'a>),
+    /// A batch: its elements, still unparsed.
+    Batch(Vec<&'a RawValue>),
+    /// Not JSON-RPC; answer with this error and id (null when unknown).
+    Invalid {
+        /// The message's id, when it had a usable one.
+        id: Option<&'a RawValue>,
+        /// `PARSE_ERROR` or `INVALID_REQUEST`.
+        code: i32,
+        /// What was wrong, for the client's developer.
+        message: Cow<'static, str>,
+    },
+}
+
+/// A request or notification.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The id exactly as sent (string, any number, or null); `None` for a
+    /// notification.
+    pub id: Option<&'a RawValue>,
+    /// The method name.
+    pub method: Cow<'a, str>,
+    /// The params as sent (an array or object), if any.
+    pub params: Option<&'a RawValue>,
+}
+
+/// A response to a request we sent.
+#[derive(Debug)]
+pub struct Response<'a> {
+    /// The id as sent back.
+    pub id: &'a RawValue,
+    /// `Ok(result)` or `Err(error object)`, both raw.
+    pub outcome: Result<&'a RawValue, &'a RawValue>,
+}
+
+/// The fields of any JSON-RPC message; which are present decides its kind.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    // `Some(null)` must stay apart from a missing id: the first is a request
+    // to answer, the second a notification.
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+fn first_byte(raw: &RawValue) -> u8 {
+    raw.get().as_bytes().first().copied().unwrap_or(b' ')
+}
+
+/// A usable request id: a string, a number or null.
+fn valid_id(raw: &RawValue) -> bool {
+    matches!(first_byte(raw), b'"' | b'-' | b'0'..=b'9' | b'n')
+}
+
+fn invalid<'a>(id: Option<&'a RawValue>, message: &'static str) -> Incoming<'a> {
+    Incoming::Invalid {
+        id: id.filter(|id| valid_id(id)),
+        code: code::INVALID_REQUEST,
+        message: message.into(),
+    }
+}
+
+/// Tells what a frame is. Never fails: garbage becomes [`Incoming::Invalid`].
+pub fn classify(text: &str) -> Incoming<'_> {
+    if text.trim_start().starts_with('[') {
+        return match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => Incoming::Batch(items),
+            Err(e) => parse_failure(e),
+        };
+    }
+    match serde_json::from_str::<Envelope<'_>>(text) {
+        Ok(envelope) => classify_envelope(envelope),
+        Err(e) => parse_failure(e),
+    }
+}
+
+/// Tells what one element of a batch is.
+pub fn classify_item(item: &RawValue) -> Incoming<'_> {
+    match serde_json::from_str::<Envelope<'_>>(item.get()) {
+        Ok(envelope) => classify_envelope(envelope),
+        // The batch parsed, so the element is JSON: it is just not a message.
+        Err(_) => invalid(None, "not a JSON-RPC message"),
+    }
+}
+
+fn parse_failure(e: serde_json::Error) -> Incoming<'static> {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => Incoming::Invalid {
+            id: None,
+            code: code::PARSE_ERROR,
+            message: format!("parse error: {e}").into(),
+        },
+        Category::Data => invalid(None, "not a JSON-RPC message"),
+    }
+}
+
+fn classify_envelope(e: Envelope<'_>) -> Incoming<'_> {
+    if e.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return invalid(e.id, "jsonrpc must be \"2.0\"");
+    }
+    if let Some(method) = e.method {
+        if e.id.is_some_and(|id| !valid_id(id)) {
+            return invalid(None, "id must be a string, a number or null");
+        }
+        if e.params
+            .is_some_and(|p| !matches!(first_byte(p), b'[' | b'{'))
+        {
+            return invalid(e.id, "params must be an array or an object");
+        }
+        return Incoming::Request(Request {
+            id: e.id,
+            method,
+            params: e.params,
+        });
+    }
+    match (e.id, e.result, e.error) {
+        (Some(id), Some(result), None) => Incoming::Response(Response {
+            id,
+            outcome: Ok(result),
+        }),
+        (Some(id), None, Some(error)) => Incoming::Response(Response {
+            id,
+            outcome: Err(error),
+        }),
+        _ => invalid(
+            e.id,
+            "a message needs a method, or an id with a result or an error",
+        ),
+    }
+}
+
+/// Appends `"jsonrpc":"2.0","id":<id>` after a `{`.
+fn push_head(out: &mut String, id: &str) {
+    out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    out.push_str(id);
+}
+
+/// An error response with the given id (null when `None`).
+pub fn error_frame(id: Option<&RawValue>, code: i32, message: &str) -> String {
+    let error = ErrorObjectOwned::owned(code, message, None::<()>);
+    let error = serde_json::to_string(&error).unwrap_or_else(|_| String::from("null"));
+    let mut out = String::with_capacity(64 + error.len());
+    push_head(&mut out, id.map_or("null", RawValue::get));
+    out.push_str(",\"error\":");
+    out.push_str(&error);
+    out.push('}');
+    out
+}
+
+/// A request (with `id`) or notification (without) to send.
+pub fn request_frame(id: Option<&str>, method: &str, params: Option<&RawValue>) -> String {
+    let params = params.map_or("[]", RawValue::get);
+    let mut out = String::with_capacity(48 + method.len() + params.len());
+    match id {
+        Some(id) => push_head(&mut out, id),
+        None => out.push_str("{\"jsonrpc\":\"2.0\""),
+    }
+    out.push_str(",\"method\":");
+    // Method names are ours and plain, but escaping keeps any name valid JSON.
+    match serde_json::to_string(method) {
+        Ok(m) => out.push_str(&m),
+        Err(_) => out.push_str("\"\""),
+    }
+    out.push_str(",\"params\":");
+    out.push_str(params);
+    out.push('}');
+    out
+}
+
+/// The head jsonrpsee writes for `Id::Null`; [`respond`] puts the caller's
+/// raw id in its place so that any id (negative and fractional numbers too,
+/// which jsonrpsee's `Id` cannot hold) is echoed exactly as sent.
+const NULL_ID_HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":null";
+
+/// The response frame for a method's answer, with the caller's raw id.
+fn respond(response: MethodResponse, id: &RawValue) -> String {
+    let json = response.into_json();
+    let json = json.get();
+    match json.strip_prefix(NULL_ID_HEAD) {
+        Some(rest) => {
+            let mut out = String::with_capacity(NULL_ID_HEAD.len() + id.get().len() + rest.len());
+            push_head(&mut out, id.get());
+            out.push_str(rest);
+            out
+        }
+        // Only if jsonrpsee ever changes its layout; a unit test pins it.
+        None => match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
+            Ok(mut object) => {
+                object.insert(
+                    "id".into(),
+                    serde_json::from_str(id.get()).unwrap_or_default(),
+                );
+                serde_json::to_string(&object).unwrap_or_default()
+            }
+            Err(_) => error_frame(Some(id), code::INTERNAL_ERROR, "internal error"),
+        },
+    }
+}
+
+/// A started request: finished at once, or still running.
+pub enum Started {
+    /// The response frame (`None` for a notification).
+    Done(Option<String>),
+    /// A future for the response frame; the caller spawns it.
+    Running(Pin<Box<dyn Future<Output = Option<String>> + Send>>),
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done(frame) => f.debug_tuple("Done").field(frame).finish(),
+            Self::Running(_) => f.write_str("Running"),
+        }
+    }
+}
+
+/// Marks a call's [`Extensions`] when it came as a notification, so that a
+/// method can act differently (a `relay` notification is forwarded as one).
+#[derive(Debug, Clone, Copy)]
+pub struct IsNotification;
+
+/// Runs `request` through `methods` up to its first await, on the caller's
+/// stack. Whatever a method does before awaiting (such as queueing a relay to
+/// its target) therefore happens in the order requests arrived; a method
+/// still waiting after that is handed back to be spawned.
+pub fn start(
+    methods: &Methods,
+    request: Request<'_>,
+    conn: ConnectionId,
+    mut ext: Extensions,
+) -> Started {
+    let id = request.id.map(RawValue::to_owned);
+    let Some((_, callback)) = methods.method_with_name(&request.method) else {
+        let frame = id.map(|id| error_frame(Some(&id), code::METHOD_NOT_FOUND, "method not found"));
+        return Started::Done(frame);
+    };
+    if id.is_none() {
+        ext.insert(IsNotification);
+    }
+    let params = Params::new(request.params.map(RawValue::get)).into_owned();
+    let mut future = match callback {
+        MethodCallback::Sync(cb) => {
+            return Started::Done(finish(cb(Id::Null, params, usize::MAX, ext), id));
+        }
+        MethodCallback::Async(cb) => cb(Id::Null, params, conn, usize::MAX, ext),
+        MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
+            let frame =
+                id.map(|id| error_frame(Some(&id), code::METHOD_NOT_FOUND, "method not found"));
+            return Started::Done(frame);
+        }
+    };
+    // A first poll with a no-op waker is sound: a future left pending is
+    // spawned, and a spawned task is always polled once more, which sees any
+    // progress made in between.
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(response) => Started::Done(finish(response, id)),
+        Poll::Pending => Started::Running(Box::pin(async move { finish(future.await, id) })),
+    }
+}
+
+fn finish(response: MethodResponse, id: Option<Box<RawValue>>) -> Option<String> {
+    id.map(|id| respond(response, &id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn request_notification_and_response_are_told_apart_by_shape() {
+        let Incoming::Request(r) =
+            classify(r#"{"jsonrpc":"2.0","id":-1.5,"method":"join","params":["x"]}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (r.id.unwrap().get(), &*r.method, r.params.unwrap().get()),
+            ("-1.5", "join", r#"["x"]"#)
+        );
+
+        let Incoming::Request(n) = classify(r#"{"jsonrpc":"2.0","method":"relay","params":{}}"#)
+        else {
+            panic!()
+        };
+        assert!(n.id.is_none());
+
+        let Incoming::Request(null_id) = classify(r#"{"jsonrpc":"2.0","method":"init","id":null}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(null_id.id.unwrap().get(), "null");
+
+        let Incoming::Response(ok) = classify(r#"{"jsonrpc":"2.0","id":"s1","result":null}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(ok.outcome.unwrap().get(), "null");
+
+        let Incoming::Response(err) =
+            classify(r#"{"jsonrpc":"2.0","id":"s1","error":{"code":1,"message":"x"}}"#)
+        else {
+            panic!()
+        };
+        assert!(err.outcome.is_err());
+
+        let Incoming::Batch(items) = classify(" [1, {}]") else {
+            panic!()
+        };
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error_and_non_messages_are_invalid_requests() {
+        for (text, want) in [
+            ("{", code::PARSE_ERROR),
+            ("nope", code::PARSE_ERROR),
+            ("[1,", code::PARSE_ERROR),
+            ("42", code::INVALID_REQUEST),
+            (
+                r#"{"jsonrpc":"1.0","method":"init","id":1}"#,
+                code::INVALID_REQUEST,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":1,"id":1}"#,
+                code::INVALID_REQUEST,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"init","id":{}}"#,
+                code::INVALID_REQUEST,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"init","id":1,"params":3}"#,
+                code::INVALID_REQUEST,
+            ),
+            (r#"{"jsonrpc":"2.0","id":1}"#, code::INVALID_REQUEST),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#,
+                code::INVALID_REQUEST,
+            ),
+        ] {
+            match classify(text) {
+                Incoming::Invalid { code, .. } => assert_eq!(code, want, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_a_parse_error_not_a_stack_overflow() {
+        let bomb = "[".repeat(100_000);
+        assert!(matches!(
+            classify(&bomb),
+            Incoming::Invalid {
+                code: code::PARSE_ERROR,
+                ..
+            }
+        ));
+        let bomb = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"relay","params":{}"#,
+            "[".repeat(100_000)
+        );
+        assert!(matches!(
+            classify(&bomb),
+            Incoming::Invalid {
+                code: code::PARSE_ERROR,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn jsonrpsee_response_layout_is_what_respond_expects() {
+        let response = MethodResponse::response(
+            Id::Null,
+            jsonrpsee::core::server::ResponsePayload::success(7),
+            usize::MAX,
+        );
+        assert!(
+            response.as_json().get().starts_with(NULL_ID_HEAD),
+            "{}",
+            response.as_json().get()
+        );
+        let frame = respond(response, &raw("-12.5e3"));
+        assert_eq!(frame, r#"{"jsonrpc":"2.0","id":-12.5e3,"result":7}"#);
+    }
+
+    #[test]
+    fn built_frames_are_valid_json_rpc() {
+        let id = raw(r#""a\"b""#);
+        let frame = error_frame(Some(&id), -32003, "group not found");
+        assert_eq!(
+            frame,
+            r#"{"jsonrpc":"2.0","id":"a\"b","error":{"code":-32003,"message":"group not found"}}"#
+        );
+        let params = raw("[1]");
+        assert_eq!(
+            request_frame(Some("\"s1\""), "relay", Some(&params)),
+            r#"{"jsonrpc":"2.0","id":"s1","method":"relay","params":[1]}"#
+        );
+        assert_eq!(
+            request_frame(None, "member_left", None),
+            r#"{"jsonrpc":"2.0","method":"member_left","params":[]}"#
+        );
+    }
+}

@@ -1,0 +1,378 @@
+/**
+ * One group as this member sees it: the member list, one `Link` per peer the
+ * capability allows, and the routing of broadcasts and unicasts over those
+ * links or, for a relayed link, through the server.
+ */
+import type { Data, GroupId, IGroup, LinkState, Received, RelayPayload, UserId } from '../../interfaces/api';
+import { mayBroadcast, mayLink, mayUnicast, type Rules } from './capability';
+import { ErrorCode, RpcError, toRpcError } from './errors';
+import { Link, type Signal } from './link';
+import {
+  type Body,
+  type Frame,
+  FrameKind,
+  decodeFrame,
+  encodeFrame,
+  errorBody,
+  errorFromBody,
+  fromRelayBody,
+  parseRelayed,
+  toBody,
+  toRelayBody,
+} from './payload';
+
+/** What a group needs from its service: the session, and its knobs. */
+export interface Session {
+  readonly self: UserId;
+  readonly rtcConfig: RTCConfiguration;
+  readonly connectTimeoutMs: number;
+  readonly unicastTimeoutMs: number;
+  readonly forceRelay: (peer: UserId) => boolean;
+  call(method: string, params: unknown[]): Promise<unknown>;
+  notify(method: string, params: unknown[]): void;
+  /** The group is over for this member (left, or the session closed). */
+  forget(group: Group): void;
+}
+
+/** A message for one peer, waiting while its link is 'connecting'. */
+type Outgoing = { readonly kind: 'broadcast'; readonly body: Body } | { readonly kind: 'unicast'; readonly call: Call };
+
+/** A unicast waiting for its reply. */
+interface Call {
+  readonly peer: UserId;
+  readonly body: Body;
+  readonly resolve: (reply: Received) => void;
+  readonly reject: (error: RpcError) => void;
+}
+
+/** A unicast sent on a DataChannel, keyed by its frame id. */
+interface InFlight {
+  readonly call: Call;
+  readonly timer: ReturnType<typeof setTimeout>;
+}
+
+/** Frame ids are 32-bit; after this one they start over at 1. */
+const MAX_FRAME_ID = 0xffff_ffff;
+
+export class Group implements IGroup {
+  onmessage: ((from: UserId, data: Received) => void) | null = null;
+  onunicast: ((from: UserId, data: Received) => Data | Promise<Data>) | null = null;
+  onmemberjoin: ((member: UserId) => void) | null = null;
+  onmemberleave: ((member: UserId) => void) | null = null;
+  onlinkstatechange: ((member: UserId, state: LinkState) => void) | null = null;
+
+  private rules: Rules;
+  /** Join order, as the server's `get_members`: the owner first. */
+  private memberList: UserId[];
+  private readonly links = new Map<UserId, Link>();
+  /** Per peer, what waits for its link to leave 'connecting', in send order. */
+  private readonly outboxes = new Map<UserId, Outgoing[]>();
+  private readonly inFlight = new Map<number, InFlight>();
+  /** Members that left: a late relay from one of them must not bring it back. */
+  private readonly departed = new Set<UserId>();
+  private lastFrameId = 0;
+  private left = false;
+
+  constructor(
+    private readonly groupId: GroupId,
+    owner: UserId,
+    capability: number,
+    members: UserId[],
+    private readonly session: Session,
+  ) {
+    this.rules = { owner, capability };
+    this.memberList = [...members];
+    this.reconcile();
+  }
+
+  id(): GroupId {
+    return this.groupId;
+  }
+
+  capability(): number {
+    return this.rules.capability;
+  }
+
+  owner(): UserId {
+    return this.rules.owner;
+  }
+
+  members(): UserId[] {
+    return [...this.memberList];
+  }
+
+  linkState(member: UserId): LinkState {
+    return this.links.get(member)?.state ?? 'closed';
+  }
+
+  async broadcast(data: Data): Promise<void> {
+    this.assertMember();
+    const self = this.session.self;
+    const others = this.memberList.filter((member) => member !== self);
+    const targets = others.filter((member) => mayBroadcast(this.rules, self, member));
+    if (targets.length === 0 && others.length > 0) {
+      throw new RpcError(ErrorCode.PermissionDenied, 'this capability lets this member broadcast to no one');
+    }
+    const body = toBody(data);
+    // Relayed and queued sends copy nothing: the body must not change under them.
+    const stable = typeof body === 'string' ? body : body.slice();
+    for (const member of targets) this.dispatch(member, { kind: 'broadcast', body: stable });
+  }
+
+  unicast(target: UserId, data: Data): Promise<Received> {
+    return new Promise((resolve, reject) => {
+      this.assertMember();
+      if (!this.memberList.includes(target) || target === this.session.self) {
+        throw new RpcError(ErrorCode.UserNotFound, `${target} is not another member of this group`);
+      }
+      if (!mayUnicast(this.rules, this.session.self, target)) {
+        throw new RpcError(ErrorCode.PermissionDenied, `this capability forbids unicasts to ${target}`);
+      }
+      const body = toBody(data);
+      const call: Call = { peer: target, body: typeof body === 'string' ? body : body.slice(), resolve, reject };
+      this.dispatch(target, { kind: 'unicast', call });
+    });
+  }
+
+  async leave(): Promise<void> {
+    this.assertMember();
+    try {
+      await this.session.call('leave', [this.groupId]);
+    } finally {
+      this.end();
+    }
+  }
+
+  /** The member list from `get_members`: it supersedes what came before it. */
+  setMembers(members: UserId[]): void {
+    this.memberList = [...members];
+    for (const member of members) this.departed.delete(member);
+    this.reconcile();
+  }
+
+  memberJoined(member: UserId): void {
+    this.departed.delete(member);
+    if (this.left || this.memberList.includes(member)) return;
+    this.memberList.push(member);
+    this.reconcile();
+    this.onmemberjoin?.(member);
+  }
+
+  memberLeft(member: UserId): void {
+    this.departed.add(member);
+    if (this.left || !this.memberList.includes(member)) return;
+    this.memberList = this.memberList.filter((m) => m !== member);
+    // The earliest-joined remaining member becomes owner, as on the server.
+    const [first] = this.memberList;
+    if (member === this.rules.owner && first !== undefined) this.rules = { ...this.rules, owner: first };
+    this.closeLink(member);
+    this.reconcile();
+    this.onmemberleave?.(member);
+  }
+
+  /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
+  async relayed(from: UserId, data: unknown): Promise<RelayPayload | undefined> {
+    const message = parseRelayed(data);
+    if (message === undefined) throw new RpcError(ErrorCode.InvalidParams, 'not a webrtc-p2p payload');
+    // The server only relays between members: a sender we have not heard of
+    // joined a moment ago (its offer can overtake our `get_members`).
+    if (!this.departed.has(from)) this.memberJoined(from);
+    switch (message.kind) {
+      case 'description':
+        this.linkFor(from)?.receive({ description: message.description });
+        return undefined;
+      case 'candidate':
+        this.linkFor(from)?.receive({ candidate: message.candidate });
+        return undefined;
+      case 'broadcast':
+        this.deliver(from, message.body);
+        return undefined;
+      case 'unicast':
+        return { unicast: toRelayBody(await this.answer(from, message.body)) };
+    }
+  }
+
+  /** Ends this member's view of the group without telling the server (left, or session gone). */
+  end(): void {
+    if (this.left) return;
+    this.left = true;
+    for (const member of [...this.links.keys()]) this.closeLink(member);
+    this.session.forget(this);
+  }
+
+  /** Opens the links the rules now call for and closes the ones they no longer allow. */
+  private reconcile(): void {
+    if (this.left) return;
+    const self = this.session.self;
+    for (const member of this.memberList) {
+      if (mayLink(this.rules, self, member) && !this.links.has(member)) this.openLink(member);
+    }
+    for (const member of [...this.links.keys()]) {
+      if (!this.memberList.includes(member) || !mayLink(this.rules, self, member)) this.closeLink(member);
+    }
+  }
+
+  private linkFor(member: UserId): Link | undefined {
+    return this.links.get(member);
+  }
+
+  private openLink(peer: UserId): void {
+    const options = {
+      polite: this.session.self < peer,
+      rtcConfig: this.session.rtcConfig,
+      connectTimeoutMs: this.session.connectTimeoutMs,
+      blockCandidates: this.session.forceRelay(peer),
+    };
+    const link = new Link(peer, options, {
+      signal: (signal: Signal) => this.session.notify('relay', [this.groupId, peer, { signal }]),
+      statechange: (state: LinkState) => this.linkChanged(peer, state),
+      message: (data: unknown) => this.onFrame(peer, data),
+    });
+    this.links.set(peer, link);
+    this.outboxes.set(peer, []);
+    this.onlinkstatechange?.(peer, link.state);
+  }
+
+  private closeLink(peer: UserId): void {
+    const link = this.links.get(peer);
+    if (link === undefined) return;
+    this.links.delete(peer);
+    link.close();
+  }
+
+  private linkChanged(peer: UserId, state: LinkState): void {
+    if (state !== 'direct') this.failInFlight(peer);
+    if (state === 'closed') {
+      for (const message of this.outboxes.get(peer) ?? []) {
+        if (message.kind === 'unicast') message.call.reject(new RpcError(ErrorCode.PeerGone, `${peer} left`));
+      }
+      this.outboxes.delete(peer);
+    } else if (state !== 'connecting') {
+      const waiting = this.outboxes.get(peer) ?? [];
+      this.outboxes.set(peer, []);
+      for (const message of waiting) this.dispatch(peer, message);
+    }
+    this.onlinkstatechange?.(peer, state);
+  }
+
+  /** Sends one message to one peer by the route its link offers now. */
+  private dispatch(peer: UserId, message: Outgoing): void {
+    const link = this.links.get(peer);
+    if (link === undefined) {
+      if (message.kind === 'unicast') message.call.reject(new RpcError(ErrorCode.PeerGone, `no link to ${peer}`));
+      return;
+    }
+    if (link.state === 'connecting') {
+      this.outboxes.get(peer)?.push(message);
+      return;
+    }
+    if (link.state === 'direct' && this.sendDirect(link, message)) return;
+    this.sendRelayed(peer, message);
+  }
+
+  private sendDirect(link: Link, message: Outgoing): boolean {
+    if (message.kind === 'broadcast') return link.send(encodeFrame({ kind: FrameKind.Broadcast, id: 0, body: message.body }));
+    const id = this.nextFrameId();
+    const { call } = message;
+    if (!link.send(encodeFrame({ kind: FrameKind.Request, id, body: call.body }))) return false;
+    const timer = setTimeout(() => {
+      this.inFlight.delete(id);
+      call.reject(new RpcError(ErrorCode.RelayTimeout, `${call.peer} did not answer in time`));
+    }, this.session.unicastTimeoutMs);
+    this.inFlight.set(id, { call, timer });
+    return true;
+  }
+
+  private sendRelayed(peer: UserId, message: Outgoing): void {
+    if (message.kind === 'broadcast') {
+      this.session.notify('relay', [this.groupId, peer, { broadcast: toRelayBody(message.body) }]);
+      return;
+    }
+    const { call } = message;
+    this.session.call('relay', [this.groupId, peer, { unicast: toRelayBody(call.body) }]).then(
+      (result) => {
+        const reply = fromRelayBody(result);
+        if (reply === undefined) call.reject(new RpcError(ErrorCode.InternalError, 'malformed unicast reply'));
+        else call.resolve(reply);
+      },
+      (error: unknown) => call.reject(toRpcError(error)),
+    );
+  }
+
+  private onFrame(peer: UserId, data: unknown): void {
+    const frame = decodeFrame(data);
+    if (frame === undefined) return;
+    switch (frame.kind) {
+      case FrameKind.Broadcast:
+        this.deliver(peer, frame.body);
+        return;
+      case FrameKind.Request:
+        void this.answerFrame(peer, frame);
+        return;
+      case FrameKind.Reply:
+      case FrameKind.Error:
+        this.settle(peer, frame);
+        return;
+    }
+  }
+
+  private async answerFrame(peer: UserId, request: Frame): Promise<void> {
+    let reply: Frame;
+    try {
+      reply = { kind: FrameKind.Reply, id: request.id, body: await this.answer(peer, request.body) };
+    } catch (error) {
+      reply = { kind: FrameKind.Error, id: request.id, body: errorBody(toRpcError(error)) };
+    }
+    // A reply whose link died on the way is lost; the caller's timeout tells it.
+    this.links.get(peer)?.send(encodeFrame(reply));
+  }
+
+  private settle(peer: UserId, reply: Frame): void {
+    const pending = this.inFlight.get(reply.id);
+    if (pending === undefined || pending.call.peer !== peer) return;
+    this.inFlight.delete(reply.id);
+    clearTimeout(pending.timer);
+    if (reply.kind === FrameKind.Reply) pending.call.resolve(reply.body);
+    else pending.call.reject(errorFromBody(reply.body));
+  }
+
+  /** The channel a request went out on is gone: its reply cannot come back. */
+  private failInFlight(peer: UserId): void {
+    for (const [id, pending] of this.inFlight) {
+      if (pending.call.peer !== peer) continue;
+      this.inFlight.delete(id);
+      clearTimeout(pending.timer);
+      pending.call.reject(new RpcError(ErrorCode.PeerGone, `the link to ${peer} closed before it answered`));
+    }
+  }
+
+  private deliver(from: UserId, body: Body): void {
+    if (this.left || !mayBroadcast(this.rules, from, this.session.self)) return;
+    this.onmessage?.(from, body);
+  }
+
+  /** The reply of this member's `onunicast` to a unicast from `from`. */
+  private async answer(from: UserId, body: Body): Promise<Body> {
+    if (this.left) throw new RpcError(ErrorCode.NotAMember, 'this member left the group');
+    if (!mayUnicast(this.rules, from, this.session.self)) {
+      throw new RpcError(ErrorCode.PermissionDenied, 'this capability forbids unicasts between these members');
+    }
+    const handler = this.onunicast;
+    if (handler === null) throw new RpcError(ErrorCode.MethodNotFound, 'the target has no onunicast handler');
+    try {
+      const reply = toBody(await handler(from, body));
+      return typeof reply === 'string' ? reply : reply.slice();
+    } catch (error) {
+      throw new RpcError(ErrorCode.InternalError, error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  private nextFrameId(): number {
+    this.lastFrameId = this.lastFrameId === MAX_FRAME_ID ? 1 : this.lastFrameId + 1;
+    return this.lastFrameId;
+  }
+
+  private assertMember(): void {
+    if (this.left) throw new RpcError(ErrorCode.NotAMember, `this member left group ${this.groupId}`);
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * One RTCPeerConnection with one DataChannel to one peer, negotiated with
+ * the "perfect negotiation" pattern, and the state the group routes by.
+ */
+import type { LinkState, UserId } from '../../interfaces/api';
+
+/** A signaling message for the peer, sent through the server's `relay`. */
+export type Signal = { readonly description: RTCSessionDescriptionInit } | { readonly candidate: RTCIceCandidateInit };
+
+export interface LinkOptions {
+  /**
+   * On an offer collision the polite peer rolls its own offer back and the
+   * impolite one ignores the incoming offer. One of every pair is polite.
+   */
+  readonly polite: boolean;
+  readonly rtcConfig: RTCConfiguration;
+  /** How long the link may stay 'connecting' before it is relayed. */
+  readonly connectTimeoutMs: number;
+  /** Test hook: exchange no ICE candidates, so P2P cannot connect. */
+  readonly blockCandidates: boolean;
+}
+
+/** What a link tells its group. */
+export interface LinkEvents {
+  signal(signal: Signal): void;
+  statechange(state: LinkState): void;
+  message(data: unknown): void;
+}
+
+/** The label of the one DataChannel of a link. */
+const CHANNEL_LABEL = 'webrtc-p2p';
+
+export class Link {
+  /** 'connecting' until the channel opens ('direct') or P2P gives up ('relayed'). */
+  state: LinkState = 'connecting';
+  private readonly pc: RTCPeerConnection;
+  private channel: RTCDataChannel | undefined;
+  /** True while this side creates and sets an offer: an incoming offer then collides. */
+  private makingOffer = false;
+  /** True after the impolite side dropped a colliding offer: its candidates are dropped too. */
+  private ignoreOffer = false;
+  /** Remote candidates that came before the remote description they belong to. */
+  private readonly pendingCandidates: RTCIceCandidateInit[] = [];
+  /** Incoming signals are applied one after the other, in arrival order. */
+  private signals: Promise<void> = Promise.resolve();
+  private readonly connectTimer: ReturnType<typeof setTimeout>;
+
+  constructor(
+    readonly peer: UserId,
+    private readonly options: LinkOptions,
+    private readonly events: LinkEvents,
+  ) {
+    this.pc = new RTCPeerConnection(options.rtcConfig);
+    this.pc.onnegotiationneeded = () => void this.offer();
+    this.pc.onicecandidate = ({ candidate }) => {
+      if (candidate !== null && !options.blockCandidates) this.events.signal({ candidate: candidate.toJSON() });
+    };
+    this.pc.onconnectionstatechange = () => {
+      if (this.pc.connectionState === 'failed') this.fallBack();
+    };
+    this.pc.ondatachannel = ({ channel }) => this.adopt(channel);
+    // Only the impolite side opens the channel, so a pair gets exactly one
+    // and, in the common case, exactly one offer: no collision to resolve.
+    if (!options.polite) this.adopt(this.pc.createDataChannel(CHANNEL_LABEL));
+    this.connectTimer = setTimeout(() => {
+      if (this.state === 'connecting') this.fallBack();
+    }, options.connectTimeoutMs);
+  }
+
+  /** Sends one message on the channel; false when the channel cannot take it. */
+  send(message: Uint8Array<ArrayBuffer>): boolean {
+    if (this.state !== 'direct' || this.channel?.readyState !== 'open') return false;
+    try {
+      this.channel.send(message);
+      return true;
+    } catch {
+      this.fallBack();
+      return false;
+    }
+  }
+
+  /** Applies a signal from the peer, after every signal that came before it. */
+  receive(signal: Signal): void {
+    this.signals = this.signals.then(() => this.apply(signal)).catch(() => this.fallBack());
+  }
+
+  /** Ends the link for good: the peer left, or we did. */
+  close(): void {
+    this.setState('closed');
+    this.shutDown();
+  }
+
+  private async offer(): Promise<void> {
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      this.sendDescription();
+    } catch {
+      this.fallBack();
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  private async apply(signal: Signal): Promise<void> {
+    if (this.state === 'closed' || this.state === 'relayed') return;
+    if ('candidate' in signal) {
+      if (this.options.blockCandidates || this.ignoreOffer) return;
+      if (this.pc.remoteDescription === null) this.pendingCandidates.push(signal.candidate);
+      else await this.pc.addIceCandidate(signal.candidate);
+      return;
+    }
+    const description = this.filter(signal.description);
+    const collision = description.type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable');
+    this.ignoreOffer = !this.options.polite && collision;
+    if (this.ignoreOffer) return;
+    // On a collision the polite side's setRemoteDescription rolls its own
+    // offer back first (implicit rollback), then takes the peer's.
+    await this.pc.setRemoteDescription(description);
+    for (const candidate of this.pendingCandidates.splice(0)) await this.pc.addIceCandidate(candidate);
+    if (description.type === 'offer') {
+      await this.pc.setLocalDescription();
+      this.sendDescription();
+    }
+  }
+
+  private sendDescription(): void {
+    const description = this.pc.localDescription;
+    if (description === null) return;
+    this.events.signal({ description: this.filter({ type: description.type, sdp: description.sdp }) });
+  }
+
+  /** With the test hook on, descriptions carry no candidates either. */
+  private filter(description: RTCSessionDescriptionInit): RTCSessionDescriptionInit {
+    if (!this.options.blockCandidates || description.sdp === undefined) return description;
+    const sdp = description.sdp
+      .split('\r\n')
+      .filter((line) => !line.startsWith('a=candidate:'))
+      .join('\r\n');
+    return { type: description.type, sdp };
+  }
+
+  private adopt(channel: RTCDataChannel): void {
+    if (this.channel !== undefined) {
+      channel.close();
+      return;
+    }
+    this.channel = channel;
+    channel.binaryType = 'arraybuffer';
+    channel.onopen = () => this.setState('direct');
+    channel.onclose = () => this.fallBack();
+    channel.onmessage = ({ data }) => this.events.message(data);
+    if (channel.readyState === 'open') this.setState('direct');
+  }
+
+  /**
+   * P2P failed, timed out or died: the pair talks through the server from
+   * now on. The connection is closed so that both sides agree quickly (the
+   * peer's channel closes too) and a relayed link never flips back.
+   */
+  private fallBack(): void {
+    if (this.state === 'closed' || this.state === 'relayed') return;
+    this.setState('relayed');
+    this.shutDown();
+  }
+
+  private shutDown(): void {
+    clearTimeout(this.connectTimer);
+    if (this.channel !== undefined) this.channel.onclose = null;
+    this.pc.close();
+  }
+
+  private setState(state: LinkState): void {
+    if (this.state === state || this.state === 'closed') return;
+    if (state === 'direct') clearTimeout(this.connectTimer);
+    this.state = state;
+    this.events.statechange(state);
+  }
+}

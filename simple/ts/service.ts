@@ -1,0 +1,206 @@
+/**
+ * `SimpleService`: one WebSocket session with the signaling server, spoken
+ * as a JSON-RPC 2.0 peer (json-rpc-2.0's server-and-client): it calls
+ * `init`, `create`, `join`, `leave`, `get_members` and `relay`, and answers
+ * the server's `relay` requests and member notifications by handing them to
+ * the right `Group`.
+ */
+import {
+  JSONRPCClient,
+  JSONRPCErrorException,
+  JSONRPCServer,
+  JSONRPCServerAndClient,
+} from 'json-rpc-2.0';
+import type * as api from '../../interfaces/api';
+import type { GroupId, IService, IServiceInfo, ServiceOptions, UserId } from '../../interfaces/api';
+import { DEFAULT_CAPABILITY } from './capability';
+import { ErrorCode, RpcError, toRpcError } from './errors';
+import { Group, type Session } from './group';
+import { parseGroupEvent, parseId, parseIds, parseJoinResult, parseRelayRequest } from './wire';
+
+/** How long a link may stay 'connecting' before its messages go through the server. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** How long a DataChannel unicast waits for its reply (the server's relay timeout is the same). */
+export const DEFAULT_UNICAST_TIMEOUT_MS = 10_000;
+
+/** The live part of a service: exists from `join()` until the session ends. */
+interface Connection {
+  readonly socket: WebSocket;
+  readonly rpc: JSONRPCServerAndClient;
+}
+
+export class SimpleService implements IService {
+  onclose: (() => void) | null = null;
+
+  private connection: Connection | undefined;
+  private joined: Promise<IServiceInfo> | undefined;
+  private groupSession: Session | undefined;
+  private self: UserId | undefined;
+  private closed = false;
+  private readonly groups = new Map<GroupId, Group>();
+  /**
+   * Groups whose `join` is on its way: a relay for one of them waits for it,
+   * as a peer's offer can arrive before our own `join` answer is handled.
+   */
+  private readonly joining = new Map<GroupId, Promise<Group>>();
+
+  constructor(
+    private readonly url: string,
+    private readonly options: ServiceOptions = {},
+  ) {}
+
+  join(): Promise<IServiceInfo> {
+    this.joined ??= this.connect();
+    return this.joined;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.connection?.socket.close(1000, 'closed by the client');
+    this.shutDown('the service was closed');
+  }
+
+  info(): IServiceInfo {
+    const self = this.self;
+    if (self === undefined) throw new RpcError(ErrorCode.NotInitialized, 'join() has not resolved yet');
+    return { id: () => self };
+  }
+
+  async createGroup(capability: api.GroupCapability | number = DEFAULT_CAPABILITY): Promise<Group> {
+    const session = await this.session();
+    const id = parseId(await session.call('create', [capability]));
+    const group = new Group(id, session.self, capability, [session.self], session);
+    this.groups.set(id, group);
+    return group;
+  }
+
+  joinGroup(id: GroupId): Promise<Group> {
+    const known = this.groups.get(id) ?? this.joining.get(id);
+    if (known !== undefined) return Promise.resolve(known);
+    const joining = this.enter(id).finally(() => this.joining.delete(id));
+    this.joining.set(id, joining);
+    return joining;
+  }
+
+  private async enter(id: GroupId): Promise<Group> {
+    const session = await this.session();
+    const { owner, capability } = parseJoinResult(await session.call('join', [id]));
+    // Registered before `get_members` so that peers' offers find it; the
+    // member list is completed by the answer.
+    const group = new Group(id, owner, capability, owner === session.self ? [owner] : [owner, session.self], session);
+    this.groups.set(id, group);
+    try {
+      group.setMembers(parseIds(await session.call('get_members', [id])));
+    } catch (error) {
+      group.end();
+      throw toRpcError(error);
+    }
+    return group;
+  }
+
+  private async connect(): Promise<IServiceInfo> {
+    if (this.closed) throw new RpcError(ErrorCode.ConnectionClosed, 'the service was closed');
+    const socket = new WebSocket(this.url);
+    const rpc = new JSONRPCServerAndClient(
+      new JSONRPCServer(),
+      new JSONRPCClient((request) => {
+        if (socket.readyState !== WebSocket.OPEN) throw new Error('the WebSocket is not open');
+        socket.send(JSON.stringify(request));
+      }),
+    );
+    rpc.addMethod('relay', (params: unknown) => this.onRelay(params));
+    rpc.addMethod('member_joined', (params: unknown) => this.onMemberEvent(params, (group, user) => group.memberJoined(user)));
+    rpc.addMethod('member_left', (params: unknown) => this.onMemberEvent(params, (group, user) => group.memberLeft(user)));
+    this.connection = { socket, rpc };
+
+    socket.onmessage = ({ data }) => this.onFrame(rpc, data);
+    socket.onclose = () => this.shutDown('the connection to the server closed');
+    await new Promise<void>((resolve, reject) => {
+      socket.onopen = () => resolve();
+      socket.onerror = () => reject(new RpcError(ErrorCode.ConnectionClosed, `cannot connect to ${this.url}`));
+    });
+    const self = parseId(await this.call('init', []));
+    this.self = self;
+    return this.info();
+  }
+
+  private onFrame(rpc: JSONRPCServerAndClient, data: unknown): void {
+    let message: unknown;
+    try {
+      message = JSON.parse(typeof data === 'string' ? data : new TextDecoder().decode(data as ArrayBuffer));
+    } catch {
+      return; // Not JSON: nothing to answer (the server never sends such a frame).
+    }
+    // json-rpc-2.0 reports (and drops) what is not JSON-RPC; nothing to do here.
+    rpc.receiveAndSend(message).catch(() => undefined);
+  }
+
+  private async onRelay(params: unknown): Promise<unknown> {
+    try {
+      const { groupId, from, data } = parseRelayRequest(params);
+      const group = this.groups.get(groupId) ?? (await this.joining.get(groupId)?.catch(() => undefined));
+      if (group === undefined) throw new RpcError(ErrorCode.NotAMember, `not a member of ${groupId}`);
+      return await group.relayed(from, data);
+    } catch (error) {
+      throw toRpcError(error).toException();
+    }
+  }
+
+  private onMemberEvent(params: unknown, apply: (group: Group, user: UserId) => void): void {
+    const event = parseGroupEvent(params);
+    if (event === undefined) throw new JSONRPCErrorException('expected [group_id, user_id]', ErrorCode.InvalidParams);
+    const group = this.groups.get(event.groupId);
+    if (group !== undefined) apply(group, event.userId);
+  }
+
+  /** The session facts and calls a group needs, once `join()` resolved. */
+  private async session(): Promise<Session> {
+    await this.join();
+    if (this.closed) throw new RpcError(ErrorCode.ConnectionClosed, 'the service was closed');
+    this.groupSession ??= this.makeSession(this.info().id());
+    return this.groupSession;
+  }
+
+  private makeSession(self: UserId): Session {
+    return {
+      self,
+      rtcConfig: this.options.rtcConfig ?? { iceServers: [] },
+      connectTimeoutMs: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      unicastTimeoutMs: this.options.unicastTimeoutMs ?? DEFAULT_UNICAST_TIMEOUT_MS,
+      forceRelay: this.options.forceRelay ?? (() => false),
+      call: (method, params) => this.call(method, params),
+      notify: (method, params) => this.notify(method, params),
+      forget: (group) => {
+        if (this.groups.get(group.id()) === group) this.groups.delete(group.id());
+      },
+    };
+  }
+
+  private async call(method: string, params: unknown[]): Promise<unknown> {
+    const connection = this.connection;
+    if (connection === undefined || this.closed) throw new RpcError(ErrorCode.ConnectionClosed, 'not connected');
+    try {
+      return await connection.rpc.request(method, params);
+    } catch (error) {
+      throw toRpcError(error);
+    }
+  }
+
+  private notify(method: string, params: unknown[]): void {
+    if (this.closed) return;
+    try {
+      this.connection?.rpc.notify(method, params);
+    } catch {
+      // The socket is closing; shutDown() is on its way.
+    }
+  }
+
+  /** Every exit path ends here once: pending calls fail, groups end, `onclose` runs. */
+  private shutDown(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.connection?.rpc.rejectAllPendingRequests(reason);
+    for (const group of [...this.groups.values()]) group.end();
+    this.onclose?.();
+  }
+}
