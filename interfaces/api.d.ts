@@ -1,0 +1,217 @@
+/**
+ * The browser API of webrtc-p2p: what `SimpleService` (simple/ts/, served by
+ * the server as the ES module `/webrtc-p2p.js`) promises its users.
+ *
+ * A service is one WebSocket session with the signaling server. Through it a
+ * page creates or joins groups; inside a group every pair of members that the
+ * group's capability lets talk opens an RTCPeerConnection with one
+ * DataChannel, and `broadcast` / `unicast` travel over those channels. A pair
+ * that cannot connect directly keeps talking through the server's `relay`
+ * (same API; `linkState` says `'relayed'`).
+ *
+ * The wire protocol underneath is shared/PROTOCOL.md; the peer-to-peer
+ * payloads (DataChannel frames, relayed messages) are documented at the end
+ * of this file.
+ */
+
+/** A user id: 32 lowercase hex digits, handed out by the server's `init`. */
+export type UserId = string;
+
+/** A group id: 32 lowercase hex digits, handed out by the server's `create`. */
+export type GroupId = string;
+
+/**
+ * Who may talk to whom in a group, as bits. A pair of members may exchange a
+ * kind of message when the capability has that kind's *Everyone* bit, or when
+ * one of the two is the owner and it has that kind's *Owner* bit. Links
+ * (RTCPeerConnections) exist between the pairs that some bit allows: a full
+ * mesh when an Everyone bit is set, a star around the owner otherwise.
+ *
+ * Combine bits with `|`; the server accepts 1..=15 and defaults to
+ * `BroadcastEveryone | UnicastEveryone` (10).
+ */
+export enum GroupCapability {
+  /** Broadcasts travel between the owner and each member (both ways). */
+  BroadcastOwner = 1,
+  /** Broadcasts travel between any two members. */
+  BroadcastEveryone = 2,
+  /** Unicasts travel between the owner and each member (both ways). */
+  UnicastOwner = 4,
+  /** Unicasts travel between any two members. */
+  UnicastEveryone = 8,
+}
+
+/**
+ * The state of the link from this member to another one:
+ * - `'connecting'`: negotiating P2P; messages wait in order until it settles;
+ * - `'direct'`: the DataChannel is open and carries the messages;
+ * - `'relayed'`: P2P failed, timed out or died; messages go through the server;
+ * - `'closed'`: no link: the member left, this member left, or the capability
+ *   gives the pair nothing to exchange.
+ */
+export type LinkState = 'connecting' | 'direct' | 'relayed' | 'closed';
+
+/** What can be sent. Views are sent as the bytes they view. */
+export type Data = ArrayBuffer | ArrayBufferView | string;
+
+/**
+ * What arrives: a string stays a string; binary data arrives as a
+ * `Uint8Array` that owns its buffer (offset 0, exactly the bytes sent).
+ */
+export type Received = string | Uint8Array;
+
+/**
+ * Every code an `RpcError` carries. The standard JSON-RPC codes and the
+ * server's application codes (-32001..-32010) keep their wire meaning; the
+ * client raises the same codes for the same conditions it detects itself
+ * (e.g. a unicast to a non-member is `UserNotFound`, a DataChannel unicast
+ * that gets no answer in time is `RelayTimeout`). `ConnectionClosed` is the
+ * only code that never travels: the WebSocket is gone.
+ */
+export enum ErrorCode {
+  ParseError = -32700,
+  InvalidRequest = -32600,
+  /** Also: the target of a unicast has no `onunicast` handler. */
+  MethodNotFound = -32601,
+  InvalidParams = -32602,
+  /** Also: the target's `onunicast` threw; `message` is its message. */
+  InternalError = -32603,
+  /** The service's WebSocket is closed (by `close()` or by the network). */
+  ConnectionClosed = -32000,
+  NotInitialized = -32001,
+  AlreadyInitialized = -32002,
+  GroupNotFound = -32003,
+  NotAMember = -32004,
+  UserNotFound = -32005,
+  PermissionDenied = -32006,
+  RelayTimeout = -32007,
+  PeerGone = -32008,
+  Busy = -32009,
+  LimitExceeded = -32010,
+}
+
+/**
+ * The one error type every promise of this API rejects with. `code` is an
+ * `ErrorCode` (a number the server or a peer sent is kept even when this
+ * version does not name it).
+ */
+export interface IRpcError extends Error {
+  readonly name: 'RpcError';
+  readonly code: ErrorCode | number;
+  /** The `data` member of the JSON-RPC error object, when there was one. */
+  readonly data?: unknown;
+}
+
+/** Facts about this session, valid after `IService.join()` resolved. */
+export interface IServiceInfo {
+  /** This session's user id. */
+  id(): UserId;
+}
+
+/** Knobs of `new SimpleService(url, options)`; every one is optional. */
+export interface ServiceOptions {
+  /** Passed to every RTCPeerConnection; default `{ iceServers: [] }`. */
+  readonly rtcConfig?: RTCConfiguration;
+  /** How long a link may stay `'connecting'` before it is relayed; default 10 000 ms. */
+  readonly connectTimeoutMs?: number;
+  /** How long a DataChannel unicast waits for its reply; default 10 000 ms. */
+  readonly unicastTimeoutMs?: number;
+  /**
+   * Test hook: links to the peers for which this returns true exchange no
+   * ICE candidates, so P2P genuinely fails and the link falls back to relay
+   * after `connectTimeoutMs`.
+   */
+  readonly forceRelay?: (peer: UserId) => boolean;
+}
+
+export interface IService {
+  /** Opens the WebSocket and calls `init`; resolves with this session's facts. */
+  join(): Promise<IServiceInfo>;
+  /** Closes the session: every group is left (the server tells the others). */
+  close(): void;
+  /** This session's facts; throws `NotInitialized` before `join()` resolved. */
+  info(): IServiceInfo;
+  /** Creates a group owned by this session; default capability 10. */
+  createGroup(capability?: GroupCapability | number): Promise<IGroup>;
+  /** Joins a group by id; joining a group twice returns the same `IGroup`. */
+  joinGroup(id: GroupId): Promise<IGroup>;
+  /** Called once when the session ends, by `close()` or by the network. */
+  onclose: (() => void) | null;
+}
+
+/**
+ * A group as one member sees it. Handlers are plain properties (assign
+ * `null` to remove); they are called with this member's view already
+ * updated (`members()`, `linkState()`).
+ */
+export interface IGroup {
+  /** A broadcast from another member arrived. */
+  onmessage: ((from: UserId, data: Received) => void) | null;
+  /**
+   * A unicast from another member arrived: return (or resolve) the reply.
+   * A throw becomes an `InternalError` at the sender; no handler, a
+   * `MethodNotFound`.
+   */
+  onunicast: ((from: UserId, data: Received) => Data | Promise<Data>) | null;
+  /** A member joined (it is already in `members()`). */
+  onmemberjoin: ((member: UserId) => void) | null;
+  /** A member left or disconnected (it is no longer in `members()`). */
+  onmemberleave: ((member: UserId) => void) | null;
+  /** The link to `member` changed state. */
+  onlinkstatechange: ((member: UserId, state: LinkState) => void) | null;
+
+  id(): GroupId;
+  capability(): GroupCapability | number;
+  /** The owner: the creator, then the earliest-joined remaining member. */
+  owner(): UserId;
+  /** User ids in join order, this member included, the owner first. */
+  members(): UserId[];
+  /** The state of the link to `member` (`'closed'` for a non-member or itself). */
+  linkState(member: UserId): LinkState;
+
+  /**
+   * Sends `data` to every member the capability lets this member broadcast
+   * to; resolves once it is handed to every link. Rejects with
+   * `PermissionDenied` when the capability lets this member broadcast to no
+   * one while there are other members.
+   */
+  broadcast(data: Data): Promise<void>;
+  /**
+   * Sends `data` to `target` and resolves with its `onunicast` reply.
+   * Rejects with `UserNotFound` (not a member), `PermissionDenied`,
+   * `RelayTimeout`, `PeerGone`, `MethodNotFound` or `InternalError`.
+   */
+  unicast(target: UserId, data: Data): Promise<Received>;
+  /** Leaves the group and closes its links; later calls reject with `NotAMember`. */
+  leave(): Promise<void>;
+}
+
+/**
+ * Peer-to-peer payloads: what two clients exchange. Not needed to use the
+ * API; written down so that another client can interoperate.
+ *
+ * Through the server, the `data` of a `relay` is one `RelayPayload`:
+ * - signaling goes as `relay` *notifications* (no reply):
+ *   `{"signal": {"description": RTCSessionDescriptionInit}}` or
+ *   `{"signal": {"candidate": RTCIceCandidateInit}}`;
+ * - a relayed broadcast is a notification `{"broadcast": Body}`;
+ * - a relayed unicast is a request `{"unicast": Body}`, answered with a
+ *   `Body` result or an error object (code as in `ErrorCode`);
+ * - a `Body` is `{"text": string}` or `{"base64": string}`.
+ *
+ * On a DataChannel (ordered, reliable, label `"webrtc-p2p"`) every message is
+ * one binary frame: a 6-byte header, then the payload bytes.
+ *   byte 0: kind — 0 broadcast, 1 unicast request, 2 unicast reply,
+ *           3 unicast error (payload: UTF-8 JSON `{"code", "message"}`);
+ *   byte 1: payload type — 0 UTF-8 text, 1 bytes;
+ *   bytes 2..6: request id, unsigned 32-bit big-endian (0 for broadcasts),
+ *           chosen by the requester and echoed by the reply.
+ */
+export type RelayPayload =
+  | { readonly signal: { readonly description: RTCSessionDescriptionInit } }
+  | { readonly signal: { readonly candidate: RTCIceCandidateInit } }
+  | { readonly broadcast: RelayBody }
+  | { readonly unicast: RelayBody };
+
+/** A message body inside a relayed payload. */
+export type RelayBody = { readonly text: string } | { readonly base64: string };
