@@ -1,0 +1,54 @@
+//! The demo page and the browser client, embedded in the binary.
+//!
+//! `server/assets/` is built from `frontend/` and `simple/ts/` by
+//! `npm --prefix frontend run build` and committed; the frontend test suite
+//! fails when it is stale.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+/// The demo page; it loads `/demo.css` and `/demo.js`.
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+/// The demo's script; it imports the client from `/webrtc-p2p.js`, as any site would.
+const DEMO_JS: &str = include_str!("../assets/demo.js");
+const DEMO_CSS: &str = include_str!("../assets/demo.css");
+/// The client: an ES module exporting `SimpleService` and `GroupCapability`.
+const CLIENT_JS: &str = include_str!("../assets/webrtc-p2p.js");
+
+const HTML: &str = "text/html; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// `GET /` (the demo), `/demo.js`, `/demo.css` and `/webrtc-p2p.js` (the client).
+pub(crate) fn router() -> Router {
+    Router::new()
+        .route("/", get(|| async { page(HTML, INDEX_HTML) }))
+        .route("/demo.js", get(|| async { page(JAVASCRIPT, DEMO_JS) }))
+        .route("/demo.css", get(|| async { page(CSS, DEMO_CSS) }))
+        .route("/webrtc-p2p.js", get(|| async { client() }))
+}
+
+/// A file of the demo page, revalidated on every load so that a new binary's page is used at once.
+fn page(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
+
+/// The client module, importable from any origin.
+fn client() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, JAVASCRIPT),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CLIENT_JS,
+    )
+}

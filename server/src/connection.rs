@@ -1,0 +1,249 @@
+//! One WebSocket connection: a read loop that classifies each frame and
+//! starts requests without ever waiting on one, a writer task that drains the
+//! connection's queue (coalescing frames into one flush) and pings, and a
+//! cleanup that runs on every exit path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use jsonrpsee::core::server::{ConnectionId, Extensions};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_tungstenite::tungstenite;
+use tracing::{Instrument, debug, debug_span};
+use webrtc_p2p_simple::wire::{self, Incoming, Started};
+use webrtc_p2p_simple::{CloseReason, PeerHandle, Session};
+
+use crate::App;
+
+/// Frames written per flush at most: enough to coalesce a burst into one
+/// syscall, few enough to keep pings and close frames timely.
+const WRITE_BATCH: usize = 64;
+
+/// How long a closing connection waits for the client's close reply and for
+/// its last frames to be written before the socket is dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Everything a request needs to start.
+struct Context<'a> {
+    app: &'a App,
+    peer: &'a Arc<PeerHandle>,
+    ext: &'a Extensions,
+    conn: ConnectionId,
+}
+
+/// Serves one upgraded WebSocket until it closes, for whatever reason.
+pub(crate) async fn serve(socket: WebSocket, app: App) {
+    let conn = app.next_connection_id();
+    let span = debug_span!("conn", id = conn.0);
+    run(socket, app, conn).instrument(span).await;
+}
+
+async fn run(socket: WebSocket, app: App, conn: ConnectionId) {
+    let limits = app.hub.limits().clone();
+    let (outbox, queue) = mpsc::channel(limits.max_queued_frames);
+    let peer = Arc::new(PeerHandle::new(outbox, limits.relay_timeout));
+    let session = Arc::new(Session::new(peer.clone()));
+    let mut ext = Extensions::new();
+    ext.insert(session.clone());
+
+    let (sink, mut stream) = socket.split();
+    let (close_tx, close_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(sink, queue, close_rx, limits.ping_interval));
+
+    let cx = Context {
+        app: &app,
+        peer: &peer,
+        ext: &ext,
+        conn,
+    };
+    let reason = read_loop(&mut stream, &cx, &session).await;
+    debug!(code = reason.code, reason = reason.reason, "closing");
+
+    // Leave every group, release the id, fail calls waiting on this client.
+    app.hub.disconnect(&session, reason);
+    let _ = close_tx.send(reason);
+    // Let the writer flush what is queued and the close frame, and read the
+    // client's close reply, each for a bounded time.
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    let _ = timeout(CLOSE_LINGER, drain).await;
+    if timeout(CLOSE_LINGER, &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+async fn read_loop(
+    stream: &mut SplitStream<WebSocket>,
+    cx: &Context<'_>,
+    session: &Session,
+) -> CloseReason {
+    let limits = cx.app.hub.limits();
+    let init_deadline = Instant::now() + limits.init_timeout;
+    let idle = sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let closed = cx.peer.closed();
+    tokio::pin!(closed);
+    let mut shutdown = cx.app.shutdown.clone();
+
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                match message {
+                    Some(Ok(Message::Text(text))) => handle_text(text.as_str(), cx),
+                    // A binary frame is read as if it were text.
+                    Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
+                        Ok(text) => handle_text(text, cx),
+                        Err(_) => send(cx.peer, wire::error_frame(None, wire::code::PARSE_ERROR, "parse error: binary frame is not UTF-8")),
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => return CloseReason::NORMAL,
+                    Some(Err(e)) => return close_reason(e),
+                }
+            }
+            reason = &mut closed => return reason,
+            _ = shutdown.wait_for(|stop| *stop) => return CloseReason::SHUTDOWN,
+            () = &mut idle => return CloseReason::IDLE_TIMEOUT,
+            () = sleep_until(init_deadline), if session.user().is_none() => return CloseReason::INIT_TIMEOUT,
+        }
+    }
+}
+
+/// What a WebSocket error means for the close frame.
+fn close_reason(e: axum::Error) -> CloseReason {
+    match e.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
+        Ok(tungstenite::Error::Capacity(_)) => CloseReason::MESSAGE_TOO_BIG,
+        Ok(tungstenite::Error::Utf8(_)) => CloseReason::INVALID_UTF8,
+        Ok(tungstenite::Error::Protocol(_)) => CloseReason::PROTOCOL_ERROR,
+        _ => CloseReason::NORMAL,
+    }
+}
+
+fn send(peer: &PeerHandle, frame: String) {
+    // A full queue closes the connection; the read loop sees that next.
+    let _ = peer.send_frame(frame);
+}
+
+fn handle_text(text: &str, cx: &Context<'_>) {
+    match wire::classify(text) {
+        Incoming::Request(request) => match start(request, cx) {
+            Started::Done(Some(frame)) => send(cx.peer, frame),
+            Started::Done(None) => {}
+            Started::Running(future) => {
+                let peer = cx.peer.clone();
+                tokio::spawn(async move {
+                    if let Some(frame) = future.await {
+                        send(&peer, frame);
+                    }
+                });
+            }
+        },
+        Incoming::Response(response) => {
+            // Unknown or late ids are dropped: answering would break the client.
+            cx.peer.complete(&response);
+        }
+        Incoming::Batch(items) => handle_batch(&items, cx),
+        Incoming::Invalid { id, code, message } => {
+            send(cx.peer, wire::error_frame(id, code, &message))
+        }
+    }
+}
+
+fn start(request: wire::Request<'_>, cx: &Context<'_>) -> Started {
+    wire::start(&cx.app.methods, request, cx.conn, cx.ext.clone())
+}
+
+/// Starts a batch's requests in order (each up to its first await, like
+/// single ones) and answers with one array in the same order, once all are
+/// done.
+fn handle_batch(items: &[&serde_json::value::RawValue], cx: &Context<'_>) {
+    let max = cx.app.hub.limits().max_batch_len;
+    if items.is_empty() || items.len() > max {
+        let message = if items.is_empty() {
+            "empty batch".to_owned()
+        } else {
+            format!("batch longer than {max}")
+        };
+        return send(
+            cx.peer,
+            wire::error_frame(None, wire::code::INVALID_REQUEST, &message),
+        );
+    }
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        match wire::classify_item(item) {
+            Incoming::Request(request) => answers.push(start(request, cx)),
+            Incoming::Response(response) => {
+                cx.peer.complete(&response);
+            }
+            Incoming::Invalid { id, code, message } => {
+                answers.push(Started::Done(Some(wire::error_frame(id, code, &message))));
+            }
+            Incoming::Batch(_) => {
+                let frame =
+                    wire::error_frame(None, wire::code::INVALID_REQUEST, "a batch cannot nest");
+                answers.push(Started::Done(Some(frame)));
+            }
+        }
+    }
+    let peer = cx.peer.clone();
+    let assemble = async move {
+        let mut frames = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let frame = match answer {
+                Started::Done(frame) => frame,
+                Started::Running(future) => future.await,
+            };
+            frames.extend(frame);
+        }
+        // A batch of notifications only gets no answer at all.
+        if !frames.is_empty() {
+            send(&peer, format!("[{}]", frames.join(",")));
+        }
+    };
+    tokio::spawn(assemble);
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<String>,
+    mut close: oneshot::Receiver<CloseReason>,
+    ping_interval: Duration,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let result: Result<(), axum::Error> = async {
+        loop {
+            tokio::select! {
+                biased;
+                reason = &mut close => {
+                    // Frames queued before the close still go out.
+                    while let Ok(frame) = queue.try_recv() {
+                        sink.feed(Message::Text(frame.into())).await?;
+                    }
+                    let reason = reason.unwrap_or(CloseReason::NORMAL);
+                    let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
+                    return sink.send(Message::Close(Some(frame))).await;
+                }
+                received = queue.recv_many(&mut batch, WRITE_BATCH) => {
+                    if received == 0 {
+                        return Ok(());
+                    }
+                    for frame in batch.drain(..) {
+                        sink.feed(Message::Text(frame.into())).await?;
+                    }
+                    sink.flush().await?;
+                }
+                _ = ping.tick() => sink.send(Message::Ping(Default::default())).await?,
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        debug!(error = %e, "write failed");
+    }
+}
