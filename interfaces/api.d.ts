@@ -14,11 +14,14 @@
  * of this file.
  */
 
-/** A user id: 32 lowercase hex digits, handed out by the server's `init`. */
-export type UserId = string;
+import type { GroupId } from '../typings/GroupId';
+import type { UserId } from '../typings/UserId';
 
-/** A group id: 32 lowercase hex digits, handed out by the server's `create`. */
-export type GroupId = string;
+/**
+ * Ids are the wire's (typings/, generated from the Rust types): 32 lowercase
+ * hex digits, a `UserId` from `init`, a `GroupId` from `create`.
+ */
+export type { GroupId, UserId };
 
 /**
  * Who may talk to whom in a group, as bits. A pair of members may exchange a

@@ -36,3 +36,14 @@ export type EnumsMatchContract = [
   Proof<Same<typeof import('./capability').GroupCapability, typeof import('../../interfaces/api').GroupCapability>>,
   Proof<Same<typeof import('./errors').ErrorCode, typeof import('../../interfaces/api').ErrorCode>>,
 ];
+
+// And the protocol's application codes (typings/, generated from Rust) are
+// these, by name and value.
+type ProtocolCodes = typeof import('../../typings/ErrorCode').ErrorCode;
+type OurCodes = typeof import('./errors').ErrorCode;
+export type ErrorCodesMatchProtocol = Proof<
+  Same<
+    { [K in keyof ProtocolCodes]: ProtocolCodes[K] },
+    { [K in keyof ProtocolCodes]: `${OurCodes[K]}` extends `${infer N extends number}` ? N : never }
+  >
+>;

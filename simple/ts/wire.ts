@@ -4,13 +4,8 @@
  * A value that does not fit is the server breaking the contract: `InternalError`.
  */
 import type { GroupId, UserId } from '../../interfaces/api';
+import type { JoinResult } from '../../typings/JoinResult';
 import { ErrorCode, RpcError } from './errors';
-
-/** The result of `join`. */
-export interface JoinResult {
-  readonly owner: UserId;
-  readonly capability: number;
-}
 
 /** A server `relay` request: `[group_id, from_user_id, data]`. */
 export interface RelayRequest {
