@@ -30,11 +30,7 @@ impl Capability {
 
     /// The capability with these bits, if they are a valid one (1 to 15).
     pub const fn from_bits(bits: u8) -> Option<Self> {
-        if bits >= 1 && bits <= 15 {
-            Some(Self(bits))
-        } else {
-            None
-        }
+        if bits >= 1 && bits <= 15 { Some(Self(bits)) } else { None }
     }
 
     /// The capability's bits, 1 to 15.
@@ -70,17 +66,8 @@ impl std::ops::BitOr for Capability {
 
 impl fmt::Debug for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; 4] = [
-            "BroadcastOwner",
-            "BroadcastEveryone",
-            "UnicastOwner",
-            "UnicastEveryone",
-        ];
-        let mut names = NAMES
-            .iter()
-            .enumerate()
-            .filter(|(bit, _)| self.0 & (1 << bit) != 0)
-            .map(|(_, n)| *n);
+        const NAMES: [&str; 4] = ["BroadcastOwner", "BroadcastEveryone", "UnicastOwner", "UnicastEveryone"];
+        let mut names = NAMES.iter().enumerate().filter(|(bit, _)| self.0 & (1 << bit) != 0).map(|(_, n)| *n);
         write!(f, "Capability(")?;
         if let Some(first) = names.next() {
             write!(f, "{first}")?;
@@ -106,11 +93,7 @@ impl<'de> Deserialize<'de> for Capability {
         u8::try_from(n)
             .ok()
             .and_then(Self::from_bits)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "capability must be an integer from 1 to 15, got {n}"
-                ))
-            })
+            .ok_or_else(|| serde::de::Error::custom(format!("capability must be an integer from 1 to 15, got {n}")))
     }
 }
 
@@ -121,12 +104,7 @@ mod tests {
     #[test]
     fn capability_accepts_1_to_15_only() {
         for n in 1..=15 {
-            assert_eq!(
-                serde_json::from_str::<Capability>(&n.to_string())
-                    .unwrap()
-                    .bits(),
-                n
-            );
+            assert_eq!(serde_json::from_str::<Capability>(&n.to_string()).unwrap().bits(), n);
         }
         for bad in ["0", "16", "-1", "1.5", "\"10\"", "null", "300"] {
             assert!(serde_json::from_str::<Capability>(bad).is_err(), "{bad}");
@@ -138,28 +116,15 @@ mod tests {
         for bits in 1..=15u8 {
             let cap = Capability::from_bits(bits).unwrap();
             let has_everyone = bits & 0b1010 != 0;
-            assert_eq!(
-                cap.allows_pair(false),
-                has_everyone,
-                "{cap:?} member-member"
-            );
-            assert!(
-                cap.allows_pair(true),
-                "{cap:?} owner-member: every capability has some bit"
-            );
+            assert_eq!(cap.allows_pair(false), has_everyone, "{cap:?} member-member");
+            assert!(cap.allows_pair(true), "{cap:?} owner-member: every capability has some bit");
         }
         assert!(!Capability::from_bits(5).unwrap().allows_pair(false));
     }
 
     #[test]
     fn default_is_broadcast_and_unicast_everyone() {
-        assert_eq!(
-            Capability::default(),
-            Capability::BROADCAST_EVERYONE | Capability::UNICAST_EVERYONE
-        );
-        assert_eq!(
-            format!("{:?}", Capability::DEFAULT),
-            "Capability(BroadcastEveryone|UnicastEveryone)"
-        );
+        assert_eq!(Capability::default(), Capability::BROADCAST_EVERYONE | Capability::UNICAST_EVERYONE);
+        assert_eq!(format!("{:?}", Capability::DEFAULT), "Capability(BroadcastEveryone|UnicastEveryone)");
     }
 }

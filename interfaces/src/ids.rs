@@ -111,10 +111,7 @@ mod tests {
     fn id_is_written_as_32_lowercase_hex_digits() {
         let id = UserId::from_u128(0xABCDEF);
         assert_eq!(id.to_string(), "00000000000000000000000000abcdef");
-        assert_eq!(
-            serde_json::to_string(&id).unwrap(),
-            "\"00000000000000000000000000abcdef\""
-        );
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"00000000000000000000000000abcdef\"");
     }
 
     #[test]

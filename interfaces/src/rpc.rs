@@ -80,12 +80,7 @@ pub trait Signaling {
     /// sender; the target's answer (result or error) is returned unchanged.
     /// Sent as a notification, it is forwarded as a notification.
     #[method(name = "relay", with_extensions)]
-    async fn relay(
-        &self,
-        group_id: GroupId,
-        user_id: UserId,
-        data: Box<RawValue>,
-    ) -> RpcResult<Box<RawValue>>;
+    async fn relay(&self, group_id: GroupId, user_id: UserId, data: Box<RawValue>) -> RpcResult<Box<RawValue>>;
 }
 
 /// Server → client. `relay` is a request the client answers; the member
@@ -96,12 +91,7 @@ pub trait Peer {
     /// Another member relayed `data` to you; your answer (result or error)
     /// goes back to them unchanged.
     #[method(name = "relay")]
-    async fn on_relay(
-        &self,
-        group_id: GroupId,
-        from_user_id: UserId,
-        data: Box<RawValue>,
-    ) -> RpcResult<Box<RawValue>>;
+    async fn on_relay(&self, group_id: GroupId, from_user_id: UserId, data: Box<RawValue>) -> RpcResult<Box<RawValue>>;
 
     /// `user_id` joined `group_id` (sent to every other member).
     #[method(name = "member_joined")]

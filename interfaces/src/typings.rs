@@ -19,17 +19,13 @@ fn error_code_ts() -> String {
     for e in ErrorCode::ALL {
         out.push_str(&format!("  /** {e}. */\n  {}: {},\n", e.name(), e.code()));
     }
-    out.push_str(
-        "} as const;\n\nexport type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];\n",
-    );
+    out.push_str("} as const;\n\nexport type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];\n");
     out
 }
 
 fn generated() -> Vec<(&'static str, String)> {
     let cfg = Config::new();
-    let ts = |r: Result<String, ts_rs::ExportError>| {
-        r.unwrap_or_else(|e| panic!("ts-rs export failed: {e}"))
-    };
+    let ts = |r: Result<String, ts_rs::ExportError>| r.unwrap_or_else(|e| panic!("ts-rs export failed: {e}"));
     vec![
         ("UserId.ts", ts(UserId::export_to_string(&cfg))),
         ("GroupId.ts", ts(GroupId::export_to_string(&cfg))),

@@ -99,9 +99,7 @@ impl Config {
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString> + Clone,
     {
-        Self::try_parse_from(
-            std::iter::once("webrtc-p2p-server".into()).chain(flags.into_iter().map(Into::into)),
-        )
+        Self::try_parse_from(std::iter::once("webrtc-p2p-server".into()).chain(flags.into_iter().map(Into::into)))
     }
 }
 
@@ -118,15 +116,8 @@ mod tests {
 
     #[test]
     fn durations_read_as_humans_write_them() {
-        let config =
-            Config::from_flags(["--relay-timeout", "250ms", "--idle-timeout", "1m"]).unwrap();
-        assert_eq!(
-            config.limits().relay_timeout,
-            std::time::Duration::from_millis(250)
-        );
-        assert_eq!(
-            config.limits().idle_timeout,
-            std::time::Duration::from_secs(60)
-        );
+        let config = Config::from_flags(["--relay-timeout", "250ms", "--idle-timeout", "1m"]).unwrap();
+        assert_eq!(config.limits().relay_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(config.limits().idle_timeout, std::time::Duration::from_secs(60));
     }
 }

@@ -78,18 +78,9 @@ impl Server {
         let hub = Hub::new(config.limits());
         let methods = hub.clone().into_rpc().into();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let app = App {
-            hub,
-            methods,
-            shutdown: shutdown_rx,
-            next_connection: Arc::default(),
-            config: Arc::new(config),
-        };
-        Self {
-            listener,
-            app,
-            shutdown,
-        }
+        let app =
+            App { hub, methods, shutdown: shutdown_rx, next_connection: Arc::default(), config: Arc::new(config) };
+        Self { listener, app, shutdown }
     }
 
     /// The address actually bound (useful with port 0).
@@ -104,36 +95,21 @@ impl Server {
 
     /// Serves until `signal` resolves, then closes every connection with
     /// 1001 and returns once they are closed (or the grace time is over).
-    pub async fn serve(
-        self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let Self {
-            listener,
-            app,
-            shutdown,
-        } = self;
+    pub async fn serve(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self { listener, app, shutdown } = self;
         let router = http::router(app.clone());
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let stop = async move {
             signal.await;
             let _ = stopped_tx.send(());
         };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await?;
+        axum::serve(listener, router).with_graceful_shutdown(stop).await?;
         let _ = stopped_rx.await;
         info!("shutting down: closing connections");
         drop(app);
         let _ = shutdown.send(true);
-        if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.closed())
-            .await
-            .is_err()
-        {
-            warn!(
-                open = shutdown.receiver_count(),
-                "connections still open after the grace time"
-            );
+        if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.closed()).await.is_err() {
+            warn!(open = shutdown.receiver_count(), "connections still open after the grace time");
         }
         Ok(())
     }

@@ -36,10 +36,7 @@ pub(crate) enum Added {
 
 impl Group {
     pub(crate) fn new(capability: Capability, creator: Member) -> Self {
-        Self {
-            capability,
-            members: vec![creator],
-        }
+        Self { capability, members: vec![creator] }
     }
 
     /// The owner's id (groups are never empty: the hub drops empty ones).
@@ -70,11 +67,7 @@ impl Group {
     /// Removes `user`, keeping the others' join order (so the earliest-joined
     /// remaining member becomes owner when the owner leaves).
     pub(crate) fn remove(&mut self, user: UserId) -> Result<Member, ErrorCode> {
-        let at = self
-            .members
-            .iter()
-            .position(|m| m.id == user)
-            .ok_or(ErrorCode::NotAMember)?;
+        let at = self.members.iter().position(|m| m.id == user).ok_or(ErrorCode::NotAMember)?;
         Ok(self.members.remove(at))
     }
 
@@ -84,10 +77,7 @@ impl Group {
         self.member(from).ok_or(ErrorCode::NotAMember)?;
         let target = self.member(to).ok_or(ErrorCode::UserNotFound)?;
         let owner = self.owner();
-        if !self
-            .capability
-            .allows_pair(owner == Some(from) || owner == Some(to))
-        {
+        if !self.capability.allows_pair(owner == Some(from) || owner == Some(to)) {
             return Err(ErrorCode::PermissionDenied);
         }
         Ok(target)
@@ -102,10 +92,7 @@ mod tests {
 
     fn member(n: u128) -> Member {
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
-        Member {
-            id: UserId::from_u128(n),
-            peer: Arc::new(PeerHandle::new(tx, Duration::from_secs(1))),
-        }
+        Member { id: UserId::from_u128(n), peer: Arc::new(PeerHandle::new(tx, Duration::from_secs(1))) }
     }
 
     fn group(cap: u8, n: u128) -> Group {
@@ -129,10 +116,7 @@ mod tests {
         g.remove(UserId::from_u128(1)).unwrap();
         assert_eq!(g.owner(), Some(UserId::from_u128(2)));
         assert_eq!(g.ids(), vec![UserId::from_u128(2), UserId::from_u128(3)]);
-        assert_eq!(
-            g.remove(UserId::from_u128(1)).unwrap_err(),
-            ErrorCode::NotAMember
-        );
+        assert_eq!(g.remove(UserId::from_u128(1)).unwrap_err(), ErrorCode::NotAMember);
     }
 
     #[test]
@@ -141,11 +125,7 @@ mod tests {
         assert_eq!(g.add(member(2), 256), Ok(Added::AlreadyIn));
         assert_eq!(g.members.len(), 2);
         assert_eq!(g.add(member(3), 2), Err(ErrorCode::LimitExceeded));
-        assert_eq!(
-            g.add(member(2), 2),
-            Ok(Added::AlreadyIn),
-            "already-in wins over full"
-        );
+        assert_eq!(g.add(member(2), 2), Ok(Added::AlreadyIn), "already-in wins over full");
     }
 
     #[test]
@@ -162,10 +142,7 @@ mod tests {
         let g = group(5, 3);
         let stranger = UserId::from_u128(99);
         let [_, a, b] = [1, 2, 3].map(UserId::from_u128);
-        assert_eq!(
-            g.route(stranger, stranger).unwrap_err(),
-            ErrorCode::NotAMember
-        );
+        assert_eq!(g.route(stranger, stranger).unwrap_err(), ErrorCode::NotAMember);
         assert_eq!(g.route(a, stranger).unwrap_err(), ErrorCode::UserNotFound);
         assert_eq!(g.route(a, b).unwrap_err(), ErrorCode::PermissionDenied);
         assert!(group(10, 3).route(a, b).is_ok());

@@ -20,9 +20,7 @@ use jsonrpsee::core::to_json_raw_value;
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::value::RawValue;
 use tracing::debug;
-use webrtc_p2p_interfaces::{
-    Capability, ErrorCode, GroupId, JoinResult, PeerClient, SignalingServer, UserId, method,
-};
+use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, JoinResult, PeerClient, SignalingServer, UserId, method};
 
 use crate::group::{Added, Group, Member};
 use crate::limits::Limits;
@@ -47,12 +45,7 @@ pub struct Session {
 impl Session {
     /// A session for the client behind `peer`.
     pub fn new(peer: Arc<PeerHandle>) -> Self {
-        Self {
-            peer,
-            user: OnceLock::new(),
-            groups: Mutex::default(),
-            relays_in_flight: AtomicUsize::new(0),
-        }
+        Self { peer, user: OnceLock::new(), groups: Mutex::default(), relays_in_flight: AtomicUsize::new(0) }
     }
 
     /// The user id, once `init` answered.
@@ -71,18 +64,14 @@ impl Session {
 
     fn lock_groups(&self) -> std::sync::MutexGuard<'_, Vec<GroupId>> {
         // Every critical section is one push/retain/take: poisoning is moot.
-        self.groups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts a relay in flight for as long as the guard lives; `None` when
     /// `limit` are in flight already.
     fn begin_relay(&self, limit: usize) -> Option<InFlight<'_>> {
         self.relays_in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
             .ok()
             .map(|_| InFlight(&self.relays_in_flight))
     }
@@ -124,13 +113,7 @@ struct Shared {
 impl Hub {
     /// An empty hub enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                limits,
-                users: DashMap::new(),
-                groups: DashMap::new(),
-            }),
-        }
+        Self { shared: Arc::new(Shared { limits, users: DashMap::new(), groups: DashMap::new() }) }
     }
 
     /// The limits this hub enforces.
@@ -140,10 +123,7 @@ impl Hub {
 
     /// How many users and groups are live.
     pub fn stats(&self) -> HubStats {
-        HubStats {
-            users: self.shared.users.len(),
-            groups: self.shared.groups.len(),
-        }
+        HubStats { users: self.shared.users.len(), groups: self.shared.groups.len() }
     }
 
     fn register(&self, session: &Session) -> Result<UserId, ErrorCode> {
@@ -159,26 +139,16 @@ impl Hub {
         };
         // Requests of one connection start one at a time, so nobody else can
         // have set it since the check above.
-        session
-            .user
-            .set(id)
-            .map_err(|_| ErrorCode::AlreadyInitialized)?;
+        session.user.set(id).map_err(|_| ErrorCode::AlreadyInitialized)?;
         Ok(id)
     }
 
-    fn create_group(
-        &self,
-        session: &Session,
-        capability: Capability,
-    ) -> Result<GroupId, ErrorCode> {
+    fn create_group(&self, session: &Session, capability: Capability) -> Result<GroupId, ErrorCode> {
         let user = session.initialized()?;
         if session.lock_groups().len() >= self.shared.limits.max_groups_per_user {
             return Err(ErrorCode::LimitExceeded);
         }
-        let creator = Member {
-            id: user,
-            peer: session.peer.clone(),
-        };
+        let creator = Member { id: user, peer: session.peer.clone() };
         let id = loop {
             let id = GroupId::random();
             if let Entry::Vacant(slot) = self.shared.groups.entry(id) {
@@ -192,15 +162,8 @@ impl Hub {
 
     fn join_group(&self, session: &Session, group_id: GroupId) -> Result<JoinResult, ErrorCode> {
         let user = session.initialized()?;
-        let mut group = self
-            .shared
-            .groups
-            .get_mut(&group_id)
-            .ok_or(ErrorCode::GroupNotFound)?;
-        let joined = JoinResult {
-            owner: group.owner().unwrap_or(user),
-            capability: group.capability,
-        };
+        let mut group = self.shared.groups.get_mut(&group_id).ok_or(ErrorCode::GroupNotFound)?;
+        let joined = JoinResult { owner: group.owner().unwrap_or(user), capability: group.capability };
         if group.member(user).is_some() {
             return Ok(joined);
         }
@@ -208,10 +171,7 @@ impl Hub {
         if groups.len() >= self.shared.limits.max_groups_per_user {
             return Err(ErrorCode::LimitExceeded);
         }
-        let member = Member {
-            id: user,
-            peer: session.peer.clone(),
-        };
+        let member = Member { id: user, peer: session.peer.clone() };
         if group.add(member, self.shared.limits.max_members_per_group)? == Added::Joined {
             groups.push(group_id);
             notify_members(&group, user, method::MEMBER_JOINED, group_id);
@@ -243,29 +203,16 @@ impl Hub {
 
     fn members(&self, session: &Session, group_id: GroupId) -> Result<Vec<UserId>, ErrorCode> {
         let user = session.initialized()?;
-        let group = self
-            .shared
-            .groups
-            .get(&group_id)
-            .ok_or(ErrorCode::GroupNotFound)?;
+        let group = self.shared.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
         group.member(user).ok_or(ErrorCode::NotAMember)?;
         Ok(group.ids())
     }
 
     /// Checks a relay in the protocol's error order and returns the sender's
     /// id (stamped by the server, never taken from the client) and the target.
-    fn route(
-        &self,
-        session: &Session,
-        group_id: GroupId,
-        to: UserId,
-    ) -> Result<(UserId, Arc<PeerHandle>), ErrorCode> {
+    fn route(&self, session: &Session, group_id: GroupId, to: UserId) -> Result<(UserId, Arc<PeerHandle>), ErrorCode> {
         let from = session.initialized()?;
-        let group = self
-            .shared
-            .groups
-            .get(&group_id)
-            .ok_or(ErrorCode::GroupNotFound)?;
+        let group = self.shared.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
         let target = group.route(from, to)?;
         Ok((from, target.peer.clone()))
     }
@@ -301,13 +248,8 @@ fn notify_members(group: &Group, user: UserId, method: &str, group_id: GroupId) 
 }
 
 fn session(ext: &Extensions) -> Result<&Arc<Session>, ErrorObjectOwned> {
-    ext.get::<Arc<Session>>().ok_or_else(|| {
-        ErrorObjectOwned::owned(
-            wire::code::INTERNAL_ERROR,
-            "connection has no session",
-            None::<()>,
-        )
-    })
+    ext.get::<Arc<Session>>()
+        .ok_or_else(|| ErrorObjectOwned::owned(wire::code::INTERNAL_ERROR, "connection has no session", None::<()>))
 }
 
 #[jsonrpsee::core::async_trait]
@@ -347,9 +289,7 @@ impl SignalingServer for Hub {
             let _ = target.notify(method::RELAY, Some(&params));
             return Ok(RawValue::NULL.to_owned());
         }
-        let _in_flight = session
-            .begin_relay(self.shared.limits.max_relays_in_flight)
-            .ok_or(ErrorCode::Busy)?;
+        let _in_flight = session.begin_relay(self.shared.limits.max_relays_in_flight).ok_or(ErrorCode::Busy)?;
         match PeerClient::on_relay(&*target, group_id, from, data).await {
             Ok(answer) => Ok(answer),
             // The target's own error passes through unchanged.
@@ -361,9 +301,5 @@ impl SignalingServer for Hub {
 }
 
 fn internal(e: serde_json::Error) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(
-        wire::code::INTERNAL_ERROR,
-        format!("internal error: {e}"),
-        None::<()>,
-    )
+    ErrorObjectOwned::owned(wire::code::INTERNAL_ERROR, format!("internal error: {e}"), None::<()>)
 }

@@ -30,45 +30,21 @@ pub struct CloseReason {
 
 impl CloseReason {
     /// The client closed, or the connection dropped.
-    pub const NORMAL: Self = Self {
-        code: 1000,
-        reason: "",
-    };
+    pub const NORMAL: Self = Self { code: 1000, reason: "" };
     /// The server is shutting down.
-    pub const SHUTDOWN: Self = Self {
-        code: 1001,
-        reason: "server shutting down",
-    };
+    pub const SHUTDOWN: Self = Self { code: 1001, reason: "server shutting down" };
     /// A WebSocket protocol violation.
-    pub const PROTOCOL_ERROR: Self = Self {
-        code: 1002,
-        reason: "protocol error",
-    };
+    pub const PROTOCOL_ERROR: Self = Self { code: 1002, reason: "protocol error" };
     /// A text frame that is not UTF-8.
-    pub const INVALID_UTF8: Self = Self {
-        code: 1007,
-        reason: "invalid UTF-8 in a text frame",
-    };
+    pub const INVALID_UTF8: Self = Self { code: 1007, reason: "invalid UTF-8 in a text frame" };
     /// No `init` within the init timeout.
-    pub const INIT_TIMEOUT: Self = Self {
-        code: 1008,
-        reason: "init timeout",
-    };
+    pub const INIT_TIMEOUT: Self = Self { code: 1008, reason: "init timeout" };
     /// No frame (pongs included) within the idle timeout.
-    pub const IDLE_TIMEOUT: Self = Self {
-        code: 1008,
-        reason: "idle timeout",
-    };
+    pub const IDLE_TIMEOUT: Self = Self { code: 1008, reason: "idle timeout" };
     /// The client stopped reading and its outgoing queue filled up.
-    pub const SLOW_CONSUMER: Self = Self {
-        code: 1008,
-        reason: "slow consumer: outgoing queue full",
-    };
+    pub const SLOW_CONSUMER: Self = Self { code: 1008, reason: "slow consumer: outgoing queue full" };
     /// A frame or message over the size limit.
-    pub const MESSAGE_TOO_BIG: Self = Self {
-        code: 1009,
-        reason: "message too big",
-    };
+    pub const MESSAGE_TOO_BIG: Self = Self { code: 1009, reason: "message too big" };
 }
 
 /// Why a call to a peer failed without an answer.
@@ -147,11 +123,7 @@ impl PeerHandle {
     /// `Ok(Err(error object))`, or why there was none. Everything before the
     /// first await (queueing the frame included) happens on the caller's
     /// stack, so calls keep the order in which they were made.
-    pub async fn call(
-        &self,
-        method: &str,
-        params: Option<&RawValue>,
-    ) -> Result<Answer, CallFailed> {
+    pub async fn call(&self, method: &str, params: Option<&RawValue>) -> Result<Answer, CallFailed> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.lock_pending().as_mut() {
@@ -159,11 +131,7 @@ impl PeerHandle {
             None => return Err(CallFailed::Gone),
         };
         let waiting = Waiting { peer: self, id };
-        self.send_frame(wire::request_frame(
-            Some(&format!("\"s{id}\"")),
-            method,
-            params,
-        ))?;
+        self.send_frame(wire::request_frame(Some(&format!("\"s{id}\"")), method, params))?;
         let answer = match tokio::time::timeout(self.call_timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(CallFailed::Gone),
@@ -226,14 +194,10 @@ impl PeerHandle {
         self.lock_pending().as_ref().map_or(0, HashMap::len)
     }
 
-    fn lock_pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Answer>>>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Answer>>>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (each operation is a single insert/remove/take), so poisoning is moot.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -254,11 +218,7 @@ impl Drop for Waiting<'_> {
 
 /// Our ids are `"s<n>"`; anything else is not ours.
 fn parse_our_id(id: &RawValue) -> Option<u64> {
-    id.get()
-        .strip_prefix("\"s")?
-        .strip_suffix('"')?
-        .parse()
-        .ok()
+    id.get().strip_prefix("\"s")?.strip_suffix('"')?.parse().ok()
 }
 
 fn to_params(params: impl ToRpcParams) -> Result<Option<Box<RawValue>>, ClientError> {
@@ -283,23 +243,17 @@ impl ClientT for PeerHandle {
         match self.call(method, params.as_deref()).await? {
             Ok(result) => serde_json::from_str(result.get()).map_err(ClientError::ParseError),
             Err(error) => {
-                let error: ErrorObjectOwned =
-                    serde_json::from_str(error.get()).map_err(ClientError::ParseError)?;
+                let error: ErrorObjectOwned = serde_json::from_str(error.get()).map_err(ClientError::ParseError)?;
                 Err(ClientError::Call(error))
             }
         }
     }
 
-    async fn batch_request<'a, R>(
-        &self,
-        _batch: BatchRequestBuilder<'a>,
-    ) -> Result<BatchResponse<'a, R>, ClientError>
+    async fn batch_request<'a, R>(&self, _batch: BatchRequestBuilder<'a>) -> Result<BatchResponse<'a, R>, ClientError>
     where
         R: DeserializeOwned + std::fmt::Debug + 'a,
     {
-        Err(ClientError::Custom(
-            "the server sends no batches to its peers".into(),
-        ))
+        Err(ClientError::Custom("the server sends no batches to its peers".into()))
     }
 }
 
@@ -318,9 +272,7 @@ mod tests {
     }
 
     fn answer(peer: &PeerHandle, frame: &str) -> bool {
-        let wire::Incoming::Response(response) = wire::classify(frame) else {
-            panic!("{frame}")
-        };
+        let wire::Incoming::Response(response) = wire::classify(frame) else { panic!("{frame}") };
         peer.complete(&response)
     }
 
@@ -331,22 +283,10 @@ mod tests {
         tokio::pin!(call);
         assert!(is_pending(&mut call));
         let frame = rx.recv().await.unwrap();
-        assert_eq!(
-            frame,
-            r#"{"jsonrpc":"2.0","id":"s1","method":"relay","params":[]}"#
-        );
-        assert!(
-            !answer(&peer, r#"{"jsonrpc":"2.0","id":"s2","result":1}"#),
-            "not our id"
-        );
-        assert!(
-            !answer(&peer, r#"{"jsonrpc":"2.0","id":1,"result":1}"#),
-            "not our id space"
-        );
-        assert!(answer(
-            &peer,
-            r#"{"jsonrpc":"2.0","id":"s1","result":{"sdp":"x"}}"#
-        ));
+        assert_eq!(frame, r#"{"jsonrpc":"2.0","id":"s1","method":"relay","params":[]}"#);
+        assert!(!answer(&peer, r#"{"jsonrpc":"2.0","id":"s2","result":1}"#), "not our id");
+        assert!(!answer(&peer, r#"{"jsonrpc":"2.0","id":1,"result":1}"#), "not our id space");
+        assert!(answer(&peer, r#"{"jsonrpc":"2.0","id":"s1","result":{"sdp":"x"}}"#));
         assert_eq!(call.await.unwrap().unwrap().get(), r#"{"sdp":"x"}"#);
         assert_eq!(peer.pending_calls(), 0);
     }
@@ -354,10 +294,7 @@ mod tests {
     #[tokio::test]
     async fn call_times_out_and_a_late_answer_is_dropped() {
         let (peer, _rx) = handle(8, 20);
-        assert_eq!(
-            peer.call("relay", None).await.err(),
-            Some(CallFailed::Timeout)
-        );
+        assert_eq!(peer.call("relay", None).await.err(), Some(CallFailed::Timeout));
         assert_eq!(peer.pending_calls(), 0);
         assert!(!answer(&peer, r#"{"jsonrpc":"2.0","id":"s1","result":1}"#));
     }
@@ -369,10 +306,7 @@ mod tests {
         tokio::pin!(call);
         assert!(is_pending(&mut call));
         assert!(peer.close(CloseReason::SHUTDOWN));
-        assert!(
-            !peer.close(CloseReason::NORMAL),
-            "only the first reason counts"
-        );
+        assert!(!peer.close(CloseReason::NORMAL), "only the first reason counts");
         assert_eq!(call.await.err(), Some(CallFailed::Gone));
         assert_eq!(peer.call("relay", None).await.err(), Some(CallFailed::Gone));
         assert_eq!(peer.closed().await, CloseReason::SHUTDOWN);

@@ -105,11 +105,7 @@ fn valid_id(raw: &RawValue) -> bool {
 }
 
 fn invalid<'a>(id: Option<&'a RawValue>, message: &'static str) -> Incoming<'a> {
-    Incoming::Invalid {
-        id: id.filter(|id| valid_id(id)),
-        code: code::INVALID_REQUEST,
-        message: message.into(),
-    }
+    Incoming::Invalid { id: id.filter(|id| valid_id(id)), code: code::INVALID_REQUEST, message: message.into() }
 }
 
 /// Tells what a frame is. Never fails: garbage becomes [`Incoming::Invalid`].
@@ -138,11 +134,9 @@ pub fn classify_item(item: &RawValue) -> Incoming<'_> {
 fn parse_failure(e: serde_json::Error) -> Incoming<'static> {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => Incoming::Invalid {
-            id: None,
-            code: code::PARSE_ERROR,
-            message: format!("parse error: {e}").into(),
-        },
+        Category::Syntax | Category::Eof | Category::Io => {
+            Incoming::Invalid { id: None, code: code::PARSE_ERROR, message: format!("parse error: {e}").into() }
+        }
         Category::Data => invalid(None, "not a JSON-RPC message"),
     }
 }
@@ -155,30 +149,15 @@ fn classify_envelope(e: Envelope<'_>) -> Incoming<'_> {
         if e.id.is_some_and(|id| !valid_id(id)) {
             return invalid(None, "id must be a string, a number or null");
         }
-        if e.params
-            .is_some_and(|p| !matches!(first_byte(p), b'[' | b'{'))
-        {
+        if e.params.is_some_and(|p| !matches!(first_byte(p), b'[' | b'{')) {
             return invalid(e.id, "params must be an array or an object");
         }
-        return Incoming::Request(Request {
-            id: e.id,
-            method,
-            params: e.params,
-        });
+        return Incoming::Request(Request { id: e.id, method, params: e.params });
     }
     match (e.id, e.result, e.error) {
-        (Some(id), Some(result), None) => Incoming::Response(Response {
-            id,
-            outcome: Ok(result),
-        }),
-        (Some(id), None, Some(error)) => Incoming::Response(Response {
-            id,
-            outcome: Err(error),
-        }),
-        _ => invalid(
-            e.id,
-            "a message needs a method, or an id with a result or an error",
-        ),
+        (Some(id), Some(result), None) => Incoming::Response(Response { id, outcome: Ok(result) }),
+        (Some(id), None, Some(error)) => Incoming::Response(Response { id, outcome: Err(error) }),
+        _ => invalid(e.id, "a message needs a method, or an id with a result or an error"),
     }
 }
 
@@ -239,10 +218,7 @@ fn respond(response: MethodResponse, id: &RawValue) -> String {
         // Only if jsonrpsee ever changes its layout; a unit test pins it.
         None => match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
             Ok(mut object) => {
-                object.insert(
-                    "id".into(),
-                    serde_json::from_str(id.get()).unwrap_or_default(),
-                );
+                object.insert("id".into(), serde_json::from_str(id.get()).unwrap_or_default());
                 serde_json::to_string(&object).unwrap_or_default()
             }
             Err(_) => error_frame(Some(id), code::INTERNAL_ERROR, "internal error"),
@@ -276,12 +252,7 @@ pub struct IsNotification;
 /// stack. Whatever a method does before awaiting (such as queueing a relay to
 /// its target) therefore happens in the order requests arrived; a method
 /// still waiting after that is handed back to be spawned.
-pub fn start(
-    methods: &Methods,
-    request: Request<'_>,
-    conn: ConnectionId,
-    mut ext: Extensions,
-) -> Started {
+pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ext: Extensions) -> Started {
     let id = request.id.map(RawValue::to_owned);
     let Some((_, callback)) = methods.method_with_name(&request.method) else {
         let frame = id.map(|id| error_frame(Some(&id), code::METHOD_NOT_FOUND, "method not found"));
@@ -297,18 +268,14 @@ pub fn start(
         }
         MethodCallback::Async(cb) => cb(Id::Null, params, conn, usize::MAX, ext),
         MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
-            let frame =
-                id.map(|id| error_frame(Some(&id), code::METHOD_NOT_FOUND, "method not found"));
+            let frame = id.map(|id| error_frame(Some(&id), code::METHOD_NOT_FOUND, "method not found"));
             return Started::Done(frame);
         }
     };
     // A first poll with a no-op waker is sound: a future left pending is
     // spawned, and a spawned task is always polled once more, which sees any
     // progress made in between.
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(response) => Started::Done(finish(response, id)),
         Poll::Pending => Started::Running(Box::pin(async move { finish(future.await, id) })),
     }
@@ -328,44 +295,27 @@ mod tests {
 
     #[test]
     fn request_notification_and_response_are_told_apart_by_shape() {
-        let Incoming::Request(r) =
-            classify(r#"{"jsonrpc":"2.0","id":-1.5,"method":"join","params":["x"]}"#)
-        else {
+        let Incoming::Request(r) = classify(r#"{"jsonrpc":"2.0","id":-1.5,"method":"join","params":["x"]}"#) else {
             panic!()
         };
-        assert_eq!(
-            (r.id.unwrap().get(), &*r.method, r.params.unwrap().get()),
-            ("-1.5", "join", r#"["x"]"#)
-        );
+        assert_eq!((r.id.unwrap().get(), &*r.method, r.params.unwrap().get()), ("-1.5", "join", r#"["x"]"#));
 
-        let Incoming::Request(n) = classify(r#"{"jsonrpc":"2.0","method":"relay","params":{}}"#)
-        else {
-            panic!()
-        };
+        let Incoming::Request(n) = classify(r#"{"jsonrpc":"2.0","method":"relay","params":{}}"#) else { panic!() };
         assert!(n.id.is_none());
 
-        let Incoming::Request(null_id) = classify(r#"{"jsonrpc":"2.0","method":"init","id":null}"#)
-        else {
-            panic!()
-        };
+        let Incoming::Request(null_id) = classify(r#"{"jsonrpc":"2.0","method":"init","id":null}"#) else { panic!() };
         assert_eq!(null_id.id.unwrap().get(), "null");
 
-        let Incoming::Response(ok) = classify(r#"{"jsonrpc":"2.0","id":"s1","result":null}"#)
-        else {
-            panic!()
-        };
+        let Incoming::Response(ok) = classify(r#"{"jsonrpc":"2.0","id":"s1","result":null}"#) else { panic!() };
         assert_eq!(ok.outcome.unwrap().get(), "null");
 
-        let Incoming::Response(err) =
-            classify(r#"{"jsonrpc":"2.0","id":"s1","error":{"code":1,"message":"x"}}"#)
+        let Incoming::Response(err) = classify(r#"{"jsonrpc":"2.0","id":"s1","error":{"code":1,"message":"x"}}"#)
         else {
             panic!()
         };
         assert!(err.outcome.is_err());
 
-        let Incoming::Batch(items) = classify(" [1, {}]") else {
-            panic!()
-        };
+        let Incoming::Batch(items) = classify(" [1, {}]") else { panic!() };
         assert_eq!(items.len(), 2);
     }
 
@@ -376,27 +326,12 @@ mod tests {
             ("nope", code::PARSE_ERROR),
             ("[1,", code::PARSE_ERROR),
             ("42", code::INVALID_REQUEST),
-            (
-                r#"{"jsonrpc":"1.0","method":"init","id":1}"#,
-                code::INVALID_REQUEST,
-            ),
-            (
-                r#"{"jsonrpc":"2.0","method":1,"id":1}"#,
-                code::INVALID_REQUEST,
-            ),
-            (
-                r#"{"jsonrpc":"2.0","method":"init","id":{}}"#,
-                code::INVALID_REQUEST,
-            ),
-            (
-                r#"{"jsonrpc":"2.0","method":"init","id":1,"params":3}"#,
-                code::INVALID_REQUEST,
-            ),
+            (r#"{"jsonrpc":"1.0","method":"init","id":1}"#, code::INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","method":1,"id":1}"#, code::INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","method":"init","id":{}}"#, code::INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","method":"init","id":1,"params":3}"#, code::INVALID_REQUEST),
             (r#"{"jsonrpc":"2.0","id":1}"#, code::INVALID_REQUEST),
-            (
-                r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#,
-                code::INVALID_REQUEST,
-            ),
+            (r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#, code::INVALID_REQUEST),
         ] {
             match classify(text) {
                 Incoming::Invalid { code, .. } => assert_eq!(code, want, "{text}"),
@@ -408,38 +343,16 @@ mod tests {
     #[test]
     fn deep_nesting_is_a_parse_error_not_a_stack_overflow() {
         let bomb = "[".repeat(100_000);
-        assert!(matches!(
-            classify(&bomb),
-            Incoming::Invalid {
-                code: code::PARSE_ERROR,
-                ..
-            }
-        ));
-        let bomb = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"relay","params":{}"#,
-            "[".repeat(100_000)
-        );
-        assert!(matches!(
-            classify(&bomb),
-            Incoming::Invalid {
-                code: code::PARSE_ERROR,
-                ..
-            }
-        ));
+        assert!(matches!(classify(&bomb), Incoming::Invalid { code: code::PARSE_ERROR, .. }));
+        let bomb = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"relay","params":{}"#, "[".repeat(100_000));
+        assert!(matches!(classify(&bomb), Incoming::Invalid { code: code::PARSE_ERROR, .. }));
     }
 
     #[test]
     fn jsonrpsee_response_layout_is_what_respond_expects() {
-        let response = MethodResponse::response(
-            Id::Null,
-            jsonrpsee::core::server::ResponsePayload::success(7),
-            usize::MAX,
-        );
-        assert!(
-            response.as_json().get().starts_with(NULL_ID_HEAD),
-            "{}",
-            response.as_json().get()
-        );
+        let response =
+            MethodResponse::response(Id::Null, jsonrpsee::core::server::ResponsePayload::success(7), usize::MAX);
+        assert!(response.as_json().get().starts_with(NULL_ID_HEAD), "{}", response.as_json().get());
         let frame = respond(response, &raw("-12.5e3"));
         assert_eq!(frame, r#"{"jsonrpc":"2.0","id":-12.5e3,"result":7}"#);
     }
@@ -448,18 +361,12 @@ mod tests {
     fn built_frames_are_valid_json_rpc() {
         let id = raw(r#""a\"b""#);
         let frame = error_frame(Some(&id), -32003, "group not found");
-        assert_eq!(
-            frame,
-            r#"{"jsonrpc":"2.0","id":"a\"b","error":{"code":-32003,"message":"group not found"}}"#
-        );
+        assert_eq!(frame, r#"{"jsonrpc":"2.0","id":"a\"b","error":{"code":-32003,"message":"group not found"}}"#);
         let params = raw("[1]");
         assert_eq!(
             request_frame(Some("\"s1\""), "relay", Some(&params)),
             r#"{"jsonrpc":"2.0","id":"s1","method":"relay","params":[1]}"#
         );
-        assert_eq!(
-            request_frame(None, "member_left", None),
-            r#"{"jsonrpc":"2.0","method":"member_left","params":[]}"#
-        );
+        assert_eq!(request_frame(None, "member_left", None), r#"{"jsonrpc":"2.0","method":"member_left","params":[]}"#);
     }
 }
