@@ -33,6 +33,49 @@ struct Context<'a> {
     peer: &'a Arc<PeerHandle>,
     ext: &'a Extensions,
     conn: ConnectionId,
+    running: &'a Running,
+}
+
+/// Counts this connection's spawned requests until their answers are
+/// queued, so that a shutdown can let them finish before the close frame.
+#[derive(Debug, Default, Clone)]
+struct Running(Arc<RunningInner>);
+
+#[derive(Debug, Default)]
+struct RunningInner {
+    count: std::sync::atomic::AtomicUsize,
+    finished: tokio::sync::Notify,
+}
+
+/// Held by a spawned request until its answer is queued.
+struct RunningGuard(Running);
+
+impl Running {
+    fn track(&self) -> RunningGuard {
+        self.0.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        RunningGuard(self.clone())
+    }
+
+    /// Resolves once no request is running.
+    async fn all_finished(&self) {
+        loop {
+            let finished = self.0.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            if self.0.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            finished.await;
+        }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.0.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.0.finished.notify_waiters();
+        }
+    }
 }
 
 /// Serves one upgraded WebSocket until it closes, for whatever reason.
@@ -54,17 +97,19 @@ async fn run(socket: WebSocket, app: App, conn: ConnectionId) {
     let (close_tx, close_rx) = oneshot::channel();
     let mut writer = tokio::spawn(write_loop(sink, queue, close_rx, limits.ping_interval));
 
-    let cx = Context {
-        app: &app,
-        peer: &peer,
-        ext: &ext,
-        conn,
-    };
+    let running = Running::default();
+    let cx = Context { app: &app, peer: &peer, ext: &ext, conn, running: &running };
     let reason = read_loop(&mut stream, &cx, &session).await;
     debug!(code = reason.code, reason = reason.reason, "closing");
 
     // Leave every group, release the id, fail calls waiting on this client.
     app.hub.disconnect(&session, reason);
+    if reason == CloseReason::SHUTDOWN {
+        // The client is still there: let its running requests (relays to
+        // members who are closing too, so they fail fast) write their
+        // answers before the close frame, instead of vanishing.
+        let _ = timeout(CLOSE_LINGER, running.all_finished()).await;
+    }
     let _ = close_tx.send(reason);
     // Let the writer flush what is queued and the close frame, and read the
     // client's close reply, each for a bounded time.
@@ -75,11 +120,7 @@ async fn run(socket: WebSocket, app: App, conn: ConnectionId) {
     }
 }
 
-async fn read_loop(
-    stream: &mut SplitStream<WebSocket>,
-    cx: &Context<'_>,
-    session: &Session,
-) -> CloseReason {
+async fn read_loop(stream: &mut SplitStream<WebSocket>, cx: &Context<'_>, session: &Session) -> CloseReason {
     let limits = cx.app.hub.limits();
     let init_deadline = Instant::now() + limits.init_timeout;
     let idle = sleep(limits.idle_timeout);
@@ -134,10 +175,12 @@ fn handle_text(text: &str, cx: &Context<'_>) {
             Started::Done(None) => {}
             Started::Running(future) => {
                 let peer = cx.peer.clone();
+                let running = cx.running.track();
                 tokio::spawn(async move {
                     if let Some(frame) = future.await {
                         send(&peer, frame);
                     }
+                    drop(running);
                 });
             }
         },
@@ -146,9 +189,7 @@ fn handle_text(text: &str, cx: &Context<'_>) {
             cx.peer.complete(&response);
         }
         Incoming::Batch(items) => handle_batch(&items, cx),
-        Incoming::Invalid { id, code, message } => {
-            send(cx.peer, wire::error_frame(id, code, &message))
-        }
+        Incoming::Invalid { id, code, message } => send(cx.peer, wire::error_frame(id, code, &message)),
     }
 }
 
@@ -162,15 +203,8 @@ fn start(request: wire::Request<'_>, cx: &Context<'_>) -> Started {
 fn handle_batch(items: &[&serde_json::value::RawValue], cx: &Context<'_>) {
     let max = cx.app.hub.limits().max_batch_len;
     if items.is_empty() || items.len() > max {
-        let message = if items.is_empty() {
-            "empty batch".to_owned()
-        } else {
-            format!("batch longer than {max}")
-        };
-        return send(
-            cx.peer,
-            wire::error_frame(None, wire::code::INVALID_REQUEST, &message),
-        );
+        let message = if items.is_empty() { "empty batch".to_owned() } else { format!("batch longer than {max}") };
+        return send(cx.peer, wire::error_frame(None, wire::code::INVALID_REQUEST, &message));
     }
     let mut answers = Vec::with_capacity(items.len());
     for item in items {
@@ -183,13 +217,13 @@ fn handle_batch(items: &[&serde_json::value::RawValue], cx: &Context<'_>) {
                 answers.push(Started::Done(Some(wire::error_frame(id, code, &message))));
             }
             Incoming::Batch(_) => {
-                let frame =
-                    wire::error_frame(None, wire::code::INVALID_REQUEST, "a batch cannot nest");
+                let frame = wire::error_frame(None, wire::code::INVALID_REQUEST, "a batch cannot nest");
                 answers.push(Started::Done(Some(frame)));
             }
         }
     }
     let peer = cx.peer.clone();
+    let running = cx.running.track();
     let assemble = async move {
         let mut frames = Vec::with_capacity(answers.len());
         for answer in answers {
@@ -203,6 +237,7 @@ fn handle_batch(items: &[&serde_json::value::RawValue], cx: &Context<'_>) {
         if !frames.is_empty() {
             send(&peer, format!("[{}]", frames.join(",")));
         }
+        drop(running);
     };
     tokio::spawn(assemble);
 }
