@@ -303,3 +303,82 @@ impl SignalingServer for Hub {
 fn internal(e: serde_json::Error) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(wire::code::INTERNAL_ERROR, format!("internal error: {e}"), None::<()>)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn connect() -> (Session, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel(64);
+        (Session::new(Arc::new(PeerHandle::new(tx, Duration::from_secs(1)))), rx)
+    }
+
+    fn user(hub: &Hub) -> (Session, mpsc::Receiver<String>, UserId) {
+        let (session, rx) = connect();
+        let id = hub.register(&session).unwrap();
+        (session, rx, id)
+    }
+
+    fn frames(rx: &mut mpsc::Receiver<String>) -> Vec<serde_json::Value> {
+        std::iter::from_fn(|| rx.try_recv().ok()).map(|f| serde_json::from_str(&f).unwrap()).collect()
+    }
+
+    #[test]
+    fn joins_and_leaves_reach_every_other_member_in_order() {
+        let hub = Hub::new(Limits::DEFAULT);
+        let (a, mut ra, ua) = user(&hub);
+        let (b, mut rb, ub) = user(&hub);
+        let (c, mut rc, uc) = user(&hub);
+        let g = hub.create_group(&a, Capability::DEFAULT).unwrap();
+        hub.join_group(&b, g).unwrap();
+        hub.join_group(&c, g).unwrap();
+        hub.leave_group(&b, g).unwrap();
+        let note = |m: &str, u: UserId| serde_json::json!({"jsonrpc": "2.0", "method": m, "params": [g, u]});
+        assert_eq!(frames(&mut ra), [note("member_joined", ub), note("member_joined", uc), note("member_left", ub)]);
+        assert_eq!(frames(&mut rb), [note("member_joined", uc)]);
+        assert_eq!(frames(&mut rc), [note("member_left", ub)]);
+        assert_eq!(hub.members(&c, g).unwrap(), [ua, uc]);
+    }
+
+    #[test]
+    fn uninitialised_sessions_can_do_nothing_but_register_once() {
+        let hub = Hub::new(Limits::DEFAULT);
+        let (s, _rx) = connect();
+        assert_eq!(hub.create_group(&s, Capability::DEFAULT), Err(ErrorCode::NotInitialized));
+        hub.register(&s).unwrap();
+        assert_eq!(hub.register(&s), Err(ErrorCode::AlreadyInitialized));
+        assert_eq!(hub.stats(), HubStats { users: 1, groups: 0 });
+    }
+
+    #[test]
+    fn disconnect_leaves_every_group_drops_empty_ones_and_releases_the_user() {
+        let hub = Hub::new(Limits::DEFAULT);
+        let (a, _ra, _) = user(&hub);
+        let (b, mut rb, ub) = user(&hub);
+        let shared = hub.create_group(&a, Capability::DEFAULT).unwrap();
+        let _alone = hub.create_group(&a, Capability::DEFAULT).unwrap();
+        hub.join_group(&b, shared).unwrap();
+        hub.disconnect(&a, CloseReason::NORMAL);
+        assert!(a.peer().is_closed());
+        assert_eq!(hub.stats(), HubStats { users: 1, groups: 1 });
+        assert_eq!(hub.members(&b, shared).unwrap(), [ub], "b is owner now");
+        assert_eq!(frames(&mut rb).len(), 1, "member_left");
+        hub.disconnect(&b, CloseReason::NORMAL);
+        assert_eq!(hub.stats(), HubStats { users: 0, groups: 0 });
+    }
+
+    #[test]
+    fn relays_in_flight_are_counted_until_their_guard_drops() {
+        let (s, _rx) = connect();
+        let first = s.begin_relay(2).unwrap();
+        let second = s.begin_relay(2).unwrap();
+        assert!(s.begin_relay(2).is_none());
+        drop(first);
+        assert!(s.begin_relay(2).is_some());
+        drop(second);
+    }
+}
