@@ -2,6 +2,7 @@
 //! from [`Limits::DEFAULT`], where they are documented once.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use webrtc_p2p_simple::Limits;
@@ -73,6 +74,43 @@ pub struct Config {
     /// Requests in one batch; a longer batch gets one -32600.
     #[arg(long, env = "WEBRTC_P2P_MAX_BATCH_LEN", default_value_t = D.max_batch_len)]
     pub max_batch_len: usize,
+
+    /// Messages one connection may send per --rate-window (a burst, or spread
+    /// out); past it a request gets Busy and a notification is dropped. 0: no limit.
+    #[arg(long, env = "WEBRTC_P2P_RATE_LIMIT", default_value_t = D.rate_limit)]
+    pub rate_limit: u32,
+
+    /// The window of --rate-limit; spent capacity comes back steadily over it.
+    #[arg(long, env = "WEBRTC_P2P_RATE_WINDOW", default_value_t = dur(D.rate_window))]
+    pub rate_window: humantime::Duration,
+
+    /// Open WebSocket connections; past it an upgrade is refused with 503.
+    #[arg(long, env = "WEBRTC_P2P_MAX_CONNECTIONS", default_value_t = D.max_connections)]
+    pub max_connections: usize,
+
+    /// Time to send a whole HTTP request head (after the TLS handshake, which
+    /// has the same bound); past it the TCP connection is closed (slowloris).
+    #[arg(long, env = "WEBRTC_P2P_HEADER_TIMEOUT", default_value_t = dur(D.header_timeout))]
+    pub header_timeout: humantime::Duration,
+
+    /// A browser origin allowed to open /ws, as `scheme://host[:port]`;
+    /// repeat it (or comma-separate in the environment) for several. Others
+    /// get 403. None given: every origin may.
+    #[arg(long = "allowed-origin", env = "WEBRTC_P2P_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Refuse (403) upgrades that carry no Origin header, i.e. non-browser
+    /// clients; by default they may connect, as browsers always send one.
+    #[arg(long, env = "WEBRTC_P2P_REQUIRE_ORIGIN")]
+    pub require_origin: bool,
+
+    /// PEM certificate chain; with --tls-key, serve wss:// and https:// only.
+    #[arg(long, env = "WEBRTC_P2P_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WEBRTC_P2P_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -89,6 +127,10 @@ impl Config {
             ping_interval: self.ping_interval.into(),
             max_queued_frames: self.max_queued_frames.max(1),
             max_batch_len: self.max_batch_len,
+            rate_limit: self.rate_limit,
+            rate_window: self.rate_window.into(),
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout.into(),
         }
     }
 
@@ -119,5 +161,16 @@ mod tests {
         let config = Config::from_flags(["--relay-timeout", "250ms", "--idle-timeout", "1m"]).unwrap();
         assert_eq!(config.limits().relay_timeout, std::time::Duration::from_millis(250));
         assert_eq!(config.limits().idle_timeout, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn origins_repeat_and_tls_needs_both_files() {
+        let config = Config::from_flags(["--allowed-origin", "https://a.example", "--allowed-origin", "http://b:8080"])
+            .unwrap();
+        assert_eq!(config.allowed_origins, ["https://a.example", "http://b:8080"]);
+        assert!(!config.require_origin);
+        assert!(Config::from_flags(["--tls-cert", "c.pem"]).is_err());
+        assert!(Config::from_flags(["--tls-key", "k.pem"]).is_err());
+        assert!(Config::from_flags(["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
     }
 }

@@ -24,6 +24,7 @@ use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, JoinResult, PeerClie
 
 use crate::group::{Added, Group, Member};
 use crate::limits::Limits;
+use crate::observe::{RelayObserver, RelayOutcome, Unobserved};
 use crate::peer::{CloseReason, PeerHandle};
 use crate::wire::{self, IsNotification};
 
@@ -108,12 +109,29 @@ struct Shared {
     users: DashMap<UserId, Arc<PeerHandle>>,
     /// Live groups; a group is removed when its last member leaves.
     groups: DashMap<GroupId, Group>,
+    /// Relays waiting for an answer, all callers together: what a leak check
+    /// after a soak or a shutdown wants to see back at 0.
+    relays_in_flight: AtomicUsize,
+    /// Told how each relay ended (metrics).
+    observer: Arc<dyn RelayObserver>,
 }
 
 impl Hub {
     /// An empty hub enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { shared: Arc::new(Shared { limits, users: DashMap::new(), groups: DashMap::new() }) }
+        Self::with_observer(limits, Arc::new(Unobserved))
+    }
+
+    /// An empty hub enforcing `limits` and telling `observer` how each relay ended.
+    pub fn with_observer(limits: Limits, observer: Arc<dyn RelayObserver>) -> Self {
+        let shared = Shared {
+            limits,
+            users: DashMap::new(),
+            groups: DashMap::new(),
+            relays_in_flight: AtomicUsize::new(0),
+            observer,
+        };
+        Self { shared: Arc::new(shared) }
     }
 
     /// The limits this hub enforces.
@@ -124,6 +142,11 @@ impl Hub {
     /// How many users and groups are live.
     pub fn stats(&self) -> HubStats {
         HubStats { users: self.shared.users.len(), groups: self.shared.groups.len() }
+    }
+
+    /// Relays waiting for their target's answer, all callers together.
+    pub fn relays_in_flight(&self) -> usize {
+        self.shared.relays_in_flight.load(Ordering::Acquire)
     }
 
     fn register(&self, session: &Session) -> Result<UserId, ErrorCode> {
@@ -281,21 +304,51 @@ impl SignalingServer for Hub {
         user_id: UserId,
         data: Box<RawValue>,
     ) -> RpcResult<Box<RawValue>> {
-        let session = session(ext)?;
-        let (from, target) = self.route(session, group_id, user_id)?;
+        let started = tokio::time::Instant::now();
+        let (outcome, answer) = self.relay_observed(ext, group_id, user_id, data).await;
+        self.shared.observer.relay_done(outcome, started.elapsed());
+        answer
+    }
+}
+
+impl Hub {
+    /// `relay`, and how it ended.
+    async fn relay_observed(
+        &self,
+        ext: &Extensions,
+        group_id: GroupId,
+        user_id: UserId,
+        data: Box<RawValue>,
+    ) -> (RelayOutcome, RpcResult<Box<RawValue>>) {
+        let refused = |e: ErrorObjectOwned| (RelayOutcome::Refused, Err(e));
+        let session = match session(ext) {
+            Ok(session) => session,
+            Err(e) => return refused(e),
+        };
+        let (from, target) = match self.route(session, group_id, user_id) {
+            Ok(route) => route,
+            Err(e) => return refused(e.into()),
+        };
         if ext.get::<IsNotification>().is_some() {
             // Nobody waits for an answer, so a gone target is nobody's error.
-            let params = to_json_raw_value(&(group_id, from, &data)).map_err(internal)?;
+            let params = match to_json_raw_value(&(group_id, from, &data)) {
+                Ok(params) => params,
+                Err(e) => return refused(internal(e)),
+            };
             let _ = target.notify(method::RELAY, Some(&params));
-            return Ok(RawValue::NULL.to_owned());
+            return (RelayOutcome::Forwarded, Ok(RawValue::NULL.to_owned()));
         }
-        let _in_flight = session.begin_relay(self.shared.limits.max_relays_in_flight).ok_or(ErrorCode::Busy)?;
+        let Some(_in_flight) = session.begin_relay(self.shared.limits.max_relays_in_flight) else {
+            return (RelayOutcome::Busy, Err(ErrorCode::Busy.into()));
+        };
+        self.shared.relays_in_flight.fetch_add(1, Ordering::AcqRel);
+        let _hub_in_flight = InFlight(&self.shared.relays_in_flight);
         match PeerClient::on_relay(&*target, group_id, from, data).await {
-            Ok(answer) => Ok(answer),
+            Ok(answer) => (RelayOutcome::Answered, Ok(answer)),
             // The target's own error passes through unchanged.
-            Err(ClientError::Call(error)) => Err(error),
-            Err(ClientError::RequestTimeout) => Err(ErrorCode::RelayTimeout.into()),
-            Err(_) => Err(ErrorCode::PeerGone.into()),
+            Err(ClientError::Call(error)) => (RelayOutcome::TargetError, Err(error)),
+            Err(ClientError::RequestTimeout) => (RelayOutcome::Timeout, Err(ErrorCode::RelayTimeout.into())),
+            Err(_) => (RelayOutcome::PeerGone, Err(ErrorCode::PeerGone.into())),
         }
     }
 }

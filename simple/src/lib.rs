@@ -10,14 +10,17 @@
 //!   queue, calls waiting for answers, jsonrpsee `ClientT` for the stubs.
 //! - `wire`: JSON-RPC frames: classify incoming, build outgoing, start a
 //!   request in a jsonrpsee method table.
-//! - `limits`: `Limits`, every limit and its default.
+//! - `limits`: `Limits`, every limit and its default; `RateLimiter`.
+//! - `observe`: `RelayObserver`, how the hub reports each relay's outcome.
 
 mod group;
 mod hub;
 mod limits;
+mod observe;
 mod peer;
 pub mod wire;
 
 pub use hub::{Hub, HubStats, Session};
-pub use limits::Limits;
+pub use limits::{Limits, RateLimiter};
+pub use observe::{RelayObserver, RelayOutcome};
 pub use peer::{CallFailed, CloseReason, PeerHandle};

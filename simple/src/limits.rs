@@ -1,7 +1,11 @@
-//! Every limit of the server in one place, with its default documented once.
-//! The server exposes each as a flag and an environment variable.
+//! Every limit of the server in one place, with its default documented once,
+//! and the per-connection rate limiter. The server exposes each limit as a
+//! flag and an environment variable.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// What one connection, user or group may use. [`Limits::DEFAULT`] holds the
 /// protocol's defaults.
@@ -31,6 +35,24 @@ pub struct Limits {
     pub max_queued_frames: usize,
     /// Requests in one batch; a longer batch gets one -32600. Default 100.
     pub max_batch_len: usize,
+    /// Messages (requests, notifications, batch elements, garbage; not
+    /// answers to the server's calls) one connection may send per
+    /// [`rate_window`](Self::rate_window), as a burst or spread out; past it
+    /// a request gets Busy and a notification is dropped. 0 turns it off.
+    /// Default 1,000: a browser joining a full 256-member mesh sends about
+    /// that many offers and ICE candidates in its first seconds.
+    pub rate_limit: u32,
+    /// The window of [`rate_limit`](Self::rate_limit); spent capacity comes
+    /// back steadily over it. Default 1 s.
+    pub rate_window: Duration,
+    /// Open WebSocket connections; past it an upgrade is refused with 503.
+    /// Default 10,000 (each costs two file descriptors' worth of kernel
+    /// buffers at most; raise `ulimit -n` to match).
+    pub max_connections: usize,
+    /// Time to send a whole HTTP request head (and to finish the TLS
+    /// handshake before it); past it the TCP connection is closed, so a
+    /// half-sent request (slowloris) cannot hold a socket. Default 10 s.
+    pub header_timeout: Duration,
 }
 
 impl Limits {
@@ -46,11 +68,82 @@ impl Limits {
         ping_interval: Duration::from_secs(15),
         max_queued_frames: 1024,
         max_batch_len: 100,
+        rate_limit: 1000,
+        rate_window: Duration::from_secs(1),
+        max_connections: 10_000,
+        header_timeout: Duration::from_secs(10),
     };
+
+    /// A rate limiter for one new connection, or `None` when rate limiting is off.
+    pub fn rate_limiter(&self) -> Option<RateLimiter> {
+        RateLimiter::new(self.rate_limit, self.rate_window)
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+/// One connection's message budget: `limit` messages per `window`, as a
+/// burst or spread out (a token bucket, kept as GCRA's single "theoretical
+/// arrival time" so that it is one atomic and needs no lock).
+#[derive(Debug)]
+pub struct RateLimiter {
+    /// When the limiter was made; times are kept as nanoseconds since then.
+    start: Instant,
+    /// The budget one message costs: `window / limit`, in nanoseconds.
+    cost: u64,
+    /// The whole window in nanoseconds: how far ahead of now the budget may
+    /// be spent.
+    window: u64,
+    /// Nanoseconds since `start` at which the budget spent so far is paid
+    /// back; never behind "now" by more than it takes to refill.
+    paid_until: AtomicU64,
+}
+
+impl RateLimiter {
+    /// `limit` messages per `window`; `None` when `limit` or `window` is 0.
+    pub fn new(limit: u32, window: Duration) -> Option<Self> {
+        let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        if limit == 0 || window == 0 {
+            return None;
+        }
+        Some(Self { start: Instant::now(), cost: (window / u64::from(limit)).max(1), window, paid_until: 0.into() })
+    }
+
+    /// Spends one message's budget if there is any left at `now`.
+    pub fn try_acquire(&self, now: Instant) -> bool {
+        let now = u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        self.paid_until
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |paid| {
+                let paid = paid.max(now).saturating_add(self.cost);
+                (paid - now <= self.window).then_some(paid)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_is_a_burst_and_comes_back_after_the_window() {
+        let limiter = RateLimiter::new(5, Duration::from_secs(1)).unwrap();
+        let now = Instant::now();
+        assert_eq!((0..8).filter(|_| limiter.try_acquire(now)).count(), 5);
+        assert!(!limiter.try_acquire(now + Duration::from_millis(100)), "a fifth of the window buys one");
+        assert!(limiter.try_acquire(now + Duration::from_millis(200)));
+        assert!(!limiter.try_acquire(now + Duration::from_millis(200)));
+        let later = now + Duration::from_millis(1200);
+        assert_eq!((0..8).filter(|_| limiter.try_acquire(later)).count(), 5, "a full window refills it all");
+    }
+
+    #[test]
+    fn zero_turns_it_off() {
+        assert!(RateLimiter::new(0, Duration::from_secs(1)).is_none());
+        assert!(Limits { rate_limit: 0, ..Limits::DEFAULT }.rate_limiter().is_none());
     }
 }
