@@ -138,9 +138,12 @@ async function installPeer({ wsUrl, options }) {
         if (data === 'throw') throw new Error('handler failed on purpose');
         return `re:${data}`;
       };
-      group.onmemberjoin = (member) => state.events.push({ type: 'join', member });
-      group.onmemberleave = (member) => state.events.push({ type: 'leave', member });
-      group.onlinkstatechange = (member, linkState) => state.events.push({ type: 'link', member, state: linkState });
+      // `at`: a wall-clock time in ms, comparable across the pages of one machine.
+      const now = () => performance.timeOrigin + performance.now();
+      group.onmemberjoin = (member) => state.events.push({ type: 'join', member, at: now() });
+      group.onmemberleave = (member) => state.events.push({ type: 'leave', member, at: now() });
+      group.onlinkstatechange = (member, linkState) =>
+        state.events.push({ type: 'link', member, state: linkState, at: now() });
       return group.id();
     },
     /** How this page sees its group: members and the state of each link. */
@@ -190,8 +193,13 @@ export class Peer {
     );
   }
 
+  /** Joins a group; resolves with the page's clock (ms) when it called `joinGroup`. */
   join(groupId) {
-    return this.page.evaluate(async (groupId) => window.peer.attach(await window.peer.service.joinGroup(groupId)), groupId);
+    return this.page.evaluate(async (groupId) => {
+      const calledAt = performance.timeOrigin + performance.now();
+      window.peer.attach(await window.peer.service.joinGroup(groupId));
+      return calledAt;
+    }, groupId);
   }
 
   leave() {

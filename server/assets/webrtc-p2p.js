@@ -1086,10 +1086,14 @@ var Link = class {
   /** Incoming signals are applied one after the other, in arrival order. */
   signals = Promise.resolve();
   connectTimer;
-  /** Sends one message on the channel; false when the channel cannot take it. */
+  /**
+   * Sends one message on the channel; false when the link is not direct or
+   * its channel turns out to be dead (the link then falls back to relay).
+   */
   send(message) {
-    if (this.state !== "direct" || this.channel?.readyState !== "open") return false;
+    if (this.state !== "direct") return false;
     try {
+      if (this.channel?.readyState !== "open") throw new Error("the channel is not open");
       this.channel.send(message);
       return true;
     } catch {
@@ -1405,7 +1409,7 @@ var Group = class {
         this.deliver(from, message.body);
         return void 0;
       case "unicast":
-        return { unicast: toRelayBody(await this.answer(from, message.body)) };
+        return toRelayBody(await this.answer(from, message.body));
     }
   }
   /** Ends this member's view of the group without telling the server (left, or session gone). */

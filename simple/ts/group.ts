@@ -3,7 +3,7 @@
  * capability allows, and the routing of broadcasts and unicasts over those
  * links or, for a relayed link, through the server.
  */
-import type { Data, GroupId, IGroup, LinkState, Received, RelayPayload, UserId } from '../../interfaces/api';
+import type { Data, GroupId, IGroup, LinkState, Received, RelayBody, UserId } from '../../interfaces/api';
 import { mayBroadcast, mayLink, mayUnicast, type Rules } from './capability';
 import { ErrorCode, RpcError, toRpcError } from './errors';
 import { Link, type Signal } from './link';
@@ -171,7 +171,7 @@ export class Group implements IGroup {
   }
 
   /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
-  async relayed(from: UserId, data: unknown): Promise<RelayPayload | undefined> {
+  async relayed(from: UserId, data: unknown): Promise<RelayBody | undefined> {
     const message = parseRelayed(data);
     if (message === undefined) throw new RpcError(ErrorCode.InvalidParams, 'not a webrtc-p2p payload');
     // The server only relays between members: a sender we have not heard of
@@ -188,7 +188,7 @@ export class Group implements IGroup {
         this.deliver(from, message.body);
         return undefined;
       case 'unicast':
-        return { unicast: toRelayBody(await this.answer(from, message.body)) };
+        return toRelayBody(await this.answer(from, message.body));
     }
   }
 

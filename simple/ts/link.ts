@@ -67,10 +67,14 @@ export class Link {
     }, options.connectTimeoutMs);
   }
 
-  /** Sends one message on the channel; false when the channel cannot take it. */
+  /**
+   * Sends one message on the channel; false when the link is not direct or
+   * its channel turns out to be dead (the link then falls back to relay).
+   */
   send(message: Uint8Array<ArrayBuffer>): boolean {
-    if (this.state !== 'direct' || this.channel?.readyState !== 'open') return false;
+    if (this.state !== 'direct') return false;
     try {
+      if (this.channel?.readyState !== 'open') throw new Error('the channel is not open');
       this.channel.send(message);
       return true;
     } catch {

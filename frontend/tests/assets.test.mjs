@@ -1,0 +1,56 @@
+// What the server embeds and serves: server/assets/ must be exactly what
+// `npm run build` makes from the sources, and the server must serve it with
+// the headers a cross-origin `import()` needs.
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { ASSET_FILES, build } from '../build.mjs';
+import { startServer } from './harness.mjs';
+
+const ASSETS = fileURLToPath(new URL('../../server/assets/', import.meta.url));
+
+test('the committed bundle in server/assets/ is what the sources build to', async () => {
+  const fresh = await mkdtemp(join(tmpdir(), 'webrtc-p2p-assets-'));
+  try {
+    await build(fresh);
+    for (const name of ASSET_FILES) {
+      const [built, committed] = await Promise.all([readFile(join(fresh, name)), readFile(join(ASSETS, name))]);
+      assert.ok(built.equals(committed), `server/assets/${name} is stale: run \`npm --prefix frontend run build\` and commit it`);
+    }
+  } finally {
+    await rm(fresh, { recursive: true, force: true });
+  }
+});
+
+let server;
+before(async () => {
+  server = await startServer();
+});
+after(() => server?.stop());
+
+const ROUTES = [
+  { path: '/', file: 'index.html', type: 'text/html; charset=utf-8' },
+  { path: '/demo.js', file: 'demo.js', type: 'text/javascript' },
+  { path: '/demo.css', file: 'demo.css', type: 'text/css; charset=utf-8' },
+  { path: '/webrtc-p2p.js', file: 'webrtc-p2p.js', type: 'text/javascript', cors: true },
+];
+
+for (const { path, file, type, cors } of ROUTES) {
+  test(`GET ${path} serves server/assets/${file} as ${type}`, async () => {
+    const response = await fetch(`${server.httpUrl}${path}`);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('content-type'), type);
+    if (cors) assert.equal(response.headers.get('access-control-allow-origin'), '*');
+    const body = Buffer.from(await response.arrayBuffer());
+    assert.ok(body.equals(await readFile(join(ASSETS, file))), `the binary embeds an older ${file}: rebuild the server`);
+  });
+}
+
+test('the client bundle is an ES module exporting SimpleService and GroupCapability', async () => {
+  const source = await readFile(join(ASSETS, 'webrtc-p2p.js'), 'utf8');
+  const exported = /export\s*\{([^}]*)\}\s*;?\s*$/.exec(source)?.[1].split(',').map((name) => name.trim());
+  assert.ok(exported?.includes('SimpleService') && exported.includes('GroupCapability'), `exports: ${exported}`);
+});
