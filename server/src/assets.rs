@@ -32,13 +32,7 @@ pub(crate) fn router() -> Router {
 
 /// A file of the demo page, revalidated on every load so that a new binary's page is used at once.
 fn page(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
 }
 
 /// The client module, importable from any origin.
