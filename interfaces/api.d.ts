@@ -54,8 +54,15 @@ export enum GroupCapability {
  */
 export type LinkState = 'connecting' | 'direct' | 'relayed' | 'closed';
 
-/** What can be sent. Views are sent as the bytes they view. */
+/**
+ * What can be sent. Views are sent as the bytes they view. At most
+ * `MAX_BODY_BYTES` (256 KiB less 6) bytes, UTF-8 for a string; more is
+ * `LimitExceeded`.
+ */
 export type Data = ArrayBuffer | ArrayBufferView | string;
+
+/** The largest message body, in bytes: one DataChannel frame, one relay under the server's limit. */
+export declare const MAX_BODY_BYTES: number;
 
 /**
  * What arrives: a string stays a string; binary data arrives as a
@@ -174,15 +181,18 @@ export interface IGroup {
 
   /**
    * Sends `data` to every member the capability lets this member broadcast
-   * to; resolves once it is handed to every link. Rejects with
-   * `PermissionDenied` when the capability lets this member broadcast to no
-   * one while there are other members.
+   * to; resolves once it is handed to every link (no delivery receipt).
+   * Rejects with `PermissionDenied` when the capability lets this member
+   * broadcast to no one while there are other members, and with
+   * `LimitExceeded` past `MAX_BODY_BYTES`.
    */
   broadcast(data: Data): Promise<void>;
   /**
    * Sends `data` to `target` and resolves with its `onunicast` reply.
    * Rejects with `UserNotFound` (not a member), `PermissionDenied`,
-   * `RelayTimeout`, `PeerGone`, `MethodNotFound` or `InternalError`.
+   * `LimitExceeded`, `RelayTimeout`, `PeerGone` (it left, or its link died
+   * before the reply), `MethodNotFound`, `InternalError` or, when the
+   * session is gone, `ConnectionClosed`.
    */
   unicast(target: UserId, data: Data): Promise<Received>;
   /** Leaves the group and closes its links; later calls reject with `NotAMember`. */

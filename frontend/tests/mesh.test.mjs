@@ -60,6 +60,42 @@ for (const n of [2, 4, 6]) {
   });
 }
 
+test('large messages and bursts: bytes intact and in order past the channel buffer; over the limit is LimitExceeded', async () => {
+  const { peers, ids } = await formGroup(env.context, env.server, 2);
+  try {
+    await waitForMesh(peers);
+    const [a, b] = peers;
+    const count = 20;
+    const size = 240 * 1024;
+    // 4.8 MB at once: more than the link lets queue in the channel.
+    await a.page.evaluate(
+      async ({ count, size }) => {
+        const sends = [];
+        for (let k = 0; k < count; k++) sends.push(window.peer.group.broadcast(new Uint8Array(size).fill(k)));
+        await Promise.all(sends);
+      },
+      { count, size },
+    );
+    await b.page.waitForFunction((count) => window.peer.received.length === count, count, { polling: 5, timeout: 30_000 });
+    const shapes = await b.page.evaluate(() =>
+      window.peer.received.map(({ data }) => [data.bytes.length, data.bytes[0], data.bytes.at(-1)]),
+    );
+    assert.deepEqual(shapes, Array.from({ length: count }, (_, k) => [size, k, k]));
+
+    const max = await a.page.evaluate(() => import('/webrtc-p2p.js').then((m) => m.MAX_BODY_BYTES));
+    const tooBig = await a.page.evaluate(
+      (max) => window.peer.group.broadcast(new Uint8Array(max + 1)).then(() => null, (error) => error.code),
+      max,
+    );
+    assert.equal(tooBig, -32010);
+    assert.deepEqual((await a.unicast(ids[1], 'x'.repeat(max + 1))).error.code, -32010);
+    const reply = await a.unicast(ids[1], new Uint8Array(max).fill(7));
+    assert.equal(reply.reply.length, max);
+  } finally {
+    await closeAll(peers);
+  }
+});
+
 test('unicast errors carry their code: no such member, handler threw, no handler, after leaving', async () => {
   const { peers, ids } = await formGroup(env.context, env.server, 2);
   try {

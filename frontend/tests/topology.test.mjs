@@ -106,6 +106,10 @@ test('a pair forced to fail P2P talks through the server: relayed links, broadca
 
     assert.deepEqual(await a.unicast(b.id, 'via relay'), { reply: 're:via relay', isBytes: false });
     assert.deepEqual(await b.unicast(a.id, ALL_BYTES), { reply: [...ALL_BYTES].reverse(), isBytes: true });
+    // The largest message fits the server's limit once base64-encoded.
+    const max = await a.page.evaluate(() => import('/webrtc-p2p.js').then((m) => m.MAX_BODY_BYTES));
+    const big = Uint8Array.from({ length: max }, (_, i) => i % 251);
+    assert.deepEqual(await a.unicast(b.id, big), { reply: [...big].reverse(), isBytes: true });
     const threw = (await b.unicast(a.id, 'throw')).error;
     assert.deepEqual([threw.code, threw.message], [-32603, 'handler failed on purpose']);
   } finally {

@@ -1046,146 +1046,6 @@ function toRpcError(error) {
   return new RpcError(-32603 /* InternalError */, error instanceof Error ? error.message : String(error));
 }
 
-// ../simple/ts/service.ts
-var import_json_rpc_22 = __toESM(require_dist());
-
-// ../simple/ts/link.ts
-var CHANNEL_LABEL = "webrtc-p2p";
-var Link = class {
-  constructor(peer, options, events) {
-    this.peer = peer;
-    this.options = options;
-    this.events = events;
-    this.pc = new RTCPeerConnection(options.rtcConfig);
-    this.pc.onnegotiationneeded = () => void this.offer();
-    this.pc.onicecandidate = ({ candidate }) => {
-      if (candidate !== null && !options.blockCandidates) this.events.signal({ candidate: candidate.toJSON() });
-    };
-    this.pc.onconnectionstatechange = () => {
-      if (this.pc.connectionState === "failed") this.fallBack();
-    };
-    this.pc.ondatachannel = ({ channel }) => this.adopt(channel);
-    if (!options.polite) this.adopt(this.pc.createDataChannel(CHANNEL_LABEL));
-    this.connectTimer = setTimeout(() => {
-      if (this.state === "connecting") this.fallBack();
-    }, options.connectTimeoutMs);
-  }
-  peer;
-  options;
-  events;
-  /** 'connecting' until the channel opens ('direct') or P2P gives up ('relayed'). */
-  state = "connecting";
-  pc;
-  channel;
-  /** True while this side creates and sets an offer: an incoming offer then collides. */
-  makingOffer = false;
-  /** True after the impolite side dropped a colliding offer: its candidates are dropped too. */
-  ignoreOffer = false;
-  /** Remote candidates that came before the remote description they belong to. */
-  pendingCandidates = [];
-  /** Incoming signals are applied one after the other, in arrival order. */
-  signals = Promise.resolve();
-  connectTimer;
-  /**
-   * Sends one message on the channel; false when the link is not direct or
-   * its channel turns out to be dead (the link then falls back to relay).
-   */
-  send(message) {
-    if (this.state !== "direct") return false;
-    try {
-      if (this.channel?.readyState !== "open") throw new Error("the channel is not open");
-      this.channel.send(message);
-      return true;
-    } catch {
-      this.fallBack();
-      return false;
-    }
-  }
-  /** Applies a signal from the peer, after every signal that came before it. */
-  receive(signal) {
-    this.signals = this.signals.then(() => this.apply(signal)).catch(() => this.fallBack());
-  }
-  /** Ends the link for good: the peer left, or we did. */
-  close() {
-    this.setState("closed");
-    this.shutDown();
-  }
-  async offer() {
-    try {
-      this.makingOffer = true;
-      await this.pc.setLocalDescription();
-      this.sendDescription();
-    } catch {
-      this.fallBack();
-    } finally {
-      this.makingOffer = false;
-    }
-  }
-  async apply(signal) {
-    if (this.state === "closed" || this.state === "relayed") return;
-    if ("candidate" in signal) {
-      if (this.options.blockCandidates || this.ignoreOffer) return;
-      if (this.pc.remoteDescription === null) this.pendingCandidates.push(signal.candidate);
-      else await this.pc.addIceCandidate(signal.candidate);
-      return;
-    }
-    const description = this.filter(signal.description);
-    const collision = description.type === "offer" && (this.makingOffer || this.pc.signalingState !== "stable");
-    this.ignoreOffer = !this.options.polite && collision;
-    if (this.ignoreOffer) return;
-    await this.pc.setRemoteDescription(description);
-    for (const candidate of this.pendingCandidates.splice(0)) await this.pc.addIceCandidate(candidate);
-    if (description.type === "offer") {
-      await this.pc.setLocalDescription();
-      this.sendDescription();
-    }
-  }
-  sendDescription() {
-    const description = this.pc.localDescription;
-    if (description === null) return;
-    this.events.signal({ description: this.filter({ type: description.type, sdp: description.sdp }) });
-  }
-  /** With the test hook on, descriptions carry no candidates either. */
-  filter(description) {
-    if (!this.options.blockCandidates || description.sdp === void 0) return description;
-    const sdp = description.sdp.split("\r\n").filter((line) => !line.startsWith("a=candidate:")).join("\r\n");
-    return { type: description.type, sdp };
-  }
-  adopt(channel) {
-    if (this.channel !== void 0) {
-      channel.close();
-      return;
-    }
-    this.channel = channel;
-    channel.binaryType = "arraybuffer";
-    channel.onopen = () => this.setState("direct");
-    channel.onclose = () => this.fallBack();
-    channel.onmessage = ({ data }) => this.events.message(data);
-    if (channel.readyState === "open") this.setState("direct");
-  }
-  /**
-   * P2P failed, timed out or died: the pair talks through the server from
-   * now on. The connection is closed so that both sides agree quickly (the
-   * peer's channel closes too) and a relayed link never flips back.
-   */
-  fallBack() {
-    if (this.state === "closed" || this.state === "relayed") return;
-    this.setState("relayed");
-    this.shutDown();
-  }
-  shutDown() {
-    clearTimeout(this.connectTimer);
-    if (this.channel !== void 0) this.channel.onclose = null;
-    this.pc.close();
-  }
-  setState(state) {
-    if (this.state === state || this.state === "closed") return;
-    if (state === "direct") clearTimeout(this.connectTimer);
-    this.state = state;
-    this.events.statechange(state);
-  }
-};
-
 // ../simple/ts/payload.ts
 var FrameKind = /* @__PURE__ */ ((FrameKind2) => {
   FrameKind2[FrameKind2["Broadcast"] = 0] = "Broadcast";
@@ -1200,12 +1060,16 @@ var BodyType = /* @__PURE__ */ ((BodyType2) => {
   return BodyType2;
 })(BodyType || {});
 var HEADER_BYTES = 6;
+var MAX_BODY_BYTES = 256 * 1024 - HEADER_BYTES;
 var encoder = new TextEncoder();
 var decoder = new TextDecoder("utf-8", { fatal: true });
 function toBody(data) {
-  if (typeof data === "string") return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const body = typeof data === "string" ? data : data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const size = typeof body !== "string" ? body.byteLength : body.length * 3 > MAX_BODY_BYTES ? encoder.encode(body).byteLength : 0;
+  if (size > MAX_BODY_BYTES) {
+    throw new RpcError(-32010 /* LimitExceeded */, `a message may carry at most ${MAX_BODY_BYTES} bytes, not ${size}`);
+  }
+  return body;
 }
 function encodeFrame(frame) {
   const bytes = typeof frame.body === "string" ? encoder.encode(frame.body) : frame.body;
@@ -1292,6 +1156,168 @@ function fromBase64(text) {
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
   return bytes;
 }
+
+// ../simple/ts/service.ts
+var import_json_rpc_22 = __toESM(require_dist());
+
+// ../simple/ts/link.ts
+var CHANNEL_LABEL = "webrtc-p2p";
+var CHANNEL_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+var CHANNEL_LOW_WATER_BYTES = 1024 * 1024;
+var Link = class {
+  constructor(peer, options, events) {
+    this.peer = peer;
+    this.options = options;
+    this.events = events;
+    this.pc = new RTCPeerConnection(options.rtcConfig);
+    this.pc.onnegotiationneeded = () => void this.offer();
+    this.pc.onicecandidate = ({ candidate }) => {
+      if (candidate !== null && !options.blockCandidates) this.events.signal({ candidate: candidate.toJSON() });
+    };
+    this.pc.onconnectionstatechange = () => {
+      if (this.pc.connectionState === "failed") this.fallBack();
+    };
+    this.pc.ondatachannel = ({ channel }) => this.adopt(channel);
+    if (!options.polite) this.adopt(this.pc.createDataChannel(CHANNEL_LABEL));
+    this.connectTimer = setTimeout(() => {
+      if (this.state === "connecting") this.fallBack();
+    }, options.connectTimeoutMs);
+  }
+  peer;
+  options;
+  events;
+  /** 'connecting' until the channel opens ('direct') or P2P gives up ('relayed'). */
+  state = "connecting";
+  pc;
+  channel;
+  /** True while this side creates and sets an offer: an incoming offer then collides. */
+  makingOffer = false;
+  /** True after the impolite side dropped a colliding offer: its candidates are dropped too. */
+  ignoreOffer = false;
+  /** Remote candidates that came before the remote description they belong to. */
+  pendingCandidates = [];
+  /** Messages waiting for the channel to drain, in send order. */
+  backlog = [];
+  /** Incoming signals are applied one after the other, in arrival order. */
+  signals = Promise.resolve();
+  connectTimer;
+  /**
+   * Sends (or queues, while the channel drains) one message on the channel.
+   * False when the link is not direct, when the message is larger than the
+   * channel takes (the caller relays that one message), or when the channel
+   * turns out to be dead (the link then falls back to relay).
+   */
+  send(message) {
+    const channel = this.channel;
+    if (this.state !== "direct" || channel === void 0) return false;
+    if (message.byteLength > (this.pc.sctp?.maxMessageSize ?? Infinity)) return false;
+    if (channel.readyState !== "open") {
+      this.fallBack();
+      return false;
+    }
+    this.backlog.push(message);
+    this.drain(channel);
+    return this.state === "direct";
+  }
+  /** Applies a signal from the peer, after every signal that came before it. */
+  receive(signal) {
+    this.signals = this.signals.then(() => this.apply(signal)).catch(() => this.fallBack());
+  }
+  /** Ends the link for good: the peer left, or we did. */
+  close() {
+    this.setState("closed");
+    this.shutDown();
+  }
+  async offer() {
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      this.sendDescription();
+    } catch {
+      this.fallBack();
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+  async apply(signal) {
+    if (this.state === "closed" || this.state === "relayed") return;
+    if ("candidate" in signal) {
+      if (this.options.blockCandidates || this.ignoreOffer) return;
+      if (this.pc.remoteDescription === null) this.pendingCandidates.push(signal.candidate);
+      else await this.pc.addIceCandidate(signal.candidate);
+      return;
+    }
+    const description = this.filter(signal.description);
+    const collision = description.type === "offer" && (this.makingOffer || this.pc.signalingState !== "stable");
+    this.ignoreOffer = !this.options.polite && collision;
+    if (this.ignoreOffer) return;
+    await this.pc.setRemoteDescription(description);
+    for (const candidate of this.pendingCandidates.splice(0)) await this.pc.addIceCandidate(candidate);
+    if (description.type === "offer") {
+      await this.pc.setLocalDescription();
+      this.sendDescription();
+    }
+  }
+  sendDescription() {
+    const description = this.pc.localDescription;
+    if (description === null) return;
+    this.events.signal({ description: this.filter({ type: description.type, sdp: description.sdp }) });
+  }
+  /** With the test hook on, descriptions carry no candidates either. */
+  filter(description) {
+    if (!this.options.blockCandidates || description.sdp === void 0) return description;
+    const sdp = description.sdp.split("\r\n").filter((line) => !line.startsWith("a=candidate:")).join("\r\n");
+    return { type: description.type, sdp };
+  }
+  adopt(channel) {
+    if (this.channel !== void 0) {
+      channel.close();
+      return;
+    }
+    this.channel = channel;
+    channel.binaryType = "arraybuffer";
+    channel.bufferedAmountLowThreshold = CHANNEL_LOW_WATER_BYTES;
+    channel.onbufferedamountlow = () => this.drain(channel);
+    channel.onopen = () => this.setState("direct");
+    channel.onclose = () => this.fallBack();
+    channel.onmessage = ({ data }) => this.events.message(data);
+    if (channel.readyState === "open") this.setState("direct");
+  }
+  drain(channel) {
+    try {
+      for (let next = this.backlog[0]; next !== void 0; next = this.backlog[0]) {
+        if (channel.bufferedAmount + next.byteLength > CHANNEL_HIGH_WATER_BYTES) return;
+        channel.send(next);
+        this.backlog.shift();
+      }
+    } catch {
+      this.fallBack();
+    }
+  }
+  /**
+   * P2P failed, timed out or died: the pair talks through the server from
+   * now on. The connection is closed so that both sides agree quickly (the
+   * peer's channel closes too) and a relayed link never flips back.
+   */
+  fallBack() {
+    if (this.state === "closed" || this.state === "relayed") return;
+    this.setState("relayed");
+    this.shutDown();
+  }
+  /** What is still queued is lost, like what was in flight on the channel. */
+  shutDown() {
+    clearTimeout(this.connectTimer);
+    this.backlog.length = 0;
+    if (this.channel !== void 0) this.channel.onclose = null;
+    this.pc.close();
+  }
+  setState(state) {
+    if (this.state === state || this.state === "closed") return;
+    if (state === "direct") clearTimeout(this.connectTimer);
+    this.state = state;
+    this.events.statechange(state);
+  }
+};
 
 // ../simple/ts/group.ts
 var MAX_FRAME_ID = 4294967295;
@@ -1400,10 +1426,10 @@ var Group = class {
     if (!this.departed.has(from)) this.memberJoined(from);
     switch (message.kind) {
       case "description":
-        this.linkFor(from)?.receive({ description: message.description });
+        this.links.get(from)?.receive({ description: message.description });
         return void 0;
       case "candidate":
-        this.linkFor(from)?.receive({ candidate: message.candidate });
+        this.links.get(from)?.receive({ candidate: message.candidate });
         return void 0;
       case "broadcast":
         this.deliver(from, message.body);
@@ -1429,9 +1455,6 @@ var Group = class {
     for (const member of [...this.links.keys()]) {
       if (!this.memberList.includes(member) || !mayLink(this.rules, self, member)) this.closeLink(member);
     }
-  }
-  linkFor(member) {
-    return this.links.get(member);
   }
   openLink(peer) {
     const options = {
@@ -1564,12 +1587,14 @@ var Group = class {
     }
     const handler = this.onunicast;
     if (handler === null) throw new RpcError(-32601 /* MethodNotFound */, "the target has no onunicast handler");
+    let reply;
     try {
-      const reply = toBody(await handler(from, body));
-      return typeof reply === "string" ? reply : reply.slice();
+      reply = await handler(from, body);
     } catch (error) {
       throw new RpcError(-32603 /* InternalError */, error instanceof Error ? error.message : String(error));
     }
+    const replyBody = toBody(reply);
+    return typeof replyBody === "string" ? replyBody : replyBody.slice();
   }
   nextFrameId() {
     this.lastFrameId = this.lastFrameId === MAX_FRAME_ID ? 1 : this.lastFrameId + 1;
@@ -1786,6 +1811,7 @@ export {
   DEFAULT_UNICAST_TIMEOUT_MS,
   ErrorCode,
   GroupCapability,
+  MAX_BODY_BYTES,
   RpcError,
   SimpleService
 };

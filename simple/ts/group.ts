@@ -179,10 +179,10 @@ export class Group implements IGroup {
     if (!this.departed.has(from)) this.memberJoined(from);
     switch (message.kind) {
       case 'description':
-        this.linkFor(from)?.receive({ description: message.description });
+        this.links.get(from)?.receive({ description: message.description });
         return undefined;
       case 'candidate':
-        this.linkFor(from)?.receive({ candidate: message.candidate });
+        this.links.get(from)?.receive({ candidate: message.candidate });
         return undefined;
       case 'broadcast':
         this.deliver(from, message.body);
@@ -210,10 +210,6 @@ export class Group implements IGroup {
     for (const member of [...this.links.keys()]) {
       if (!this.memberList.includes(member) || !mayLink(this.rules, self, member)) this.closeLink(member);
     }
-  }
-
-  private linkFor(member: UserId): Link | undefined {
-    return this.links.get(member);
   }
 
   private openLink(peer: UserId): void {
@@ -359,12 +355,14 @@ export class Group implements IGroup {
     }
     const handler = this.onunicast;
     if (handler === null) throw new RpcError(ErrorCode.MethodNotFound, 'the target has no onunicast handler');
+    let reply: Data;
     try {
-      const reply = toBody(await handler(from, body));
-      return typeof reply === 'string' ? reply : reply.slice();
+      reply = await handler(from, body);
     } catch (error) {
       throw new RpcError(ErrorCode.InternalError, error instanceof Error ? error.message : String(error));
     }
+    const replyBody = toBody(reply);
+    return typeof replyBody === 'string' ? replyBody : replyBody.slice();
   }
 
   private nextFrameId(): number {

@@ -14,6 +14,7 @@
  */
 export { GroupCapability } from './capability';
 export { ErrorCode, RpcError } from './errors';
+export { MAX_BODY_BYTES } from './payload';
 export { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_UNICAST_TIMEOUT_MS, SimpleService } from './service';
 export type {
   Data,

@@ -29,6 +29,13 @@ export interface LinkEvents {
 
 /** The label of the one DataChannel of a link. */
 const CHANNEL_LABEL = 'webrtc-p2p';
+/**
+ * Past this many bytes queued in the channel, messages wait in the link
+ * (Chromium's `send()` throws once 16 MiB are queued) until the channel
+ * drains below the low-water mark.
+ */
+const CHANNEL_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+const CHANNEL_LOW_WATER_BYTES = 1024 * 1024;
 
 export class Link {
   /** 'connecting' until the channel opens ('direct') or P2P gives up ('relayed'). */
@@ -41,6 +48,8 @@ export class Link {
   private ignoreOffer = false;
   /** Remote candidates that came before the remote description they belong to. */
   private readonly pendingCandidates: RTCIceCandidateInit[] = [];
+  /** Messages waiting for the channel to drain, in send order. */
+  private readonly backlog: Uint8Array<ArrayBuffer>[] = [];
   /** Incoming signals are applied one after the other, in arrival order. */
   private signals: Promise<void> = Promise.resolve();
   private readonly connectTimer: ReturnType<typeof setTimeout>;
@@ -68,19 +77,22 @@ export class Link {
   }
 
   /**
-   * Sends one message on the channel; false when the link is not direct or
-   * its channel turns out to be dead (the link then falls back to relay).
+   * Sends (or queues, while the channel drains) one message on the channel.
+   * False when the link is not direct, when the message is larger than the
+   * channel takes (the caller relays that one message), or when the channel
+   * turns out to be dead (the link then falls back to relay).
    */
   send(message: Uint8Array<ArrayBuffer>): boolean {
-    if (this.state !== 'direct') return false;
-    try {
-      if (this.channel?.readyState !== 'open') throw new Error('the channel is not open');
-      this.channel.send(message);
-      return true;
-    } catch {
+    const channel = this.channel;
+    if (this.state !== 'direct' || channel === undefined) return false;
+    if (message.byteLength > (this.pc.sctp?.maxMessageSize ?? Infinity)) return false;
+    if (channel.readyState !== 'open') {
       this.fallBack();
       return false;
     }
+    this.backlog.push(message);
+    this.drain(channel);
+    return this.state === 'direct';
   }
 
   /** Applies a signal from the peer, after every signal that came before it. */
@@ -151,10 +163,24 @@ export class Link {
     }
     this.channel = channel;
     channel.binaryType = 'arraybuffer';
+    channel.bufferedAmountLowThreshold = CHANNEL_LOW_WATER_BYTES;
+    channel.onbufferedamountlow = () => this.drain(channel);
     channel.onopen = () => this.setState('direct');
     channel.onclose = () => this.fallBack();
     channel.onmessage = ({ data }) => this.events.message(data);
     if (channel.readyState === 'open') this.setState('direct');
+  }
+
+  private drain(channel: RTCDataChannel): void {
+    try {
+      for (let next = this.backlog[0]; next !== undefined; next = this.backlog[0]) {
+        if (channel.bufferedAmount + next.byteLength > CHANNEL_HIGH_WATER_BYTES) return;
+        channel.send(next);
+        this.backlog.shift();
+      }
+    } catch {
+      this.fallBack();
+    }
   }
 
   /**
@@ -168,8 +194,10 @@ export class Link {
     this.shutDown();
   }
 
+  /** What is still queued is lost, like what was in flight on the channel. */
   private shutDown(): void {
     clearTimeout(this.connectTimer);
+    this.backlog.length = 0;
     if (this.channel !== undefined) this.channel.onclose = null;
     this.pc.close();
   }

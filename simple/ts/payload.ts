@@ -23,6 +23,13 @@ enum BodyType {
 /** kind (1 byte) + body type (1 byte) + request id (4 bytes). */
 const HEADER_BYTES = 6;
 
+/**
+ * The largest body a broadcast or unicast (or a reply) may carry, in bytes
+ * (UTF-8 for text): one frame fits Chromium's 256 KiB DataChannel message
+ * limit, and its base64 form fits the server's 1 MiB message limit.
+ */
+export const MAX_BODY_BYTES = 256 * 1024 - HEADER_BYTES;
+
 export interface Frame {
   readonly kind: FrameKind;
   /** The unicast request id, echoed by its reply; 0 for broadcasts. */
@@ -33,11 +40,24 @@ export interface Frame {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-/** The body of `data` as sent: strings stay strings, views keep exactly the bytes they view. */
+/**
+ * The body of `data` as sent: strings stay strings, views keep exactly the
+ * bytes they view. Throws `LimitExceeded` past `MAX_BODY_BYTES`.
+ */
 export function toBody(data: Data): Body {
-  if (typeof data === 'string') return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const body =
+    typeof data === 'string'
+      ? data
+      : data instanceof ArrayBuffer
+        ? new Uint8Array(data)
+        : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  // A UTF-8 string has at most 3 bytes per UTF-16 unit: count only when it may be too long.
+  const size =
+    typeof body !== 'string' ? body.byteLength : body.length * 3 > MAX_BODY_BYTES ? encoder.encode(body).byteLength : 0;
+  if (size > MAX_BODY_BYTES) {
+    throw new RpcError(ErrorCode.LimitExceeded, `a message may carry at most ${MAX_BODY_BYTES} bytes, not ${size}`);
+  }
+  return body;
 }
 
 export function encodeFrame(frame: Frame): Uint8Array<ArrayBuffer> {
