@@ -137,7 +137,10 @@ export interface ServiceOptions {
 export interface IService {
   /** Opens the WebSocket and calls `init`; resolves with this session's facts. */
   join(): Promise<IServiceInfo>;
-  /** Closes the session: every group is left (the server tells the others). */
+  /**
+   * Closes the session: every group is left (the server tells the others).
+   * A closed service stays closed; make a new one to come back.
+   */
   close(): void;
   /** This session's facts; throws `NotInitialized` before `join()` resolved. */
   info(): IServiceInfo;

@@ -1714,6 +1714,7 @@ var SimpleService = class {
   async connect() {
     if (this.closed) throw new RpcError(-32e3 /* ConnectionClosed */, "the service was closed");
     const socket = new WebSocket(this.url);
+    socket.binaryType = "arraybuffer";
     const rpc = new import_json_rpc_22.JSONRPCServerAndClient(
       new import_json_rpc_22.JSONRPCServer(),
       new import_json_rpc_22.JSONRPCClient((request) => {

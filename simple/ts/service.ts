@@ -101,6 +101,7 @@ export class SimpleService implements IService {
   private async connect(): Promise<IServiceInfo> {
     if (this.closed) throw new RpcError(ErrorCode.ConnectionClosed, 'the service was closed');
     const socket = new WebSocket(this.url);
+    socket.binaryType = 'arraybuffer';
     const rpc = new JSONRPCServerAndClient(
       new JSONRPCServer(),
       new JSONRPCClient((request) => {
