@@ -96,7 +96,7 @@ pub struct Config {
     /// A browser origin allowed to open /ws, as `scheme://host[:port]`;
     /// repeat it (or comma-separate in the environment) for several. Others
     /// get 403. None given: every origin may.
-    #[arg(long = "allowed-origin", env = "WEBRTC_P2P_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(long = "allowed-origin", env = "WEBRTC_P2P_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = crate::origin::parse)]
     pub allowed_origins: Vec<String>,
 
     /// Refuse (403) upgrades that carry no Origin header, i.e. non-browser
@@ -165,8 +165,8 @@ mod tests {
 
     #[test]
     fn origins_repeat_and_tls_needs_both_files() {
-        let config = Config::from_flags(["--allowed-origin", "https://a.example", "--allowed-origin", "http://b:8080"])
-            .unwrap();
+        let config =
+            Config::from_flags(["--allowed-origin", "https://a.example", "--allowed-origin", "http://b:8080"]).unwrap();
         assert_eq!(config.allowed_origins, ["https://a.example", "http://b:8080"]);
         assert!(!config.require_origin);
         assert!(Config::from_flags(["--tls-cert", "c.pem"]).is_err());

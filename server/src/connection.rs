@@ -14,10 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite;
 use tracing::{Instrument, debug, debug_span};
+use webrtc_p2p_interfaces::ErrorCode;
 use webrtc_p2p_simple::wire::{self, Incoming, Started};
-use webrtc_p2p_simple::{CloseReason, PeerHandle, Session};
+use webrtc_p2p_simple::{CloseReason, PeerHandle, RateLimiter, Session};
 
 use crate::App;
+use crate::metrics::{Metrics, Refused};
 
 /// Frames written per flush at most: enough to coalesce a burst into one
 /// syscall, few enough to keep pings and close frames timely.
@@ -34,6 +36,8 @@ struct Context<'a> {
     ext: &'a Extensions,
     conn: ConnectionId,
     running: &'a Running,
+    /// This connection's message budget (`None`: unlimited).
+    rate: Option<&'a RateLimiter>,
 }
 
 /// Counts this connection's spawned requests until their answers are
@@ -98,9 +102,11 @@ async fn run(socket: WebSocket, app: App, conn: ConnectionId) {
     let mut writer = tokio::spawn(write_loop(sink, queue, close_rx, limits.ping_interval));
 
     let running = Running::default();
-    let cx = Context { app: &app, peer: &peer, ext: &ext, conn, running: &running };
+    let rate = limits.rate_limiter();
+    let cx = Context { app: &app, peer: &peer, ext: &ext, conn, running: &running, rate: rate.as_ref() };
     let reason = read_loop(&mut stream, &cx, &session).await;
     debug!(code = reason.code, reason = reason.reason, "closing");
+    app.metrics.closed(reason);
 
     // Leave every group, release the id, fail calls waiting on this client.
     app.hub.disconnect(&session, reason);
@@ -138,7 +144,7 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, cx: &Context<'_>, sessio
                     // A binary frame is read as if it were text.
                     Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
                         Ok(text) => handle_text(text, cx),
-                        Err(_) => send(cx.peer, wire::error_frame(None, wire::code::PARSE_ERROR, "parse error: binary frame is not UTF-8")),
+                        Err(_) => send(cx, wire::error_frame(None, wire::code::PARSE_ERROR, "parse error: binary frame is not UTF-8")),
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => return CloseReason::NORMAL,
@@ -163,22 +169,51 @@ fn close_reason(e: axum::Error) -> CloseReason {
     }
 }
 
-fn send(peer: &PeerHandle, frame: String) {
+/// Queues a response frame, counting it if it is an error.
+fn respond(metrics: &Metrics, peer: &PeerHandle, frame: String) {
+    metrics.sent(&frame);
     // A full queue closes the connection; the read loop sees that next.
     let _ = peer.send_frame(frame);
 }
 
+fn send(cx: &Context<'_>, frame: String) {
+    respond(&cx.app.metrics, cx.peer, frame);
+}
+
+/// Spends one message of the connection's rate budget; `false` once it is
+/// spent, until it comes back.
+fn within_rate(cx: &Context<'_>) -> bool {
+    if cx.rate.is_none_or(|rate| rate.try_acquire(Instant::now())) {
+        return true;
+    }
+    cx.app.metrics.refused(Refused::Rate);
+    false
+}
+
+/// The answer to a request past the rate limit: Busy, like a relay past the
+/// in-flight limit (the client backs off the same way). Notifications and
+/// garbage past it are dropped without a word.
+fn rate_limited(id: Option<&serde_json::value::RawValue>) -> Option<String> {
+    id.map(|id| wire::error_frame(Some(id), ErrorCode::Busy.code(), "busy: rate limit exceeded"))
+}
+
 fn handle_text(text: &str, cx: &Context<'_>) {
     match wire::classify(text) {
+        Incoming::Request(request) if !within_rate(cx) => {
+            if let Some(frame) = rate_limited(request.id) {
+                send(cx, frame);
+            }
+        }
         Incoming::Request(request) => match start(request, cx) {
-            Started::Done(Some(frame)) => send(cx.peer, frame),
+            Started::Done(Some(frame)) => send(cx, frame),
             Started::Done(None) => {}
             Started::Running(future) => {
                 let peer = cx.peer.clone();
+                let metrics = cx.app.metrics.clone();
                 let running = cx.running.track();
                 tokio::spawn(async move {
                     if let Some(frame) = future.await {
-                        send(&peer, frame);
+                        respond(&metrics, &peer, frame);
                     }
                     drop(running);
                 });
@@ -188,8 +223,16 @@ fn handle_text(text: &str, cx: &Context<'_>) {
             // Unknown or late ids are dropped: answering would break the client.
             cx.peer.complete(&response);
         }
-        Incoming::Batch(items) => handle_batch(&items, cx),
-        Incoming::Invalid { id, code, message } => send(cx.peer, wire::error_frame(id, code, &message)),
+        Incoming::Batch(items) => {
+            if within_rate(cx) {
+                handle_batch(&items, cx);
+            }
+        }
+        Incoming::Invalid { id, code, message } => {
+            if within_rate(cx) {
+                send(cx, wire::error_frame(id, code, &message));
+            }
+        }
     }
 }
 
@@ -203,12 +246,21 @@ fn start(request: wire::Request<'_>, cx: &Context<'_>) -> Started {
 fn handle_batch(items: &[&serde_json::value::RawValue], cx: &Context<'_>) {
     let max = cx.app.hub.limits().max_batch_len;
     if items.is_empty() || items.len() > max {
-        let message = if items.is_empty() { "empty batch".to_owned() } else { format!("batch longer than {max}") };
-        return send(cx.peer, wire::error_frame(None, wire::code::INVALID_REQUEST, &message));
+        let message = if items.is_empty() {
+            "empty batch".to_owned()
+        } else {
+            cx.app.metrics.refused(Refused::BatchLen);
+            format!("batch longer than {max}")
+        };
+        return send(cx, wire::error_frame(None, wire::code::INVALID_REQUEST, &message));
     }
     let mut answers = Vec::with_capacity(items.len());
-    for item in items {
+    // The batch's frame paid for its first element.
+    for (at, item) in items.iter().enumerate() {
         match wire::classify_item(item) {
+            Incoming::Request(request) if at > 0 && !within_rate(cx) => {
+                answers.push(Started::Done(rate_limited(request.id)));
+            }
             Incoming::Request(request) => answers.push(start(request, cx)),
             Incoming::Response(response) => {
                 cx.peer.complete(&response);
@@ -223,6 +275,7 @@ fn handle_batch(items: &[&serde_json::value::RawValue], cx: &Context<'_>) {
         }
     }
     let peer = cx.peer.clone();
+    let metrics = cx.app.metrics.clone();
     let running = cx.running.track();
     let assemble = async move {
         let mut frames = Vec::with_capacity(answers.len());
@@ -231,11 +284,14 @@ fn handle_batch(items: &[&serde_json::value::RawValue], cx: &Context<'_>) {
                 Started::Done(frame) => frame,
                 Started::Running(future) => future.await,
             };
+            if let Some(frame) = &frame {
+                metrics.sent(frame);
+            }
             frames.extend(frame);
         }
         // A batch of notifications only gets no answer at all.
         if !frames.is_empty() {
-            send(&peer, format!("[{}]", frames.join(",")));
+            respond(&metrics, &peer, format!("[{}]", frames.join(",")));
         }
         drop(running);
     };

@@ -1,12 +1,22 @@
-//! The HTTP side: the WebSocket upgrade at `/ws`, `/healthz`, and the
-//! embedded assets.
+//! The HTTP side: one accepted TCP connection (TLS if configured, HTTP/1.1
+//! with a header timeout and upgrades), and the routes: the WebSocket
+//! upgrade at `/ws`, `/healthz`, `/metrics`, and the embedded assets.
 
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::debug;
 
+use crate::metrics::Refused;
 use crate::{App, assets, connection};
 
 /// Read buffer per connection. tungstenite zero-fills its whole read buffer
@@ -15,18 +25,98 @@ use crate::{App, assets, connection};
 /// signaling frames are small, and larger ones still arrive (in more reads).
 const READ_BUFFER_SIZE: usize = 4 * 1024;
 
+/// The largest HTTP request head (hyper's buffer before the upgrade; its own
+/// default is ~400 KiB). An upgrade request is well under 4 KiB.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// What a client told to come back later waits, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// Serves one accepted TCP connection until it closes: the TLS handshake
+/// (bounded by the header timeout too), then HTTP/1.1 requests, the last of
+/// which may be a WebSocket upgrade.
+pub(crate) async fn serve_connection(stream: TcpStream, app: App, router: Router, tls: Option<TlsAcceptor>) {
+    // Signaling frames are small and latency matters more than packet count;
+    // the writer already coalesces bursts into one flush.
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve_http(stream, app, router).await;
+    };
+    let shutdown = app.shutdown.clone();
+    let handshake = tokio::time::timeout(app.hub.limits().header_timeout, acceptor.accept(stream));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return app.metrics.refused(Refused::HeaderTimeout),
+        },
+        () = crate::stopping(shutdown) => return,
+    };
+    serve_http(stream, app, router).await;
+}
+
+async fn serve_http<Io>(io: Io, app: App, router: Router)
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    // The header timeout needs hyper's timer; it runs from the moment hyper
+    // starts waiting for a request head (so also on an idle keep-alive
+    // connection) until the head is complete.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.hub.limits().header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(router)).with_upgrades();
+    tokio::pin!(conn);
+    let shutdown = app.shutdown.clone();
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = crate::stopping(shutdown) => {
+            // A request in progress is answered; an idle connection closes.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            app.metrics.refused(Refused::HeaderTimeout);
+        }
+        debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
 pub(crate) fn router(app: App) -> Router {
     Router::new()
         .route(webrtc_p2p_interfaces::WS_PATH, get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .with_state(app)
         .merge(assets::router())
 }
 
-async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(State(app): State<App>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !app.origins.allows(headers.get(header::ORIGIN)) {
+        app.metrics.refused(Refused::Origin);
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    let Some(slot) = app.metrics.open_connection(app.hub.limits().max_connections) else {
+        app.metrics.refused(Refused::Connections);
+        let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECS)];
+        return (StatusCode::SERVICE_UNAVAILABLE, retry, "too many connections\n").into_response();
+    };
     let max = app.config.max_message_size;
-    ws.read_buffer_size(READ_BUFFER_SIZE)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, app))
+    // permessage-deflate stays off (axum never negotiates it), so no small
+    // frame can inflate past the size limit: what is read is what is counted.
+    ws.read_buffer_size(READ_BUFFER_SIZE).max_message_size(max).max_frame_size(max).on_upgrade(
+        move |socket| async move {
+            connection::serve(socket, app).await;
+            drop(slot);
+        },
+    )
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let body = app.metrics.render(app.hub.stats(), app.hub.relays_in_flight());
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

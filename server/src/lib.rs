@@ -3,11 +3,16 @@
 //!
 //! # Layout
 //! - `config`: `Config`, every flag and its environment variable.
-//! - `http`: the HTTP routes: `/ws` upgrade, `/healthz`, the embedded assets.
+//! - `http`: one TCP connection (TLS, HTTP/1.1 with a header timeout) and
+//!   the routes: `/ws` upgrade (origin and connection cap checked),
+//!   `/healthz`, `/metrics`, the embedded assets.
 //! - `connection`: one WebSocket: read loop, writer, cleanup.
+//! - `metrics`: the Prometheus figures behind `/metrics`.
+//! - `origin`: the `--allowed-origin` policy.
+//! - `tls`: the rustls acceptor for `--tls-cert`/`--tls-key`.
 //! - `assets`: the embedded demo page and client bundle.
-//! - here: `Server` (bind, serve, graceful shutdown) and `App`, the state
-//!   every connection shares.
+//! - here: `Server` (bind, accept loop, graceful shutdown) and `App`, the
+//!   state every connection shares.
 //!
 //! The group logic (`Hub`) and the JSON-RPC framing live in
 //! `webrtc-p2p-simple`; the contract in `webrtc-p2p-interfaces`.
@@ -16,6 +21,9 @@ mod assets;
 pub mod config;
 mod connection;
 mod http;
+mod metrics;
+mod origin;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +34,7 @@ use std::time::Duration;
 use jsonrpsee::core::server::{ConnectionId, Methods};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use webrtc_p2p_interfaces::SignalingServer;
 use webrtc_p2p_simple::Hub;
@@ -35,6 +44,10 @@ pub use webrtc_p2p_simple::HubStats;
 
 /// How long shutdown waits for connections to send their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Pause after a failed accept (typically out of file descriptors), so the
+/// loop does not spin while connections close and free some.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What every connection shares; cheap to clone.
 #[derive(Debug, Clone)]
@@ -50,6 +63,10 @@ pub(crate) struct App {
     next_connection: Arc<AtomicUsize>,
     /// The configuration the server runs with.
     pub(crate) config: Arc<Config>,
+    /// The figures `/metrics` shows; also the connection cap's counter.
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    /// Which browser origins may open `/ws`.
+    pub(crate) origins: Arc<origin::OriginPolicy>,
 }
 
 impl App {
@@ -58,29 +75,59 @@ impl App {
     }
 }
 
+/// Resolves once the server starts shutting down.
+pub(crate) async fn stopping(mut shutdown: watch::Receiver<bool>) {
+    // An error means the server is gone: stopping too.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// A bound server, ready to serve.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     app: App,
     shutdown: watch::Sender<bool>,
+    /// Set with `--tls-cert`/`--tls-key`: every connection is TLS.
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("app", &self.app)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
-    /// Binds `config.listen`.
+    /// Binds `config.listen` (and reads the TLS files, if any).
     pub async fn bind(config: Config) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
-        Ok(Self::from_listener(listener, config))
+        Self::from_listener(listener, config)
     }
 
-    /// Serves on an already bound listener.
-    pub fn from_listener(listener: TcpListener, config: Config) -> Self {
-        let hub = Hub::new(config.limits());
+    /// Serves on an already bound listener; fails only on unreadable TLS files.
+    pub fn from_listener(listener: TcpListener, config: Config) -> std::io::Result<Self> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let metrics = Arc::new(metrics::Metrics::new());
+        let hub = Hub::with_observer(config.limits(), metrics.clone());
         let methods = hub.clone().into_rpc().into();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let app =
-            App { hub, methods, shutdown: shutdown_rx, next_connection: Arc::default(), config: Arc::new(config) };
-        Self { listener, app, shutdown }
+        let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins, config.require_origin));
+        let app = App {
+            hub,
+            methods,
+            shutdown: shutdown_rx,
+            next_connection: Arc::default(),
+            config: Arc::new(config),
+            metrics,
+            origins,
+        };
+        Ok(Self { listener, app, shutdown, tls })
     }
 
     /// The address actually bound (useful with port 0).
@@ -93,20 +140,36 @@ impl Server {
         self.app.hub.clone()
     }
 
-    /// Serves until `signal` resolves, then closes every connection with
-    /// 1001 and returns once they are closed (or the grace time is over).
+    /// Serves until `signal` resolves, then stops accepting, closes every
+    /// WebSocket with 1001 (their running requests answer first), lets HTTP
+    /// requests in progress finish, and returns once every connection is
+    /// closed (or the grace time is over).
+    ///
+    /// Our own accept loop rather than `axum::serve`, which has no timeout
+    /// for reading a request head (slowloris) and no TLS.
     pub async fn serve(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, app, shutdown } = self;
+        let Self { listener, app, shutdown, tls } = self;
         let router = http::router(app.clone());
-        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let stop = async move {
-            signal.await;
-            let _ = stopped_tx.send(());
-        };
-        axum::serve(listener, router).with_graceful_shutdown(stop).await?;
-        let _ = stopped_rx.await;
+        tokio::pin!(signal);
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+                () = &mut signal => break,
+            };
+            tokio::spawn(http::serve_connection(stream, app.clone(), router.clone(), tls.clone()));
+        }
+        drop(listener);
         info!("shutting down: closing connections");
-        drop(app);
+        // Every connection holds a receiver (through `App`): once all are
+        // dropped, every connection is closed.
+        drop((app, router));
         let _ = shutdown.send(true);
         if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.closed()).await.is_err() {
             warn!(open = shutdown.receiver_count(), "connections still open after the grace time");
