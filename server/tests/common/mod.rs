@@ -280,3 +280,219 @@ pub async fn group_of_three(server: &TestServer) -> (String, [(Raw, String); 3])
     b.incoming("member_joined").await;
     (group, [(a, ua), (b, ub), (c, uc)])
 }
+
+impl TestServer {
+    /// `GET /metrics`, the body only.
+    pub async fn scrape(&self) -> String {
+        let response = http(self.addr, "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+    }
+
+    /// Waits until the metric sample `name` (labels included, as the text
+    /// format writes them) reads `want`.
+    pub async fn metric_settles_at(&self, name: &str, want: f64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let got = metric(&self.scrape().await, name);
+            if got == Some(want) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name} stuck at {got:?}, want {want}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The value of one sample in a text exposition: `name` is everything
+/// before the value, labels included (`webrtc_p2p_refused_total{limit="rate"}`).
+pub fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Sends a raw HTTP request and reads the whole response (the request
+/// should say `Connection: close`).
+pub async fn http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await.expect("response in time").expect("read");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// An upgrade request for `/ws` with `extra` header lines (each ending in
+/// `\r\n`).
+pub fn upgrade_request(extra: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+/// A WebSocket spoken byte by byte over TCP, for the frames no client
+/// library sends: unmasked, reserved bits and opcodes, broken fragments.
+pub struct WireClient {
+    stream: TcpStream,
+    /// Bytes read but not yet parsed into a frame.
+    buffer: Vec<u8>,
+    /// The server's 101 response head.
+    pub head: String,
+}
+
+/// A frame the server sent.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WireFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+pub mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+impl WireClient {
+    /// Upgrades a fresh TCP connection with `extra` request headers; fails
+    /// the test unless the answer is 101.
+    pub async fn connect(addr: SocketAddr, extra: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.write_all(upgrade_request(extra).as_bytes()).await.expect("write");
+        let mut client = Self { stream, buffer: Vec::new(), head: String::new() };
+        let end = loop {
+            if let Some(at) = client.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            assert!(client.fill().await, "connection closed during the handshake");
+        };
+        client.head = String::from_utf8_lossy(&client.buffer[..end]).into_owned();
+        client.buffer.drain(..end);
+        assert!(client.head.starts_with("HTTP/1.1 101"), "{}", client.head);
+        client
+    }
+
+    /// Reads more bytes; `false` at end of stream (or a reset).
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk)).await.expect("bytes in time") {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// A frame as the RFC lays it out; `rsv` is the three reserved bits
+    /// (0 to 7), `mask` the masking key (`None`: unmasked, which a client
+    /// must not send).
+    pub fn encode(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | ((rsv & 7) << 4) | (opcode & 0xF)];
+        let masked = u8::from(mask.is_some()) << 7;
+        match payload.len() {
+            n @ 0..=125 => out.push(masked | n as u8),
+            n @ 126..=0xFFFF => {
+                out.push(masked | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(masked | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        match mask {
+            Some(key) => {
+                out.extend_from_slice(&key);
+                out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+            }
+            None => out.extend_from_slice(payload),
+        }
+        out
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        // The server may have closed already; what it answered is what counts.
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// Sends one masked frame.
+    pub async fn send(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        self.send_raw(&Self::encode(fin, 0, opcode, Some([0x37, 0xfa, 0x21, 0x3d]), payload)).await;
+    }
+
+    /// Sends a close frame with this code and reason.
+    pub async fn send_close(&mut self, code: u16, reason: &[u8]) {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason);
+        self.send(true, opcode::CLOSE, &payload).await;
+    }
+
+    /// The next frame, or `None` once the server closed the TCP connection.
+    pub async fn frame(&mut self) -> Option<WireFrame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buffer) {
+                self.buffer.drain(..used);
+                return Some(frame);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// The next text frame, parsed; fails the test on anything else.
+    pub async fn json(&mut self) -> Value {
+        loop {
+            match self.frame().await {
+                Some(WireFrame { opcode: opcode::TEXT, payload, .. }) => {
+                    return serde_json::from_slice(&payload).expect("JSON");
+                }
+                Some(WireFrame { opcode: opcode::PING | opcode::PONG, .. }) => {}
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads up to the server's close frame and returns its code (`None`:
+    /// no code); then checks the server also ends the TCP connection.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let code = loop {
+            match self.frame().await {
+                Some(WireFrame { opcode: opcode::CLOSE, payload, .. }) => {
+                    break (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                }
+                Some(_) => {}
+                None => panic!("the TCP connection ended without a close frame"),
+            }
+        };
+        // Answer the close (as a client must), then expect the end of stream.
+        self.send(true, opcode::CLOSE, &[]).await;
+        while let Some(frame) = self.frame().await {
+            assert_ne!(frame.opcode, opcode::TEXT, "data after the close frame");
+        }
+        code
+    }
+}
+
+/// One unmasked server frame at the start of `bytes`, and its length.
+fn parse_server_frame(bytes: &[u8]) -> Option<(WireFrame, usize)> {
+    let (&b0, rest) = bytes.split_first()?;
+    let (&b1, rest) = rest.split_first()?;
+    assert_eq!(b1 & 0x80, 0, "the server masked a frame");
+    let (len, header) = match b1 & 0x7F {
+        126 => (usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)), 4),
+        127 => (usize::try_from(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?)).ok()?, 10),
+        n => (usize::from(n), 2),
+    };
+    let payload = bytes.get(header..header + len)?.to_vec();
+    Some((WireFrame { fin: b0 & 0x80 != 0, opcode: b0 & 0x0F, payload }, header + len))
+}
