@@ -102,6 +102,9 @@ fn code_label(code: i32) -> &'static str {
         .map_or("other", |at| APP_CODES[at])
 }
 
+/// The close codes the server sends.
+const CLOSE_CODES: [u16; 6] = [1000, 1001, 1002, 1007, 1008, 1009];
+
 fn close_label(code: u16) -> &'static str {
     match code {
         1000 => "1000",
@@ -171,6 +174,9 @@ impl Metrics {
         // Every series exists from the start, so a rate() sees its first increase.
         let relays = RelayOutcome::ALL.iter().map(|o| relays.get_or_create_owned(&[("outcome", o.name())])).collect();
         let refused = Refused::ALL.iter().map(|l| refused.get_or_create_owned(&[("limit", l.name())])).collect();
+        for code in CLOSE_CODES {
+            let _ = closes.get_or_create(&[("code", close_label(code))]);
+        }
         Self {
             registry,
             connections: Arc::default(),

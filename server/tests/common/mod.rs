@@ -321,6 +321,22 @@ pub async fn http(addr: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// Sends a raw HTTP request and reads the response head only (for answers
+/// on connections the server may keep open).
+pub async fn http_head(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut byte)).await.expect("head in time").expect("read");
+        assert_eq!(n, 1, "connection closed inside the head: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// An upgrade request for `/ws` with `extra` header lines (each ending in
 /// `\r\n`).
 pub fn upgrade_request(extra: &str) -> String {
