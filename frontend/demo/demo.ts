@@ -130,6 +130,12 @@ function renderMembers(): void {
       return item;
     }),
   );
+  if (members.length === 1) {
+    const hint = document.createElement('li');
+    hint.className = 'alone';
+    hint.textContent = 'No one else yet: share the link above.';
+    ui.members.append(hint);
+  }
 }
 
 function tag(text: string, className: string): HTMLSpanElement {

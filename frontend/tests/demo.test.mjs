@@ -38,7 +38,7 @@ async function createGroup() {
 async function waitForDirectMembers(page, count) {
   await page.waitForFunction(
     (count) =>
-      document.querySelectorAll('#members li').length === count &&
+      document.querySelectorAll('#members li[data-member]').length === count &&
       document.querySelectorAll('#members .state[data-state="direct"]').length === count - 1,
     count,
     { polling: 5, timeout: WAIT_MS },
@@ -83,7 +83,7 @@ test('demo: create a group, join it by its link, chat and ping', async () => {
 
     await b.locator('#leave').click();
     await b.locator('#lobby').waitFor({ timeout: WAIT_MS });
-    await a.waitForFunction(() => document.querySelectorAll('#members li').length === 1, null, {
+    await a.waitForFunction(() => document.querySelectorAll('#members li[data-member]').length === 1, null, {
       polling: 5,
       timeout: WAIT_MS,
     });

@@ -106,6 +106,12 @@ function renderMembers() {
       return item;
     })
   );
+  if (members.length === 1) {
+    const hint = document.createElement("li");
+    hint.className = "alone";
+    hint.textContent = "No one else yet: share the link above.";
+    ui.members.append(hint);
+  }
 }
 function tag(text, className) {
   const span = document.createElement("span");
