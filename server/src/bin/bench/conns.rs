@@ -1,0 +1,118 @@
+//! The conns scenario: N connections, each initialised, held idle; what each
+//! costs the server in resident memory, and whether all stayed open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream};
+use tokio::sync::watch;
+
+use crate::client::{Caller, Ws};
+use crate::procs::{self, Child, Plan};
+use crate::report::{Report, Target};
+use crate::{Result, within};
+
+/// Connections being opened at once.
+const CONCURRENCY: usize = 128;
+
+/// How long one connection may take to open and initialise.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the connections are held, all open, before RSS is read.
+const HOLD: Duration = Duration::from_secs(2);
+
+/// Pair keys for the forwarder, apart from the relay scenario's.
+const PAIR_BASE: usize = 1 << 40;
+
+/// What holding N connections cost one process.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    /// Connections opened.
+    pub(crate) n: usize,
+    /// Of those, still open at the end.
+    pub(crate) open: usize,
+    /// RSS before the first connection, KiB.
+    pub(crate) rss_before_kib: u64,
+    /// RSS with all connections held, KiB.
+    pub(crate) rss_after_kib: u64,
+    /// Seconds it took to open (and initialise) them all.
+    pub(crate) open_seconds: f64,
+}
+
+impl Held {
+    /// Resident bytes per held connection.
+    pub(crate) fn bytes_per_conn(&self) -> f64 {
+        (self.rss_after_kib.saturating_sub(self.rss_before_kib) * 1024) as f64 / self.n.max(1) as f64
+    }
+}
+
+pub(crate) async fn run(plan: &Plan, out: &mut Report, n: usize) -> Result<()> {
+    // This side and the process under test each need a descriptor per connection.
+    if let Some(limit) = procs::open_files_limit()
+        && limit < n + 200
+    {
+        return Err(
+            format!("conns {n}: the open-files limit is {limit}; raise it (ulimit -n) or use a smaller N").into()
+        );
+    }
+    let server = plan.start_server(&[])?;
+    let on_server = hold(&server, Target::Server, n, out).await?;
+    drop(server);
+    let forwarder = plan.start_forwarder()?;
+    let on_forwarder = hold(&forwarder, Target::Forwarder, n, out).await?;
+    drop(forwarder);
+    out.conns(&on_server, &on_forwarder)
+}
+
+async fn hold(child: &Child, target: Target, n: usize, out: &Report) -> Result<Held> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before_kib = procs::rss_kib(child.pid)?;
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = watch::channel(false);
+    let started = std::time::Instant::now();
+    let mut opened = 0;
+    let mut connecting = stream::iter(0..n).map(|i| open(child, target, i)).buffer_unordered(CONCURRENCY);
+    while let Some(ws) = connecting.next().await {
+        tokio::spawn(keep(ws?, closed.clone(), stopped.clone()));
+        opened += 1;
+        if opened % 1000 == 0 {
+            out.progress(&format!("conns {}: {opened}/{n} open", target.name()));
+        }
+    }
+    let open_seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(HOLD).await;
+    let rss_after_kib = procs::rss_kib(child.pid)?;
+    let fds = procs::open_fds(child.pid)?;
+    let open = n - closed.load(Ordering::Relaxed);
+    out.progress(&format!("conns {}: {open}/{n} open, {fds} descriptors in the process", target.name()));
+    let _ = stop.send(true);
+    Ok(Held { n, open: open.min(fds), rss_before_kib, rss_after_kib, open_seconds })
+}
+
+async fn open(child: &Child, target: Target, i: usize) -> Result<Ws> {
+    within(CONNECT_TIMEOUT, "opening a connection", async {
+        let mut caller = Caller::connect(&child.url(PAIR_BASE + i / 2)).await?;
+        if target == Target::Server {
+            caller.init().await?;
+        }
+        Ok(caller.ws)
+    })
+    .await?
+}
+
+/// Reads (and so answers pings) until the connection closes or `stop`.
+async fn keep(mut ws: Ws, closed: Arc<AtomicUsize>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(_)) => {}
+                _ => {
+                    closed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The processes under test (the server, the forwarder), what /proc says
+//! about them, and where everything runs.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::{Opts, Result};
+
+/// How long a child may take to print `listening on ADDR`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where things run and with which binaries.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The server binary under test.
+    pub(crate) server: PathBuf,
+    /// This binary, run again as `bench forwarder`.
+    bench: PathBuf,
+    /// `target/`, where results and the server's log go.
+    pub(crate) target_dir: PathBuf,
+    /// `Some((load generator CPU, CPU for the process under test))` when
+    /// `taskset` works and there are two CPUs to split.
+    pub(crate) pin: Option<(usize, usize)>,
+    /// Clock ticks per second, the unit of /proc/PID/stat's CPU times.
+    ticks: f64,
+}
+
+impl Plan {
+    pub(crate) fn new(opts: &Opts) -> Result<Self> {
+        let bench = std::env::current_exe()?;
+        let bin_dir = bench.parent().ok_or("this binary has no directory")?.to_path_buf();
+        // target/release/bench → target/
+        let target_dir = bin_dir.parent().map_or_else(|| bin_dir.clone(), Path::to_path_buf);
+        let server = match &opts.server {
+            Some(path) => path.clone(),
+            None => {
+                let path = bin_dir.join("webrtc-p2p-server");
+                build_server_if_stale(&path, &bench)?;
+                path
+            }
+        };
+        if !server.exists() {
+            return Err(format!("no server binary at {} (cargo build --release)", server.display()).into());
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let pin = (!opts.no_pin && cpus >= 2 && taskset_works()).then_some((0, 1));
+        Ok(Self { server, bench, target_dir, pin, ticks: clock_ticks() })
+    }
+
+    /// Pins this process (and the threads it starts later) to its CPU.
+    pub(crate) fn pin_self(&self) {
+        if let Some((mine, _)) = self.pin {
+            let pid = std::process::id().to_string();
+            let _ = Command::new("taskset")
+                .args(["-a", "-p", "-c", &mine.to_string(), &pid])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Starts the server under test on 127.0.0.1:0.
+    pub(crate) fn start_server(&self, extra: &[&str]) -> Result<Child> {
+        let log = std::fs::File::create(self.target_dir.join("bench").join("server.log"))?;
+        let mut command = self.command(&self.server);
+        command.args(["--listen", "127.0.0.1:0"]).args(extra).env("RUST_LOG", "warn").stderr(log);
+        Child::start(command, "server")
+    }
+
+    /// Starts the bare forwarder on 127.0.0.1:0.
+    pub(crate) fn start_forwarder(&self) -> Result<Child> {
+        let mut command = self.command(&self.bench);
+        command.args(["forwarder", "--listen", "127.0.0.1:0"]).stderr(Stdio::inherit());
+        Child::start(command, "forwarder")
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        match self.pin {
+            Some((_, theirs)) => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", &theirs.to_string()]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// CPU seconds (user + system) `pid` has used so far.
+    pub(crate) fn cpu_seconds(&self, pid: u32) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces): state is
+        // field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(") ").ok_or("odd /proc/PID/stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11).ok_or("no utime")?.parse()?;
+        let stime: f64 = fields.get(12).ok_or("no stime")?.parse()?;
+        Ok((utime + stime) / self.ticks)
+    }
+}
+
+/// `pid`'s resident set in KiB, from /proc/PID/status.
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("odd VmRSS")?.parse()?)
+}
+
+/// Open file descriptors of `pid`.
+pub(crate) fn open_fds(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// A child process, killed when dropped.
+#[derive(Debug)]
+pub(crate) struct Child {
+    child: std::process::Child,
+    /// Its process id (taskset execs the program, so this is the program's).
+    pub(crate) pid: u32,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+}
+
+impl Child {
+    fn start(mut command: Command, name: &str) -> Result<Self> {
+        let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        // Reads the first line, then drains stdout until the child exits.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the {name} did not print `listening on ADDR`").into());
+            }
+        };
+        let addr = line.strip_prefix("listening on ").ok_or_else(|| format!("{name} said {line:?}"))?.parse()?;
+        Ok(Self { pid: child.id(), child, addr })
+    }
+
+    /// The URL a client of pair `pair` connects to (the server ignores the
+    /// query; the forwarder pairs by it).
+    pub(crate) fn url(&self, pair: usize) -> String {
+        format!("ws://{}/ws?pair={pair}", self.addr)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Raises this process's soft open-files limit to its hard limit (children
+/// inherit it): 19,000 connections need 19,000 descriptors on each side.
+pub(crate) fn raise_open_files_limit() {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let Some(line) = limits.lines().find(|l| l.starts_with("Max open files")) else { return };
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    if let [soft, hard] = numbers[..]
+        && soft != hard
+    {
+        let pid = std::process::id().to_string();
+        let nofile = format!("--nofile={hard}:{hard}");
+        // `prlimit` (util-linux) sets it without unsafe code here.
+        let _ = Command::new("prlimit").args(["--pid", &pid, &nofile]).status();
+    }
+}
+
+/// This process's soft open-files limit.
+pub(crate) fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn taskset_works() -> bool {
+    Command::new("taskset").args(["-c", "1", "true"]).status().is_ok_and(|s| s.success())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Under `cargo run`, builds the server binary when it is missing or older
+/// than this binary, so that one command measures the current code.
+fn build_server_if_stale(server: &Path, bench: &Path) -> Result<()> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stale = match (modified(server), modified(bench)) {
+        (Some(s), Some(b)) => s < b,
+        _ => true,
+    };
+    let Some(cargo) = std::env::var_os("CARGO") else { return Ok(()) };
+    if !stale {
+        return Ok(());
+    }
+    let release = bench.parent().and_then(Path::file_name).is_some_and(|d| d == "release");
+    let mut command = Command::new(cargo);
+    command.args(["build", "-p", "webrtc-p2p-server", "--bin", "webrtc-p2p-server"]);
+    if release {
+        command.arg("--release");
+    }
+    eprintln!("bench: building the server binary");
+    let status = command.status()?;
+    if !status.success() {
+        return Err("building the server failed".into());
+    }
+    Ok(())
+}
