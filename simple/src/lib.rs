@@ -12,7 +12,11 @@
 //!   request in a jsonrpsee method table.
 //! - `limits`: `Limits`, every limit and its default; `RateLimiter`.
 //! - `observe`: `RelayObserver`, how the hub reports each relay's outcome.
+//! - `client`: `Client`, a Rust program as a group member: the generated
+//!   `SignalingClient` stubs over jsonrpsee's client, relays answered by a
+//!   `PeerServer` handler (`client/transport`: the WebSocket under it).
 
+pub mod client;
 mod group;
 mod hub;
 mod limits;
@@ -20,6 +24,7 @@ mod observe;
 mod peer;
 pub mod wire;
 
+pub use client::{Client, ClientBuilder, ConnectError, Disconnected, app_error};
 pub use hub::{Hub, HubStats, Session};
 pub use limits::{Limits, RateLimiter};
 pub use observe::{RelayObserver, RelayOutcome};
