@@ -56,7 +56,7 @@ pub(crate) async fn run(plan: &Plan, out: &mut Report, n: usize) -> Result<()> {
             format!("conns {n}: the open-files limit is {limit}; raise it (ulimit -n) or use a smaller N").into()
         );
     }
-    let server = plan.start_server(&[])?;
+    let server = plan.start_server()?;
     let on_server = hold(&server, Target::Server, n, out).await?;
     drop(server);
     let forwarder = plan.start_forwarder()?;

@@ -62,11 +62,18 @@ impl Plan {
         }
     }
 
-    /// Starts the server under test on 127.0.0.1:0.
-    pub(crate) fn start_server(&self, extra: &[&str]) -> Result<Child> {
+    /// Starts the server under test on 127.0.0.1:0, with its default limits
+    /// but for two that would cap the load itself: the per-connection rate
+    /// limit (raised, so that it is still checked on every message) and the
+    /// connection cap.
+    pub(crate) fn start_server(&self) -> Result<Child> {
         let log = std::fs::File::create(self.target_dir.join("bench").join("server.log"))?;
         let mut command = self.command(&self.server);
-        command.args(["--listen", "127.0.0.1:0"]).args(extra).env("RUST_LOG", "warn").stderr(log);
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--rate-limit", "1000000", "--max-connections", "1000000"])
+            .env("RUST_LOG", "warn")
+            .stderr(log);
         Child::start(command, "server")
     }
 

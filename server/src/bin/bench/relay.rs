@@ -57,7 +57,7 @@ pub(crate) fn quantile(samples: &[u32], q: f64) -> f64 {
 /// Measures `pairs`×`window` against the server and the forwarder, `rounds`
 /// times each, alternating which goes first.
 pub(crate) async fn run(plan: &Plan, opts: &Opts, out: &mut Report, pairs: usize, window: usize) -> Result<()> {
-    let server = plan.start_server(&[])?;
+    let server = plan.start_server()?;
     let forwarder = plan.start_forwarder()?;
     let duration: Duration = opts.duration.into();
     let rounds = opts.rounds.max(1);

@@ -52,7 +52,7 @@ pub(crate) struct Storm {
 
 pub(crate) async fn run(plan: &Plan, out: &mut Report, groups: usize, members: usize) -> Result<()> {
     let members = members.max(2);
-    let server = plan.start_server(&[])?;
+    let server = plan.start_server()?;
     let url = server.url(0);
     out.progress(&format!("storm {groups}×{members}: connecting"));
     let callers: Vec<(Caller, String)> = stream::iter(0..groups * members)
