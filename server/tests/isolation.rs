@@ -40,12 +40,12 @@ async fn init_once(addr: SocketAddr) -> u128 {
         assert!(n > 0, "closed before init answered: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&seen);
-        if let Some((_, rest)) = text.split_once("\"result\":\"") {
-            if let Some(hex) = rest.get(..33).filter(|h| h.ends_with('"')) {
-                let hex = &hex[..32];
-                assert!(hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{hex}");
-                return u128::from_str_radix(hex, 16).expect("hex");
-            }
+        if let Some((_, rest)) = text.split_once("\"result\":\"")
+            && let Some(hex) = rest.get(..33).filter(|h| h.ends_with('"'))
+        {
+            let hex = &hex[..32];
+            assert!(hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{hex}");
+            return u128::from_str_radix(hex, 16).expect("hex");
         }
     }
 }

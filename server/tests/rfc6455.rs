@@ -210,11 +210,9 @@ async fn fragments_adding_up_past_the_limit_close_with_1009() {
 #[tokio::test]
 async fn permessage_deflate_is_never_negotiated() {
     let server = TestServer::start().await;
-    let client = WireClient::connect(
-        server.addr,
-        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
-    )
-    .await;
+    let client =
+        WireClient::connect(server.addr, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")
+            .await;
     assert!(!client.head.to_ascii_lowercase().contains("sec-websocket-extensions"), "{}", client.head);
     // And the session works uncompressed.
     let mut client = client;
