@@ -29,6 +29,16 @@ const WRITE_BATCH: usize = 64;
 /// its last frames to be written before the socket is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// How long a connection keeps reading after shutdown starts, so that
+/// answers already on their way (to relays waiting on this client, and to
+/// this client's own relays) still complete; it closes sooner once nothing
+/// waits either way.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+/// How often a draining connection looks whether anything still waits
+/// (calls to the client have no "none left" event to await).
+const DRAIN_CHECK: Duration = Duration::from_millis(10);
+
 /// Everything a request needs to start.
 struct Context<'a> {
     app: &'a App,
@@ -58,6 +68,10 @@ impl Running {
     fn track(&self) -> RunningGuard {
         self.0.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         RunningGuard(self.clone())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.count.load(std::sync::atomic::Ordering::Acquire) == 0
     }
 
     /// Resolves once no request is running.
@@ -134,8 +148,13 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, cx: &Context<'_>, sessio
     let closed = cx.peer.closed();
     tokio::pin!(closed);
     let mut shutdown = cx.app.shutdown.clone();
+    // Set when shutdown starts: until then, answers still count.
+    let mut drain_until: Option<Instant> = None;
 
     loop {
+        if drain_until.is_some() && cx.peer.pending_calls() == 0 && cx.running.is_idle() {
+            return CloseReason::SHUTDOWN;
+        }
         tokio::select! {
             message = stream.next() => {
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
@@ -152,7 +171,13 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, cx: &Context<'_>, sessio
                 }
             }
             reason = &mut closed => return reason,
-            _ = shutdown.wait_for(|stop| *stop) => return CloseReason::SHUTDOWN,
+            _ = shutdown.wait_for(|stop| *stop), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + SHUTDOWN_DRAIN);
+            }
+            () = sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => {
+                return CloseReason::SHUTDOWN;
+            }
+            () = sleep(DRAIN_CHECK), if drain_until.is_some() => {}
             () = &mut idle => return CloseReason::IDLE_TIMEOUT,
             () = sleep_until(init_deadline), if session.user().is_none() => return CloseReason::INIT_TIMEOUT,
         }

@@ -254,6 +254,24 @@ impl Raw {
         }
     }
 
+    /// The next message, or `Err(close code)` once the connection closed:
+    /// for clients that run until the server closes them.
+    pub async fn next_or_closed(&mut self) -> Result<Value, Option<u16>> {
+        if let Some(message) = self.stash.pop_front() {
+            return Ok(message);
+        }
+        match self.next_event().await {
+            Event::Message(message) => Ok(message),
+            Event::Closed { code, .. } => Err(code),
+            Event::Garbage(text) => panic!("server sent garbage: {text}"),
+        }
+    }
+
+    /// Sends unless the connection is already closing; whether it was sent.
+    pub async fn try_send(&mut self, message: Value) -> bool {
+        self.sink.send(Message::text(message.to_string())).await.is_ok()
+    }
+
     /// Stops reading (and so answering pings) without closing, like a client
     /// that hangs: the server's writes pile up in the kernel, then its queue.
     pub fn stall(&mut self) {
@@ -511,4 +529,33 @@ fn parse_server_frame(bytes: &[u8]) -> Option<(WireFrame, usize)> {
     };
     let payload = bytes.get(header..header + len)?.to_vec();
     Some((WireFrame { fin: b0 & 0x80 != 0, opcode: b0 & 0x0F, payload }, header + len))
+}
+
+/// The server binary on a free loopback port, and its address (read from
+/// the line it prints on stdout). Killed when dropped.
+pub async fn spawn_binary(flags: &[&str]) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrtc-p2p-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(flags)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    tokio::time::timeout(PATIENCE, tokio::io::BufReader::new(stdout).read_line(&mut line))
+        .await
+        .expect("address in time")
+        .expect("read stdout");
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}"));
+    (child, addr.parse().expect("an address"))
+}
+
+/// Sends SIGTERM, as a service manager would.
+pub async fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+    assert!(status.success(), "kill -TERM {pid}: {status}");
 }
