@@ -1251,7 +1251,11 @@ var Link = class {
     const collision = description.type === "offer" && (this.makingOffer || this.pc.signalingState !== "stable");
     this.ignoreOffer = !this.options.polite && collision;
     if (this.ignoreOffer) return;
-    await this.pc.setRemoteDescription(description);
+    if (collision) {
+      await Promise.all([this.pc.setLocalDescription({ type: "rollback" }), this.pc.setRemoteDescription(description)]);
+    } else {
+      await this.pc.setRemoteDescription(description);
+    }
     for (const candidate of this.pendingCandidates.splice(0)) await this.pc.addIceCandidate(candidate);
     if (description.type === "offer") {
       await this.pc.setLocalDescription();

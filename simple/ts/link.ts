@@ -130,9 +130,14 @@ export class Link {
     const collision = description.type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable');
     this.ignoreOffer = !this.options.polite && collision;
     if (this.ignoreOffer) return;
-    // On a collision the polite side's setRemoteDescription rolls its own
-    // offer back first (implicit rollback), then takes the peer's.
-    await this.pc.setRemoteDescription(description);
+    // The polite side drops its own offer and takes the peer's, both queued
+    // at once so that no new local offer (negotiationneeded fires again once
+    // stable) slips in between.
+    if (collision) {
+      await Promise.all([this.pc.setLocalDescription({ type: 'rollback' }), this.pc.setRemoteDescription(description)]);
+    } else {
+      await this.pc.setRemoteDescription(description);
+    }
     for (const candidate of this.pendingCandidates.splice(0)) await this.pc.addIceCandidate(candidate);
     if (description.type === 'offer') {
       await this.pc.setLocalDescription();
