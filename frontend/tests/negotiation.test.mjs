@@ -66,8 +66,8 @@ test('crossing offers (glare) resolve: rollback on the polite side, both links d
       });
       // The impolite link opens the channel and so negotiates; in the same
       // task the polite one is made to negotiate too, with a channel of its own.
-      links.polite = new Link('impolite', options(true), events('polite', 'impolite'));
-      links.impolite = new Link('polite', options(false), events('impolite', 'polite'));
+      links.polite = new Link(options(true), events('polite', 'impolite'));
+      links.impolite = new Link(options(false), events('impolite', 'polite'));
       links.polite.pc.createDataChannel('glare');
       const deadline = Date.now() + 20_000;
       while (!(links.polite.state === 'direct' && links.impolite.state === 'direct') && Date.now() < deadline) {

@@ -1165,8 +1165,7 @@ var CHANNEL_LABEL = "webrtc-p2p";
 var CHANNEL_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 var CHANNEL_LOW_WATER_BYTES = 1024 * 1024;
 var Link = class {
-  constructor(peer, options, events) {
-    this.peer = peer;
+  constructor(options, events) {
     this.options = options;
     this.events = events;
     this.pc = new RTCPeerConnection(options.rtcConfig);
@@ -1183,7 +1182,6 @@ var Link = class {
       if (this.state === "connecting") this.fallBack();
     }, options.connectTimeoutMs);
   }
-  peer;
   options;
   events;
   /** 'connecting' until the channel opens ('direct') or P2P gives up ('relayed'). */
@@ -1244,7 +1242,7 @@ var Link = class {
     if ("candidate" in signal) {
       if (this.options.blockCandidates || this.ignoreOffer) return;
       if (this.pc.remoteDescription === null) this.pendingCandidates.push(signal.candidate);
-      else await this.pc.addIceCandidate(signal.candidate);
+      else await this.addCandidate(signal.candidate);
       return;
     }
     const description = this.filter(signal.description);
@@ -1256,11 +1254,18 @@ var Link = class {
     } else {
       await this.pc.setRemoteDescription(description);
     }
-    for (const candidate of this.pendingCandidates.splice(0)) await this.pc.addIceCandidate(candidate);
+    for (const candidate of this.pendingCandidates.splice(0)) await this.addCandidate(candidate);
     if (description.type === "offer") {
       await this.pc.setLocalDescription();
       this.sendDescription();
     }
+  }
+  /**
+   * A candidate that does not apply (say, one of an offer we ignored) only
+   * fails to help: it is no reason to give the link up, the timeout is.
+   */
+  async addCandidate(candidate) {
+    await this.pc.addIceCandidate(candidate).catch(() => void 0);
   }
   sendDescription() {
     const description = this.pc.localDescription;
@@ -1467,7 +1472,7 @@ var Group = class {
       connectTimeoutMs: this.session.connectTimeoutMs,
       blockCandidates: this.session.forceRelay(peer)
     };
-    const link = new Link(peer, options, {
+    const link = new Link(options, {
       signal: (signal) => this.session.notify("relay", [this.groupId, peer, { signal }]),
       statechange: (state) => this.linkChanged(peer, state),
       message: (data) => this.onFrame(peer, data)

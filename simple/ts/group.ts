@@ -219,7 +219,7 @@ export class Group implements IGroup {
       connectTimeoutMs: this.session.connectTimeoutMs,
       blockCandidates: this.session.forceRelay(peer),
     };
-    const link = new Link(peer, options, {
+    const link = new Link(options, {
       signal: (signal: Signal) => this.session.notify('relay', [this.groupId, peer, { signal }]),
       statechange: (state: LinkState) => this.linkChanged(peer, state),
       message: (data: unknown) => this.onFrame(peer, data),

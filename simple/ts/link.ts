@@ -2,7 +2,7 @@
  * One RTCPeerConnection with one DataChannel to one peer, negotiated with
  * the "perfect negotiation" pattern, and the state the group routes by.
  */
-import type { LinkState, UserId } from '../../interfaces/api';
+import type { LinkState } from '../../interfaces/api';
 
 /** A signaling message for the peer, sent through the server's `relay`. */
 export type Signal = { readonly description: RTCSessionDescriptionInit } | { readonly candidate: RTCIceCandidateInit };
@@ -55,7 +55,6 @@ export class Link {
   private readonly connectTimer: ReturnType<typeof setTimeout>;
 
   constructor(
-    readonly peer: UserId,
     private readonly options: LinkOptions,
     private readonly events: LinkEvents,
   ) {
@@ -123,7 +122,7 @@ export class Link {
     if ('candidate' in signal) {
       if (this.options.blockCandidates || this.ignoreOffer) return;
       if (this.pc.remoteDescription === null) this.pendingCandidates.push(signal.candidate);
-      else await this.pc.addIceCandidate(signal.candidate);
+      else await this.addCandidate(signal.candidate);
       return;
     }
     const description = this.filter(signal.description);
@@ -138,11 +137,19 @@ export class Link {
     } else {
       await this.pc.setRemoteDescription(description);
     }
-    for (const candidate of this.pendingCandidates.splice(0)) await this.pc.addIceCandidate(candidate);
+    for (const candidate of this.pendingCandidates.splice(0)) await this.addCandidate(candidate);
     if (description.type === 'offer') {
       await this.pc.setLocalDescription();
       this.sendDescription();
     }
+  }
+
+  /**
+   * A candidate that does not apply (say, one of an offer we ignored) only
+   * fails to help: it is no reason to give the link up, the timeout is.
+   */
+  private async addCandidate(candidate: RTCIceCandidateInit): Promise<void> {
+    await this.pc.addIceCandidate(candidate).catch(() => undefined);
   }
 
   private sendDescription(): void {
