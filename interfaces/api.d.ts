@@ -198,7 +198,10 @@ export interface IGroup {
    * session is gone, `ConnectionClosed`.
    */
   unicast(target: UserId, data: Data): Promise<Received>;
-  /** Leaves the group and closes its links; later calls reject with `NotAMember`. */
+  /**
+   * Leaves the group and closes its links; later calls reject with
+   * `NotAMember` (with `ConnectionClosed` once the session is gone).
+   */
   leave(): Promise<void>;
 }
 

@@ -116,6 +116,36 @@ test('unicast errors carry their code: no such member, handler threw, no handler
   }
 });
 
+test('session errors: no such group, bad capability; close() ends the session for everyone', async () => {
+  const { peers, ids } = await formGroup(env.context, env.server, 2);
+  try {
+    await waitForMesh(peers);
+    const [a, b] = peers;
+    const codes = await a.page.evaluate(async () => {
+      const codeOf = (promise) => promise.then(() => null, (error) => error.code);
+      return {
+        noSuchGroup: await codeOf(window.peer.service.joinGroup('0'.repeat(32))),
+        badCapability: await codeOf(window.peer.service.createGroup(16)),
+      };
+    });
+    assert.deepEqual(codes, { noSuchGroup: -32003, badCapability: -32602 });
+
+    const afterClose = await b.page.evaluate(async () => {
+      const { service, group } = window.peer;
+      let closed = 0;
+      service.onclose = () => closed++;
+      service.close();
+      const codeOf = (promise) => promise.then(() => null, (error) => error.code);
+      return { closed, broadcast: await codeOf(group.broadcast('x')), create: await codeOf(service.createGroup()) };
+    });
+    assert.deepEqual(afterClose, { closed: 1, broadcast: -32000, create: -32000 });
+    await a.waitForLinks([ids[0]], 'direct');
+    assert.ok((await a.events()).some((e) => e.type === 'leave' && e.member === ids[1]));
+  } finally {
+    await closeAll(peers);
+  }
+});
+
 test('a late joiner links with every member of a meshed group', async () => {
   const { peers, groupId } = await formGroup(env.context, env.server, 4);
   try {

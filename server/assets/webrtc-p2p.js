@@ -1355,7 +1355,8 @@ var Group = class {
   /** Members that left: a late relay from one of them must not bring it back. */
   departed = /* @__PURE__ */ new Set();
   lastFrameId = 0;
-  left = false;
+  /** Set once this member's view of the group is over: what its calls reject with from then on. */
+  ended;
   id() {
     return this.groupId;
   }
@@ -1402,7 +1403,7 @@ var Group = class {
     try {
       await this.session.call("leave", [this.groupId]);
     } finally {
-      this.end();
+      this.end(new RpcError(-32004 /* NotAMember */, `this member left group ${this.groupId}`));
     }
   }
   /** The member list from `get_members`: it supersedes what came before it. */
@@ -1413,14 +1414,14 @@ var Group = class {
   }
   memberJoined(member) {
     this.departed.delete(member);
-    if (this.left || this.memberList.includes(member)) return;
+    if (this.ended !== void 0 || this.memberList.includes(member)) return;
     this.memberList.push(member);
     this.reconcile();
     this.onmemberjoin?.(member);
   }
   memberLeft(member) {
     this.departed.add(member);
-    if (this.left || !this.memberList.includes(member)) return;
+    if (this.ended !== void 0 || !this.memberList.includes(member)) return;
     this.memberList = this.memberList.filter((m) => m !== member);
     const [first] = this.memberList;
     if (member === this.rules.owner && first !== void 0) this.rules = { ...this.rules, owner: first };
@@ -1448,15 +1449,15 @@ var Group = class {
     }
   }
   /** Ends this member's view of the group without telling the server (left, or session gone). */
-  end() {
-    if (this.left) return;
-    this.left = true;
+  end(reason) {
+    if (this.ended !== void 0) return;
+    this.ended = reason;
     for (const member of [...this.links.keys()]) this.closeLink(member);
     this.session.forget(this);
   }
   /** Opens the links the rules now call for and closes the ones they no longer allow. */
   reconcile() {
-    if (this.left) return;
+    if (this.ended !== void 0) return;
     const self = this.session.self;
     for (const member of this.memberList) {
       if (mayLink(this.rules, self, member) && !this.links.has(member)) this.openLink(member);
@@ -1585,12 +1586,12 @@ var Group = class {
     }
   }
   deliver(from, body) {
-    if (this.left || !mayBroadcast(this.rules, from, this.session.self)) return;
+    if (this.ended !== void 0 || !mayBroadcast(this.rules, from, this.session.self)) return;
     this.onmessage?.(from, body);
   }
   /** The reply of this member's `onunicast` to a unicast from `from`. */
   async answer(from, body) {
-    if (this.left) throw new RpcError(-32004 /* NotAMember */, "this member left the group");
+    if (this.ended !== void 0) throw this.ended;
     if (!mayUnicast(this.rules, from, this.session.self)) {
       throw new RpcError(-32006 /* PermissionDenied */, "this capability forbids unicasts between these members");
     }
@@ -1610,7 +1611,7 @@ var Group = class {
     return this.lastFrameId;
   }
   assertMember() {
-    if (this.left) throw new RpcError(-32004 /* NotAMember */, `this member left group ${this.groupId}`);
+    if (this.ended !== void 0) throw this.ended;
   }
 };
 
@@ -1715,8 +1716,9 @@ var SimpleService = class {
     try {
       group.setMembers(parseIds(await session.call("get_members", [id])));
     } catch (error) {
-      group.end();
-      throw toRpcError(error);
+      const failure = toRpcError(error);
+      group.end(failure);
+      throw failure;
     }
     return group;
   }
@@ -1812,7 +1814,8 @@ var SimpleService = class {
     if (this.closed) return;
     this.closed = true;
     this.connection?.rpc.rejectAllPendingRequests(reason);
-    for (const group of [...this.groups.values()]) group.end();
+    const gone = new RpcError(-32e3 /* ConnectionClosed */, reason);
+    for (const group of [...this.groups.values()]) group.end(gone);
     this.onclose?.();
   }
 };

@@ -71,7 +71,8 @@ export class Group implements IGroup {
   /** Members that left: a late relay from one of them must not bring it back. */
   private readonly departed = new Set<UserId>();
   private lastFrameId = 0;
-  private left = false;
+  /** Set once this member's view of the group is over: what its calls reject with from then on. */
+  private ended: RpcError | undefined;
 
   constructor(
     private readonly groupId: GroupId,
@@ -139,7 +140,7 @@ export class Group implements IGroup {
     try {
       await this.session.call('leave', [this.groupId]);
     } finally {
-      this.end();
+      this.end(new RpcError(ErrorCode.NotAMember, `this member left group ${this.groupId}`));
     }
   }
 
@@ -152,7 +153,7 @@ export class Group implements IGroup {
 
   memberJoined(member: UserId): void {
     this.departed.delete(member);
-    if (this.left || this.memberList.includes(member)) return;
+    if (this.ended !== undefined || this.memberList.includes(member)) return;
     this.memberList.push(member);
     this.reconcile();
     this.onmemberjoin?.(member);
@@ -160,7 +161,7 @@ export class Group implements IGroup {
 
   memberLeft(member: UserId): void {
     this.departed.add(member);
-    if (this.left || !this.memberList.includes(member)) return;
+    if (this.ended !== undefined || !this.memberList.includes(member)) return;
     this.memberList = this.memberList.filter((m) => m !== member);
     // The earliest-joined remaining member becomes owner, as on the server.
     const [first] = this.memberList;
@@ -193,16 +194,16 @@ export class Group implements IGroup {
   }
 
   /** Ends this member's view of the group without telling the server (left, or session gone). */
-  end(): void {
-    if (this.left) return;
-    this.left = true;
+  end(reason: RpcError): void {
+    if (this.ended !== undefined) return;
+    this.ended = reason;
     for (const member of [...this.links.keys()]) this.closeLink(member);
     this.session.forget(this);
   }
 
   /** Opens the links the rules now call for and closes the ones they no longer allow. */
   private reconcile(): void {
-    if (this.left) return;
+    if (this.ended !== undefined) return;
     const self = this.session.self;
     for (const member of this.memberList) {
       if (mayLink(this.rules, self, member) && !this.links.has(member)) this.openLink(member);
@@ -343,13 +344,13 @@ export class Group implements IGroup {
   }
 
   private deliver(from: UserId, body: Body): void {
-    if (this.left || !mayBroadcast(this.rules, from, this.session.self)) return;
+    if (this.ended !== undefined || !mayBroadcast(this.rules, from, this.session.self)) return;
     this.onmessage?.(from, body);
   }
 
   /** The reply of this member's `onunicast` to a unicast from `from`. */
   private async answer(from: UserId, body: Body): Promise<Body> {
-    if (this.left) throw new RpcError(ErrorCode.NotAMember, 'this member left the group');
+    if (this.ended !== undefined) throw this.ended;
     if (!mayUnicast(this.rules, from, this.session.self)) {
       throw new RpcError(ErrorCode.PermissionDenied, 'this capability forbids unicasts between these members');
     }
@@ -371,6 +372,6 @@ export class Group implements IGroup {
   }
 
   private assertMember(): void {
-    if (this.left) throw new RpcError(ErrorCode.NotAMember, `this member left group ${this.groupId}`);
+    if (this.ended !== undefined) throw this.ended;
   }
 }

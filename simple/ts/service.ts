@@ -92,8 +92,9 @@ export class SimpleService implements IService {
     try {
       group.setMembers(parseIds(await session.call('get_members', [id])));
     } catch (error) {
-      group.end();
-      throw toRpcError(error);
+      const failure = toRpcError(error);
+      group.end(failure);
+      throw failure;
     }
     return group;
   }
@@ -201,7 +202,8 @@ export class SimpleService implements IService {
     if (this.closed) return;
     this.closed = true;
     this.connection?.rpc.rejectAllPendingRequests(reason);
-    for (const group of [...this.groups.values()]) group.end();
+    const gone = new RpcError(ErrorCode.ConnectionClosed, reason);
+    for (const group of [...this.groups.values()]) group.end(gone);
     this.onclose?.();
   }
 }
