@@ -37,6 +37,10 @@ const POLL_MS = 5;
  */
 export async function startServer(extraArgs = []) {
   const child = spawn(SERVER_BIN, ['--listen', '127.0.0.1:0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // A test process that dies must not leave its server behind.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.off('exit', killOnExit));
   let stderr = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk) => {
@@ -132,10 +136,12 @@ async function installPeer({ wsUrl, options }) {
     attach(group) {
       state.group = group;
       group.onmessage = (from, data) => state.received.push({ from, data: encode(data) });
-      // Replies show they went through the handler: text is prefixed, bytes reversed.
+      // Replies show they went through the handler: text is prefixed, bytes
+      // reversed; 'throw' throws and 'hang' never answers.
       group.onunicast = (from, data) => {
         if (typeof data !== 'string') return data.slice().reverse();
         if (data === 'throw') throw new Error('handler failed on purpose');
+        if (data === 'hang') return new Promise(() => undefined);
         return `re:${data}`;
       };
       // `at`: a wall-clock time in ms, comparable across the pages of one machine.

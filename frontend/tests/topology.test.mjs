@@ -4,9 +4,12 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { ALL_BYTES, Peer, setUp, waitForMesh } from './harness.mjs';
 
+/** Short, so that a relayed unicast that gets no answer fails quickly. */
+const RELAY_TIMEOUT = '2s';
+
 let env;
 before(async () => {
-  env = await setUp();
+  env = await setUp(['--relay-timeout', RELAY_TIMEOUT]);
 });
 after(() => env?.tearDown());
 
@@ -72,7 +75,7 @@ test('an owner-only group (capability 5) forms a star around the owner, and re-f
 });
 
 test('a pair forced to fail P2P talks through the server: relayed links, broadcast, unicast, bytes', async () => {
-  const options = { connectTimeoutMs: FALLBACK_CONNECT_TIMEOUT_MS };
+  const options = { connectTimeoutMs: FALLBACK_CONNECT_TIMEOUT_MS, unicastTimeoutMs: 2_000 };
   const peers = [];
   try {
     for (let i = 0; i < 3; i++) peers.push(await Peer.open(env.context, env.server, { options }));
@@ -112,6 +115,9 @@ test('a pair forced to fail P2P talks through the server: relayed links, broadca
     assert.deepEqual(await a.unicast(b.id, big), { reply: [...big].reverse(), isBytes: true });
     const threw = (await b.unicast(a.id, 'throw')).error;
     assert.deepEqual([threw.code, threw.message], [-32603, 'handler failed on purpose']);
+    // No answer: the server's relay timeout, or over a DataChannel the client's, both RelayTimeout.
+    assert.equal((await a.unicast(b.id, 'hang')).error.code, -32007);
+    assert.equal((await a.unicast(c.id, 'hang')).error.code, -32007);
   } finally {
     await Promise.all(peers.map((peer) => peer.close()));
   }
