@@ -63,8 +63,10 @@ async fn a_slow_consumer_fills_only_its_own_queue_and_others_keep_their_latency(
     server.metric_settles_at("webrtc_p2p_users", 3.0).await;
     let (healthy, worst) = (median(healthy), stalled.iter().max().copied().unwrap_or_default());
     let stalled = median(stalled);
-    assert!(stalled <= healthy * 4 + Duration::from_millis(5), "median relay {stalled:?}, was {healthy:?}");
-    assert!(worst < Duration::from_millis(500), "slowest relay {worst:?}");
+    // Generous bounds: CI machines are shared and noisy; a server that
+    // waited on A would stall these relays for good, not by milliseconds.
+    assert!(stalled <= healthy * 4 + Duration::from_millis(20), "median relay {stalled:?}, was {healthy:?}");
+    assert!(worst < Duration::from_secs(2), "slowest relay {worst:?}");
     assert_eq!(flooder.incoming("member_left").await["params"][1], json!(ua));
     flooder.nothing_pending().await;
 }

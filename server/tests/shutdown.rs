@@ -117,10 +117,7 @@ async fn sigterm_under_load_completes_answered_relays_fails_the_rest_and_closes_
     let mut busy = Vec::new();
     for _ in 0..10 {
         let (caller, target, group, ut) = pair(&url).await;
-        busy.push((
-            tokio::spawn(busy_caller(caller, group, ut, stop.clone())),
-            tokio::spawn(answering_target(target)),
-        ));
+        busy.push((tokio::spawn(busy_caller(caller, group, ut, stop.clone())), tokio::spawn(answering_target(target))));
     }
     // Let the busy pairs get going.
     tokio::time::sleep(Duration::from_millis(200)).await;
