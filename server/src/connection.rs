@@ -331,7 +331,6 @@ async fn write_loop(
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
     let result: Result<(), axum::Error> = async {
         loop {
             tokio::select! {
@@ -345,11 +344,14 @@ async fn write_loop(
                     let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
                     return sink.send(Message::Close(Some(frame))).await;
                 }
-                received = queue.recv_many(&mut batch, WRITE_BATCH) => {
-                    if received == 0 {
-                        return Ok(());
-                    }
-                    for frame in batch.drain(..) {
+                frame = queue.recv() => {
+                    let Some(frame) = frame else { return Ok(()) };
+                    sink.feed(Message::Text(frame.into())).await?;
+                    // Whatever else is queued goes out in the same flush;
+                    // taken one by one, so no batch buffer lives on every
+                    // idle connection.
+                    for _ in 1..WRITE_BATCH {
+                        let Ok(frame) = queue.try_recv() else { break };
                         sink.feed(Message::Text(frame.into())).await?;
                     }
                     sink.flush().await?;
