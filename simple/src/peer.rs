@@ -116,7 +116,13 @@ impl PeerHandle {
 
     /// Sends a notification (a request without id).
     pub fn notify(&self, method: &str, params: Option<&RawValue>) -> Result<(), CallFailed> {
-        self.send_frame(wire::request_frame(None, method, params))
+        self.notify_raw(method, params.map_or("[]", RawValue::get))
+    }
+
+    /// [`notify`](Self::notify) with params as JSON text (an array or
+    /// object) that the caller vouches for.
+    pub fn notify_raw(&self, method: &str, params: &str) -> Result<(), CallFailed> {
+        self.send_frame(wire::notification_frame(method, params))
     }
 
     /// Calls `method` on the client and waits for its answer: `Ok(Ok(result))`,
@@ -124,6 +130,12 @@ impl PeerHandle {
     /// first await (queueing the frame included) happens on the caller's
     /// stack, so calls keep the order in which they were made.
     pub async fn call(&self, method: &str, params: Option<&RawValue>) -> Result<Answer, CallFailed> {
+        self.call_raw(method, params.map_or("[]", RawValue::get)).await
+    }
+
+    /// [`call`](Self::call) with params as JSON text (an array or object)
+    /// that the caller vouches for.
+    pub async fn call_raw(&self, method: &str, params: &str) -> Result<Answer, CallFailed> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.lock_pending().as_mut() {
@@ -131,7 +143,7 @@ impl PeerHandle {
             None => return Err(CallFailed::Gone),
         };
         let waiting = Waiting { peer: self, id };
-        self.send_frame(wire::request_frame(Some(&format!("\"s{id}\"")), method, params))?;
+        self.send_frame(wire::call_frame(id, method, params))?;
         let answer = match tokio::time::timeout(self.call_timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(CallFailed::Gone),

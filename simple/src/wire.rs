@@ -8,6 +8,7 @@
 //! as raw JSON.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -181,19 +182,61 @@ pub fn error_frame(id: Option<&RawValue>, code: i32, message: &str) -> String {
 
 /// A request (with `id`) or notification (without) to send.
 pub fn request_frame(id: Option<&str>, method: &str, params: Option<&RawValue>) -> String {
-    let params = params.map_or("[]", RawValue::get);
-    let mut out = String::with_capacity(48 + method.len() + params.len());
+    request_frame_with(id.map_or(FrameId::None, FrameId::Raw), method, params.map_or("[]", RawValue::get))
+}
+
+/// A notification with params as JSON text (an array or object).
+pub fn notification_frame(method: &str, params: &str) -> String {
+    request_frame_with(FrameId::None, method, params)
+}
+
+/// A request to a client with our own id `"s<n>"`, written straight into the
+/// frame (no id string of its own on this hot path).
+pub fn call_frame(id: u64, method: &str, params: &str) -> String {
+    request_frame_with(FrameId::Ours(id), method, params)
+}
+
+/// The id of an outgoing request.
+enum FrameId<'a> {
+    /// A notification.
+    None,
+    /// JSON as given.
+    Raw(&'a str),
+    /// One of ours: `"s<n>"`.
+    Ours(u64),
+}
+
+/// Digits of a `u64`, at most.
+const U64_DIGITS: usize = 20;
+
+fn request_frame_with(id: FrameId<'_>, method: &str, params: &str) -> String {
+    // Method names are ours and plain; escaping keeps any other name valid JSON.
+    let escaped;
+    let method = if method.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
+        method
+    } else {
+        escaped = serde_json::to_string(method).unwrap_or_else(|_| String::from("\"\""));
+        &escaped[1..escaped.len() - 1]
+    };
+    let id_len = match id {
+        FrameId::None => 0,
+        FrameId::Raw(id) => id.len(),
+        FrameId::Ours(_) => U64_DIGITS + 3,
+    };
+    // Sized for the whole frame, so the writer can hand it to the socket
+    // without copying or reallocating.
+    let mut out = String::with_capacity(48 + id_len + method.len() + params.len());
     match id {
-        Some(id) => push_head(&mut out, id),
-        None => out.push_str("{\"jsonrpc\":\"2.0\""),
+        FrameId::None => out.push_str("{\"jsonrpc\":\"2.0\""),
+        FrameId::Raw(id) => push_head(&mut out, id),
+        FrameId::Ours(n) => {
+            push_head(&mut out, "\"s");
+            let _ = write!(out, "{n}\"");
+        }
     }
-    out.push_str(",\"method\":");
-    // Method names are ours and plain, but escaping keeps any name valid JSON.
-    match serde_json::to_string(method) {
-        Ok(m) => out.push_str(&m),
-        Err(_) => out.push_str("\"\""),
-    }
-    out.push_str(",\"params\":");
+    out.push_str(",\"method\":\"");
+    out.push_str(method);
+    out.push_str("\",\"params\":");
     out.push_str(params);
     out.push('}');
     out
@@ -207,23 +250,20 @@ const NULL_ID_HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":null";
 /// The response frame for a method's answer, with the caller's raw id.
 fn respond(response: MethodResponse, id: &RawValue) -> String {
     let json = response.into_json();
-    let json = json.get();
-    match json.strip_prefix(NULL_ID_HEAD) {
-        Some(rest) => {
-            let mut out = String::with_capacity(NULL_ID_HEAD.len() + id.get().len() + rest.len());
-            push_head(&mut out, id.get());
-            out.push_str(rest);
-            out
-        }
+    let Some(rest) = json.get().strip_prefix(NULL_ID_HEAD) else {
         // Only if jsonrpsee ever changes its layout; a unit test pins it.
-        None => match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
+        return match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json.get()) {
             Ok(mut object) => {
                 object.insert("id".into(), serde_json::from_str(id.get()).unwrap_or_default());
                 serde_json::to_string(&object).unwrap_or_default()
             }
             Err(_) => error_frame(Some(id), code::INTERNAL_ERROR, "internal error"),
-        },
-    }
+        };
+    };
+    let mut out = String::with_capacity(NULL_ID_HEAD.len() + id.get().len() + rest.len());
+    push_head(&mut out, id.get());
+    out.push_str(rest);
+    out
 }
 
 /// A started request: finished at once, or still running.
@@ -253,22 +293,28 @@ pub struct IsNotification;
 /// its target) therefore happens in the order requests arrived; a method
 /// still waiting after that is handed back to be spawned.
 pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ext: Extensions) -> Started {
-    let id = request.id.map(RawValue::to_owned);
     let Some((_, callback)) = methods.method_with_name(&request.method) else {
-        let frame = id.map(|id| error_frame(Some(&id), code::METHOD_NOT_FOUND, "method not found"));
+        let frame = request.id.map(|id| error_frame(Some(id), code::METHOD_NOT_FOUND, "method not found"));
         return Started::Done(frame);
     };
-    if id.is_none() {
-        ext.insert(IsNotification);
-    }
+    let (id, echo) = match request.id {
+        None => {
+            ext.insert(IsNotification);
+            (Id::Null, Echo::Nothing)
+        }
+        Some(raw) => match plain_number(raw) {
+            Some(n) => (Id::Number(n), Echo::Written),
+            None => (Id::Null, Echo::Raw(raw.to_owned())),
+        },
+    };
     let params = Params::new(request.params.map(RawValue::get)).into_owned();
     let mut future = match callback {
         MethodCallback::Sync(cb) => {
-            return Started::Done(finish(cb(Id::Null, params, usize::MAX, ext), id));
+            return Started::Done(finish(cb(id, params, usize::MAX, ext), echo));
         }
-        MethodCallback::Async(cb) => cb(Id::Null, params, conn, usize::MAX, ext),
+        MethodCallback::Async(cb) => cb(id, params, conn, usize::MAX, ext),
         MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
-            let frame = id.map(|id| error_frame(Some(&id), code::METHOD_NOT_FOUND, "method not found"));
+            let frame = request.id.map(|id| error_frame(Some(id), code::METHOD_NOT_FOUND, "method not found"));
             return Started::Done(frame);
         }
     };
@@ -276,13 +322,36 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
     // spawned, and a spawned task is always polled once more, which sees any
     // progress made in between.
     match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(response) => Started::Done(finish(response, id)),
-        Poll::Pending => Started::Running(Box::pin(async move { finish(future.await, id) })),
+        Poll::Ready(response) => Started::Done(finish(response, echo)),
+        Poll::Pending => Started::Running(Box::pin(async move { finish(future.await, echo) })),
     }
 }
 
-fn finish(response: MethodResponse, id: Option<Box<RawValue>>) -> Option<String> {
-    id.map(|id| respond(response, &id))
+/// How a response gets the caller's id.
+enum Echo {
+    /// A notification: no response.
+    Nothing,
+    /// jsonrpsee wrote it (a plain number, which it writes exactly as sent):
+    /// its frame goes out as it is, uncopied.
+    Written,
+    /// Anything else: jsonrpsee wrote `null`, [`respond`] puts this in.
+    Raw(Box<RawValue>),
+}
+
+/// The id as a `u64` when jsonrpsee's `Id::Number` writes it back
+/// character for character: digits only, no leading zero.
+fn plain_number(raw: &RawValue) -> Option<u64> {
+    let digits = raw.get();
+    let plain = digits.bytes().all(|b| b.is_ascii_digit()) && (digits.len() == 1 || !digits.starts_with('0'));
+    if plain { digits.parse().ok() } else { None }
+}
+
+fn finish(response: MethodResponse, echo: Echo) -> Option<String> {
+    match echo {
+        Echo::Nothing => None,
+        Echo::Written => Some(Box::<str>::from(response.into_json()).into_string()),
+        Echo::Raw(id) => Some(respond(response, &id)),
+    }
 }
 
 #[cfg(test)]
@@ -368,5 +437,16 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":"s1","method":"relay","params":[1]}"#
         );
         assert_eq!(request_frame(None, "member_left", None), r#"{"jsonrpc":"2.0","method":"member_left","params":[]}"#);
+        assert_eq!(call_frame(7, "relay", "[1]"), r#"{"jsonrpc":"2.0","id":"s7","method":"relay","params":[1]}"#);
+        assert_eq!(request_frame(None, "a\"b", None), r#"{"jsonrpc":"2.0","method":"a\"b","params":[]}"#);
+    }
+
+    #[test]
+    fn only_ids_jsonrpsee_writes_back_exactly_are_handed_to_it() {
+        assert_eq!(plain_number(&raw("0")), Some(0));
+        assert_eq!(plain_number(&raw("18446744073709551615")), Some(u64::MAX));
+        for id in ["-1", "1.5", "1e3", "18446744073709551616", r#""7""#, "null"] {
+            assert_eq!(plain_number(&raw(id)), None, "{id}");
+        }
     }
 }
