@@ -48,7 +48,8 @@ export enum GroupCapability {
  * The state of the link from this member to another one:
  * - `'connecting'`: negotiating P2P; messages wait in order until it settles;
  * - `'direct'`: the DataChannel is open and carries the messages;
- * - `'relayed'`: P2P failed, timed out or died; messages go through the server;
+ * - `'relayed'`: P2P failed, timed out or died, or the member has no WebRTC;
+ *   messages go through the server;
  * - `'closed'`: no link: the member left, this member left, or the capability
  *   gives the pair nothing to exchange.
  */
@@ -98,6 +99,12 @@ export enum ErrorCode {
   PeerGone = -32008,
   Busy = -32009,
   LimitExceeded = -32010,
+  /**
+   * Never rejects a call of this API: it is what a member without WebRTC
+   * (say, a Rust program) answers an offer with, so that the link to it is
+   * `'relayed'` at once (see `RelayPayload`).
+   */
+  NoWebRtc = -32011,
 }
 
 /**
@@ -210,13 +217,28 @@ export interface IGroup {
  * API; written down so that another client can interoperate.
  *
  * Through the server, the `data` of a `relay` is one `RelayPayload`:
- * - signaling goes as `relay` *notifications* (no reply):
- *   `{"signal": {"description": RTCSessionDescriptionInit}}` or
- *   `{"signal": {"candidate": RTCIceCandidateInit}}`;
+ * - an offer goes as a `relay` *request*
+ *   `{"signal": {"description": {"type": "offer", "sdp": …}}}`; a peer that
+ *   takes it answers `null` (its SDP answer follows as a signal of its own);
+ * - every other signal goes as a `relay` *notification* (no reply):
+ *   `{"signal": {"description": RTCSessionDescriptionInit}}` (answers),
+ *   `{"signal": {"candidate": RTCIceCandidateInit}}`, or
+ *   `{"signal": {"webrtc": false}}` (see below);
  * - a relayed broadcast is a notification `{"broadcast": Body}`;
  * - a relayed unicast is a request `{"unicast": Body}`, answered with a
  *   `Body` result or an error object (code as in `ErrorCode`);
- * - a `Body` is `{"text": string}` or `{"base64": string}`.
+ * - a `Body` is `{"text": string}` or `{"base64": string}` (standard
+ *   alphabet, padded), at most `MAX_BODY_BYTES` decoded bytes.
+ *
+ * A member that speaks no WebRTC (e.g. the Rust client's `Member`) still
+ * takes part, over the server: it answers every offer with the error
+ * `{"code": -32011, "message": …}` (`ErrorCode.NoWebRtc`), and sends
+ * `{"signal": {"webrtc": false}}` to every member it may exchange messages
+ * with, once, when either of them joins (the side of a pair that does not
+ * open the DataChannel never offers, so the error alone would not reach
+ * it). A link whose offer is answered with anything but `null` (any error,
+ * any other result), or that receives `{"webrtc": false}`, is `'relayed'`
+ * at once instead of at `connectTimeoutMs`.
  *
  * On a DataChannel (ordered, reliable, label `"webrtc-p2p"`) every message is
  * one binary frame: a 6-byte header, then the payload bytes.
@@ -229,6 +251,7 @@ export interface IGroup {
 export type RelayPayload =
   | { readonly signal: { readonly description: RTCSessionDescriptionInit } }
   | { readonly signal: { readonly candidate: RTCIceCandidateInit } }
+  | { readonly signal: { readonly webrtc: false } }
   | { readonly broadcast: RelayBody }
   | { readonly unicast: RelayBody };
 

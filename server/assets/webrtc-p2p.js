@@ -1022,6 +1022,7 @@ var ErrorCode = /* @__PURE__ */ ((ErrorCode2) => {
   ErrorCode2[ErrorCode2["PeerGone"] = -32008] = "PeerGone";
   ErrorCode2[ErrorCode2["Busy"] = -32009] = "Busy";
   ErrorCode2[ErrorCode2["LimitExceeded"] = -32010] = "LimitExceeded";
+  ErrorCode2[ErrorCode2["NoWebRtc"] = -32011] = "NoWebRtc";
   return ErrorCode2;
 })(ErrorCode || {});
 var RpcError = class extends Error {
@@ -1128,16 +1129,20 @@ function parseRelayed(data) {
   if (!isRecord(data)) return void 0;
   const { signal, broadcast, unicast } = data;
   if (isRecord(signal)) {
-    const { description, candidate } = signal;
+    const { description, candidate, webrtc } = signal;
     if (isRecord(description) && typeof description["type"] === "string") {
       return { kind: "description", description };
     }
     if (isRecord(candidate)) return { kind: "candidate", candidate };
+    if (webrtc === false) return { kind: "nowebrtc" };
     return void 0;
   }
   const body = fromRelayBody(broadcast ?? unicast);
   if (body === void 0) return void 0;
   return broadcast !== void 0 ? { kind: "broadcast", body } : { kind: "unicast", body };
+}
+function offerTaken(answer) {
+  return answer === null;
 }
 function isRecord(value) {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -1220,6 +1225,13 @@ var Link = class {
   /** Applies a signal from the peer, after every signal that came before it. */
   receive(signal) {
     this.signals = this.signals.then(() => this.apply(signal)).catch(() => this.fallBack());
+  }
+  /**
+   * The peer said it will not negotiate (it has no WebRTC): relay from now
+   * on rather than wait for the connect timeout.
+   */
+  giveUp() {
+    this.fallBack();
   }
   /** Ends the link for good: the peer left, or we did. */
   close() {
@@ -1441,6 +1453,9 @@ var Group = class {
       case "candidate":
         this.links.get(from)?.receive({ candidate: message.candidate });
         return void 0;
+      case "nowebrtc":
+        this.links.get(from)?.giveUp();
+        return void 0;
       case "broadcast":
         this.deliver(from, message.body);
         return void 0;
@@ -1474,13 +1489,32 @@ var Group = class {
       blockCandidates: this.session.forceRelay(peer)
     };
     const link = new Link(options, {
-      signal: (signal) => this.session.notify("relay", [this.groupId, peer, { signal }]),
+      signal: (signal) => this.sendSignal(peer, link, signal),
       statechange: (state) => this.linkChanged(peer, state),
       message: (data) => this.onFrame(peer, data)
     });
     this.links.set(peer, link);
     this.outboxes.set(peer, []);
     this.onlinkstatechange?.(peer, link.state);
+  }
+  /**
+   * Offers go as relay requests so that a peer which will not negotiate (no
+   * WebRTC) can say so in its answer, and the link is relayed at once rather
+   * than at its connect timeout. Answers and candidates stay notifications:
+   * nothing needs their reply, and relays keep their order either way.
+   */
+  sendSignal(peer, link, signal) {
+    const params = [this.groupId, peer, { signal }];
+    if (!("description" in signal) || signal.description.type !== "offer") {
+      this.session.notify("relay", params);
+      return;
+    }
+    this.session.call("relay", params).then(
+      (answer) => {
+        if (!offerTaken(answer)) link.giveUp();
+      },
+      () => link.giveUp()
+    );
   }
   closeLink(peer) {
     const link = this.links.get(peer);

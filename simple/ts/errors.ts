@@ -19,6 +19,7 @@ export enum ErrorCode {
   PeerGone = -32008,
   Busy = -32009,
   LimitExceeded = -32010,
+  NoWebRtc = -32011,
 }
 
 /** The one error type the API rejects with: a JSON-RPC error, local or remote. */

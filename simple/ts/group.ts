@@ -16,6 +16,7 @@ import {
   errorBody,
   errorFromBody,
   fromRelayBody,
+  offerTaken,
   parseRelayed,
   toBody,
   toRelayBody,
@@ -185,6 +186,9 @@ export class Group implements IGroup {
       case 'candidate':
         this.links.get(from)?.receive({ candidate: message.candidate });
         return undefined;
+      case 'nowebrtc':
+        this.links.get(from)?.giveUp();
+        return undefined;
       case 'broadcast':
         this.deliver(from, message.body);
         return undefined;
@@ -221,13 +225,33 @@ export class Group implements IGroup {
       blockCandidates: this.session.forceRelay(peer),
     };
     const link = new Link(options, {
-      signal: (signal: Signal) => this.session.notify('relay', [this.groupId, peer, { signal }]),
+      signal: (signal: Signal) => this.sendSignal(peer, link, signal),
       statechange: (state: LinkState) => this.linkChanged(peer, state),
       message: (data: unknown) => this.onFrame(peer, data),
     });
     this.links.set(peer, link);
     this.outboxes.set(peer, []);
     this.onlinkstatechange?.(peer, link.state);
+  }
+
+  /**
+   * Offers go as relay requests so that a peer which will not negotiate (no
+   * WebRTC) can say so in its answer, and the link is relayed at once rather
+   * than at its connect timeout. Answers and candidates stay notifications:
+   * nothing needs their reply, and relays keep their order either way.
+   */
+  private sendSignal(peer: UserId, link: Link, signal: Signal): void {
+    const params = [this.groupId, peer, { signal }];
+    if (!('description' in signal) || signal.description.type !== 'offer') {
+      this.session.notify('relay', params);
+      return;
+    }
+    this.session.call('relay', params).then(
+      (answer) => {
+        if (!offerTaken(answer)) link.giveUp();
+      },
+      () => link.giveUp(),
+    );
   }
 
   private closeLink(peer: UserId): void {

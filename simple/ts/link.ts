@@ -99,6 +99,14 @@ export class Link {
     this.signals = this.signals.then(() => this.apply(signal)).catch(() => this.fallBack());
   }
 
+  /**
+   * The peer said it will not negotiate (it has no WebRTC): relay from now
+   * on rather than wait for the connect timeout.
+   */
+  giveUp(): void {
+    this.fallBack();
+  }
+
   /** Ends the link for good: the peer left, or we did. */
   close(): void {
     this.setState('closed');

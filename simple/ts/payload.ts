@@ -128,6 +128,8 @@ export function fromRelayBody(value: unknown): Body | undefined {
 export type Relayed =
   | { readonly kind: 'description'; readonly description: RTCSessionDescriptionInit }
   | { readonly kind: 'candidate'; readonly candidate: RTCIceCandidateInit }
+  /** The peer speaks no WebRTC: `{"signal": {"webrtc": false}}`. */
+  | { readonly kind: 'nowebrtc' }
   | { readonly kind: 'broadcast'; readonly body: Body }
   | { readonly kind: 'unicast'; readonly body: Body };
 
@@ -135,16 +137,26 @@ export function parseRelayed(data: unknown): Relayed | undefined {
   if (!isRecord(data)) return undefined;
   const { signal, broadcast, unicast } = data;
   if (isRecord(signal)) {
-    const { description, candidate } = signal;
+    const { description, candidate, webrtc } = signal;
     if (isRecord(description) && typeof description['type'] === 'string') {
       return { kind: 'description', description: description as unknown as RTCSessionDescriptionInit };
     }
     if (isRecord(candidate)) return { kind: 'candidate', candidate: candidate as RTCIceCandidateInit };
+    if (webrtc === false) return { kind: 'nowebrtc' };
     return undefined;
   }
   const body = fromRelayBody(broadcast ?? unicast);
   if (body === undefined) return undefined;
   return broadcast !== undefined ? { kind: 'broadcast', body } : { kind: 'unicast', body };
+}
+
+/**
+ * Whether the answer to a relayed offer means the peer took it: `null`, and
+ * nothing else. An error (`NoWebRtc` from a member without WebRTC, or any
+ * other) or any other result means no answer will come.
+ */
+export function offerTaken(answer: unknown): boolean {
+  return answer === null;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
