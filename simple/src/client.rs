@@ -11,6 +11,10 @@
 //! slow handler never holds up the socket or the other handlers. A handler
 //! must therefore not block the thread before its first await.
 //!
+//! To share a group with browsers, use [`Member`] instead: it speaks their
+//! payloads ([`payload`]), tells them it has no WebRTC so that they relay to
+//! it at once, and hands their broadcasts and unicasts to a [`MemberHandler`].
+//!
 //! ```no_run
 //! use jsonrpsee::core::{RpcResult, async_trait};
 //! use serde_json::value::RawValue;
@@ -59,7 +63,11 @@
 //! # }
 //! ```
 
+mod member;
+pub mod payload;
 mod transport;
+
+pub use member::{Member, MemberHandler, StartError};
 
 use std::fmt;
 use std::future::Future;

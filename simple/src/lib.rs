@@ -15,6 +15,9 @@
 //! - `client`: `Client`, a Rust program as a group member: the generated
 //!   `SignalingClient` stubs over jsonrpsee's client, relays answered by a
 //!   `PeerServer` handler (`client/transport`: the WebSocket under it).
+//!   `client::payload`: the browsers' relay payloads as serde types;
+//!   `client::Member` (`client/member`): a member browsers talk to, over the
+//!   server's relay in those payloads.
 
 pub mod client;
 mod group;
@@ -24,7 +27,7 @@ mod observe;
 mod peer;
 pub mod wire;
 
-pub use client::{Client, ClientBuilder, ConnectError, Disconnected, app_error};
+pub use client::{Client, ClientBuilder, ConnectError, Disconnected, Member, MemberHandler, app_error};
 pub use hub::{Hub, HubStats, Session};
 pub use limits::{Limits, RateLimiter};
 pub use observe::{RelayObserver, RelayOutcome};

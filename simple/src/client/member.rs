@@ -1,0 +1,415 @@
+//! [`Member`]: a Rust program as a group member that browsers talk to. It
+//! speaks the TypeScript client's payloads ([`payload`](super::payload))
+//! over the server's `relay`, and no WebRTC: it refuses every offer with
+//! [`NO_WEBRTC`](super::payload::NO_WEBRTC) and tells each member it may
+//! talk to `{"webrtc": false}`, so browsers relay to it at once instead of
+//! waiting for their connect timeout.
+//!
+//! It keeps each group's capability and member list (the owner first, as the
+//! server lists them) and applies the capability as the browsers do: its
+//! broadcasts go only to the members it may broadcast to, and what the
+//! capability forbids is dropped (broadcasts) or refused (unicasts).
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock, Weak};
+
+use dashmap::DashMap;
+use jsonrpsee::core::client::Error;
+use jsonrpsee::core::{RpcResult, async_trait};
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
+use serde_json::value::{RawValue, to_raw_value};
+use tokio::sync::RwLock;
+use tracing::debug;
+use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, JoinResult, PeerServer, SignalingClient, UserId};
+
+use super::payload::{Body, MAX_BODY_BYTES, RelayPayload, Signal, no_webrtc};
+use super::{Client, ClientBuilder, ConnectError, Disconnected};
+use crate::wire::code::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
+
+/// What a [`Member`] does with what other members send it. Every method has
+/// a default: ignore, or for unicasts answer `MethodNotFound` (what a browser
+/// without an `onunicast` handler answers).
+///
+/// The notification methods are called in the order the server sent the
+/// events, from the task that reads the socket: return quickly (send the
+/// event to a channel, say). `on_unicast` runs concurrently with the rest.
+pub trait MemberHandler: Send + Sync + 'static {
+    /// A broadcast from `from` arrived in `group_id`.
+    fn on_broadcast(&self, _group_id: GroupId, _from: UserId, _body: Body) {}
+
+    /// A unicast from `from` arrived: the result is the reply the sender's
+    /// `unicast` resolves with; an error reaches it unchanged.
+    fn on_unicast(
+        &self,
+        _group_id: GroupId,
+        _from: UserId,
+        _body: Body,
+    ) -> impl Future<Output = Result<Body, ErrorObjectOwned>> + Send {
+        async { Err(ErrorObject::owned(METHOD_NOT_FOUND, "this member answers no unicasts", None::<()>)) }
+    }
+
+    /// `member` joined `group_id`; [`Member::members`] includes it already.
+    fn on_member_joined(&self, _group_id: GroupId, _member: UserId) {}
+
+    /// `member` left `group_id` or disconnected; it is no longer listed.
+    fn on_member_left(&self, _group_id: GroupId, _member: UserId) {}
+}
+
+/// One group as this member sees it.
+#[derive(Debug, Clone)]
+struct View {
+    /// What the group allows; fixed at its creation.
+    capability: Capability,
+    /// In join order, this member included: the owner is always first.
+    members: Vec<UserId>,
+}
+
+impl View {
+    /// The pair rule for one kind of message, as in `simple/ts/capability.ts`.
+    fn allows(&self, owner_bit: Capability, everyone_bit: Capability, a: UserId, b: UserId) -> bool {
+        let owner = self.members.first();
+        a != b
+            && (self.capability.contains(everyone_bit)
+                || (self.capability.contains(owner_bit) && (owner == Some(&a) || owner == Some(&b))))
+    }
+
+    fn may_broadcast(&self, a: UserId, b: UserId) -> bool {
+        self.allows(Capability::BROADCAST_OWNER, Capability::BROADCAST_EVERYONE, a, b)
+    }
+
+    fn may_unicast(&self, a: UserId, b: UserId) -> bool {
+        self.allows(Capability::UNICAST_OWNER, Capability::UNICAST_EVERYONE, a, b)
+    }
+
+    /// The pairs a browser opens a link for, and so may offer to.
+    fn may_link(&self, a: UserId, b: UserId) -> bool {
+        self.may_broadcast(a, b) || self.may_unicast(a, b)
+    }
+
+    /// The members `me` may exchange something with: those a browser links to.
+    fn linked(&self, me: UserId) -> Vec<UserId> {
+        self.members.iter().copied().filter(|&m| self.may_link(me, m)).collect()
+    }
+}
+
+/// A group's view, `None` once this member is out of it. Locked for writing
+/// while `join` waits for the member list, so that a relay or member event
+/// for the group that arrives meanwhile waits for the list it applies to.
+type Slot = Arc<RwLock<Option<View>>>;
+
+/// What the [`Member`] and its `PeerServer` handler share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// This member's id: set once `init` has answered, before any group exists.
+    me: OnceLock<UserId>,
+    /// The connection, for the handler's own relays (`{"webrtc": false}` to
+    /// newcomers). Weak: the handler lives as long as the connection, which
+    /// must close when the `Member` is dropped.
+    client: OnceLock<Weak<Client>>,
+    /// The groups this member is in (or joining).
+    groups: DashMap<GroupId, Slot>,
+}
+
+impl Shared {
+    /// A copy of the group's view, once any `join` of it has finished.
+    async fn view(&self, group_id: GroupId) -> Option<View> {
+        let slot = self.groups.get(&group_id).map(|slot| slot.clone())?;
+        slot.read().await.clone()
+    }
+
+    /// Tells each of `members` that this member has no WebRTC.
+    async fn declare(&self, group_id: GroupId, members: &[UserId]) -> Result<(), Error> {
+        let Some(client) = self.client.get().and_then(Weak::upgrade) else { return Ok(()) };
+        let declaration = to_raw_value(&RelayPayload::Signal(Signal::NoWebRtc))?;
+        for &member in members {
+            client.relay_notification(group_id, member, &declaration).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves the server's calls for a [`Member`]: payloads in, the user's
+/// [`MemberHandler`] called.
+struct Adapter<H> {
+    /// State shared with the `Member`.
+    shared: Arc<Shared>,
+    /// The user's callbacks.
+    handler: H,
+}
+
+#[async_trait]
+impl<H: MemberHandler> PeerServer for Adapter<H> {
+    async fn on_relay(&self, group_id: GroupId, from: UserId, data: Box<RawValue>) -> RpcResult<Box<RawValue>> {
+        let payload: RelayPayload = serde_json::from_str(data.get())
+            .map_err(|e| ErrorObject::owned(INVALID_PARAMS, format!("not a webrtc-p2p payload: {e}"), None::<()>))?;
+        let me = self.shared.me.get().copied();
+        match payload {
+            RelayPayload::Signal(Signal::NoWebRtc) => Ok(RawValue::NULL.to_owned()),
+            // Of the signals only offers come as requests (answers and
+            // candidates would follow an offer of ours); the answer refuses.
+            RelayPayload::Signal(_) => Err(no_webrtc()),
+            RelayPayload::Broadcast(body) => {
+                let view = self.shared.view(group_id).await;
+                match (view, me) {
+                    (Some(view), Some(me)) if view.may_broadcast(from, me) => {
+                        self.handler.on_broadcast(group_id, from, body);
+                    }
+                    _ => debug!(%group_id, %from, "dropped a broadcast the group does not allow"),
+                }
+                Ok(RawValue::NULL.to_owned())
+            }
+            RelayPayload::Unicast(body) => {
+                let (Some(view), Some(me)) = (self.shared.view(group_id).await, me) else {
+                    return Err(ErrorCode::NotAMember.into());
+                };
+                if !view.may_unicast(from, me) {
+                    return Err(ErrorCode::PermissionDenied.into());
+                }
+                let reply = self.handler.on_unicast(group_id, from, body).await?;
+                check_size(&reply).map_err(ErrorObjectOwned::from)?;
+                to_raw_value(&reply).map_err(|e| ErrorObject::owned(INTERNAL_ERROR, e.to_string(), None::<()>))
+            }
+        }
+    }
+
+    async fn member_joined(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()> {
+        let (Some(slot), Some(&me)) = (self.shared.groups.get(&group_id).map(|s| s.clone()), self.shared.me.get())
+        else {
+            return Ok(());
+        };
+        let linked = {
+            let mut view = slot.write().await;
+            // Already listed: `join`'s member list had it, and `join` told it.
+            let Some(view) = view.as_mut().filter(|view| !view.members.contains(&user_id)) else { return Ok(()) };
+            view.members.push(user_id);
+            view.may_link(me, user_id)
+        };
+        self.handler.on_member_joined(group_id, user_id);
+        if linked && let Err(e) = self.shared.declare(group_id, &[user_id]).await {
+            debug!(%group_id, %user_id, error = %e, "could not tell a newcomer this member has no WebRTC");
+        }
+        Ok(())
+    }
+
+    async fn member_left(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()> {
+        let Some(slot) = self.shared.groups.get(&group_id).map(|s| s.clone()) else { return Ok(()) };
+        {
+            let mut view = slot.write().await;
+            let Some(view) = view.as_mut().filter(|view| view.members.contains(&user_id)) else { return Ok(()) };
+            // The earliest-joined remaining member, now first, is the owner.
+            view.members.retain(|&m| m != user_id);
+        }
+        self.handler.on_member_left(group_id, user_id);
+        Ok(())
+    }
+}
+
+/// Past [`MAX_BODY_BYTES`] a body is `LimitExceeded`, as in the browser.
+fn check_size(body: &Body) -> Result<(), ErrorCode> {
+    if body.len() > MAX_BODY_BYTES { Err(ErrorCode::LimitExceeded) } else { Ok(()) }
+}
+
+/// An error this side detects, with the code a browser would give it.
+fn local(code: ErrorCode, message: String) -> Error {
+    Error::Call(ErrorObject::owned(code.code(), message, None::<()>))
+}
+
+/// [`Member::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The WebSocket could not be opened.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// `init` failed.
+    #[error("init failed: {0}")]
+    Init(#[from] Error),
+}
+
+/// A group member that browsers can talk to: it joins or creates groups,
+/// receives their broadcasts and unicasts through a [`MemberHandler`], and
+/// sends its own over the server's `relay`, in the browsers' payload format.
+///
+/// ```no_run
+/// use webrtc_p2p_simple::client::payload::Body;
+/// use webrtc_p2p_simple::client::{Member, MemberHandler};
+/// use webrtc_p2p_interfaces::{GroupId, UserId};
+///
+/// /// Prints broadcasts and answers unicasts with what they carried.
+/// struct Echo;
+///
+/// impl MemberHandler for Echo {
+///     fn on_broadcast(&self, _group: GroupId, from: UserId, body: Body) {
+///         println!("{from}: {body:?}");
+///     }
+///     async fn on_unicast(&self, _group: GroupId, _from: UserId, body: Body) -> Result<Body, jsonrpsee::types::ErrorObjectOwned> {
+///         Ok(body)
+///     }
+/// }
+///
+/// # async fn run(group: GroupId) -> Result<(), Box<dyn std::error::Error>> {
+/// let member = Member::connect("ws://127.0.0.1:3001/ws", Echo).await?;
+/// member.join(group).await?;
+/// member.broadcast(group, "hello from Rust").await?;
+/// for peer in member.members(group).await.into_iter().filter(|&m| m != member.id()) {
+///     let reply = member.unicast(group, peer, vec![1, 2, 3]).await?;
+///     println!("{peer} answered {reply:?}");
+/// }
+/// member.close().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Member {
+    /// This member's user id.
+    id: UserId,
+    /// The connection; the handler holds a weak reference to it.
+    client: Arc<Client>,
+    /// Groups and ids, shared with the handler.
+    shared: Arc<Shared>,
+}
+
+impl Member {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:3001/ws`) with the default
+    /// client settings and calls `init`.
+    pub async fn connect(url: &str, handler: impl MemberHandler) -> Result<Self, StartError> {
+        Self::connect_with(Client::builder(), url, handler).await
+    }
+
+    /// Connects with the settings of `builder` and calls `init`.
+    pub async fn connect_with(
+        builder: ClientBuilder,
+        url: &str,
+        handler: impl MemberHandler,
+    ) -> Result<Self, StartError> {
+        let shared = Arc::new(Shared::default());
+        let client = Arc::new(builder.connect(url, Adapter { shared: shared.clone(), handler }).await?);
+        let id = client.init().await?;
+        // Both are fresh: nothing else sets them.
+        let _ = shared.me.set(id);
+        let _ = shared.client.set(Arc::downgrade(&client));
+        Ok(Self { id, client, shared })
+    }
+
+    /// This member's user id.
+    pub fn id(&self) -> UserId {
+        self.id
+    }
+
+    /// The connection underneath, for the raw signaling calls.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates a group owned by this member; `None` is the default capability.
+    pub async fn create(&self, capability: Option<Capability>) -> Result<GroupId, Error> {
+        let group_id = self.client.create(capability).await?;
+        let view = View { capability: capability.unwrap_or_default(), members: vec![self.id] };
+        self.shared.groups.insert(group_id, Arc::new(RwLock::new(Some(view))));
+        Ok(group_id)
+    }
+
+    /// Joins a group and tells the members it may talk to that it has no
+    /// WebRTC, so that their links to it are relayed at once.
+    pub async fn join(&self, group_id: GroupId) -> Result<(), Error> {
+        let slot = self.shared.groups.entry(group_id).or_default().clone();
+        let mut view = slot.write().await;
+        let joined = async {
+            let JoinResult { capability, .. } = self.client.join(group_id).await?;
+            let members = self.client.get_members(group_id).await?;
+            Ok::<_, Error>(View { capability, members })
+        }
+        .await;
+        match joined {
+            Ok(joined) => {
+                let linked = joined.linked(self.id);
+                *view = Some(joined);
+                drop(view);
+                self.shared.declare(group_id, &linked).await
+            }
+            Err(e) => {
+                if view.is_none() {
+                    self.shared.groups.remove_if(&group_id, |_, s| Arc::ptr_eq(s, &slot));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Leaves a group; it is forgotten here even when the server's answer is
+    /// an error (the connection is gone, or the group was).
+    pub async fn leave(&self, group_id: GroupId) -> Result<(), Error> {
+        let left = self.client.leave(group_id).await;
+        if let Some((_, slot)) = self.shared.groups.remove(&group_id) {
+            *slot.write().await = None;
+        }
+        left
+    }
+
+    /// The group's members in join order, this member included and the owner
+    /// first; empty when this member is not in the group.
+    pub async fn members(&self, group_id: GroupId) -> Vec<UserId> {
+        self.shared.view(group_id).await.map(|view| view.members).unwrap_or_default()
+    }
+
+    /// Sends `data` to every member the capability lets this member broadcast
+    /// to, as relay notifications; resolves once they are queued (no
+    /// delivery receipt). Fails with `NotAMember`, `PermissionDenied` (the
+    /// capability lets this member broadcast to no one while there are
+    /// others) or `LimitExceeded` (past [`MAX_BODY_BYTES`]).
+    pub async fn broadcast(&self, group_id: GroupId, data: impl Into<Body>) -> Result<(), Error> {
+        let view = self.view(group_id).await?;
+        let others = view.members.iter().filter(|&&m| m != self.id).count();
+        let targets: Vec<UserId> = view.members.iter().copied().filter(|&m| view.may_broadcast(self.id, m)).collect();
+        if targets.is_empty() && others > 0 {
+            let message = "this capability lets this member broadcast to no one".to_owned();
+            return Err(local(ErrorCode::PermissionDenied, message));
+        }
+        let payload = to_raw_value(&RelayPayload::Broadcast(self.body(data)?))?;
+        for target in targets {
+            self.client.relay_notification(group_id, target, &payload).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `data` to `target` and resolves with its reply. Fails with
+    /// `NotAMember`, `UserNotFound` (not another member), `PermissionDenied`,
+    /// `LimitExceeded`, or what the target or the server answered
+    /// (`RelayTimeout`, `PeerGone`, `MethodNotFound`, `InternalError`, …).
+    pub async fn unicast(&self, group_id: GroupId, target: UserId, data: impl Into<Body>) -> Result<Body, Error> {
+        let view = self.view(group_id).await?;
+        if target == self.id || !view.members.contains(&target) {
+            return Err(local(ErrorCode::UserNotFound, format!("{target} is not another member of this group")));
+        }
+        if !view.may_unicast(self.id, target) {
+            return Err(local(ErrorCode::PermissionDenied, format!("this capability forbids unicasts to {target}")));
+        }
+        let payload = to_raw_value(&RelayPayload::Unicast(self.body(data)?))?;
+        let reply = self.client.relay(group_id, target, payload).await?;
+        serde_json::from_str(reply.get()).map_err(|e| {
+            Error::Call(ErrorObject::owned(INTERNAL_ERROR, format!("malformed unicast reply: {e}"), None::<()>))
+        })
+    }
+
+    /// Closes the connection; see [`Client::close`].
+    pub async fn close(&self) -> Disconnected {
+        self.client.close().await
+    }
+
+    /// Resolves once the connection has ended; see [`Client::closed`].
+    pub fn closed(&self) -> impl Future<Output = Disconnected> + Send + 'static {
+        self.client.closed()
+    }
+
+    async fn view(&self, group_id: GroupId) -> Result<View, Error> {
+        let view = self.shared.view(group_id).await;
+        view.ok_or_else(|| local(ErrorCode::NotAMember, format!("this member is not in group {group_id}")))
+    }
+
+    fn body(&self, data: impl Into<Body>) -> Result<Body, Error> {
+        let body = data.into();
+        check_size(&body).map_err(|code| {
+            local(code, format!("a message may carry at most {MAX_BODY_BYTES} bytes, not {}", body.len()))
+        })?;
+        Ok(body)
+    }
+}
