@@ -162,7 +162,9 @@ export interface IService {
 /**
  * A group as one member sees it. Handlers are plain properties (assign
  * `null` to remove); they are called with this member's view already
- * updated (`members()`, `linkState()`).
+ * updated (`members()`, `linkState()`). Handlers set in the task that
+ * `createGroup`/`joinGroup` resolved in (right after the `await`) miss
+ * nothing: what other members send meanwhile is held until then.
  */
 export interface IGroup {
   /** A broadcast from another member arrived. */

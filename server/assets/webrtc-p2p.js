@@ -1369,6 +1369,17 @@ var Group = class {
   lastFrameId = 0;
   /** Set once this member's view of the group is over: what its calls reject with from then on. */
   ended;
+  /** Releases `handedOver`. */
+  release = () => void 0;
+  /**
+   * Resolves one task after the caller of `createGroup`/`joinGroup` got this
+   * group (or it ended): relays wait for it, so that handlers set right
+   * after that `await` see a broadcast or unicast that came during the join
+   * (a member without WebRTC greets a newcomer at once).
+   */
+  handedOver = new Promise((resolve) => {
+    this.release = resolve;
+  });
   id() {
     return this.groupId;
   }
@@ -1418,6 +1429,10 @@ var Group = class {
       this.end(new RpcError(-32004 /* NotAMember */, `this member left group ${this.groupId}`));
     }
   }
+  /** The service is about to resolve `createGroup`/`joinGroup` with this group. */
+  handOver() {
+    setTimeout(this.release, 0);
+  }
   /** The member list from `get_members`: it supersedes what came before it. */
   setMembers(members) {
     this.memberList = [...members];
@@ -1443,6 +1458,7 @@ var Group = class {
   }
   /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
   async relayed(from, data) {
+    await this.handedOver;
     const message = parseRelayed(data);
     if (message === void 0) throw new RpcError(-32602 /* InvalidParams */, "not a webrtc-p2p payload");
     if (!this.departed.has(from)) this.memberJoined(from);
@@ -1467,6 +1483,7 @@ var Group = class {
   end(reason) {
     if (this.ended !== void 0) return;
     this.ended = reason;
+    this.release();
     for (const member of [...this.links.keys()]) this.closeLink(member);
     this.session.forget(this);
   }
@@ -1733,6 +1750,7 @@ var SimpleService = class {
     const id = parseId(await session.call("create", [capability]));
     const group = new Group(id, session.self, capability, [session.self], session);
     this.groups.set(id, group);
+    group.handOver();
     return group;
   }
   joinGroup(id) {
@@ -1754,6 +1772,7 @@ var SimpleService = class {
       group.end(failure);
       throw failure;
     }
+    group.handOver();
     return group;
   }
   async connect() {

@@ -74,6 +74,17 @@ export class Group implements IGroup {
   private lastFrameId = 0;
   /** Set once this member's view of the group is over: what its calls reject with from then on. */
   private ended: RpcError | undefined;
+  /** Releases `handedOver`. */
+  private release: () => void = () => undefined;
+  /**
+   * Resolves one task after the caller of `createGroup`/`joinGroup` got this
+   * group (or it ended): relays wait for it, so that handlers set right
+   * after that `await` see a broadcast or unicast that came during the join
+   * (a member without WebRTC greets a newcomer at once).
+   */
+  private readonly handedOver = new Promise<void>((resolve) => {
+    this.release = resolve;
+  });
 
   constructor(
     private readonly groupId: GroupId,
@@ -145,6 +156,11 @@ export class Group implements IGroup {
     }
   }
 
+  /** The service is about to resolve `createGroup`/`joinGroup` with this group. */
+  handOver(): void {
+    setTimeout(this.release, 0);
+  }
+
   /** The member list from `get_members`: it supersedes what came before it. */
   setMembers(members: UserId[]): void {
     this.memberList = [...members];
@@ -174,6 +190,7 @@ export class Group implements IGroup {
 
   /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
   async relayed(from: UserId, data: unknown): Promise<RelayBody | undefined> {
+    await this.handedOver;
     const message = parseRelayed(data);
     if (message === undefined) throw new RpcError(ErrorCode.InvalidParams, 'not a webrtc-p2p payload');
     // The server only relays between members: a sender we have not heard of
@@ -201,6 +218,7 @@ export class Group implements IGroup {
   end(reason: RpcError): void {
     if (this.ended !== undefined) return;
     this.ended = reason;
+    this.release();
     for (const member of [...this.links.keys()]) this.closeLink(member);
     this.session.forget(this);
   }

@@ -71,6 +71,7 @@ export class SimpleService implements IService {
     const id = parseId(await session.call('create', [capability]));
     const group = new Group(id, session.self, capability, [session.self], session);
     this.groups.set(id, group);
+    group.handOver();
     return group;
   }
 
@@ -96,6 +97,7 @@ export class SimpleService implements IService {
       group.end(failure);
       throw failure;
     }
+    group.handOver();
     return group;
   }
 
