@@ -10,9 +10,11 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use futures_util::FutureExt;
 use jsonrpsee::core::server::{ConnectionId, Extensions, MethodCallback, MethodResponse, Methods};
 use jsonrpsee::types::{ErrorObjectOwned, Id, Params};
 use serde::{Deserialize, Deserializer};
@@ -308,11 +310,20 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
         },
     };
     let params = Params::new(request.params.map(RawValue::get)).into_owned();
+    // A handler that panics must cost its caller one -32603, not the whole
+    // connection: unwinding through the read loop would skip its cleanup.
+    let panicked = |echo: Echo| finish_panicked(request.id, echo);
     let mut future = match callback {
         MethodCallback::Sync(cb) => {
-            return Started::Done(finish(cb(id, params, usize::MAX, ext), echo));
+            return match catch_unwind(AssertUnwindSafe(|| cb(id, params, usize::MAX, ext))) {
+                Ok(response) => Started::Done(finish(response, echo)),
+                Err(_) => Started::Done(panicked(echo)),
+            };
         }
-        MethodCallback::Async(cb) => cb(id, params, conn, usize::MAX, ext),
+        MethodCallback::Async(cb) => match catch_unwind(AssertUnwindSafe(|| cb(id, params, conn, usize::MAX, ext))) {
+            Ok(future) => future,
+            Err(_) => return Started::Done(panicked(echo)),
+        },
         MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
             let frame = request.id.map(|id| error_frame(Some(id), code::METHOD_NOT_FOUND, "method not found"));
             return Started::Done(frame);
@@ -321,9 +332,27 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
     // A first poll with a no-op waker is sound: a future left pending is
     // spawned, and a spawned task is always polled once more, which sees any
     // progress made in between.
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(response) => Started::Done(finish(response, echo)),
-        Poll::Pending => Started::Running(Box::pin(async move { finish(future.await, echo) })),
+    let first = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut Context::from_waker(Waker::noop()))));
+    match first {
+        Ok(Poll::Ready(response)) => Started::Done(finish(response, echo)),
+        Ok(Poll::Pending) => {
+            let id = request.id.map(RawValue::to_owned);
+            Started::Running(Box::pin(async move {
+                match AssertUnwindSafe(future).catch_unwind().await {
+                    Ok(response) => finish(response, echo),
+                    Err(_) => finish_panicked(id.as_deref(), echo),
+                }
+            }))
+        }
+        Err(_) => Started::Done(panicked(echo)),
+    }
+}
+
+/// The answer for a request whose handler panicked.
+fn finish_panicked(id: Option<&RawValue>, echo: Echo) -> Option<String> {
+    match echo {
+        Echo::Nothing => None,
+        _ => Some(error_frame(id, code::INTERNAL_ERROR, "internal error: the handler failed")),
     }
 }
 
@@ -415,6 +444,33 @@ mod tests {
         assert!(matches!(classify(&bomb), Incoming::Invalid { code: code::PARSE_ERROR, .. }));
         let bomb = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"relay","params":{}"#, "[".repeat(100_000));
         assert!(matches!(classify(&bomb), Incoming::Invalid { code: code::PARSE_ERROR, .. }));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_error_and_nothing_else_breaks() {
+        let mut module = jsonrpsee::RpcModule::new(());
+        module.register_method::<Result<(), ErrorObjectOwned>, _>("sync", |_, _, _| panic!("sync")).unwrap();
+        module
+            .register_async_method::<Result<(), ErrorObjectOwned>, _, _>("early", |_, _, _| async { panic!("early") })
+            .unwrap();
+        module
+            .register_async_method::<Result<(), ErrorObjectOwned>, _, _>("late", |_, _, _| async {
+                tokio::task::yield_now().await;
+                panic!("late")
+            })
+            .unwrap();
+        let methods: Methods = module.into();
+        for method in ["sync", "early", "late"] {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":"x","method":"{method}"}}"#);
+            let Incoming::Request(request) = classify(&text) else { panic!() };
+            let frame = match start(&methods, request, ConnectionId(0), Extensions::new()) {
+                Started::Done(frame) => frame,
+                Started::Running(future) => future.await,
+            };
+            let answer: serde_json::Value = serde_json::from_str(&frame.unwrap()).unwrap();
+            assert_eq!(answer["id"], "x", "{method}");
+            assert_eq!(answer["error"]["code"], code::INTERNAL_ERROR, "{method}");
+        }
     }
 
     #[test]
