@@ -14,7 +14,7 @@ async fn main() -> std::process::ExitCode {
     let server = match Server::bind(config.clone()).await {
         Ok(server) => server,
         Err(e) => {
-            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+            tracing::error!(listen = %config.listen, error = %e, "cannot start (listen address, or TLS files)");
             return std::process::ExitCode::FAILURE;
         }
     };
