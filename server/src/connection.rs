@@ -19,7 +19,7 @@ use webrtc_p2p_simple::wire::{self, Incoming, Started};
 use webrtc_p2p_simple::{CloseReason, PeerHandle, RateLimiter, Session};
 
 use crate::App;
-use crate::metrics::{Metrics, Refused};
+use crate::metrics::{ConnectionSlot, Metrics, Refused};
 
 /// Frames written per flush at most: enough to coalesce a burst into one
 /// syscall, few enough to keep pings and close frames timely.
@@ -96,22 +96,32 @@ impl Drop for RunningGuard {
     }
 }
 
-/// Serves one upgraded WebSocket until it closes, for whatever reason.
-pub(crate) async fn serve(socket: WebSocket, app: App) {
+/// Serves one upgraded WebSocket until it closes, for whatever reason;
+/// `slot` (the connection's place under the connection cap) is given back
+/// after that.
+///
+/// Not an `async fn`: the socket is split here, so the 368-byte WebSocket
+/// lives only inside the split halves' shared lock and not also in an
+/// argument slot of each future layer of every connection.
+pub(crate) fn serve(socket: WebSocket, app: App, slot: ConnectionSlot) -> impl Future<Output = ()> + Send {
     let conn = app.next_connection_id();
     let span = debug_span!("conn", id = conn.0);
-    run(socket, app, conn).instrument(span).await;
+    let (sink, stream) = socket.split();
+    async move {
+        run(sink, stream, app, conn).await;
+        drop(slot);
+    }
+    .instrument(span)
 }
 
-async fn run(socket: WebSocket, app: App, conn: ConnectionId) {
-    let limits = app.hub.limits().clone();
+async fn run(sink: SplitSink<WebSocket, Message>, mut stream: SplitStream<WebSocket>, app: App, conn: ConnectionId) {
+    let limits = app.hub.limits();
     let (outbox, queue) = mpsc::channel(limits.max_queued_frames);
     let peer = Arc::new(PeerHandle::new(outbox, limits.relay_timeout));
     let session = Arc::new(Session::new(peer.clone()));
     let mut ext = Extensions::new();
     ext.insert(session.clone());
 
-    let (sink, mut stream) = socket.split();
     let (close_tx, close_rx) = oneshot::channel();
     let mut writer = tokio::spawn(write_loop(sink, queue, close_rx, limits.ping_interval));
 

@@ -111,12 +111,10 @@ async fn upgrade(State(app): State<App>, headers: HeaderMap, ws: WebSocketUpgrad
     let max = app.config.max_message_size;
     // permessage-deflate stays off (axum never negotiates it), so no small
     // frame can inflate past the size limit: what is read is what is counted.
-    ws.read_buffer_size(READ_BUFFER_SIZE).max_message_size(max).max_frame_size(max).on_upgrade(
-        move |socket| async move {
-            connection::serve(socket, app).await;
-            drop(slot);
-        },
-    )
+    ws.read_buffer_size(READ_BUFFER_SIZE)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection::serve(socket, app, slot))
 }
 
 async fn metrics(State(app): State<App>) -> Response {
