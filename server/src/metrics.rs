@@ -27,8 +27,10 @@ pub(crate) enum Refused {
     Connections,
     /// An upgrade from an origin not allowed, or without one when required (403).
     Origin,
-    /// An HTTP request head not sent within `--header-timeout`, or a TLS
-    /// handshake not finished in it.
+    /// A connection closed by `--header-timeout`: a TLS handshake or an
+    /// HTTP request head not finished in time (slowloris), or a keep-alive
+    /// connection that sent no next request for that long (hyper does not
+    /// tell the two apart).
     HeaderTimeout,
     /// A frame or message over `--max-message-size` (close 1009).
     MessageSize,
