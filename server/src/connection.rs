@@ -1,16 +1,18 @@
-//! One WebSocket connection: a read loop that classifies each frame and
-//! starts requests without ever waiting on one, a writer task that drains the
-//! connection's queue (coalescing frames into one flush) and pings, and a
-//! cleanup that runs on every exit path.
+//! One WebSocket connection, served by one task: a read loop that
+//! classifies each frame and starts requests without ever waiting on one,
+//! while the same task writes whatever is queued for the client (coalescing
+//! frames into one flush) and pings; and a cleanup that runs on every exit
+//! path.
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use jsonrpsee::core::server::{ConnectionId, Extensions};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite;
 use tracing::{Instrument, debug, debug_span};
@@ -100,35 +102,32 @@ impl Drop for RunningGuard {
 /// `slot` (the connection's place under the connection cap) is given back
 /// after that.
 ///
-/// Not an `async fn`: the socket is split here, so the 368-byte WebSocket
-/// lives only inside the split halves' shared lock and not also in an
-/// argument slot of each future layer of every connection.
+/// Not an `async fn`: the socket moves into its [`Socket`] here, so the
+/// 368-byte WebSocket does not also sit in an argument slot of each future
+/// layer of every connection.
 pub(crate) fn serve(socket: WebSocket, app: App, slot: ConnectionSlot) -> impl Future<Output = ()> + Send {
     let conn = app.next_connection_id();
     let span = debug_span!("conn", id = conn.0);
-    let (sink, stream) = socket.split();
+    let socket = Box::new(Socket::new(socket, app.hub.limits().ping_interval));
     async move {
-        run(sink, stream, app, conn).await;
+        run(socket, app, conn).await;
         drop(slot);
     }
     .instrument(span)
 }
 
-async fn run(sink: SplitSink<WebSocket, Message>, mut stream: SplitStream<WebSocket>, app: App, conn: ConnectionId) {
+async fn run(mut socket: Box<Socket>, app: App, conn: ConnectionId) {
     let limits = app.hub.limits();
-    let (outbox, queue) = mpsc::channel(limits.max_queued_frames);
+    let (outbox, mut queue) = mpsc::channel(limits.max_queued_frames);
     let peer = Arc::new(PeerHandle::new(outbox, limits.relay_timeout));
     let session = Arc::new(Session::new(peer.clone()));
     let mut ext = Extensions::new();
     ext.insert(session.clone());
 
-    let (close_tx, close_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_loop(sink, queue, close_rx, limits.ping_interval));
-
     let running = Running::default();
     let rate = limits.rate_limiter();
     let cx = Context { app: &app, peer: &peer, ext: &ext, conn, running: &running, rate: rate.as_ref() };
-    let reason = read_loop(&mut stream, &cx, &session).await;
+    let reason = read_loop(&mut socket, &mut queue, &cx, &session).await;
     debug!(code = reason.code, reason = reason.reason, "closing");
     app.metrics.closed(reason);
 
@@ -138,19 +137,122 @@ async fn run(sink: SplitSink<WebSocket, Message>, mut stream: SplitStream<WebSoc
         // The client is still there: let its running requests (relays to
         // members who are closing too, so they fail fast) write their
         // answers before the close frame, instead of vanishing.
-        let _ = timeout(CLOSE_LINGER, running.all_finished()).await;
+        let lingering = async {
+            tokio::select! {
+                () = running.all_finished() => {}
+                _ = socket.write_until_error(&mut queue) => {}
+            }
+        };
+        let _ = timeout(CLOSE_LINGER, lingering).await;
     }
-    let _ = close_tx.send(reason);
-    // Let the writer flush what is queued and the close frame, and read the
-    // client's close reply, each for a bounded time.
-    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    // Write what is queued and the close frame, then read the client's close
+    // reply, each for a bounded time.
+    if let Ok(Err(e)) = timeout(CLOSE_LINGER, socket.close(&mut queue, reason)).await {
+        debug!(error = %e, "write failed");
+    }
+    let drain = async { while let Some(Ok(_)) = socket.ws.next().await {} };
     let _ = timeout(CLOSE_LINGER, drain).await;
-    if timeout(CLOSE_LINGER, &mut writer).await.is_err() {
-        writer.abort();
+}
+
+/// The client's WebSocket, read and written by the connection's one task:
+/// queued frames go out whenever the socket takes them, and reading never
+/// waits for writing (a client that stops reading fills only its own queue).
+/// One task instead of a reader and a writer saves each connection a task,
+/// the split halves' shared lock and a close channel (~1 KiB, bench).
+struct Socket {
+    ws: WebSocket,
+    /// Frames written since the last flush.
+    unflushed: bool,
+    /// The server's pings, so that a silent client is noticed.
+    ping: tokio::time::Interval,
+}
+
+impl Socket {
+    fn new(ws: WebSocket, ping_interval: Duration) -> Self {
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { ws, unflushed: false, ping }
+    }
+
+    /// Writes, without waiting, a due ping and what is queued (up to
+    /// `WRITE_BATCH` frames per flush), and flushes. `Ok` when nothing more
+    /// can go out now; the socket, the queue or the ping timer wakes the
+    /// task when that changes.
+    fn poll_write(&mut self, cx: &mut TaskContext<'_>, queue: &mut mpsc::Receiver<String>) -> Result<(), axum::Error> {
+        loop {
+            let mut fed = 0;
+            while fed < WRITE_BATCH {
+                match self.ws.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => return Ok(()),
+                }
+                let message = if self.ping.poll_tick(cx).is_ready() {
+                    Message::Ping(Default::default())
+                } else {
+                    match queue.poll_recv(cx) {
+                        Poll::Ready(Some(frame)) => Message::Text(frame.into()),
+                        Poll::Ready(None) | Poll::Pending => break,
+                    }
+                };
+                self.ws.start_send_unpin(message)?;
+                self.unflushed = true;
+                fed += 1;
+            }
+            if !self.unflushed {
+                return Ok(());
+            }
+            match self.ws.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(()),
+            }
+            if fed < WRITE_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The client's next message, writing whatever is queued meanwhile.
+    fn next<'a>(
+        &'a mut self,
+        queue: &'a mut mpsc::Receiver<String>,
+    ) -> impl Future<Output = Option<Result<Message, axum::Error>>> + 'a {
+        poll_fn(move |cx| {
+            if let Err(e) = self.poll_write(cx, queue) {
+                return Poll::Ready(Some(Err(e)));
+            }
+            self.ws.poll_next_unpin(cx)
+        })
+    }
+
+    /// Writes what gets queued until writing fails.
+    fn write_until_error<'a>(
+        &'a mut self,
+        queue: &'a mut mpsc::Receiver<String>,
+    ) -> impl Future<Output = axum::Error> + 'a {
+        poll_fn(move |cx| match self.poll_write(cx, queue) {
+            Err(e) => Poll::Ready(e),
+            Ok(()) => Poll::Pending,
+        })
+    }
+
+    /// Writes the frames queued before the close, then the close frame.
+    async fn close(&mut self, queue: &mut mpsc::Receiver<String>, reason: CloseReason) -> Result<(), axum::Error> {
+        while let Ok(frame) = queue.try_recv() {
+            self.ws.feed(Message::Text(frame.into())).await?;
+        }
+        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
+        self.ws.send(Message::Close(Some(frame))).await
     }
 }
 
-async fn read_loop(stream: &mut SplitStream<WebSocket>, cx: &Context<'_>, session: &Session) -> CloseReason {
+async fn read_loop(
+    socket: &mut Socket,
+    queue: &mut mpsc::Receiver<String>,
+    cx: &Context<'_>,
+    session: &Session,
+) -> CloseReason {
     let limits = cx.app.hub.limits();
     let init_deadline = Instant::now() + limits.init_timeout;
     let idle = sleep(limits.idle_timeout);
@@ -166,7 +268,7 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, cx: &Context<'_>, sessio
             return CloseReason::SHUTDOWN;
         }
         tokio::select! {
-            message = stream.next() => {
+            message = socket.next(queue) => {
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
                 match message {
                     Some(Ok(Message::Text(text))) => handle_text(text.as_str(), cx),
@@ -335,47 +437,4 @@ fn handle_batch(items: &[&serde_json::value::RawValue], cx: &Context<'_>) {
         drop(running);
     };
     tokio::spawn(assemble);
-}
-
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<String>,
-    mut close: oneshot::Receiver<CloseReason>,
-    ping_interval: Duration,
-) {
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let result: Result<(), axum::Error> = async {
-        loop {
-            tokio::select! {
-                biased;
-                reason = &mut close => {
-                    // Frames queued before the close still go out.
-                    while let Ok(frame) = queue.try_recv() {
-                        sink.feed(Message::Text(frame.into())).await?;
-                    }
-                    let reason = reason.unwrap_or(CloseReason::NORMAL);
-                    let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
-                    return sink.send(Message::Close(Some(frame))).await;
-                }
-                frame = queue.recv() => {
-                    let Some(frame) = frame else { return Ok(()) };
-                    sink.feed(Message::Text(frame.into())).await?;
-                    // Whatever else is queued goes out in the same flush;
-                    // taken one by one, so no batch buffer lives on every
-                    // idle connection.
-                    for _ in 1..WRITE_BATCH {
-                        let Ok(frame) = queue.try_recv() else { break };
-                        sink.feed(Message::Text(frame.into())).await?;
-                    }
-                    sink.flush().await?;
-                }
-                _ = ping.tick() => sink.send(Message::Ping(Default::default())).await?,
-            }
-        }
-    }
-    .await;
-    if let Err(e) = result {
-        debug!(error = %e, "write failed");
-    }
 }
