@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use jsonrpsee::core::server::{ConnectionId, Extensions};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite;
 use tracing::{Instrument, debug, debug_span};
@@ -45,7 +44,8 @@ const DRAIN_CHECK: Duration = Duration::from_millis(10);
 struct Context<'a> {
     app: &'a App,
     peer: &'a Arc<PeerHandle>,
-    ext: &'a Extensions,
+    /// Put in each request's `Extensions`, where the methods find it.
+    session: &'a Arc<Session>,
     conn: ConnectionId,
     running: &'a Running,
     /// This connection's message budget (`None`: unlimited).
@@ -118,16 +118,13 @@ pub(crate) fn serve(socket: WebSocket, app: App, slot: ConnectionSlot) -> impl F
 
 async fn run(mut socket: Box<Socket>, app: App, conn: ConnectionId) {
     let limits = app.hub.limits();
-    let (outbox, mut queue) = mpsc::channel(limits.max_queued_frames);
-    let peer = Arc::new(PeerHandle::new(outbox, limits.relay_timeout));
+    let peer = Arc::new(PeerHandle::new(limits.max_queued_frames, limits.relay_timeout));
     let session = Arc::new(Session::new(peer.clone()));
-    let mut ext = Extensions::new();
-    ext.insert(session.clone());
 
     let running = Running::default();
     let rate = limits.rate_limiter();
-    let cx = Context { app: &app, peer: &peer, ext: &ext, conn, running: &running, rate: rate.as_ref() };
-    let reason = read_loop(&mut socket, &mut queue, &cx, &session).await;
+    let cx = Context { app: &app, peer: &peer, session: &session, conn, running: &running, rate: rate.as_ref() };
+    let reason = read_loop(&mut socket, &cx, &session).await;
     debug!(code = reason.code, reason = reason.reason, "closing");
     app.metrics.closed(reason);
 
@@ -140,16 +137,17 @@ async fn run(mut socket: Box<Socket>, app: App, conn: ConnectionId) {
         let lingering = async {
             tokio::select! {
                 () = running.all_finished() => {}
-                _ = socket.write_until_error(&mut queue) => {}
+                _ = socket.write_until_error(&peer) => {}
             }
         };
         let _ = timeout(CLOSE_LINGER, lingering).await;
     }
     // Write what is queued and the close frame, then read the client's close
     // reply, each for a bounded time.
-    if let Ok(Err(e)) = timeout(CLOSE_LINGER, socket.close(&mut queue, reason)).await {
+    if let Ok(Err(e)) = timeout(CLOSE_LINGER, socket.close(&peer, reason)).await {
         debug!(error = %e, "write failed");
     }
+    peer.seal();
     let drain = async { while let Some(Ok(_)) = socket.ws.next().await {} };
     let _ = timeout(CLOSE_LINGER, drain).await;
 }
@@ -178,7 +176,7 @@ impl Socket {
     /// `WRITE_BATCH` frames per flush), and flushes. `Ok` when nothing more
     /// can go out now; the socket, the queue or the ping timer wakes the
     /// task when that changes.
-    fn poll_write(&mut self, cx: &mut TaskContext<'_>, queue: &mut mpsc::Receiver<String>) -> Result<(), axum::Error> {
+    fn poll_write(&mut self, cx: &mut TaskContext<'_>, peer: &PeerHandle) -> Result<(), axum::Error> {
         loop {
             let mut fed = 0;
             while fed < WRITE_BATCH {
@@ -190,9 +188,9 @@ impl Socket {
                 let message = if self.ping.poll_tick(cx).is_ready() {
                     Message::Ping(Default::default())
                 } else {
-                    match queue.poll_recv(cx) {
-                        Poll::Ready(Some(frame)) => Message::Text(frame.into()),
-                        Poll::Ready(None) | Poll::Pending => break,
+                    match peer.poll_next_frame(cx) {
+                        Poll::Ready(frame) => Message::Text(frame.into()),
+                        Poll::Pending => break,
                     }
                 };
                 self.ws.start_send_unpin(message)?;
@@ -214,12 +212,9 @@ impl Socket {
     }
 
     /// The client's next message, writing whatever is queued meanwhile.
-    fn next<'a>(
-        &'a mut self,
-        queue: &'a mut mpsc::Receiver<String>,
-    ) -> impl Future<Output = Option<Result<Message, axum::Error>>> + 'a {
+    fn next<'a>(&'a mut self, peer: &'a PeerHandle) -> impl Future<Output = Option<Result<Message, axum::Error>>> + 'a {
         poll_fn(move |cx| {
-            if let Err(e) = self.poll_write(cx, queue) {
+            if let Err(e) = self.poll_write(cx, peer) {
                 return Poll::Ready(Some(Err(e)));
             }
             self.ws.poll_next_unpin(cx)
@@ -227,19 +222,16 @@ impl Socket {
     }
 
     /// Writes what gets queued until writing fails.
-    fn write_until_error<'a>(
-        &'a mut self,
-        queue: &'a mut mpsc::Receiver<String>,
-    ) -> impl Future<Output = axum::Error> + 'a {
-        poll_fn(move |cx| match self.poll_write(cx, queue) {
+    fn write_until_error<'a>(&'a mut self, peer: &'a PeerHandle) -> impl Future<Output = axum::Error> + 'a {
+        poll_fn(move |cx| match self.poll_write(cx, peer) {
             Err(e) => Poll::Ready(e),
             Ok(()) => Poll::Pending,
         })
     }
 
     /// Writes the frames queued before the close, then the close frame.
-    async fn close(&mut self, queue: &mut mpsc::Receiver<String>, reason: CloseReason) -> Result<(), axum::Error> {
-        while let Ok(frame) = queue.try_recv() {
+    async fn close(&mut self, peer: &PeerHandle, reason: CloseReason) -> Result<(), axum::Error> {
+        while let Some(frame) = peer.try_next_frame() {
             self.ws.feed(Message::Text(frame.into())).await?;
         }
         let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
@@ -247,12 +239,7 @@ impl Socket {
     }
 }
 
-async fn read_loop(
-    socket: &mut Socket,
-    queue: &mut mpsc::Receiver<String>,
-    cx: &Context<'_>,
-    session: &Session,
-) -> CloseReason {
+async fn read_loop(socket: &mut Socket, cx: &Context<'_>, session: &Session) -> CloseReason {
     let limits = cx.app.hub.limits();
     let init_deadline = Instant::now() + limits.init_timeout;
     let idle = sleep(limits.idle_timeout);
@@ -268,7 +255,7 @@ async fn read_loop(
             return CloseReason::SHUTDOWN;
         }
         tokio::select! {
-            message = socket.next(queue) => {
+            message = socket.next(cx.peer) => {
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
                 match message {
                     Some(Ok(Message::Text(text))) => handle_text(text.as_str(), cx),
@@ -378,7 +365,12 @@ fn handle_text(text: &str, cx: &Context<'_>) {
 }
 
 fn start(request: wire::Request<'_>, cx: &Context<'_>) -> Started {
-    wire::start(&cx.app.methods, request, cx.conn, cx.ext.clone())
+    // Built per request rather than cloned from one kept per connection:
+    // the same two allocations per request, and none held by idle
+    // connections.
+    let mut ext = Extensions::new();
+    ext.insert(cx.session.clone());
+    wire::start(&cx.app.methods, request, cx.conn, ext)
 }
 
 /// Starts a batch's requests in order (each up to its first await, like

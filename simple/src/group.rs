@@ -91,8 +91,7 @@ mod tests {
     use super::*;
 
     fn member(n: u128) -> Member {
-        let (tx, _rx) = tokio::sync::mpsc::channel(1);
-        Member { id: UserId::from_u128(n), peer: Arc::new(PeerHandle::new(tx, Duration::from_secs(1))) }
+        Member { id: UserId::from_u128(n), peer: Arc::new(PeerHandle::new(1, Duration::from_secs(1))) }
     }
 
     fn group(cap: u8, n: u128) -> Group {

@@ -368,39 +368,37 @@ fn relay_params(group_id: GroupId, from: UserId, data: &RawValue) -> String {
 mod tests {
     use std::time::Duration;
 
-    use tokio::sync::mpsc;
-
     use super::*;
 
-    fn connect() -> (Session, mpsc::Receiver<String>) {
-        let (tx, rx) = mpsc::channel(64);
-        (Session::new(Arc::new(PeerHandle::new(tx, Duration::from_secs(1)))), rx)
+    fn connect() -> (Session, Arc<PeerHandle>) {
+        let peer = Arc::new(PeerHandle::new(64, Duration::from_secs(1)));
+        (Session::new(peer.clone()), peer)
     }
 
-    fn user(hub: &Hub) -> (Session, mpsc::Receiver<String>, UserId) {
+    fn user(hub: &Hub) -> (Session, Arc<PeerHandle>, UserId) {
         let (session, rx) = connect();
         let id = hub.register(&session).unwrap();
         (session, rx, id)
     }
 
-    fn frames(rx: &mut mpsc::Receiver<String>) -> Vec<serde_json::Value> {
-        std::iter::from_fn(|| rx.try_recv().ok()).map(|f| serde_json::from_str(&f).unwrap()).collect()
+    fn frames(rx: &PeerHandle) -> Vec<serde_json::Value> {
+        std::iter::from_fn(|| rx.try_next_frame()).map(|f| serde_json::from_str(&f).unwrap()).collect()
     }
 
     #[test]
     fn joins_and_leaves_reach_every_other_member_in_order() {
         let hub = Hub::new(Limits::DEFAULT);
-        let (a, mut ra, ua) = user(&hub);
-        let (b, mut rb, ub) = user(&hub);
-        let (c, mut rc, uc) = user(&hub);
+        let (a, ra, ua) = user(&hub);
+        let (b, rb, ub) = user(&hub);
+        let (c, rc, uc) = user(&hub);
         let g = hub.create_group(&a, Capability::DEFAULT).unwrap();
         hub.join_group(&b, g).unwrap();
         hub.join_group(&c, g).unwrap();
         hub.leave_group(&b, g).unwrap();
         let note = |m: &str, u: UserId| serde_json::json!({"jsonrpc": "2.0", "method": m, "params": [g, u]});
-        assert_eq!(frames(&mut ra), [note("member_joined", ub), note("member_joined", uc), note("member_left", ub)]);
-        assert_eq!(frames(&mut rb), [note("member_joined", uc)]);
-        assert_eq!(frames(&mut rc), [note("member_left", ub)]);
+        assert_eq!(frames(&ra), [note("member_joined", ub), note("member_joined", uc), note("member_left", ub)]);
+        assert_eq!(frames(&rb), [note("member_joined", uc)]);
+        assert_eq!(frames(&rc), [note("member_left", ub)]);
         assert_eq!(hub.members(&c, g).unwrap(), [ua, uc]);
     }
 
@@ -418,7 +416,7 @@ mod tests {
     fn disconnect_leaves_every_group_drops_empty_ones_and_releases_the_user() {
         let hub = Hub::new(Limits::DEFAULT);
         let (a, _ra, _) = user(&hub);
-        let (b, mut rb, ub) = user(&hub);
+        let (b, rb, ub) = user(&hub);
         let shared = hub.create_group(&a, Capability::DEFAULT).unwrap();
         let _alone = hub.create_group(&a, Capability::DEFAULT).unwrap();
         hub.join_group(&b, shared).unwrap();
@@ -426,7 +424,7 @@ mod tests {
         assert!(a.peer().is_closed());
         assert_eq!(hub.stats(), HubStats { users: 1, groups: 1 });
         assert_eq!(hub.members(&b, shared).unwrap(), [ub], "b is owner now");
-        assert_eq!(frames(&mut rb).len(), 1, "member_left");
+        assert_eq!(frames(&rb).len(), 1, "member_left");
         hub.disconnect(&b, CloseReason::NORMAL);
         assert_eq!(hub.stats(), HubStats { users: 0, groups: 0 });
     }

@@ -23,7 +23,6 @@ use std::time::Duration;
 use jsonrpsee::core::server::{ConnectionId, Extensions, Methods};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, WebSocket};
@@ -70,21 +69,19 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 struct Client {
     session: Arc<Session>,
     ext: Extensions,
-    queue: mpsc::Receiver<String>,
 }
 
 impl Client {
     fn new() -> Self {
-        let (outbox, queue) = mpsc::channel(LIMITS.max_queued_frames);
-        let session = Arc::new(Session::new(Arc::new(PeerHandle::new(outbox, LIMITS.relay_timeout))));
+        let session = Arc::new(Session::new(Arc::new(PeerHandle::new(LIMITS.max_queued_frames, LIMITS.relay_timeout))));
         let mut ext = Extensions::new();
         ext.insert(session.clone());
-        Self { session, ext, queue }
+        Self { session, ext }
     }
 
     /// Checks everything queued for this client so far.
     fn drain(&mut self) {
-        while let Ok(frame) = self.queue.try_recv() {
+        while let Some(frame) = self.session.peer().try_next_frame() {
             checked(&frame);
         }
     }
