@@ -27,6 +27,8 @@ pub(crate) struct Plan {
     pub(crate) pin: Option<(usize, usize)>,
     /// Clock ticks per second, the unit of /proc/PID/stat's CPU times.
     ticks: f64,
+    /// CPUs this process may use, before pinning.
+    pub(crate) cpus: usize,
 }
 
 impl Plan {
@@ -48,7 +50,7 @@ impl Plan {
         }
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         let pin = (!opts.no_pin && cpus >= 2 && taskset_works()).then_some((0, 1));
-        Ok(Self { server, bench, target_dir, pin, ticks: clock_ticks() })
+        Ok(Self { server, bench, target_dir, pin, ticks: clock_ticks(), cpus })
     }
 
     /// Pins this process (and the threads it starts later) to its CPU.

@@ -82,7 +82,7 @@ impl Report {
             "time": time,
             "commit": commit,
             "pinned": plan.pin.is_some(),
-            "cpus": std::thread::available_parallelism().map_or(1, usize::from),
+            "cpus": plan.cpus,
         });
         Ok(Self {
             results: opts.results.clone().unwrap_or_else(|| dir.join("results.jsonl")),
