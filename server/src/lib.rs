@@ -6,7 +6,8 @@
 //! - `http`: one TCP connection (TLS, HTTP/1.1 with a header timeout) and
 //!   the routes: `/ws` upgrade (origin and connection cap checked),
 //!   `/healthz`, `/metrics`, the embedded assets.
-//! - `connection`: one WebSocket: read loop, writer, cleanup.
+//! - `connection`: one WebSocket, served by one task that reads, writes the
+//!   connection's queue and pings, then cleans up on every exit path.
 //! - `metrics`: the Prometheus figures behind `/metrics`.
 //! - `origin`: the `--allowed-origin` policy.
 //! - `tls`: the rustls acceptor for `--tls-cert`/`--tls-key`.
