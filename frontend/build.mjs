@@ -1,18 +1,19 @@
-// Builds what the server embeds: the client bundle, the demo page and its
-// script and style. Output is deterministic (pinned esbuild, fixed working
-// directory), so a rebuild that differs from server/assets/ means the
+// Builds the bundles the server embeds: the client and the demo page's
+// script. (The page's HTML and CSS need no build: the server embeds them
+// straight from demo/.) Output is deterministic (pinned esbuild, fixed
+// working directory), so a rebuild that differs from server/assets/ means the
 // committed bundle is stale.
 //
 //   node build.mjs [OUTDIR]      default OUTDIR: ../server/assets
-import { copyFile, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** The files the server serves, as named in server/assets/. */
-export const ASSET_FILES = ['webrtc-p2p.js', 'demo.js', 'index.html', 'demo.css'];
+/** The bundles this builds, as named in server/assets/. */
+export const ASSET_FILES = ['webrtc-p2p.js', 'demo.js'];
 
 export async function build(outdir) {
   await mkdir(outdir, { recursive: true });
@@ -39,8 +40,6 @@ export async function build(outdir) {
     // The demo imports the client from the server, as any site would.
     external: ['/webrtc-p2p.js'],
   });
-  await copyFile(join(here, 'demo/index.html'), join(outdir, 'index.html'));
-  await copyFile(join(here, 'demo/demo.css'), join(outdir, 'demo.css'));
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -11,6 +11,7 @@ import { ASSET_FILES, build } from '../build.mjs';
 import { startServer } from './harness.mjs';
 
 const ASSETS = fileURLToPath(new URL('../../server/assets/', import.meta.url));
+const DEMO = fileURLToPath(new URL('../demo/', import.meta.url));
 
 test('the committed bundle in server/assets/ is what the sources build to', async () => {
   const fresh = await mkdtemp(join(tmpdir(), 'webrtc-p2p-assets-'));
@@ -32,20 +33,20 @@ before(async () => {
 after(() => server?.stop());
 
 const ROUTES = [
-  { path: '/', file: 'index.html', type: 'text/html; charset=utf-8' },
-  { path: '/demo.js', file: 'demo.js', type: 'text/javascript' },
-  { path: '/demo.css', file: 'demo.css', type: 'text/css; charset=utf-8' },
-  { path: '/webrtc-p2p.js', file: 'webrtc-p2p.js', type: 'text/javascript', cors: true },
+  { path: '/', file: join(DEMO, 'index.html'), type: 'text/html; charset=utf-8' },
+  { path: '/demo.js', file: join(ASSETS, 'demo.js'), type: 'text/javascript' },
+  { path: '/demo.css', file: join(DEMO, 'demo.css'), type: 'text/css; charset=utf-8' },
+  { path: '/webrtc-p2p.js', file: join(ASSETS, 'webrtc-p2p.js'), type: 'text/javascript', cors: true },
 ];
 
 for (const { path, file, type, cors } of ROUTES) {
-  test(`GET ${path} serves server/assets/${file} as ${type}`, async () => {
+  test(`GET ${path} serves ${file.slice(file.lastIndexOf('/', file.lastIndexOf('/') - 1) + 1)} as ${type}`, async () => {
     const response = await fetch(`${server.httpUrl}${path}`);
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('content-type'), type);
     if (cors) assert.equal(response.headers.get('access-control-allow-origin'), '*');
     const body = Buffer.from(await response.arrayBuffer());
-    assert.ok(body.equals(await readFile(join(ASSETS, file))), `the binary embeds an older ${file}: rebuild the server`);
+    assert.ok(body.equals(await readFile(file)), `the binary embeds an older ${file}: rebuild the server`);
   });
 }
 

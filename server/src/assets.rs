@@ -1,8 +1,9 @@
 //! The demo page and the browser client, embedded in the binary.
 //!
-//! `server/assets/` is built from `frontend/` and `simple/ts/` by
-//! `npm --prefix frontend run build` and committed; the frontend test suite
-//! fails when it is stale.
+//! The page's HTML and CSS are embedded straight from `frontend/demo/`; the
+//! two scripts are esbuild bundles in `server/assets/`, built from
+//! `frontend/demo/demo.ts` and `simple/ts/` by `npm --prefix frontend run
+//! build` and committed; the frontend test suite fails when they are stale.
 
 use axum::Router;
 use axum::http::header;
@@ -10,10 +11,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 /// The demo page; it loads `/demo.css` and `/demo.js`.
-const INDEX_HTML: &str = include_str!("../assets/index.html");
+const INDEX_HTML: &str = include_str!("../../frontend/demo/index.html");
 /// The demo's script; it imports the client from `/webrtc-p2p.js`, as any site would.
 const DEMO_JS: &str = include_str!("../assets/demo.js");
-const DEMO_CSS: &str = include_str!("../assets/demo.css");
+const DEMO_CSS: &str = include_str!("../../frontend/demo/demo.css");
 /// The client: an ES module exporting `SimpleService` and `GroupCapability`.
 const CLIENT_JS: &str = include_str!("../assets/webrtc-p2p.js");
 
