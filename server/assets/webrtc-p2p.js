@@ -1182,7 +1182,10 @@ var Link = class {
       if (this.pc.connectionState === "failed") this.fallBack();
     };
     this.pc.ondatachannel = ({ channel }) => this.adopt(channel);
-    if (!options.polite) this.adopt(this.pc.createDataChannel(CHANNEL_LABEL));
+    if (!options.polite) {
+      this.adopt(this.pc.createDataChannel(CHANNEL_LABEL));
+      void this.offer();
+    }
     this.connectTimer = setTimeout(() => {
       if (this.state === "connecting") this.fallBack();
     }, options.connectTimeoutMs);
@@ -1458,9 +1461,9 @@ var Group = class {
   }
   /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
   async relayed(from, data) {
-    await this.handedOver;
     const message = parseRelayed(data);
     if (message === void 0) throw new RpcError(-32602 /* InvalidParams */, "not a webrtc-p2p payload");
+    if (message.kind === "broadcast" || message.kind === "unicast") await this.handedOver;
     if (!this.departed.has(from)) this.memberJoined(from);
     switch (message.kind) {
       case "description":
@@ -1712,6 +1715,17 @@ function parseGroupEvent(params) {
 // ../simple/ts/service.ts
 var DEFAULT_CONNECT_TIMEOUT_MS = 1e4;
 var DEFAULT_UNICAST_TIMEOUT_MS = 1e4;
+var CERTIFICATE_KEY = { name: "ECDSA", namedCurve: "P-256" };
+async function generateCertificate() {
+  if (typeof RTCPeerConnection === "undefined" || typeof RTCPeerConnection.generateCertificate !== "function") {
+    return void 0;
+  }
+  try {
+    return await RTCPeerConnection.generateCertificate(CERTIFICATE_KEY);
+  } catch {
+    return void 0;
+  }
+}
 var SimpleService = class {
   constructor(url, options = {}) {
     this.url = url;
@@ -1725,6 +1739,8 @@ var SimpleService = class {
   groupSession;
   self;
   closed = false;
+  /** Started with the session, shared by every link of every group (see `generateCertificate`). */
+  certificate;
   groups = /* @__PURE__ */ new Map();
   /**
    * Groups whose `join` is on its way: a relay for one of them waits for it,
@@ -1763,10 +1779,11 @@ var SimpleService = class {
   async enter(id) {
     const session = await this.session();
     const { owner, capability } = parseJoinResult(await session.call("join", [id]));
+    const members = session.call("get_members", [id]);
     const group = new Group(id, owner, capability, owner === session.self ? [owner] : [owner, session.self], session);
     this.groups.set(id, group);
     try {
-      group.setMembers(parseIds(await session.call("get_members", [id])));
+      group.setMembers(parseIds(await members));
     } catch (error) {
       const failure = toRpcError(error);
       group.end(failure);
@@ -1777,6 +1794,7 @@ var SimpleService = class {
   }
   async connect() {
     if (this.closed) throw new RpcError(-32e3 /* ConnectionClosed */, "the service was closed");
+    this.certificate = this.options.rtcConfig?.certificates === void 0 ? generateCertificate() : Promise.resolve(void 0);
     const socket = new WebSocket(this.url);
     socket.binaryType = "arraybuffer";
     const rpc = new import_json_rpc_22.JSONRPCServerAndClient(
@@ -1828,14 +1846,21 @@ var SimpleService = class {
   /** The session facts and calls a group needs, once `join()` resolved. */
   async session() {
     await this.join();
+    const certificate = await this.certificate;
     if (this.closed) throw new RpcError(-32e3 /* ConnectionClosed */, "the service was closed");
-    this.groupSession ??= this.makeSession(this.info().id());
+    this.groupSession ??= this.makeSession(this.info().id(), certificate);
     return this.groupSession;
   }
-  makeSession(self) {
+  makeSession(self, certificate) {
+    const rtcConfig = this.options.rtcConfig ?? { iceServers: [] };
     return {
       self,
-      rtcConfig: this.options.rtcConfig ?? { iceServers: [] },
+      // The caller's own certificates, if any, win; an expired shared one is
+      // dropped (each connection then generates its own).
+      get rtcConfig() {
+        if (certificate === void 0 || certificate.expires <= Date.now()) return rtcConfig;
+        return { ...rtcConfig, certificates: [certificate] };
+      },
       connectTimeoutMs: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       unicastTimeoutMs: this.options.unicastTimeoutMs ?? DEFAULT_UNICAST_TIMEOUT_MS,
       forceRelay: this.options.forceRelay ?? (() => false),

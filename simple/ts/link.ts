@@ -69,7 +69,13 @@ export class Link {
     this.pc.ondatachannel = ({ channel }) => this.adopt(channel);
     // Only the impolite side opens the channel, so a pair gets exactly one
     // and, in the common case, exactly one offer: no collision to resolve.
-    if (!options.polite) this.adopt(this.pc.createDataChannel(CHANNEL_LABEL));
+    if (!options.polite) {
+      this.adopt(this.pc.createDataChannel(CHANNEL_LABEL));
+      // The offer starts now rather than at 'negotiationneeded', a task
+      // later (tens of ms with a busy page). With it in the connection's
+      // operations chain that event is not fired: the offer has the channel.
+      void this.offer();
+    }
     this.connectTimer = setTimeout(() => {
       if (this.state === 'connecting') this.fallBack();
     }, options.connectTimeoutMs);

@@ -23,6 +23,25 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** How long a DataChannel unicast waits for its reply (the server's relay timeout is the same). */
 export const DEFAULT_UNICAST_TIMEOUT_MS = 10_000;
 
+/** The DTLS certificates' key: what Chromium generates for each connection by default. */
+const CERTIFICATE_KEY: EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
+
+/**
+ * One DTLS certificate for all of a service's connections, so that a new
+ * RTCPeerConnection does not generate a key of its own. Undefined where
+ * there is no WebRTC or generation fails: each connection then makes its own.
+ */
+async function generateCertificate(): Promise<RTCCertificate | undefined> {
+  if (typeof RTCPeerConnection === 'undefined' || typeof RTCPeerConnection.generateCertificate !== 'function') {
+    return undefined;
+  }
+  try {
+    return await RTCPeerConnection.generateCertificate(CERTIFICATE_KEY);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The live part of a service: exists from `join()` until the session ends. */
 interface Connection {
   readonly socket: WebSocket;
@@ -37,6 +56,8 @@ export class SimpleService implements IService {
   private groupSession: Session | undefined;
   private self: UserId | undefined;
   private closed = false;
+  /** Started with the session, shared by every link of every group (see `generateCertificate`). */
+  private certificate: Promise<RTCCertificate | undefined> | undefined;
   private readonly groups = new Map<GroupId, Group>();
   /**
    * Groups whose `join` is on its way: a relay for one of them waits for it,
@@ -86,12 +107,15 @@ export class SimpleService implements IService {
   private async enter(id: GroupId): Promise<Group> {
     const session = await this.session();
     const { owner, capability } = parseJoinResult(await session.call('join', [id]));
-    // Registered before `get_members` so that peers' offers find it; the
-    // member list is completed by the answer.
+    // Asked first, so that the question is on its way while the group opens
+    // its first link; the answer is handled after this task, group in place.
+    const members = session.call('get_members', [id]);
+    // Registered before `get_members` answers so that peers' offers find it;
+    // the member list is completed by the answer.
     const group = new Group(id, owner, capability, owner === session.self ? [owner] : [owner, session.self], session);
     this.groups.set(id, group);
     try {
-      group.setMembers(parseIds(await session.call('get_members', [id])));
+      group.setMembers(parseIds(await members));
     } catch (error) {
       const failure = toRpcError(error);
       group.end(failure);
@@ -103,6 +127,8 @@ export class SimpleService implements IService {
 
   private async connect(): Promise<IServiceInfo> {
     if (this.closed) throw new RpcError(ErrorCode.ConnectionClosed, 'the service was closed');
+    // Generated while the socket opens: ready before the first link needs it.
+    this.certificate = this.options.rtcConfig?.certificates === undefined ? generateCertificate() : Promise.resolve(undefined);
     const socket = new WebSocket(this.url);
     socket.binaryType = 'arraybuffer';
     const rpc = new JSONRPCServerAndClient(
@@ -160,15 +186,22 @@ export class SimpleService implements IService {
   /** The session facts and calls a group needs, once `join()` resolved. */
   private async session(): Promise<Session> {
     await this.join();
+    const certificate = await this.certificate;
     if (this.closed) throw new RpcError(ErrorCode.ConnectionClosed, 'the service was closed');
-    this.groupSession ??= this.makeSession(this.info().id());
+    this.groupSession ??= this.makeSession(this.info().id(), certificate);
     return this.groupSession;
   }
 
-  private makeSession(self: UserId): Session {
+  private makeSession(self: UserId, certificate: RTCCertificate | undefined): Session {
+    const rtcConfig = this.options.rtcConfig ?? { iceServers: [] };
     return {
       self,
-      rtcConfig: this.options.rtcConfig ?? { iceServers: [] },
+      // The caller's own certificates, if any, win; an expired shared one is
+      // dropped (each connection then generates its own).
+      get rtcConfig(): RTCConfiguration {
+        if (certificate === undefined || certificate.expires <= Date.now()) return rtcConfig;
+        return { ...rtcConfig, certificates: [certificate] };
+      },
       connectTimeoutMs: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       unicastTimeoutMs: this.options.unicastTimeoutMs ?? DEFAULT_UNICAST_TIMEOUT_MS,
       forceRelay: this.options.forceRelay ?? (() => false),
