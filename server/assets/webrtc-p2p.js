@@ -1461,9 +1461,9 @@ var Group = class {
   }
   /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
   async relayed(from, data) {
+    await this.handedOver;
     const message = parseRelayed(data);
     if (message === void 0) throw new RpcError(-32602 /* InvalidParams */, "not a webrtc-p2p payload");
-    if (message.kind === "broadcast" || message.kind === "unicast") await this.handedOver;
     if (!this.departed.has(from)) this.memberJoined(from);
     switch (message.kind) {
       case "description":

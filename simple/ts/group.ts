@@ -190,11 +190,9 @@ export class Group implements IGroup {
 
   /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
   async relayed(from: UserId, data: unknown): Promise<RelayBody | undefined> {
+    await this.handedOver;
     const message = parseRelayed(data);
     if (message === undefined) throw new RpcError(ErrorCode.InvalidParams, 'not a webrtc-p2p payload');
-    // Signals reach no handler: negotiation starts at once, not after the
-    // join's `get_members` and hand-over. Messages wait for the handlers.
-    if (message.kind === 'broadcast' || message.kind === 'unicast') await this.handedOver;
     // The server only relays between members: a sender we have not heard of
     // joined a moment ago (its offer can overtake our `get_members`).
     if (!this.departed.has(from)) this.memberJoined(from);
