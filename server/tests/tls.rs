@@ -122,7 +122,10 @@ async fn a_tls_handshake_never_finished_is_closed_within_the_header_timeout() {
 async fn unreadable_certificate_files_stop_the_server_from_starting() {
     let cert = SelfSigned::new("bad");
     std::fs::write(&cert.key, "not a key").unwrap();
-    let config = webrtc_p2p_server::Config::from_flags(cert.flags()).unwrap();
+    // Port 0: the default port may be taken (a server running beside the tests),
+    // and the bind must not be what fails.
+    let flags = cert.flags().into_iter().chain(["--listen".into(), "127.0.0.1:0".into()]);
+    let config = webrtc_p2p_server::Config::from_flags(flags).unwrap();
     let error = webrtc_p2p_server::Server::bind(config).await.expect_err("a bad key");
     assert!(error.to_string().contains("private key"), "{error}");
 }
