@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use crate::metrics::Refused;
+use webrtc_p2p_simple::Limit;
+
 use crate::{App, assets, connection};
 
 /// Read buffer per connection. tungstenite zero-fills its whole read buffer
@@ -51,7 +52,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, app: App, router: Router
         done = handshake => match done {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-            Err(_) => return app.metrics.refused(Refused::HeaderTimeout),
+            Err(_) => return app.metrics.refused(Limit::HeaderTimeout),
         },
         () = crate::stopping(shutdown) => return,
     };
@@ -83,7 +84,7 @@ where
     };
     if let Err(e) = result {
         if e.is_timeout() {
-            app.metrics.refused(Refused::HeaderTimeout);
+            app.metrics.refused(Limit::HeaderTimeout);
         }
         debug!(error = %e, "HTTP connection ended with an error");
     }
@@ -100,11 +101,11 @@ pub(crate) fn router(app: App) -> Router {
 
 async fn upgrade(State(app): State<App>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     if !app.origins.allows(headers.get(header::ORIGIN)) {
-        app.metrics.refused(Refused::Origin);
+        app.metrics.refused(Limit::Origin);
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     let Some(slot) = app.metrics.open_connection(app.hub.limits().max_connections) else {
-        app.metrics.refused(Refused::Connections);
+        app.metrics.refused(Limit::Connections);
         let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECS)];
         return (StatusCode::SERVICE_UNAVAILABLE, retry, "too many connections\n").into_response();
     };

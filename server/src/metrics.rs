@@ -16,92 +16,25 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use webrtc_p2p_interfaces::ErrorCode;
 use webrtc_p2p_simple::wire::code;
-use webrtc_p2p_simple::{CloseReason, HubStats, RelayObserver, RelayOutcome};
+use webrtc_p2p_simple::{CloseReason, HubStats, Limit, Observer, RelayOutcome};
 
 type Labels = [(&'static str, &'static str); 1];
 
-/// What a limit refused; the `limit` label of `webrtc_p2p_refused_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// An upgrade past `--max-connections` (503).
-    Connections,
-    /// An upgrade from an origin not allowed, or without one when required (403).
-    Origin,
-    /// A connection closed by `--header-timeout`: a TLS handshake or an
-    /// HTTP request head not finished in time (slowloris), or a keep-alive
-    /// connection that sent no next request for that long (hyper does not
-    /// tell the two apart).
-    HeaderTimeout,
-    /// A frame or message over `--max-message-size` (close 1009).
-    MessageSize,
-    /// A client that let `--max-queued-frames` fill (close 1008).
-    QueuedFrames,
-    /// No `init` within `--init-timeout` (close 1008).
-    InitTimeout,
-    /// Silence past `--idle-timeout` (close 1008).
-    IdleTimeout,
-    /// A batch longer than `--max-batch-len` (-32600).
-    BatchLen,
-    /// A message past `--rate-limit` (Busy, or a notification dropped).
-    Rate,
-    /// A relay past `--max-relays-in-flight` (Busy).
-    RelaysInFlight,
-    /// A create or join past `--max-groups-per-user` or
-    /// `--max-members-per-group` (LimitExceeded).
-    GroupLimits,
-}
-
-impl Refused {
-    const ALL: [Self; 11] = [
-        Self::Connections,
-        Self::Origin,
-        Self::HeaderTimeout,
-        Self::MessageSize,
-        Self::QueuedFrames,
-        Self::InitTimeout,
-        Self::IdleTimeout,
-        Self::BatchLen,
-        Self::Rate,
-        Self::RelaysInFlight,
-        Self::GroupLimits,
+/// The label of an error code in `webrtc_p2p_errors_total`: the name of a
+/// standard JSON-RPC code or of an [`ErrorCode`]; any other code (a relay
+/// target's own, passed through) counts as `other`.
+fn error_label(code: i32) -> &'static str {
+    const STANDARD: [(i32, &str); 5] = [
+        (code::PARSE_ERROR, "ParseError"),
+        (code::INVALID_REQUEST, "InvalidRequest"),
+        (code::METHOD_NOT_FOUND, "MethodNotFound"),
+        (code::INVALID_PARAMS, "InvalidParams"),
+        (code::INTERNAL_ERROR, "InternalError"),
     ];
-
-    const fn name(self) -> &'static str {
-        match self {
-            Self::Connections => "connections",
-            Self::Origin => "origin",
-            Self::HeaderTimeout => "header_timeout",
-            Self::MessageSize => "message_size",
-            Self::QueuedFrames => "queued_frames",
-            Self::InitTimeout => "init_timeout",
-            Self::IdleTimeout => "idle_timeout",
-            Self::BatchLen => "batch_len",
-            Self::Rate => "rate",
-            Self::RelaysInFlight => "relays_in_flight",
-            Self::GroupLimits => "group_limits",
-        }
+    match STANDARD.iter().find(|(c, _)| *c == code) {
+        Some((_, name)) => name,
+        None => ErrorCode::from_code(code).map_or("other", ErrorCode::name),
     }
-}
-
-/// The error codes `webrtc_p2p_errors_total` tells apart; any other code
-/// (a relay target's own, passed through) counts as `other`.
-const STANDARD_CODES: [(i32, &str); 5] = [
-    (code::PARSE_ERROR, "-32700"),
-    (code::INVALID_REQUEST, "-32600"),
-    (code::METHOD_NOT_FOUND, "-32601"),
-    (code::INVALID_PARAMS, "-32602"),
-    (code::INTERNAL_ERROR, "-32603"),
-];
-const APP_CODES: [&str; 10] =
-    ["-32001", "-32002", "-32003", "-32004", "-32005", "-32006", "-32007", "-32008", "-32009", "-32010"];
-
-fn code_label(code: i32) -> &'static str {
-    if let Some((_, label)) = STANDARD_CODES.iter().find(|(c, _)| *c == code) {
-        return label;
-    }
-    ErrorCode::from_code(code)
-        .and_then(|e| ErrorCode::ALL.iter().position(|x| *x == e))
-        .map_or("other", |at| APP_CODES[at])
 }
 
 /// The close codes the server sends.
@@ -135,7 +68,7 @@ pub(crate) struct Metrics {
     relays: Vec<Counter>,
     relay_seconds: Histogram,
     errors: Family<Labels, Counter>,
-    /// By [`Refused::ALL`]'s order.
+    /// By [`Limit::ALL`]'s order.
     refused: Vec<Counter>,
     closes: Family<Labels, Counter>,
 }
@@ -163,7 +96,7 @@ impl Metrics {
             relay_seconds.clone(),
         );
         let errors = Family::<Labels, Counter>::default();
-        registry.register("errors", "Error responses sent, by JSON-RPC code", errors.clone());
+        registry.register("errors", "Error responses sent, by the name of their JSON-RPC code", errors.clone());
         let refused = Family::<Labels, Counter>::default();
         registry.register(
             "refused",
@@ -175,7 +108,7 @@ impl Metrics {
 
         // Every series exists from the start, so a rate() sees its first increase.
         let relays = RelayOutcome::ALL.iter().map(|o| relays.get_or_create_owned(&[("outcome", o.name())])).collect();
-        let refused = Refused::ALL.iter().map(|l| refused.get_or_create_owned(&[("limit", l.name())])).collect();
+        let refused = Limit::ALL.iter().map(|l| refused.get_or_create_owned(&[("limit", l.name())])).collect();
         for code in CLOSE_CODES {
             let _ = closes.get_or_create(&[("code", close_label(code))]);
         }
@@ -203,8 +136,8 @@ impl Metrics {
         Some(ConnectionSlot(self.connections.clone()))
     }
 
-    pub(crate) fn refused(&self, limit: Refused) {
-        if let Some(counter) = Refused::ALL.iter().position(|l| *l == limit).and_then(|at| self.refused.get(at)) {
+    pub(crate) fn refused(&self, limit: Limit) {
+        if let Some(counter) = Limit::ALL.iter().position(|l| *l == limit).and_then(|at| self.refused.get(at)) {
             counter.inc();
         }
     }
@@ -213,28 +146,13 @@ impl Metrics {
     pub(crate) fn closed(&self, reason: CloseReason) {
         self.closes.get_or_create(&[("code", close_label(reason.code))]).inc();
         let limit = match reason {
-            CloseReason::MESSAGE_TOO_BIG => Refused::MessageSize,
-            CloseReason::SLOW_CONSUMER => Refused::QueuedFrames,
-            CloseReason::INIT_TIMEOUT => Refused::InitTimeout,
-            CloseReason::IDLE_TIMEOUT => Refused::IdleTimeout,
+            CloseReason::MESSAGE_TOO_BIG => Limit::MessageSize,
+            CloseReason::SLOW_CONSUMER => Limit::QueuedFrames,
+            CloseReason::INIT_TIMEOUT => Limit::InitTimeout,
+            CloseReason::IDLE_TIMEOUT => Limit::IdleTimeout,
             _ => return,
         };
         self.refused(limit);
-    }
-
-    /// Counts the error responses in a frame the server sends (a response or
-    /// a batch of them).
-    pub(crate) fn sent(&self, frame: &str) {
-        if let Some(code) = error_code(frame) {
-            self.error(code);
-        }
-    }
-
-    pub(crate) fn error(&self, code: i32) {
-        self.errors.get_or_create(&[("code", code_label(code))]).inc();
-        if code == ErrorCode::LimitExceeded.code() {
-            self.refused(Refused::GroupLimits);
-        }
     }
 
     /// The text exposition, with the gauges read now.
@@ -251,7 +169,7 @@ impl Metrics {
     }
 }
 
-impl RelayObserver for Metrics {
+impl Observer for Metrics {
     fn relay_done(&self, outcome: RelayOutcome, elapsed: Duration) {
         if let Some(counter) = RelayOutcome::ALL.iter().position(|o| *o == outcome).and_then(|at| self.relays.get(at)) {
             counter.inc();
@@ -260,9 +178,20 @@ impl RelayObserver for Metrics {
             RelayOutcome::Answered | RelayOutcome::TargetError | RelayOutcome::Timeout | RelayOutcome::PeerGone => {
                 self.relay_seconds.observe(elapsed.as_secs_f64());
             }
-            RelayOutcome::Busy => self.refused(Refused::RelaysInFlight),
+            RelayOutcome::Busy => self.refused(Limit::RelaysInFlight),
             RelayOutcome::Refused | RelayOutcome::Forwarded => {}
         }
+    }
+
+    fn error_sent(&self, code: i32) {
+        self.errors.get_or_create(&[("error", error_label(code))]).inc();
+        if code == ErrorCode::LimitExceeded.code() {
+            self.refused(Limit::GroupLimits);
+        }
+    }
+
+    fn refused(&self, limit: Limit) {
+        Metrics::refused(self, limit);
     }
 }
 
@@ -276,64 +205,16 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// The error code of a response frame the server built, if it is an error:
-/// `{"jsonrpc":"2.0","id":<id>,"error":{"code":<n>,…`. Only the head is
-/// read (the id is skipped, whatever it holds), so a relay's `data` or
-/// result can never be taken for it. Batches (`[…]`) are counted element by
-/// element where they are built, so they are not looked into here.
-fn error_code(frame: &str) -> Option<i32> {
-    let rest = frame.strip_prefix("{\"jsonrpc\":\"2.0\",\"id\":")?;
-    let rest = skip_id(rest)?;
-    let rest = rest.strip_prefix(",\"error\":{\"code\":")?;
-    let end = rest.find(|c: char| c != '-' && !c.is_ascii_digit()).unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-/// What follows a JSON id (a string, a number or null).
-fn skip_id(text: &str) -> Option<&str> {
-    let bytes = text.as_bytes();
-    if bytes.first() == Some(&b'"') {
-        let mut escaped = false;
-        for (at, b) in bytes.iter().enumerate().skip(1) {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => return text.get(at + 1..),
-                _ => {}
-            }
-        }
-        return None;
-    }
-    text.find(',').map(|at| &text[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_error_code_is_read_from_the_head_only() {
-        for (frame, want) in [
-            (r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32009,"message":"busy"}}"#, Some(-32009)),
-            (
-                r#"{"jsonrpc":"2.0","id":"a\",\"error\":{\"code\":1","error":{"code":-32700,"message":"x"}}"#,
-                Some(-32700),
-            ),
-            (r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"x"}}"#, Some(-32600)),
-            (r#"{"jsonrpc":"2.0","id":-1.5e3,"result":{"error":{"code":-32000}}}"#, None),
-            (r#"{"jsonrpc":"2.0","id":"x","result":null}"#, None),
-            ("[]", None),
-        ] {
-            assert_eq!(error_code(frame), want, "{frame}");
-        }
-    }
-
-    #[test]
     fn labels_come_from_fixed_tables() {
-        assert_eq!(code_label(-32009), "-32009");
-        assert_eq!(code_label(-32001), "-32001");
-        assert_eq!(code_label(-32602), "-32602");
-        assert_eq!(code_label(42), "other");
+        assert_eq!(error_label(-32009), "Busy");
+        assert_eq!(error_label(-32001), "NotInitialized");
+        assert_eq!(error_label(-32602), "InvalidParams");
+        assert_eq!(error_label(42), "other");
         assert_eq!(close_label(4000), "other");
     }
 

@@ -290,8 +290,8 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
         ("webrtc_p2p_relays_total{outcome=\"refused\"}", 1.0),
         ("webrtc_p2p_relays_total{outcome=\"timeout\"}", 0.0),
         ("webrtc_p2p_relay_duration_seconds_count", 1.0),
-        ("webrtc_p2p_errors_total{code=\"-32005\"}", 1.0),
-        ("webrtc_p2p_errors_total{code=\"-32700\"}", 1.0),
+        ("webrtc_p2p_errors_total{error=\"UserNotFound\"}", 1.0),
+        ("webrtc_p2p_errors_total{error=\"ParseError\"}", 1.0),
         ("webrtc_p2p_refused_total{limit=\"message_size\"}", 0.0),
     ] {
         assert_eq!(metric(body, sample), Some(want), "{sample} in\n{body}");

@@ -216,7 +216,7 @@ async fn every_state_limit_is_hit_and_counted() {
         assert_eq!(metric(&scraped, &sample), Some(want), "{sample}");
     }
     assert_eq!(metric(&scraped, "webrtc_p2p_closes_total{code=\"1009\"}"), Some(1.0));
-    assert_eq!(metric(&scraped, "webrtc_p2p_errors_total{code=\"-32010\"}"), Some(2.0));
+    assert_eq!(metric(&scraped, "webrtc_p2p_errors_total{error=\"LimitExceeded\"}"), Some(2.0));
 }
 
 #[tokio::test]

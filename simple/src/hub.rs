@@ -24,7 +24,7 @@ use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, JoinResult, Signalin
 
 use crate::group::{Added, Group, Member};
 use crate::limits::Limits;
-use crate::observe::{RelayObserver, RelayOutcome, Unobserved};
+use crate::observe::{Observer, RelayOutcome, Unobserved};
 use crate::peer::{CallFailed, CloseReason, PeerHandle};
 use crate::wire::{self, IsNotification};
 
@@ -112,8 +112,9 @@ struct Shared {
     /// Relays waiting for an answer, all callers together: what a leak check
     /// after a soak or a shutdown wants to see back at 0.
     relays_in_flight: AtomicUsize,
-    /// Told how each relay ended (metrics).
-    observer: Arc<dyn RelayObserver>,
+    /// Told how each relay ended, and (through each connection's dispatch)
+    /// of error answers and refused messages: metrics.
+    observer: Arc<dyn Observer>,
 }
 
 impl Hub {
@@ -123,7 +124,7 @@ impl Hub {
     }
 
     /// An empty hub enforcing `limits` and telling `observer` how each relay ended.
-    pub fn with_observer(limits: Limits, observer: Arc<dyn RelayObserver>) -> Self {
+    pub fn with_observer(limits: Limits, observer: Arc<dyn Observer>) -> Self {
         let shared = Shared {
             limits,
             users: DashMap::new(),
@@ -137,6 +138,11 @@ impl Hub {
     /// The limits this hub enforces.
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
+    }
+
+    /// Who is told what happens (metrics).
+    pub(crate) fn observer(&self) -> &Arc<dyn Observer> {
+        &self.shared.observer
     }
 
     /// How many users and groups are live.

@@ -10,8 +10,14 @@
 //!   queue, calls waiting for answers, jsonrpsee `ClientT` for the stubs.
 //! - `wire`: JSON-RPC frames: classify incoming, build outgoing, start a
 //!   request in a jsonrpsee method table.
-//! - `limits`: `Limits`, every limit and its default; `RateLimiter`.
-//! - `observe`: `RelayObserver`, how the hub reports each relay's outcome.
+//! - `dispatch`: `Dispatch`, what one end of a connection does with each
+//!   frame it reads (rate limit, start, spawn, batches, requests running,
+//!   error codes), for the server's connections, the client's transport and
+//!   the fuzz target alike; `Endpoint`, where its answers go.
+//! - `limits`: `Limits`, every limit and its default; `Limit`, the one that
+//!   refused something; `RateLimiter`.
+//! - `observe`: `Observer`, how the hub and the dispatch report relay
+//!   outcomes, error answers and refusals (the server's metrics).
 //! - `client`: `Client`, a Rust program as a group member: the generated
 //!   `SignalingClient` stubs over jsonrpsee's client, relays answered by a
 //!   `PeerServer` handler (`client/transport`: the WebSocket under it).
@@ -20,6 +26,7 @@
 //!   server's relay in those payloads.
 
 pub mod client;
+mod dispatch;
 mod group;
 mod hub;
 mod limits;
@@ -28,7 +35,8 @@ mod peer;
 pub mod wire;
 
 pub use client::{Client, ClientBuilder, ConnectError, Disconnected, Member, MemberHandler, app_error};
+pub use dispatch::{Dispatch, Endpoint, Running};
 pub use hub::{Hub, HubStats, Session};
-pub use limits::{Limits, RateLimiter};
-pub use observe::{RelayObserver, RelayOutcome};
+pub use limits::{Limit, Limits, RateLimiter};
+pub use observe::{Observer, RelayOutcome};
 pub use peer::{CallFailed, CloseReason, PeerHandle};

@@ -80,6 +80,72 @@ impl Limits {
     }
 }
 
+/// A limit that refused something: a connection, a message or a call. The
+/// server counts each under its [`name`](Self::name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// An upgrade past `max_connections` (503).
+    Connections,
+    /// An upgrade from an origin not allowed, or without one when required (403).
+    Origin,
+    /// A connection closed by `header_timeout`: a TLS handshake or an HTTP
+    /// request head not finished in time (slowloris), or a keep-alive
+    /// connection that sent no next request for that long (hyper does not
+    /// tell the two apart).
+    HeaderTimeout,
+    /// A frame or message over `max_message_size` (close 1009).
+    MessageSize,
+    /// A client that let `max_queued_frames` fill (close 1008).
+    QueuedFrames,
+    /// No `init` within `init_timeout` (close 1008).
+    InitTimeout,
+    /// Silence past `idle_timeout` (close 1008).
+    IdleTimeout,
+    /// A batch longer than `max_batch_len` (-32600).
+    BatchLen,
+    /// A message past `rate_limit` (Busy, or a notification dropped).
+    Rate,
+    /// A relay past `max_relays_in_flight` (Busy).
+    RelaysInFlight,
+    /// A create or join past `max_groups_per_user` or
+    /// `max_members_per_group` (LimitExceeded).
+    GroupLimits,
+}
+
+impl Limit {
+    /// Every limit, for metrics that list them all from the start.
+    pub const ALL: [Self; 11] = [
+        Self::Connections,
+        Self::Origin,
+        Self::HeaderTimeout,
+        Self::MessageSize,
+        Self::QueuedFrames,
+        Self::InitTimeout,
+        Self::IdleTimeout,
+        Self::BatchLen,
+        Self::Rate,
+        Self::RelaysInFlight,
+        Self::GroupLimits,
+    ];
+
+    /// A short lowercase name, for metric labels and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Connections => "connections",
+            Self::Origin => "origin",
+            Self::HeaderTimeout => "header_timeout",
+            Self::MessageSize => "message_size",
+            Self::QueuedFrames => "queued_frames",
+            Self::InitTimeout => "init_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::BatchLen => "batch_len",
+            Self::Rate => "rate",
+            Self::RelaysInFlight => "relays_in_flight",
+            Self::GroupLimits => "group_limits",
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self::DEFAULT

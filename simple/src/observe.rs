@@ -1,8 +1,11 @@
-//! What the hub reports about each relay, for the server's metrics. The hub
-//! knows how a relay ended (the wire cannot tell a target's own error from
-//! ours), so it says so here; the transport decides what to do with it.
+//! What the hub and the dispatch report, for the server's metrics: how each
+//! relay ended (the wire cannot tell a target's own error from ours), each
+//! error response sent, and each message a limit refused. The server decides
+//! what to do with it.
 
 use std::time::Duration;
+
+use crate::limits::Limit;
 
 /// How a `relay` ended, as its caller saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,17 +46,23 @@ impl RelayOutcome {
     }
 }
 
-/// Told about every relay once it ended. Called on the relay's own task, so
-/// it must be quick and must not block.
-pub trait RelayObserver: Send + Sync + std::fmt::Debug {
+/// Told what happened, as it happens. Called on the tasks doing the work,
+/// so every method must be quick and must not block. Each defaults to
+/// ignoring it.
+pub trait Observer: Send + Sync + std::fmt::Debug {
     /// A relay ended with `outcome`, `elapsed` after it started.
-    fn relay_done(&self, outcome: RelayOutcome, elapsed: Duration);
+    fn relay_done(&self, _outcome: RelayOutcome, _elapsed: Duration) {}
+
+    /// An error response with this JSON-RPC code was queued (each element
+    /// of a batch on its own).
+    fn error_sent(&self, _code: i32) {}
+
+    /// `limit` refused a message.
+    fn refused(&self, _limit: Limit) {}
 }
 
-/// The observer of a hub nobody observes.
+/// The observer of a hub or dispatch nobody observes.
 #[derive(Debug)]
 pub(crate) struct Unobserved;
 
-impl RelayObserver for Unobserved {
-    fn relay_done(&self, _: RelayOutcome, _: Duration) {}
-}
+impl Observer for Unobserved {}

@@ -268,12 +268,29 @@ fn respond(response: MethodResponse, id: &RawValue) -> String {
     out
 }
 
+/// A response frame to send, and its error code when it is an error: what
+/// metrics count, carried along rather than read back from the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The whole frame.
+    pub frame: String,
+    /// The JSON-RPC error code, when the frame is an error response.
+    pub error: Option<i32>,
+}
+
+impl Reply {
+    /// An error response with the given id (null when `None`).
+    pub fn error(id: Option<&RawValue>, code: i32, message: &str) -> Self {
+        Self { frame: error_frame(id, code, message), error: Some(code) }
+    }
+}
+
 /// A started request: finished at once, or still running.
 pub enum Started {
-    /// The response frame (`None` for a notification).
-    Done(Option<String>),
-    /// A future for the response frame; the caller spawns it.
-    Running(Pin<Box<dyn Future<Output = Option<String>> + Send>>),
+    /// The response (`None` for a notification).
+    Done(Option<Reply>),
+    /// A future for the response; the caller spawns it.
+    Running(Pin<Box<dyn Future<Output = Option<Reply>> + Send>>),
 }
 
 impl std::fmt::Debug for Started {
@@ -296,8 +313,7 @@ pub struct IsNotification;
 /// still waiting after that is handed back to be spawned.
 pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ext: Extensions) -> Started {
     let Some((_, callback)) = methods.method_with_name(&request.method) else {
-        let frame = request.id.map(|id| error_frame(Some(id), code::METHOD_NOT_FOUND, "method not found"));
-        return Started::Done(frame);
+        return Started::Done(request.id.map(|id| Reply::error(Some(id), code::METHOD_NOT_FOUND, "method not found")));
     };
     let (id, echo) = match request.id {
         None => {
@@ -325,8 +341,9 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
             Err(_) => return Started::Done(panicked(echo)),
         },
         MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
-            let frame = request.id.map(|id| error_frame(Some(id), code::METHOD_NOT_FOUND, "method not found"));
-            return Started::Done(frame);
+            return Started::Done(
+                request.id.map(|id| Reply::error(Some(id), code::METHOD_NOT_FOUND, "method not found")),
+            );
         }
     };
     // A first poll with a no-op waker is sound: a future left pending is
@@ -349,10 +366,10 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
 }
 
 /// The answer for a request whose handler panicked.
-fn finish_panicked(id: Option<&RawValue>, echo: Echo) -> Option<String> {
+fn finish_panicked(id: Option<&RawValue>, echo: Echo) -> Option<Reply> {
     match echo {
         Echo::Nothing => None,
-        _ => Some(error_frame(id, code::INTERNAL_ERROR, "internal error: the handler failed")),
+        _ => Some(Reply::error(id, code::INTERNAL_ERROR, "internal error: the handler failed")),
     }
 }
 
@@ -375,12 +392,14 @@ fn plain_number(raw: &RawValue) -> Option<u64> {
     if plain { digits.parse().ok() } else { None }
 }
 
-fn finish(response: MethodResponse, echo: Echo) -> Option<String> {
-    match echo {
-        Echo::Nothing => None,
-        Echo::Written => Some(Box::<str>::from(response.into_json()).into_string()),
-        Echo::Raw(id) => Some(respond(response, &id)),
-    }
+fn finish(response: MethodResponse, echo: Echo) -> Option<Reply> {
+    let error = response.as_error_code();
+    let frame = match echo {
+        Echo::Nothing => return None,
+        Echo::Written => Box::<str>::from(response.into_json()).into_string(),
+        Echo::Raw(id) => respond(response, &id),
+    };
+    Some(Reply { frame, error })
 }
 
 #[cfg(test)]
@@ -467,7 +486,9 @@ mod tests {
                 Started::Done(frame) => frame,
                 Started::Running(future) => future.await,
             };
-            let answer: serde_json::Value = serde_json::from_str(&frame.unwrap()).unwrap();
+            let reply = frame.unwrap();
+            assert_eq!(reply.error, Some(code::INTERNAL_ERROR), "{method}");
+            let answer: serde_json::Value = serde_json::from_str(&reply.frame).unwrap();
             assert_eq!(answer["id"], "x", "{method}");
             assert_eq!(answer["error"]["code"], code::INTERNAL_ERROR, "{method}");
         }

@@ -15,16 +15,16 @@ use jsonrpsee::core::client::{ReceivedMessage, TransportReceiverT, TransportSend
 use jsonrpsee::core::server::{ConnectionId, Extensions, Methods};
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
-use webrtc_p2p_interfaces::ErrorCode;
 
 use super::Disconnected;
-use crate::wire::{self, Incoming, Started};
+use crate::dispatch::{Dispatch, Endpoint};
+use crate::wire::{self, Incoming, Response};
 
 /// The client's WebSocket.
 pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -143,13 +143,6 @@ impl Conn {
         self.state.borrow().ended.is_some()
     }
 
-    /// Queues a handler's answer, if it has one (notifications have none).
-    fn push_answer(&self, frame: Option<String>) {
-        if let Some(frame) = frame {
-            self.push(frame);
-        }
-    }
-
     /// Queues a frame without waiting (see [`OUTBOX_CAPACITY`]).
     fn push(&self, frame: String) {
         match self.outbox.try_send(frame) {
@@ -174,11 +167,24 @@ pub(super) fn split(socket: Socket, methods: Methods, max_handlers: usize) -> (S
     let receiver = Receiver {
         stream,
         state: conn.state.subscribe(),
+        dispatch: Dispatch::new(methods, ConnectionId(0), conn.clone()).max_running(max_handlers),
         conn: conn.clone(),
-        methods,
-        handlers: Arc::new(Semaphore::new(max_handlers)),
     };
     (sender, receiver, conn)
+}
+
+/// The handlers' answers go on the writer's queue. Responses never reach
+/// the dispatch: [`Receiver`] hands them to jsonrpsee.
+impl Endpoint for Arc<Conn> {
+    fn send(&self, frame: String) {
+        self.push(frame);
+    }
+
+    fn complete(&self, _: &Response<'_>) {}
+
+    fn extensions(&self) -> Extensions {
+        Extensions::new()
+    }
 }
 
 /// jsonrpsee's way out: its frames go on the writer's queue.
@@ -216,12 +222,9 @@ pub(super) struct Receiver {
     conn: Arc<Conn>,
     /// Wakes the receiver when something else ended the connection.
     state: watch::Receiver<State>,
-    /// The handler's `PeerServer` methods.
-    methods: Methods,
-    /// Handlers running at once; past the limit a request is answered Busy,
-    /// since waiting for a free slot would stop the reading of the responses
-    /// those handlers may themselves be waiting for.
-    handlers: Arc<Semaphore>,
+    /// Runs the server's requests through the handler's `PeerServer`
+    /// methods, at most `max_handlers` at once.
+    dispatch: Dispatch<Arc<Conn>>,
 }
 
 impl TransportReceiverT for Receiver {
@@ -235,7 +238,7 @@ impl TransportReceiverT for Receiver {
             };
             let handed_over = match message {
                 Some(Ok(Message::Text(text))) => self.dispatch(text.as_str()),
-                // A binary frame is read as if it were text (PROTOCOL.md).
+                // A binary frame is read as if it were text (interfaces/README.md).
                 Some(Ok(Message::Binary(bytes))) => match std::str::from_utf8(&bytes) {
                     Ok(text) => self.dispatch(text),
                     Err(_) => {
@@ -283,7 +286,7 @@ impl Receiver {
     fn dispatch(&self, text: &str) -> Option<String> {
         match wire::classify(text) {
             Incoming::Request(request) => {
-                self.start(request);
+                self.dispatch.request(request);
                 None
             }
             Incoming::Response(response) if is_jsonrpsee_id(response.id) => Some(text.to_owned()),
@@ -299,32 +302,6 @@ impl Receiver {
             Incoming::Invalid { code, message, .. } => {
                 warn!(code, %message, "dropped a frame from the server that is not JSON-RPC");
                 None
-            }
-        }
-    }
-
-    /// Runs a request through the handler's methods up to its first await,
-    /// in arrival order, and spawns it if it is still running.
-    fn start(&self, request: wire::Request<'_>) {
-        let Ok(slot) = self.handlers.clone().try_acquire_owned() else {
-            match request.id {
-                Some(id) => {
-                    let busy = ErrorCode::Busy;
-                    self.conn.push(wire::error_frame(Some(id), busy.code(), &busy.to_string()));
-                }
-                None => warn!(method = %request.method, "dropped a notification: too many handlers running"),
-            }
-            return;
-        };
-        match wire::start(&self.methods, request, ConnectionId(0), Extensions::new()) {
-            Started::Done(frame) => self.conn.push_answer(frame),
-            Started::Running(handler) => {
-                let conn = self.conn.clone();
-                tokio::spawn(async move {
-                    let frame = handler.await;
-                    drop(slot);
-                    conn.push_answer(frame);
-                });
             }
         }
     }

@@ -1,0 +1,347 @@
+//! `Dispatch`: what one end of a connection does with the frames it reads,
+//! with no socket in it. Each frame is classified; a request spends the
+//! connection's rate budget, takes a place among the requests running, is
+//! run up to its first await on the reader's stack (so requests take effect
+//! in arrival order) and spawned if still running; a batch's answers go out
+//! as one array in the batch's order; responses go to the calls waiting for
+//! them; every error answer's code goes to the [`Observer`].
+//!
+//! The server's connections, the Rust client's transport and the fuzz target
+//! all dispatch through here; they keep the socket, the timers and the writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use jsonrpsee::core::server::{ConnectionId, Extensions, Methods};
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::warn;
+use webrtc_p2p_interfaces::ErrorCode;
+
+use crate::hub::{Hub, Session};
+use crate::limits::{Limit, RateLimiter};
+use crate::observe::{Observer, Unobserved};
+use crate::wire::{self, Incoming, Reply, Request, Response, Started, code};
+
+/// Where a [`Dispatch`] sends its answers, and what it knows of the
+/// connection's own calls.
+pub trait Endpoint: Clone + Send + Sync + 'static {
+    /// Queues a frame for the other end, without waiting.
+    fn send(&self, frame: String);
+
+    /// A response to one of this end's own calls arrived.
+    fn complete(&self, response: &Response<'_>);
+
+    /// What a request's method finds in its `Extensions`.
+    fn extensions(&self) -> Extensions;
+}
+
+/// The server's end of a connection: answers go to the client's queue, and
+/// each request's methods find the session in their `Extensions`.
+impl Endpoint for Arc<Session> {
+    fn send(&self, frame: String) {
+        // A full queue closes the connection; its read loop sees that next.
+        let _ = self.peer().send_frame(frame);
+    }
+
+    fn complete(&self, response: &Response<'_>) {
+        // Unknown or late ids are dropped: answering would break the client.
+        self.peer().complete(response);
+    }
+
+    fn extensions(&self) -> Extensions {
+        // Built per request rather than cloned from one kept per connection:
+        // the same two allocations per request, and none held by idle
+        // connections.
+        let mut ext = Extensions::new();
+        ext.insert(self.clone());
+        ext
+    }
+}
+
+/// One connection's incoming side.
+#[derive(Debug)]
+pub struct Dispatch<E> {
+    /// The methods requests are run through.
+    methods: Methods,
+    /// jsonrpsee's id of the connection, for the methods.
+    conn: ConnectionId,
+    /// Where answers go.
+    endpoint: E,
+    /// Told of error answers and refused messages.
+    observer: Arc<dyn Observer>,
+    /// The connection's message budget (`None`: unlimited).
+    rate: Option<RateLimiter>,
+    /// Requests in one batch at most.
+    max_batch_len: usize,
+    /// Requests started and not yet answered.
+    running: Running,
+}
+
+impl<E: Endpoint> Dispatch<E> {
+    /// Dispatches to `methods`, answering through `endpoint`; no limits, no
+    /// observer.
+    pub fn new(methods: Methods, conn: ConnectionId, endpoint: E) -> Self {
+        Self {
+            methods,
+            conn,
+            endpoint,
+            observer: Arc::new(Unobserved),
+            rate: None,
+            max_batch_len: usize::MAX,
+            running: Running::new(usize::MAX),
+        }
+    }
+
+    /// At most `max` requests running at once; past it a request is answered
+    /// Busy and a notification is dropped, since waiting for a place would
+    /// stop the reading of the answers those requests may be waiting for.
+    pub fn max_running(mut self, max: usize) -> Self {
+        self.running = Running::new(max);
+        self
+    }
+
+    /// The requests started and not yet answered.
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// Handles one text frame.
+    pub fn text(&self, text: &str) {
+        match wire::classify(text) {
+            Incoming::Request(request) => self.request(request),
+            Incoming::Response(response) => self.endpoint.complete(&response),
+            Incoming::Batch(items) => {
+                if self.within_rate() {
+                    self.batch(&items);
+                }
+            }
+            Incoming::Invalid { id, code, message } => {
+                if self.within_rate() {
+                    self.reply(Reply::error(id, code, &message));
+                }
+            }
+        }
+    }
+
+    /// Handles one binary frame: read as if it were text.
+    pub fn binary(&self, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.text(text),
+            Err(_) => self.reply(Reply::error(None, code::PARSE_ERROR, "parse error: binary frame is not UTF-8")),
+        }
+    }
+
+    /// Handles one request or notification: spends the rate budget, starts
+    /// it, and queues its answer once there is one.
+    pub fn request(&self, request: Request<'_>) {
+        if !self.within_rate() {
+            return self.refuse(request.id, "busy: rate limit exceeded");
+        }
+        let Some(running) = self.running.track() else {
+            if request.id.is_none() {
+                warn!(method = %request.method, "dropped a notification: too many requests running");
+            }
+            return self.refuse(request.id, &ErrorCode::Busy.to_string());
+        };
+        match self.start(request) {
+            Started::Done(reply) => self.reply_some(reply),
+            Started::Running(future) => {
+                let this = self.answers();
+                tokio::spawn(async move {
+                    this.reply_some(future.await);
+                    drop(running);
+                });
+            }
+        }
+    }
+
+    /// Starts a batch's requests in order (each up to its first await, like
+    /// single ones) and answers with one array in the same order, once all
+    /// are done.
+    fn batch(&self, items: &[&RawValue]) {
+        if items.is_empty() {
+            return self.reply(Reply::error(None, code::INVALID_REQUEST, "empty batch"));
+        }
+        if items.len() > self.max_batch_len {
+            self.observer.refused(Limit::BatchLen);
+            let message = format!("batch longer than {}", self.max_batch_len);
+            return self.reply(Reply::error(None, code::INVALID_REQUEST, &message));
+        }
+        let Some(running) = self.running.track() else {
+            return self.reply(Reply::error(None, ErrorCode::Busy.code(), &ErrorCode::Busy.to_string()));
+        };
+        let mut answers = Vec::with_capacity(items.len());
+        // The batch's frame paid for its first element.
+        for (at, item) in items.iter().enumerate() {
+            match wire::classify_item(item) {
+                Incoming::Request(request) if at > 0 && !self.within_rate() => {
+                    let busy = request
+                        .id
+                        .map(|id| Reply::error(Some(id), ErrorCode::Busy.code(), "busy: rate limit exceeded"));
+                    answers.push(Started::Done(busy));
+                }
+                Incoming::Request(request) => answers.push(self.start(request)),
+                Incoming::Response(response) => self.endpoint.complete(&response),
+                Incoming::Invalid { id, code, message } => {
+                    answers.push(Started::Done(Some(Reply::error(id, code, &message))));
+                }
+                Incoming::Batch(_) => {
+                    answers.push(Started::Done(Some(Reply::error(None, code::INVALID_REQUEST, "a batch cannot nest"))));
+                }
+            }
+        }
+        let this = self.answers();
+        tokio::spawn(async move {
+            let mut frames = Vec::with_capacity(answers.len());
+            for answer in answers {
+                let reply = match answer {
+                    Started::Done(reply) => reply,
+                    Started::Running(future) => future.await,
+                };
+                if let Some(reply) = reply {
+                    this.observe(&reply);
+                    frames.push(reply.frame);
+                }
+            }
+            // A batch of notifications only gets no answer at all.
+            if !frames.is_empty() {
+                this.endpoint.send(format!("[{}]", frames.join(",")));
+            }
+            drop(running);
+        });
+    }
+
+    fn start(&self, request: Request<'_>) -> Started {
+        wire::start(&self.methods, request, self.conn, self.endpoint.extensions())
+    }
+
+    /// Spends one message of the connection's rate budget; `false` once it
+    /// is spent, until it comes back.
+    fn within_rate(&self) -> bool {
+        if self.rate.as_ref().is_none_or(|rate| rate.try_acquire(Instant::now())) {
+            return true;
+        }
+        self.observer.refused(Limit::Rate);
+        false
+    }
+
+    /// Answers a request past a limit with Busy (the client backs off the
+    /// same way as from a relay past the in-flight limit); a notification
+    /// past it is dropped without a word.
+    fn refuse(&self, id: Option<&RawValue>, message: &str) {
+        if let Some(id) = id {
+            self.reply(Reply::error(Some(id), ErrorCode::Busy.code(), message));
+        }
+    }
+
+    fn reply(&self, reply: Reply) {
+        self.answers().reply(reply);
+    }
+
+    fn reply_some(&self, reply: Option<Reply>) {
+        self.answers().reply_some(reply);
+    }
+
+    /// What a spawned request needs to answer.
+    fn answers(&self) -> Answers<E> {
+        Answers { endpoint: self.endpoint.clone(), observer: self.observer.clone() }
+    }
+}
+
+impl Dispatch<Arc<Session>> {
+    /// The server's dispatch for one connection's `session`: `methods` are
+    /// the hub's `Signaling` methods; the hub's limits (rate, batch length)
+    /// apply and its observer is told.
+    pub fn for_session(hub: &Hub, methods: Methods, conn: ConnectionId, session: Arc<Session>) -> Self {
+        let limits = hub.limits();
+        Self {
+            observer: hub.observer().clone(),
+            rate: limits.rate_limiter(),
+            max_batch_len: limits.max_batch_len,
+            ..Self::new(methods, conn, session)
+        }
+    }
+}
+
+/// Where a request's answer goes, for requests that outlive their frame.
+struct Answers<E> {
+    endpoint: E,
+    observer: Arc<dyn Observer>,
+}
+
+impl<E: Endpoint> Answers<E> {
+    fn observe(&self, reply: &Reply) {
+        if let Some(code) = reply.error {
+            self.observer.error_sent(code);
+        }
+    }
+
+    fn reply(&self, reply: Reply) {
+        self.observe(&reply);
+        self.endpoint.send(reply.frame);
+    }
+
+    fn reply_some(&self, reply: Option<Reply>) {
+        if let Some(reply) = reply {
+            self.reply(reply);
+        }
+    }
+}
+
+/// Counts one connection's requests from their start until their answers
+/// are queued: the client's bound on handlers running at once, and how a
+/// server shutting down lets them finish before the close frame.
+#[derive(Debug, Clone)]
+pub struct Running(Arc<RunningInner>);
+
+#[derive(Debug)]
+struct RunningInner {
+    count: AtomicUsize,
+    max: usize,
+    finished: Notify,
+}
+
+/// Held by a running request until its answer is queued.
+#[derive(Debug)]
+struct RunningGuard(Running);
+
+impl Running {
+    fn new(max: usize) -> Self {
+        Self(Arc::new(RunningInner { count: AtomicUsize::new(0), max, finished: Notify::new() }))
+    }
+
+    /// Counts one more request, unless `max` are running.
+    fn track(&self) -> Option<RunningGuard> {
+        let max = self.0.max;
+        self.0.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(RunningGuard(self.clone()))
+    }
+
+    /// Whether no request is running.
+    pub fn is_idle(&self) -> bool {
+        self.0.count.load(Ordering::Acquire) == 0
+    }
+
+    /// Resolves once no request is running.
+    pub async fn all_finished(&self) {
+        loop {
+            let finished = self.0.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            finished.await;
+        }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.0.finished.notify_waiters();
+        }
+    }
+}
