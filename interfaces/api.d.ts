@@ -9,7 +9,7 @@
  * that cannot connect directly keeps talking through the server's `relay`
  * (same API; `linkState` says `'relayed'`).
  *
- * The wire protocol underneath is shared/PROTOCOL.md; the peer-to-peer
+ * The wire protocol underneath is interfaces/README.md; the peer-to-peer
  * payloads (DataChannel frames, relayed messages) are documented at the end
  * of this file.
  */

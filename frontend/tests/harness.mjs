@@ -1,5 +1,5 @@
 // What the browser tests share: the real server binary on 127.0.0.1:0, one
-// headless Chromium with the flags of shared/BROWSER-TESTS.md, and `Peer`,
+// headless Chromium with the flags of frontend/README.md, and `Peer`,
 // a page driving the real client bundle (`/webrtc-p2p.js`) from node.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -13,7 +13,7 @@ export const SERVER_BIN =
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 
-/** shared/BROWSER-TESTS.md: without the loopback flag no candidate pairs on 127.0.0.1. */
+/** frontend/README.md: without the loopback flag no candidate pairs on 127.0.0.1. */
 const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--disable-gpu',

@@ -1005,26 +1005,44 @@ function mayLink(rules, a, b) {
 
 // ../simple/ts/errors.ts
 var import_json_rpc_2 = __toESM(require_dist());
-var ErrorCode = /* @__PURE__ */ ((ErrorCode2) => {
-  ErrorCode2[ErrorCode2["ParseError"] = -32700] = "ParseError";
-  ErrorCode2[ErrorCode2["InvalidRequest"] = -32600] = "InvalidRequest";
-  ErrorCode2[ErrorCode2["MethodNotFound"] = -32601] = "MethodNotFound";
-  ErrorCode2[ErrorCode2["InvalidParams"] = -32602] = "InvalidParams";
-  ErrorCode2[ErrorCode2["InternalError"] = -32603] = "InternalError";
-  ErrorCode2[ErrorCode2["ConnectionClosed"] = -32e3] = "ConnectionClosed";
-  ErrorCode2[ErrorCode2["NotInitialized"] = -32001] = "NotInitialized";
-  ErrorCode2[ErrorCode2["AlreadyInitialized"] = -32002] = "AlreadyInitialized";
-  ErrorCode2[ErrorCode2["GroupNotFound"] = -32003] = "GroupNotFound";
-  ErrorCode2[ErrorCode2["NotAMember"] = -32004] = "NotAMember";
-  ErrorCode2[ErrorCode2["UserNotFound"] = -32005] = "UserNotFound";
-  ErrorCode2[ErrorCode2["PermissionDenied"] = -32006] = "PermissionDenied";
-  ErrorCode2[ErrorCode2["RelayTimeout"] = -32007] = "RelayTimeout";
-  ErrorCode2[ErrorCode2["PeerGone"] = -32008] = "PeerGone";
-  ErrorCode2[ErrorCode2["Busy"] = -32009] = "Busy";
-  ErrorCode2[ErrorCode2["LimitExceeded"] = -32010] = "LimitExceeded";
-  ErrorCode2[ErrorCode2["NoWebRtc"] = -32011] = "NoWebRtc";
-  return ErrorCode2;
-})(ErrorCode || {});
+
+// ../typings/ErrorCode.ts
+var ErrorCode = {
+  /** not initialized: call init first. */
+  NotInitialized: -32001,
+  /** already initialized. */
+  AlreadyInitialized: -32002,
+  /** group not found. */
+  GroupNotFound: -32003,
+  /** not a member of that group. */
+  NotAMember: -32004,
+  /** user not found in that group. */
+  UserNotFound: -32005,
+  /** permission denied by the group's capability. */
+  PermissionDenied: -32006,
+  /** relay timed out: the target did not answer in time. */
+  RelayTimeout: -32007,
+  /** peer gone: the target disconnected before answering. */
+  PeerGone: -32008,
+  /** busy: too many requests in flight. */
+  Busy: -32009,
+  /** limit exceeded. */
+  LimitExceeded: -32010
+};
+
+// ../simple/ts/errors.ts
+var ErrorCode2 = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  InternalError: -32603,
+  /** Never on the wire: the WebSocket is gone. */
+  ConnectionClosed: -32e3,
+  ...ErrorCode,
+  /** From one client to another: the answer of a member without WebRTC to an offer. */
+  NoWebRtc: -32011
+};
 var RpcError = class extends Error {
   name = "RpcError";
   code;
@@ -1042,9 +1060,9 @@ var RpcError = class extends Error {
 function toRpcError(error) {
   if (error instanceof RpcError) return error;
   if (error instanceof import_json_rpc_2.JSONRPCErrorException) {
-    return error.code === 0 ? new RpcError(-32e3 /* ConnectionClosed */, error.message) : new RpcError(error.code, error.message, error.data);
+    return error.code === 0 ? new RpcError(ErrorCode2.ConnectionClosed, error.message) : new RpcError(error.code, error.message, error.data);
   }
-  return new RpcError(-32603 /* InternalError */, error instanceof Error ? error.message : String(error));
+  return new RpcError(ErrorCode2.InternalError, error instanceof Error ? error.message : String(error));
 }
 
 // ../simple/ts/payload.ts
@@ -1068,7 +1086,7 @@ function toBody(data) {
   const body = typeof data === "string" ? data : data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const size = typeof body !== "string" ? body.byteLength : body.length * 3 > MAX_BODY_BYTES ? encoder.encode(body).byteLength : 0;
   if (size > MAX_BODY_BYTES) {
-    throw new RpcError(-32010 /* LimitExceeded */, `a message may carry at most ${MAX_BODY_BYTES} bytes, not ${size}`);
+    throw new RpcError(ErrorCode2.LimitExceeded, `a message may carry at most ${MAX_BODY_BYTES} bytes, not ${size}`);
   }
   return body;
 }
@@ -1107,7 +1125,7 @@ function errorFromBody(body) {
     }
   } catch {
   }
-  return new RpcError(-32603 /* InternalError */, "malformed error reply");
+  return new RpcError(ErrorCode2.InternalError, "malformed error reply");
 }
 function toRelayBody(body) {
   return typeof body === "string" ? { text: body } : { base64: toBase64(body) };
@@ -1165,11 +1183,402 @@ function fromBase64(text) {
 // ../simple/ts/service.ts
 var import_json_rpc_22 = __toESM(require_dist());
 
+// ../simple/ts/certificate.ts
+var CERTIFICATE_KEY = { name: "ECDSA", namedCurve: "P-256" };
+async function generateCertificate() {
+  if (typeof RTCPeerConnection === "undefined" || typeof RTCPeerConnection.generateCertificate !== "function") {
+    return void 0;
+  }
+  try {
+    return await RTCPeerConnection.generateCertificate(CERTIFICATE_KEY);
+  } catch {
+    return void 0;
+  }
+}
+function withCertificate(rtcConfig, certificate) {
+  if (rtcConfig.certificates !== void 0 || certificate === void 0 || certificate.expires <= Date.now()) {
+    return rtcConfig;
+  }
+  return { ...rtcConfig, certificates: [certificate] };
+}
+
+// ../simple/ts/calls.ts
+var MAX_FRAME_ID = 4294967295;
+var PendingCalls = class {
+  /** @param timeoutMs how long a call waits for its reply before it rejects with `RelayTimeout`. */
+  constructor(timeoutMs) {
+    this.timeoutMs = timeoutMs;
+  }
+  timeoutMs;
+  waiting = /* @__PURE__ */ new Map();
+  lastId = 0;
+  /** The id for the next request frame. */
+  nextId() {
+    this.lastId = this.lastId === MAX_FRAME_ID ? 1 : this.lastId + 1;
+    return this.lastId;
+  }
+  /** `call` went out as request `id`: it waits for the reply, or its timeout. */
+  wait(id, call) {
+    const timer = setTimeout(() => {
+      this.waiting.delete(id);
+      call.reject(new RpcError(ErrorCode2.RelayTimeout, `${call.peer} did not answer in time`));
+    }, this.timeoutMs);
+    this.waiting.set(id, { call, timer });
+  }
+  /**
+   * The reply (or error) to request `id` came from `peer`; one from another
+   * peer, or for an id no one waits for, is ignored.
+   */
+  settle(peer, id, outcome) {
+    const pending = this.waiting.get(id);
+    if (pending === void 0 || pending.call.peer !== peer) return;
+    this.waiting.delete(id);
+    clearTimeout(pending.timer);
+    if ("reply" in outcome) pending.call.resolve(outcome.reply);
+    else pending.call.reject(outcome.error);
+  }
+  /** The channel to `peer` is gone: no reply can come back on it. */
+  failPeer(peer, error) {
+    for (const [id, pending] of this.waiting) {
+      if (pending.call.peer !== peer) continue;
+      this.waiting.delete(id);
+      clearTimeout(pending.timer);
+      pending.call.reject(error);
+    }
+  }
+};
+
+// ../simple/ts/outbox.ts
+var Outboxes = class {
+  boxes = /* @__PURE__ */ new Map();
+  /** A link to `peer` opened: its messages may wait here. */
+  open(peer) {
+    this.boxes.set(peer, []);
+  }
+  /** Keeps `message` until `release(peer)`; dropped when `peer` has no outbox. */
+  hold(peer, message) {
+    this.boxes.get(peer)?.push(message);
+  }
+  /** What waits for `peer`, in send order; the outbox stays open, empty. */
+  release(peer) {
+    const waiting = this.boxes.get(peer) ?? [];
+    if (this.boxes.has(peer)) this.boxes.set(peer, []);
+    return waiting;
+  }
+  /** The link to `peer` closed: what waited is returned, the outbox is gone. */
+  close(peer) {
+    const waiting = this.boxes.get(peer) ?? [];
+    this.boxes.delete(peer);
+    return waiting;
+  }
+};
+
+// ../simple/ts/group.ts
+var Group = class {
+  constructor(groupId, owner, capability, members, host) {
+    this.groupId = groupId;
+    this.host = host;
+    this.calls = new PendingCalls(host.unicastTimeoutMs);
+    this.rules = { owner, capability };
+    this.memberList = [...members];
+    this.reconcile();
+  }
+  groupId;
+  host;
+  onmessage = null;
+  onunicast = null;
+  onmemberjoin = null;
+  onmemberleave = null;
+  onlinkstatechange = null;
+  rules;
+  /** Join order, as the server's `get_members`: the owner first. */
+  memberList;
+  links = /* @__PURE__ */ new Map();
+  /** Per peer, what waits for its link to leave 'connecting'. */
+  outboxes = new Outboxes();
+  /** Unicasts sent on a DataChannel, waiting for their reply frame. */
+  calls;
+  /** Members that left: a late relay from one of them must not bring it back. */
+  departed = /* @__PURE__ */ new Set();
+  /** Set once this member's view of the group is over: what its calls reject with from then on. */
+  ended;
+  /** Releases `handedOver`. */
+  release = () => void 0;
+  /**
+   * Resolves one task after the caller of `createGroup`/`joinGroup` got this
+   * group (or it ended): relays wait for it, so that handlers set right
+   * after that `await` see a broadcast or unicast that came during the join
+   * (a member without WebRTC greets a newcomer at once).
+   */
+  handedOver = new Promise((resolve) => {
+    this.release = resolve;
+  });
+  id() {
+    return this.groupId;
+  }
+  capability() {
+    return this.rules.capability;
+  }
+  owner() {
+    return this.rules.owner;
+  }
+  members() {
+    return [...this.memberList];
+  }
+  linkState(member) {
+    return this.links.get(member)?.state ?? "closed";
+  }
+  async broadcast(data) {
+    this.assertMember();
+    const self = this.host.self;
+    const others = this.memberList.filter((member) => member !== self);
+    const targets = others.filter((member) => mayBroadcast(this.rules, self, member));
+    if (targets.length === 0 && others.length > 0) {
+      throw new RpcError(ErrorCode2.PermissionDenied, "this capability lets this member broadcast to no one");
+    }
+    const body = toBody(data);
+    const stable = typeof body === "string" ? body : body.slice();
+    for (const member of targets) this.dispatch(member, { kind: "broadcast", body: stable });
+  }
+  unicast(target, data) {
+    return new Promise((resolve, reject) => {
+      this.assertMember();
+      if (!this.memberList.includes(target) || target === this.host.self) {
+        throw new RpcError(ErrorCode2.UserNotFound, `${target} is not another member of this group`);
+      }
+      if (!mayUnicast(this.rules, this.host.self, target)) {
+        throw new RpcError(ErrorCode2.PermissionDenied, `this capability forbids unicasts to ${target}`);
+      }
+      const body = toBody(data);
+      const call = { peer: target, body: typeof body === "string" ? body : body.slice(), resolve, reject };
+      this.dispatch(target, { kind: "unicast", call });
+    });
+  }
+  async leave() {
+    this.assertMember();
+    try {
+      await this.host.call("leave", [this.groupId]);
+    } finally {
+      this.end(new RpcError(ErrorCode2.NotAMember, `this member left group ${this.groupId}`));
+    }
+  }
+  /** The service is about to resolve `createGroup`/`joinGroup` with this group. */
+  handOver() {
+    setTimeout(this.release, 0);
+  }
+  /** The member list from `get_members`: it supersedes what came before it. */
+  setMembers(members) {
+    this.memberList = [...members];
+    for (const member of members) this.departed.delete(member);
+    this.reconcile();
+  }
+  memberJoined(member) {
+    this.departed.delete(member);
+    if (this.ended !== void 0 || this.memberList.includes(member)) return;
+    this.memberList.push(member);
+    this.reconcile();
+    this.onmemberjoin?.(member);
+  }
+  memberLeft(member) {
+    this.departed.add(member);
+    if (this.ended !== void 0 || !this.memberList.includes(member)) return;
+    this.memberList = this.memberList.filter((m) => m !== member);
+    const [first] = this.memberList;
+    if (member === this.rules.owner && first !== void 0) this.rules = { ...this.rules, owner: first };
+    this.closeLink(member);
+    this.reconcile();
+    this.onmemberleave?.(member);
+  }
+  /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
+  async onRelay(from, data) {
+    await this.handedOver;
+    const message = parseRelayed(data);
+    if (message === void 0) throw new RpcError(ErrorCode2.InvalidParams, "not a webrtc-p2p payload");
+    if (!this.departed.has(from)) this.memberJoined(from);
+    switch (message.kind) {
+      case "description":
+        this.links.get(from)?.receive({ description: message.description });
+        return void 0;
+      case "candidate":
+        this.links.get(from)?.receive({ candidate: message.candidate });
+        return void 0;
+      case "nowebrtc":
+        this.links.get(from)?.giveUp();
+        return void 0;
+      case "broadcast":
+        this.deliver(from, message.body);
+        return void 0;
+      case "unicast":
+        return toRelayBody(await this.answer(from, message.body));
+    }
+  }
+  /** Ends this member's view of the group without telling the server (left, or session gone). */
+  end(reason) {
+    if (this.ended !== void 0) return;
+    this.ended = reason;
+    this.release();
+    for (const member of [...this.links.keys()]) this.closeLink(member);
+    this.host.forget(this);
+  }
+  /** Opens the links the rules now call for and closes the ones they no longer allow. */
+  reconcile() {
+    if (this.ended !== void 0) return;
+    const self = this.host.self;
+    for (const member of this.memberList) {
+      if (mayLink(this.rules, self, member) && !this.links.has(member)) this.openLink(member);
+    }
+    for (const member of [...this.links.keys()]) {
+      if (!this.memberList.includes(member) || !mayLink(this.rules, self, member)) this.closeLink(member);
+    }
+  }
+  openLink(peer) {
+    const options = {
+      polite: this.host.self < peer,
+      rtcConfig: this.host.rtcConfig,
+      connectTimeoutMs: this.host.connectTimeoutMs,
+      blockCandidates: this.host.forceRelay(peer)
+    };
+    const link = this.host.openLink(peer, options, {
+      signal: (signal) => this.sendSignal(peer, link, signal),
+      statechange: (state) => this.linkChanged(peer, state),
+      message: (data) => this.onFrame(peer, data)
+    });
+    this.links.set(peer, link);
+    this.outboxes.open(peer);
+    this.onlinkstatechange?.(peer, link.state);
+  }
+  /**
+   * Offers go as relay requests so that a peer which will not negotiate (no
+   * WebRTC) can say so in its answer, and the link is relayed at once rather
+   * than at its connect timeout. Answers and candidates stay notifications:
+   * nothing needs their reply, and relays keep their order either way.
+   */
+  sendSignal(peer, link, signal) {
+    const params = [this.groupId, peer, { signal }];
+    if (!("description" in signal) || signal.description.type !== "offer") {
+      this.host.notify("relay", params);
+      return;
+    }
+    this.host.call("relay", params).then(
+      (answer) => {
+        if (!offerTaken(answer)) link.giveUp();
+      },
+      () => link.giveUp()
+    );
+  }
+  closeLink(peer) {
+    const link = this.links.get(peer);
+    if (link === void 0) return;
+    this.links.delete(peer);
+    link.close();
+  }
+  linkChanged(peer, state) {
+    if (state !== "direct") {
+      this.calls.failPeer(peer, new RpcError(ErrorCode2.PeerGone, `the link to ${peer} closed before it answered`));
+    }
+    if (state === "closed") {
+      for (const message of this.outboxes.close(peer)) {
+        if (message.kind === "unicast") message.call.reject(new RpcError(ErrorCode2.PeerGone, `${peer} left`));
+      }
+    } else if (state !== "connecting") {
+      for (const message of this.outboxes.release(peer)) this.dispatch(peer, message);
+    }
+    this.onlinkstatechange?.(peer, state);
+  }
+  /** Sends one message to one peer by the route its link offers now. */
+  dispatch(peer, message) {
+    const link = this.links.get(peer);
+    if (link === void 0) {
+      if (message.kind === "unicast") message.call.reject(new RpcError(ErrorCode2.PeerGone, `no link to ${peer}`));
+      return;
+    }
+    if (link.state === "connecting") {
+      this.outboxes.hold(peer, message);
+      return;
+    }
+    if (link.state === "direct" && this.sendDirect(link, message)) return;
+    this.sendRelayed(peer, message);
+  }
+  sendDirect(link, message) {
+    if (message.kind === "broadcast") return link.send(encodeFrame({ kind: 0 /* Broadcast */, id: 0, body: message.body }));
+    const id = this.calls.nextId();
+    if (!link.send(encodeFrame({ kind: 1 /* Request */, id, body: message.call.body }))) return false;
+    this.calls.wait(id, message.call);
+    return true;
+  }
+  sendRelayed(peer, message) {
+    if (message.kind === "broadcast") {
+      this.host.notify("relay", [this.groupId, peer, { broadcast: toRelayBody(message.body) }]);
+      return;
+    }
+    const { call } = message;
+    this.host.call("relay", [this.groupId, peer, { unicast: toRelayBody(call.body) }]).then(
+      (result) => {
+        const reply = fromRelayBody(result);
+        if (reply === void 0) call.reject(new RpcError(ErrorCode2.InternalError, "malformed unicast reply"));
+        else call.resolve(reply);
+      },
+      (error) => call.reject(toRpcError(error))
+    );
+  }
+  onFrame(peer, data) {
+    const frame = decodeFrame(data);
+    if (frame === void 0) return;
+    switch (frame.kind) {
+      case 0 /* Broadcast */:
+        this.deliver(peer, frame.body);
+        return;
+      case 1 /* Request */:
+        void this.answerFrame(peer, frame);
+        return;
+      case 2 /* Reply */:
+        this.calls.settle(peer, frame.id, { reply: frame.body });
+        return;
+      case 3 /* Error */:
+        this.calls.settle(peer, frame.id, { error: errorFromBody(frame.body) });
+        return;
+    }
+  }
+  async answerFrame(peer, request) {
+    let reply;
+    try {
+      reply = { kind: 2 /* Reply */, id: request.id, body: await this.answer(peer, request.body) };
+    } catch (error) {
+      reply = { kind: 3 /* Error */, id: request.id, body: errorBody(toRpcError(error)) };
+    }
+    this.links.get(peer)?.send(encodeFrame(reply));
+  }
+  deliver(from, body) {
+    if (this.ended !== void 0 || !mayBroadcast(this.rules, from, this.host.self)) return;
+    this.onmessage?.(from, body);
+  }
+  /** The reply of this member's `onunicast` to a unicast from `from`. */
+  async answer(from, body) {
+    if (this.ended !== void 0) throw this.ended;
+    if (!mayUnicast(this.rules, from, this.host.self)) {
+      throw new RpcError(ErrorCode2.PermissionDenied, "this capability forbids unicasts between these members");
+    }
+    const handler = this.onunicast;
+    if (handler === null) throw new RpcError(ErrorCode2.MethodNotFound, "the target has no onunicast handler");
+    let reply;
+    try {
+      reply = await handler(from, body);
+    } catch (error) {
+      throw new RpcError(ErrorCode2.InternalError, error instanceof Error ? error.message : String(error));
+    }
+    const replyBody = toBody(reply);
+    return typeof replyBody === "string" ? replyBody : replyBody.slice();
+  }
+  assertMember() {
+    if (this.ended !== void 0) throw this.ended;
+  }
+};
+
 // ../simple/ts/link.ts
 var CHANNEL_LABEL = "webrtc-p2p";
 var CHANNEL_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 var CHANNEL_LOW_WATER_BYTES = 1024 * 1024;
-var Link = class {
+var RtcLink = class {
   constructor(options, events) {
     this.options = options;
     this.events = events;
@@ -1207,12 +1616,6 @@ var Link = class {
   /** Incoming signals are applied one after the other, in arrival order. */
   signals = Promise.resolve();
   connectTimer;
-  /**
-   * Sends (or queues, while the channel drains) one message on the channel.
-   * False when the link is not direct, when the message is larger than the
-   * channel takes (the caller relays that one message), or when the channel
-   * turns out to be dead (the link then falls back to relay).
-   */
   send(message) {
     const channel = this.channel;
     if (this.state !== "direct" || channel === void 0) return false;
@@ -1225,18 +1628,12 @@ var Link = class {
     this.drain(channel);
     return this.state === "direct";
   }
-  /** Applies a signal from the peer, after every signal that came before it. */
   receive(signal) {
     this.signals = this.signals.then(() => this.apply(signal)).catch(() => this.fallBack());
   }
-  /**
-   * The peer said it will not negotiate (it has no WebRTC): relay from now
-   * on rather than wait for the connect timeout.
-   */
   giveUp() {
     this.fallBack();
   }
-  /** Ends the link for good: the peer left, or we did. */
   close() {
     this.setState("closed");
     this.shutDown();
@@ -1343,339 +1740,13 @@ var Link = class {
   }
 };
 
-// ../simple/ts/group.ts
-var MAX_FRAME_ID = 4294967295;
-var Group = class {
-  constructor(groupId, owner, capability, members, session) {
-    this.groupId = groupId;
-    this.session = session;
-    this.rules = { owner, capability };
-    this.memberList = [...members];
-    this.reconcile();
-  }
-  groupId;
-  session;
-  onmessage = null;
-  onunicast = null;
-  onmemberjoin = null;
-  onmemberleave = null;
-  onlinkstatechange = null;
-  rules;
-  /** Join order, as the server's `get_members`: the owner first. */
-  memberList;
-  links = /* @__PURE__ */ new Map();
-  /** Per peer, what waits for its link to leave 'connecting', in send order. */
-  outboxes = /* @__PURE__ */ new Map();
-  inFlight = /* @__PURE__ */ new Map();
-  /** Members that left: a late relay from one of them must not bring it back. */
-  departed = /* @__PURE__ */ new Set();
-  lastFrameId = 0;
-  /** Set once this member's view of the group is over: what its calls reject with from then on. */
-  ended;
-  /** Releases `handedOver`. */
-  release = () => void 0;
-  /**
-   * Resolves one task after the caller of `createGroup`/`joinGroup` got this
-   * group (or it ended): relays wait for it, so that handlers set right
-   * after that `await` see a broadcast or unicast that came during the join
-   * (a member without WebRTC greets a newcomer at once).
-   */
-  handedOver = new Promise((resolve) => {
-    this.release = resolve;
-  });
-  id() {
-    return this.groupId;
-  }
-  capability() {
-    return this.rules.capability;
-  }
-  owner() {
-    return this.rules.owner;
-  }
-  members() {
-    return [...this.memberList];
-  }
-  linkState(member) {
-    return this.links.get(member)?.state ?? "closed";
-  }
-  async broadcast(data) {
-    this.assertMember();
-    const self = this.session.self;
-    const others = this.memberList.filter((member) => member !== self);
-    const targets = others.filter((member) => mayBroadcast(this.rules, self, member));
-    if (targets.length === 0 && others.length > 0) {
-      throw new RpcError(-32006 /* PermissionDenied */, "this capability lets this member broadcast to no one");
-    }
-    const body = toBody(data);
-    const stable = typeof body === "string" ? body : body.slice();
-    for (const member of targets) this.dispatch(member, { kind: "broadcast", body: stable });
-  }
-  unicast(target, data) {
-    return new Promise((resolve, reject) => {
-      this.assertMember();
-      if (!this.memberList.includes(target) || target === this.session.self) {
-        throw new RpcError(-32005 /* UserNotFound */, `${target} is not another member of this group`);
-      }
-      if (!mayUnicast(this.rules, this.session.self, target)) {
-        throw new RpcError(-32006 /* PermissionDenied */, `this capability forbids unicasts to ${target}`);
-      }
-      const body = toBody(data);
-      const call = { peer: target, body: typeof body === "string" ? body : body.slice(), resolve, reject };
-      this.dispatch(target, { kind: "unicast", call });
-    });
-  }
-  async leave() {
-    this.assertMember();
-    try {
-      await this.session.call("leave", [this.groupId]);
-    } finally {
-      this.end(new RpcError(-32004 /* NotAMember */, `this member left group ${this.groupId}`));
-    }
-  }
-  /** The service is about to resolve `createGroup`/`joinGroup` with this group. */
-  handOver() {
-    setTimeout(this.release, 0);
-  }
-  /** The member list from `get_members`: it supersedes what came before it. */
-  setMembers(members) {
-    this.memberList = [...members];
-    for (const member of members) this.departed.delete(member);
-    this.reconcile();
-  }
-  memberJoined(member) {
-    this.departed.delete(member);
-    if (this.ended !== void 0 || this.memberList.includes(member)) return;
-    this.memberList.push(member);
-    this.reconcile();
-    this.onmemberjoin?.(member);
-  }
-  memberLeft(member) {
-    this.departed.add(member);
-    if (this.ended !== void 0 || !this.memberList.includes(member)) return;
-    this.memberList = this.memberList.filter((m) => m !== member);
-    const [first] = this.memberList;
-    if (member === this.rules.owner && first !== void 0) this.rules = { ...this.rules, owner: first };
-    this.closeLink(member);
-    this.reconcile();
-    this.onmemberleave?.(member);
-  }
-  /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
-  async relayed(from, data) {
-    await this.handedOver;
-    const message = parseRelayed(data);
-    if (message === void 0) throw new RpcError(-32602 /* InvalidParams */, "not a webrtc-p2p payload");
-    if (!this.departed.has(from)) this.memberJoined(from);
-    switch (message.kind) {
-      case "description":
-        this.links.get(from)?.receive({ description: message.description });
-        return void 0;
-      case "candidate":
-        this.links.get(from)?.receive({ candidate: message.candidate });
-        return void 0;
-      case "nowebrtc":
-        this.links.get(from)?.giveUp();
-        return void 0;
-      case "broadcast":
-        this.deliver(from, message.body);
-        return void 0;
-      case "unicast":
-        return toRelayBody(await this.answer(from, message.body));
-    }
-  }
-  /** Ends this member's view of the group without telling the server (left, or session gone). */
-  end(reason) {
-    if (this.ended !== void 0) return;
-    this.ended = reason;
-    this.release();
-    for (const member of [...this.links.keys()]) this.closeLink(member);
-    this.session.forget(this);
-  }
-  /** Opens the links the rules now call for and closes the ones they no longer allow. */
-  reconcile() {
-    if (this.ended !== void 0) return;
-    const self = this.session.self;
-    for (const member of this.memberList) {
-      if (mayLink(this.rules, self, member) && !this.links.has(member)) this.openLink(member);
-    }
-    for (const member of [...this.links.keys()]) {
-      if (!this.memberList.includes(member) || !mayLink(this.rules, self, member)) this.closeLink(member);
-    }
-  }
-  openLink(peer) {
-    const options = {
-      polite: this.session.self < peer,
-      rtcConfig: this.session.rtcConfig,
-      connectTimeoutMs: this.session.connectTimeoutMs,
-      blockCandidates: this.session.forceRelay(peer)
-    };
-    const link = new Link(options, {
-      signal: (signal) => this.sendSignal(peer, link, signal),
-      statechange: (state) => this.linkChanged(peer, state),
-      message: (data) => this.onFrame(peer, data)
-    });
-    this.links.set(peer, link);
-    this.outboxes.set(peer, []);
-    this.onlinkstatechange?.(peer, link.state);
-  }
-  /**
-   * Offers go as relay requests so that a peer which will not negotiate (no
-   * WebRTC) can say so in its answer, and the link is relayed at once rather
-   * than at its connect timeout. Answers and candidates stay notifications:
-   * nothing needs their reply, and relays keep their order either way.
-   */
-  sendSignal(peer, link, signal) {
-    const params = [this.groupId, peer, { signal }];
-    if (!("description" in signal) || signal.description.type !== "offer") {
-      this.session.notify("relay", params);
-      return;
-    }
-    this.session.call("relay", params).then(
-      (answer) => {
-        if (!offerTaken(answer)) link.giveUp();
-      },
-      () => link.giveUp()
-    );
-  }
-  closeLink(peer) {
-    const link = this.links.get(peer);
-    if (link === void 0) return;
-    this.links.delete(peer);
-    link.close();
-  }
-  linkChanged(peer, state) {
-    if (state !== "direct") this.failInFlight(peer);
-    if (state === "closed") {
-      for (const message of this.outboxes.get(peer) ?? []) {
-        if (message.kind === "unicast") message.call.reject(new RpcError(-32008 /* PeerGone */, `${peer} left`));
-      }
-      this.outboxes.delete(peer);
-    } else if (state !== "connecting") {
-      const waiting = this.outboxes.get(peer) ?? [];
-      this.outboxes.set(peer, []);
-      for (const message of waiting) this.dispatch(peer, message);
-    }
-    this.onlinkstatechange?.(peer, state);
-  }
-  /** Sends one message to one peer by the route its link offers now. */
-  dispatch(peer, message) {
-    const link = this.links.get(peer);
-    if (link === void 0) {
-      if (message.kind === "unicast") message.call.reject(new RpcError(-32008 /* PeerGone */, `no link to ${peer}`));
-      return;
-    }
-    if (link.state === "connecting") {
-      this.outboxes.get(peer)?.push(message);
-      return;
-    }
-    if (link.state === "direct" && this.sendDirect(link, message)) return;
-    this.sendRelayed(peer, message);
-  }
-  sendDirect(link, message) {
-    if (message.kind === "broadcast") return link.send(encodeFrame({ kind: 0 /* Broadcast */, id: 0, body: message.body }));
-    const id = this.nextFrameId();
-    const { call } = message;
-    if (!link.send(encodeFrame({ kind: 1 /* Request */, id, body: call.body }))) return false;
-    const timer = setTimeout(() => {
-      this.inFlight.delete(id);
-      call.reject(new RpcError(-32007 /* RelayTimeout */, `${call.peer} did not answer in time`));
-    }, this.session.unicastTimeoutMs);
-    this.inFlight.set(id, { call, timer });
-    return true;
-  }
-  sendRelayed(peer, message) {
-    if (message.kind === "broadcast") {
-      this.session.notify("relay", [this.groupId, peer, { broadcast: toRelayBody(message.body) }]);
-      return;
-    }
-    const { call } = message;
-    this.session.call("relay", [this.groupId, peer, { unicast: toRelayBody(call.body) }]).then(
-      (result) => {
-        const reply = fromRelayBody(result);
-        if (reply === void 0) call.reject(new RpcError(-32603 /* InternalError */, "malformed unicast reply"));
-        else call.resolve(reply);
-      },
-      (error) => call.reject(toRpcError(error))
-    );
-  }
-  onFrame(peer, data) {
-    const frame = decodeFrame(data);
-    if (frame === void 0) return;
-    switch (frame.kind) {
-      case 0 /* Broadcast */:
-        this.deliver(peer, frame.body);
-        return;
-      case 1 /* Request */:
-        void this.answerFrame(peer, frame);
-        return;
-      case 2 /* Reply */:
-      case 3 /* Error */:
-        this.settle(peer, frame);
-        return;
-    }
-  }
-  async answerFrame(peer, request) {
-    let reply;
-    try {
-      reply = { kind: 2 /* Reply */, id: request.id, body: await this.answer(peer, request.body) };
-    } catch (error) {
-      reply = { kind: 3 /* Error */, id: request.id, body: errorBody(toRpcError(error)) };
-    }
-    this.links.get(peer)?.send(encodeFrame(reply));
-  }
-  settle(peer, reply) {
-    const pending = this.inFlight.get(reply.id);
-    if (pending === void 0 || pending.call.peer !== peer) return;
-    this.inFlight.delete(reply.id);
-    clearTimeout(pending.timer);
-    if (reply.kind === 2 /* Reply */) pending.call.resolve(reply.body);
-    else pending.call.reject(errorFromBody(reply.body));
-  }
-  /** The channel a request went out on is gone: its reply cannot come back. */
-  failInFlight(peer) {
-    for (const [id, pending] of this.inFlight) {
-      if (pending.call.peer !== peer) continue;
-      this.inFlight.delete(id);
-      clearTimeout(pending.timer);
-      pending.call.reject(new RpcError(-32008 /* PeerGone */, `the link to ${peer} closed before it answered`));
-    }
-  }
-  deliver(from, body) {
-    if (this.ended !== void 0 || !mayBroadcast(this.rules, from, this.session.self)) return;
-    this.onmessage?.(from, body);
-  }
-  /** The reply of this member's `onunicast` to a unicast from `from`. */
-  async answer(from, body) {
-    if (this.ended !== void 0) throw this.ended;
-    if (!mayUnicast(this.rules, from, this.session.self)) {
-      throw new RpcError(-32006 /* PermissionDenied */, "this capability forbids unicasts between these members");
-    }
-    const handler = this.onunicast;
-    if (handler === null) throw new RpcError(-32601 /* MethodNotFound */, "the target has no onunicast handler");
-    let reply;
-    try {
-      reply = await handler(from, body);
-    } catch (error) {
-      throw new RpcError(-32603 /* InternalError */, error instanceof Error ? error.message : String(error));
-    }
-    const replyBody = toBody(reply);
-    return typeof replyBody === "string" ? replyBody : replyBody.slice();
-  }
-  nextFrameId() {
-    this.lastFrameId = this.lastFrameId === MAX_FRAME_ID ? 1 : this.lastFrameId + 1;
-    return this.lastFrameId;
-  }
-  assertMember() {
-    if (this.ended !== void 0) throw this.ended;
-  }
-};
-
 // ../simple/ts/wire.ts
 var ID_PATTERN = /^[0-9a-f]{32}$/;
 function isId(value) {
   return typeof value === "string" && ID_PATTERN.test(value);
 }
 function contractBroken(what) {
-  return new RpcError(-32603 /* InternalError */, `the server sent ${what}`);
+  return new RpcError(ErrorCode2.InternalError, `the server sent ${what}`);
 }
 function parseId(value) {
   if (!isId(value)) throw contractBroken("an invalid id");
@@ -1703,7 +1774,7 @@ function positional(params, names) {
 function parseRelayRequest(params) {
   const [groupId, from, data] = positional(params, ["group_id", "user_id", "data"]);
   if (!isId(groupId) || !isId(from) || data === void 0) {
-    throw new RpcError(-32602 /* InvalidParams */, "expected [group_id, user_id, data]");
+    throw new RpcError(ErrorCode2.InvalidParams, "expected [group_id, user_id, data]");
   }
   return { groupId, from, data };
 }
@@ -1715,17 +1786,6 @@ function parseGroupEvent(params) {
 // ../simple/ts/service.ts
 var DEFAULT_CONNECT_TIMEOUT_MS = 1e4;
 var DEFAULT_UNICAST_TIMEOUT_MS = 1e4;
-var CERTIFICATE_KEY = { name: "ECDSA", namedCurve: "P-256" };
-async function generateCertificate() {
-  if (typeof RTCPeerConnection === "undefined" || typeof RTCPeerConnection.generateCertificate !== "function") {
-    return void 0;
-  }
-  try {
-    return await RTCPeerConnection.generateCertificate(CERTIFICATE_KEY);
-  } catch {
-    return void 0;
-  }
-}
 var SimpleService = class {
   constructor(url, options = {}) {
     this.url = url;
@@ -1736,10 +1796,10 @@ var SimpleService = class {
   onclose = null;
   connection;
   joined;
-  groupSession;
+  host;
   self;
   closed = false;
-  /** Started with the session, shared by every link of every group (see `generateCertificate`). */
+  /** Started with the session, shared by every link of every group (see certificate.ts). */
   certificate;
   groups = /* @__PURE__ */ new Map();
   /**
@@ -1758,13 +1818,13 @@ var SimpleService = class {
   }
   info() {
     const self = this.self;
-    if (self === void 0) throw new RpcError(-32001 /* NotInitialized */, "join() has not resolved yet");
+    if (self === void 0) throw new RpcError(ErrorCode2.NotInitialized, "join() has not resolved yet");
     return { id: () => self };
   }
   async createGroup(capability = DEFAULT_CAPABILITY) {
-    const session = await this.session();
-    const id = parseId(await session.call("create", [capability]));
-    const group = new Group(id, session.self, capability, [session.self], session);
+    const host = await this.groupHost();
+    const id = parseId(await host.call("create", [capability]));
+    const group = new Group(id, host.self, capability, [host.self], host);
     this.groups.set(id, group);
     group.handOver();
     return group;
@@ -1777,10 +1837,10 @@ var SimpleService = class {
     return joining;
   }
   async enter(id) {
-    const session = await this.session();
-    const { owner, capability } = parseJoinResult(await session.call("join", [id]));
-    const members = session.call("get_members", [id]);
-    const group = new Group(id, owner, capability, owner === session.self ? [owner] : [owner, session.self], session);
+    const host = await this.groupHost();
+    const { owner, capability } = parseJoinResult(await host.call("join", [id]));
+    const members = host.call("get_members", [id]);
+    const group = new Group(id, owner, capability, owner === host.self ? [owner] : [owner, host.self], host);
     this.groups.set(id, group);
     try {
       group.setMembers(parseIds(await members));
@@ -1793,7 +1853,7 @@ var SimpleService = class {
     return group;
   }
   async connect() {
-    if (this.closed) throw new RpcError(-32e3 /* ConnectionClosed */, "the service was closed");
+    if (this.closed) throw new RpcError(ErrorCode2.ConnectionClosed, "the service was closed");
     this.certificate = this.options.rtcConfig?.certificates === void 0 ? generateCertificate() : Promise.resolve(void 0);
     const socket = new WebSocket(this.url);
     socket.binaryType = "arraybuffer";
@@ -1812,7 +1872,7 @@ var SimpleService = class {
     socket.onclose = () => this.shutDown("the connection to the server closed");
     await new Promise((resolve, reject) => {
       socket.onopen = () => resolve();
-      socket.onerror = () => reject(new RpcError(-32e3 /* ConnectionClosed */, `cannot connect to ${this.url}`));
+      socket.onerror = () => reject(new RpcError(ErrorCode2.ConnectionClosed, `cannot connect to ${this.url}`));
     });
     const self = parseId(await this.call("init", []));
     this.self = self;
@@ -1831,39 +1891,37 @@ var SimpleService = class {
     try {
       const { groupId, from, data } = parseRelayRequest(params);
       const group = this.groups.get(groupId) ?? await this.joining.get(groupId)?.catch(() => void 0);
-      if (group === void 0) throw new RpcError(-32004 /* NotAMember */, `not a member of ${groupId}`);
-      return await group.relayed(from, data);
+      if (group === void 0) throw new RpcError(ErrorCode2.NotAMember, `not a member of ${groupId}`);
+      return await group.onRelay(from, data);
     } catch (error) {
       throw toRpcError(error).toException();
     }
   }
   onMemberEvent(params, apply) {
     const event = parseGroupEvent(params);
-    if (event === void 0) throw new import_json_rpc_22.JSONRPCErrorException("expected [group_id, user_id]", -32602 /* InvalidParams */);
+    if (event === void 0) throw new import_json_rpc_22.JSONRPCErrorException("expected [group_id, user_id]", ErrorCode2.InvalidParams);
     const group = this.groups.get(event.groupId);
     if (group !== void 0) apply(group, event.userId);
   }
-  /** The session facts and calls a group needs, once `join()` resolved. */
-  async session() {
+  /** What a group needs of this service, once `join()` resolved. */
+  async groupHost() {
     await this.join();
     const certificate = await this.certificate;
-    if (this.closed) throw new RpcError(-32e3 /* ConnectionClosed */, "the service was closed");
-    this.groupSession ??= this.makeSession(this.info().id(), certificate);
-    return this.groupSession;
+    if (this.closed) throw new RpcError(ErrorCode2.ConnectionClosed, "the service was closed");
+    this.host ??= this.makeHost(this.info().id(), certificate);
+    return this.host;
   }
-  makeSession(self, certificate) {
+  makeHost(self, certificate) {
     const rtcConfig = this.options.rtcConfig ?? { iceServers: [] };
     return {
       self,
-      // The caller's own certificates, if any, win; an expired shared one is
-      // dropped (each connection then generates its own).
       get rtcConfig() {
-        if (certificate === void 0 || certificate.expires <= Date.now()) return rtcConfig;
-        return { ...rtcConfig, certificates: [certificate] };
+        return withCertificate(rtcConfig, certificate);
       },
       connectTimeoutMs: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       unicastTimeoutMs: this.options.unicastTimeoutMs ?? DEFAULT_UNICAST_TIMEOUT_MS,
       forceRelay: this.options.forceRelay ?? (() => false),
+      openLink: (_peer, options, events) => new RtcLink(options, events),
       call: (method, params) => this.call(method, params),
       notify: (method, params) => this.notify(method, params),
       forget: (group) => {
@@ -1873,7 +1931,7 @@ var SimpleService = class {
   }
   async call(method, params) {
     const connection = this.connection;
-    if (connection === void 0 || this.closed) throw new RpcError(-32e3 /* ConnectionClosed */, "not connected");
+    if (connection === void 0 || this.closed) throw new RpcError(ErrorCode2.ConnectionClosed, "not connected");
     try {
       return await connection.rpc.request(method, params);
     } catch (error) {
@@ -1892,7 +1950,7 @@ var SimpleService = class {
     if (this.closed) return;
     this.closed = true;
     this.connection?.rpc.rejectAllPendingRequests(reason);
-    const gone = new RpcError(-32e3 /* ConnectionClosed */, reason);
+    const gone = new RpcError(ErrorCode2.ConnectionClosed, reason);
     for (const group of [...this.groups.values()]) group.end(gone);
     this.onclose?.();
   }
@@ -1900,7 +1958,7 @@ var SimpleService = class {
 export {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_UNICAST_TIMEOUT_MS,
-  ErrorCode,
+  ErrorCode2 as ErrorCode,
   GroupCapability,
   MAX_BODY_BYTES,
   RpcError,

@@ -1,34 +1,34 @@
 import { JSONRPCErrorException } from 'json-rpc-2.0';
 import type * as api from '../../interfaces/api';
+import { ErrorCode as ProtocolCode } from '../../typings/ErrorCode';
 
-/** Every code an `RpcError` carries; see `ErrorCode` in interfaces/api.d.ts. */
-export enum ErrorCode {
-  ParseError = -32700,
-  InvalidRequest = -32600,
-  MethodNotFound = -32601,
-  InvalidParams = -32602,
-  InternalError = -32603,
-  ConnectionClosed = -32000,
-  NotInitialized = -32001,
-  AlreadyInitialized = -32002,
-  GroupNotFound = -32003,
-  NotAMember = -32004,
-  UserNotFound = -32005,
-  PermissionDenied = -32006,
-  RelayTimeout = -32007,
-  PeerGone = -32008,
-  Busy = -32009,
-  LimitExceeded = -32010,
-  NoWebRtc = -32011,
-}
+/**
+ * Every code an `RpcError` carries; see `ErrorCode` in interfaces/api.d.ts:
+ * JSON-RPC's own codes, the protocol's application codes (typings/,
+ * generated from the Rust `ErrorCode`) and the codes only clients raise.
+ */
+export const ErrorCode = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  InternalError: -32603,
+  /** Never on the wire: the WebSocket is gone. */
+  ConnectionClosed: -32000,
+  ...ProtocolCode,
+  /** From one client to another: the answer of a member without WebRTC to an offer. */
+  NoWebRtc: -32011,
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /** The one error type the API rejects with: a JSON-RPC error, local or remote. */
 export class RpcError extends Error implements api.IRpcError {
   override readonly name = 'RpcError';
-  readonly code: ErrorCode | number;
+  readonly code: number;
   readonly data?: unknown;
 
-  constructor(code: ErrorCode | number, message: string, data?: unknown) {
+  constructor(code: number, message: string, data?: unknown) {
     super(message);
     this.code = code;
     if (data !== undefined) this.data = data;

@@ -1,12 +1,16 @@
 /**
- * One group as this member sees it: the member list, one `Link` per peer the
- * capability allows, and the routing of broadcasts and unicasts over those
- * links or, for a relayed link, through the server.
+ * One group as this member sees it: the member list and its owner, one link
+ * per peer the capability allows (topology), and the routing of broadcasts
+ * and unicasts over those links or, for a relayed link, through the server.
+ * Links come from the host's `openLink`, so all of this runs without a
+ * browser in the unit tests.
  */
 import type { Data, GroupId, IGroup, LinkState, Received, RelayBody, UserId } from '../../interfaces/api';
 import { mayBroadcast, mayLink, mayUnicast, type Rules } from './capability';
 import { ErrorCode, RpcError, toRpcError } from './errors';
-import { Link, type Signal } from './link';
+import { PendingCalls, type Call } from './calls';
+import type { Link, LinkFactory, Signal } from './link';
+import { Outboxes, type Outgoing } from './outbox';
 import {
   type Body,
   type Frame,
@@ -22,38 +26,20 @@ import {
   toRelayBody,
 } from './payload';
 
-/** What a group needs from its service: the session, and its knobs. */
-export interface Session {
+/** What a group needs from its service: this member, the server, links, and the knobs. */
+export interface GroupHost {
   readonly self: UserId;
   readonly rtcConfig: RTCConfiguration;
   readonly connectTimeoutMs: number;
   readonly unicastTimeoutMs: number;
   readonly forceRelay: (peer: UserId) => boolean;
+  /** Opens a link to one peer (an RTCPeerConnection in the browser). */
+  readonly openLink: LinkFactory;
   call(method: string, params: unknown[]): Promise<unknown>;
   notify(method: string, params: unknown[]): void;
   /** The group is over for this member (left, or the session closed). */
   forget(group: Group): void;
 }
-
-/** A message for one peer, waiting while its link is 'connecting'. */
-type Outgoing = { readonly kind: 'broadcast'; readonly body: Body } | { readonly kind: 'unicast'; readonly call: Call };
-
-/** A unicast waiting for its reply. */
-interface Call {
-  readonly peer: UserId;
-  readonly body: Body;
-  readonly resolve: (reply: Received) => void;
-  readonly reject: (error: RpcError) => void;
-}
-
-/** A unicast sent on a DataChannel, keyed by its frame id. */
-interface InFlight {
-  readonly call: Call;
-  readonly timer: ReturnType<typeof setTimeout>;
-}
-
-/** Frame ids are 32-bit; after this one they start over at 1. */
-const MAX_FRAME_ID = 0xffff_ffff;
 
 export class Group implements IGroup {
   onmessage: ((from: UserId, data: Received) => void) | null = null;
@@ -66,12 +52,12 @@ export class Group implements IGroup {
   /** Join order, as the server's `get_members`: the owner first. */
   private memberList: UserId[];
   private readonly links = new Map<UserId, Link>();
-  /** Per peer, what waits for its link to leave 'connecting', in send order. */
-  private readonly outboxes = new Map<UserId, Outgoing[]>();
-  private readonly inFlight = new Map<number, InFlight>();
+  /** Per peer, what waits for its link to leave 'connecting'. */
+  private readonly outboxes = new Outboxes();
+  /** Unicasts sent on a DataChannel, waiting for their reply frame. */
+  private readonly calls: PendingCalls;
   /** Members that left: a late relay from one of them must not bring it back. */
   private readonly departed = new Set<UserId>();
-  private lastFrameId = 0;
   /** Set once this member's view of the group is over: what its calls reject with from then on. */
   private ended: RpcError | undefined;
   /** Releases `handedOver`. */
@@ -91,8 +77,9 @@ export class Group implements IGroup {
     owner: UserId,
     capability: number,
     members: UserId[],
-    private readonly session: Session,
+    private readonly host: GroupHost,
   ) {
+    this.calls = new PendingCalls(host.unicastTimeoutMs);
     this.rules = { owner, capability };
     this.memberList = [...members];
     this.reconcile();
@@ -120,7 +107,7 @@ export class Group implements IGroup {
 
   async broadcast(data: Data): Promise<void> {
     this.assertMember();
-    const self = this.session.self;
+    const self = this.host.self;
     const others = this.memberList.filter((member) => member !== self);
     const targets = others.filter((member) => mayBroadcast(this.rules, self, member));
     if (targets.length === 0 && others.length > 0) {
@@ -135,10 +122,10 @@ export class Group implements IGroup {
   unicast(target: UserId, data: Data): Promise<Received> {
     return new Promise((resolve, reject) => {
       this.assertMember();
-      if (!this.memberList.includes(target) || target === this.session.self) {
+      if (!this.memberList.includes(target) || target === this.host.self) {
         throw new RpcError(ErrorCode.UserNotFound, `${target} is not another member of this group`);
       }
-      if (!mayUnicast(this.rules, this.session.self, target)) {
+      if (!mayUnicast(this.rules, this.host.self, target)) {
         throw new RpcError(ErrorCode.PermissionDenied, `this capability forbids unicasts to ${target}`);
       }
       const body = toBody(data);
@@ -150,7 +137,7 @@ export class Group implements IGroup {
   async leave(): Promise<void> {
     this.assertMember();
     try {
-      await this.session.call('leave', [this.groupId]);
+      await this.host.call('leave', [this.groupId]);
     } finally {
       this.end(new RpcError(ErrorCode.NotAMember, `this member left group ${this.groupId}`));
     }
@@ -189,7 +176,7 @@ export class Group implements IGroup {
   }
 
   /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
-  async relayed(from: UserId, data: unknown): Promise<RelayBody | undefined> {
+  async onRelay(from: UserId, data: unknown): Promise<RelayBody | undefined> {
     await this.handedOver;
     const message = parseRelayed(data);
     if (message === undefined) throw new RpcError(ErrorCode.InvalidParams, 'not a webrtc-p2p payload');
@@ -220,13 +207,13 @@ export class Group implements IGroup {
     this.ended = reason;
     this.release();
     for (const member of [...this.links.keys()]) this.closeLink(member);
-    this.session.forget(this);
+    this.host.forget(this);
   }
 
   /** Opens the links the rules now call for and closes the ones they no longer allow. */
   private reconcile(): void {
     if (this.ended !== undefined) return;
-    const self = this.session.self;
+    const self = this.host.self;
     for (const member of this.memberList) {
       if (mayLink(this.rules, self, member) && !this.links.has(member)) this.openLink(member);
     }
@@ -237,18 +224,18 @@ export class Group implements IGroup {
 
   private openLink(peer: UserId): void {
     const options = {
-      polite: this.session.self < peer,
-      rtcConfig: this.session.rtcConfig,
-      connectTimeoutMs: this.session.connectTimeoutMs,
-      blockCandidates: this.session.forceRelay(peer),
+      polite: this.host.self < peer,
+      rtcConfig: this.host.rtcConfig,
+      connectTimeoutMs: this.host.connectTimeoutMs,
+      blockCandidates: this.host.forceRelay(peer),
     };
-    const link = new Link(options, {
+    const link = this.host.openLink(peer, options, {
       signal: (signal: Signal) => this.sendSignal(peer, link, signal),
       statechange: (state: LinkState) => this.linkChanged(peer, state),
       message: (data: unknown) => this.onFrame(peer, data),
     });
     this.links.set(peer, link);
-    this.outboxes.set(peer, []);
+    this.outboxes.open(peer);
     this.onlinkstatechange?.(peer, link.state);
   }
 
@@ -261,10 +248,10 @@ export class Group implements IGroup {
   private sendSignal(peer: UserId, link: Link, signal: Signal): void {
     const params = [this.groupId, peer, { signal }];
     if (!('description' in signal) || signal.description.type !== 'offer') {
-      this.session.notify('relay', params);
+      this.host.notify('relay', params);
       return;
     }
-    this.session.call('relay', params).then(
+    this.host.call('relay', params).then(
       (answer) => {
         if (!offerTaken(answer)) link.giveUp();
       },
@@ -280,16 +267,16 @@ export class Group implements IGroup {
   }
 
   private linkChanged(peer: UserId, state: LinkState): void {
-    if (state !== 'direct') this.failInFlight(peer);
+    // The channel a request went out on is gone: its reply cannot come back.
+    if (state !== 'direct') {
+      this.calls.failPeer(peer, new RpcError(ErrorCode.PeerGone, `the link to ${peer} closed before it answered`));
+    }
     if (state === 'closed') {
-      for (const message of this.outboxes.get(peer) ?? []) {
+      for (const message of this.outboxes.close(peer)) {
         if (message.kind === 'unicast') message.call.reject(new RpcError(ErrorCode.PeerGone, `${peer} left`));
       }
-      this.outboxes.delete(peer);
     } else if (state !== 'connecting') {
-      const waiting = this.outboxes.get(peer) ?? [];
-      this.outboxes.set(peer, []);
-      for (const message of waiting) this.dispatch(peer, message);
+      for (const message of this.outboxes.release(peer)) this.dispatch(peer, message);
     }
     this.onlinkstatechange?.(peer, state);
   }
@@ -302,7 +289,7 @@ export class Group implements IGroup {
       return;
     }
     if (link.state === 'connecting') {
-      this.outboxes.get(peer)?.push(message);
+      this.outboxes.hold(peer, message);
       return;
     }
     if (link.state === 'direct' && this.sendDirect(link, message)) return;
@@ -311,24 +298,19 @@ export class Group implements IGroup {
 
   private sendDirect(link: Link, message: Outgoing): boolean {
     if (message.kind === 'broadcast') return link.send(encodeFrame({ kind: FrameKind.Broadcast, id: 0, body: message.body }));
-    const id = this.nextFrameId();
-    const { call } = message;
-    if (!link.send(encodeFrame({ kind: FrameKind.Request, id, body: call.body }))) return false;
-    const timer = setTimeout(() => {
-      this.inFlight.delete(id);
-      call.reject(new RpcError(ErrorCode.RelayTimeout, `${call.peer} did not answer in time`));
-    }, this.session.unicastTimeoutMs);
-    this.inFlight.set(id, { call, timer });
+    const id = this.calls.nextId();
+    if (!link.send(encodeFrame({ kind: FrameKind.Request, id, body: message.call.body }))) return false;
+    this.calls.wait(id, message.call);
     return true;
   }
 
   private sendRelayed(peer: UserId, message: Outgoing): void {
     if (message.kind === 'broadcast') {
-      this.session.notify('relay', [this.groupId, peer, { broadcast: toRelayBody(message.body) }]);
+      this.host.notify('relay', [this.groupId, peer, { broadcast: toRelayBody(message.body) }]);
       return;
     }
     const { call } = message;
-    this.session.call('relay', [this.groupId, peer, { unicast: toRelayBody(call.body) }]).then(
+    this.host.call('relay', [this.groupId, peer, { unicast: toRelayBody(call.body) }]).then(
       (result) => {
         const reply = fromRelayBody(result);
         if (reply === undefined) call.reject(new RpcError(ErrorCode.InternalError, 'malformed unicast reply'));
@@ -349,8 +331,10 @@ export class Group implements IGroup {
         void this.answerFrame(peer, frame);
         return;
       case FrameKind.Reply:
+        this.calls.settle(peer, frame.id, { reply: frame.body });
+        return;
       case FrameKind.Error:
-        this.settle(peer, frame);
+        this.calls.settle(peer, frame.id, { error: errorFromBody(frame.body) });
         return;
     }
   }
@@ -366,34 +350,15 @@ export class Group implements IGroup {
     this.links.get(peer)?.send(encodeFrame(reply));
   }
 
-  private settle(peer: UserId, reply: Frame): void {
-    const pending = this.inFlight.get(reply.id);
-    if (pending === undefined || pending.call.peer !== peer) return;
-    this.inFlight.delete(reply.id);
-    clearTimeout(pending.timer);
-    if (reply.kind === FrameKind.Reply) pending.call.resolve(reply.body);
-    else pending.call.reject(errorFromBody(reply.body));
-  }
-
-  /** The channel a request went out on is gone: its reply cannot come back. */
-  private failInFlight(peer: UserId): void {
-    for (const [id, pending] of this.inFlight) {
-      if (pending.call.peer !== peer) continue;
-      this.inFlight.delete(id);
-      clearTimeout(pending.timer);
-      pending.call.reject(new RpcError(ErrorCode.PeerGone, `the link to ${peer} closed before it answered`));
-    }
-  }
-
   private deliver(from: UserId, body: Body): void {
-    if (this.ended !== undefined || !mayBroadcast(this.rules, from, this.session.self)) return;
+    if (this.ended !== undefined || !mayBroadcast(this.rules, from, this.host.self)) return;
     this.onmessage?.(from, body);
   }
 
   /** The reply of this member's `onunicast` to a unicast from `from`. */
   private async answer(from: UserId, body: Body): Promise<Body> {
     if (this.ended !== undefined) throw this.ended;
-    if (!mayUnicast(this.rules, from, this.session.self)) {
+    if (!mayUnicast(this.rules, from, this.host.self)) {
       throw new RpcError(ErrorCode.PermissionDenied, 'this capability forbids unicasts between these members');
     }
     const handler = this.onunicast;
@@ -406,11 +371,6 @@ export class Group implements IGroup {
     }
     const replyBody = toBody(reply);
     return typeof replyBody === 'string' ? replyBody : replyBody.slice();
-  }
-
-  private nextFrameId(): number {
-    this.lastFrameId = this.lastFrameId === MAX_FRAME_ID ? 1 : this.lastFrameId + 1;
-    return this.lastFrameId;
   }
 
   private assertMember(): void {

@@ -2,13 +2,20 @@
  * webrtc-p2p's browser client, bundled as the ES module `/webrtc-p2p.js`.
  *
  * # Layout
- * - `service.ts`: `SimpleService`, the WebSocket session and JSON-RPC peer.
- * - `group.ts`: one group: members, links, broadcast/unicast routing.
- * - `link.ts`: one RTCPeerConnection + DataChannel, perfect negotiation.
+ * - `service.ts`: `SimpleService`, the WebSocket session and JSON-RPC peer;
+ *   hands each group a `GroupHost` (server calls, knobs, link factory).
+ * - `certificate.ts`: the one DTLS certificate a service's links share.
+ * - `group.ts`: one group: members and owner, which peers get a link
+ *   (topology), broadcast/unicast routing. Browser-free: links come from
+ *   the host (unit tests: frontend/tests/*.unit.test.mjs).
+ * - `outbox.ts`: per peer, the messages waiting while its link connects.
+ * - `calls.ts`: DataChannel unicasts waiting for their reply (correlation by frame id).
+ * - `link.ts`: `Link`, what a group routes by; `RtcLink`, one
+ *   RTCPeerConnection + DataChannel with perfect negotiation.
  * - `payload.ts`: DataChannel frames and relayed bodies (client ↔ client).
  * - `wire.ts`: the server's messages, checked (client ↔ server).
  * - `capability.ts`: capability bits and the pair rule.
- * - `errors.ts`: `RpcError` and its codes.
+ * - `errors.ts`: `RpcError` and its codes (built on typings/ErrorCode.ts).
  *
  * The public contract is interfaces/api.d.ts.
  */
@@ -29,22 +36,20 @@ export type {
   UserId,
 } from '../../interfaces/api';
 
-// The runtime enums above restate the contract's; tsc proves them equal,
-// member for member, in both directions.
+// The runtime values above restate the contract's enums; tsc proves them
+// equal, name for name and value for value, in both directions. (errors.ts
+// builds on typings/ErrorCode.ts, generated from Rust: a code added there
+// must be added to the contract too.)
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Proof<T extends true> = T;
+/** An enum's or a const object's members as plain numbers. */
+type Values<E> = { -readonly [K in keyof E]: `${E[K] & number}` extends `${infer N extends number}` ? N : never };
 export type EnumsMatchContract = [
-  Proof<Same<typeof import('./capability').GroupCapability, typeof import('../../interfaces/api').GroupCapability>>,
-  Proof<Same<typeof import('./errors').ErrorCode, typeof import('../../interfaces/api').ErrorCode>>,
+  Proof<
+    Same<
+      Values<typeof import('./capability').GroupCapability>,
+      Values<typeof import('../../interfaces/api').GroupCapability>
+    >
+  >,
+  Proof<Same<Values<typeof import('./errors').ErrorCode>, Values<typeof import('../../interfaces/api').ErrorCode>>>,
 ];
-
-// And the protocol's application codes (typings/, generated from Rust) are
-// these, by name and value.
-type ProtocolCodes = typeof import('../../typings/ErrorCode').ErrorCode;
-type OurCodes = typeof import('./errors').ErrorCode;
-export type ErrorCodesMatchProtocol = Proof<
-  Same<
-    { [K in keyof ProtocolCodes]: ProtocolCodes[K] },
-    { [K in keyof ProtocolCodes]: `${OurCodes[K]}` extends `${infer N extends number}` ? N : never }
-  >
->;

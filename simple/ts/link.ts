@@ -1,8 +1,9 @@
 /**
- * One RTCPeerConnection with one DataChannel to one peer, negotiated with
- * the "perfect negotiation" pattern, and the state the group routes by.
+ * A link to one peer: what a group routes by (`Link`), and the browser's
+ * link, `RtcLink`: one RTCPeerConnection with one DataChannel, negotiated
+ * with the "perfect negotiation" pattern.
  */
-import type { LinkState } from '../../interfaces/api';
+import type { LinkState, UserId } from '../../interfaces/api';
 
 /** A signaling message for the peer, sent through the server's `relay`. */
 export type Signal = { readonly description: RTCSessionDescriptionInit } | { readonly candidate: RTCIceCandidateInit };
@@ -27,6 +28,24 @@ export interface LinkEvents {
   message(data: unknown): void;
 }
 
+/** What a group needs of a link to one peer. */
+export interface Link {
+  /** 'connecting' until P2P works ('direct') or gives up ('relayed'); 'closed' once closed. */
+  readonly state: LinkState;
+  send(message: Uint8Array<ArrayBuffer>): boolean;
+  receive(signal: Signal): void;
+  /**
+   * The peer said it will not negotiate (it has no WebRTC): relay from now
+   * on rather than wait for the connect timeout.
+   */
+  giveUp(): void;
+  /** Ends the link for good: the peer left, or we did. */
+  close(): void;
+}
+
+/** Opens a link; `RtcLink` in the browser, a stand-in in the unit tests. */
+export type LinkFactory = (peer: UserId, options: LinkOptions, events: LinkEvents) => Link;
+
 /** The label of the one DataChannel of a link. */
 const CHANNEL_LABEL = 'webrtc-p2p';
 /**
@@ -37,7 +56,7 @@ const CHANNEL_LABEL = 'webrtc-p2p';
 const CHANNEL_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 const CHANNEL_LOW_WATER_BYTES = 1024 * 1024;
 
-export class Link {
+export class RtcLink implements Link {
   /** 'connecting' until the channel opens ('direct') or P2P gives up ('relayed'). */
   state: LinkState = 'connecting';
   private readonly pc: RTCPeerConnection;
@@ -81,12 +100,6 @@ export class Link {
     }, options.connectTimeoutMs);
   }
 
-  /**
-   * Sends (or queues, while the channel drains) one message on the channel.
-   * False when the link is not direct, when the message is larger than the
-   * channel takes (the caller relays that one message), or when the channel
-   * turns out to be dead (the link then falls back to relay).
-   */
   send(message: Uint8Array<ArrayBuffer>): boolean {
     const channel = this.channel;
     if (this.state !== 'direct' || channel === undefined) return false;
@@ -100,20 +113,14 @@ export class Link {
     return this.state === 'direct';
   }
 
-  /** Applies a signal from the peer, after every signal that came before it. */
   receive(signal: Signal): void {
     this.signals = this.signals.then(() => this.apply(signal)).catch(() => this.fallBack());
   }
 
-  /**
-   * The peer said it will not negotiate (it has no WebRTC): relay from now
-   * on rather than wait for the connect timeout.
-   */
   giveUp(): void {
     this.fallBack();
   }
 
-  /** Ends the link for good: the peer left, or we did. */
   close(): void {
     this.setState('closed');
     this.shutDown();

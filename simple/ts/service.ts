@@ -15,32 +15,15 @@ import type * as api from '../../interfaces/api';
 import type { GroupId, IService, IServiceInfo, ServiceOptions, UserId } from '../../interfaces/api';
 import { DEFAULT_CAPABILITY } from './capability';
 import { ErrorCode, RpcError, toRpcError } from './errors';
-import { Group, type Session } from './group';
+import { generateCertificate, withCertificate } from './certificate';
+import { Group, type GroupHost } from './group';
+import { RtcLink } from './link';
 import { parseGroupEvent, parseId, parseIds, parseJoinResult, parseRelayRequest } from './wire';
 
 /** How long a link may stay 'connecting' before its messages go through the server. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** How long a DataChannel unicast waits for its reply (the server's relay timeout is the same). */
 export const DEFAULT_UNICAST_TIMEOUT_MS = 10_000;
-
-/** The DTLS certificates' key: what Chromium generates for each connection by default. */
-const CERTIFICATE_KEY: EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
-
-/**
- * One DTLS certificate for all of a service's connections, so that a new
- * RTCPeerConnection does not generate a key of its own. Undefined where
- * there is no WebRTC or generation fails: each connection then makes its own.
- */
-async function generateCertificate(): Promise<RTCCertificate | undefined> {
-  if (typeof RTCPeerConnection === 'undefined' || typeof RTCPeerConnection.generateCertificate !== 'function') {
-    return undefined;
-  }
-  try {
-    return await RTCPeerConnection.generateCertificate(CERTIFICATE_KEY);
-  } catch {
-    return undefined;
-  }
-}
 
 /** The live part of a service: exists from `join()` until the session ends. */
 interface Connection {
@@ -53,10 +36,10 @@ export class SimpleService implements IService {
 
   private connection: Connection | undefined;
   private joined: Promise<IServiceInfo> | undefined;
-  private groupSession: Session | undefined;
+  private host: GroupHost | undefined;
   private self: UserId | undefined;
   private closed = false;
-  /** Started with the session, shared by every link of every group (see `generateCertificate`). */
+  /** Started with the session, shared by every link of every group (see certificate.ts). */
   private certificate: Promise<RTCCertificate | undefined> | undefined;
   private readonly groups = new Map<GroupId, Group>();
   /**
@@ -88,9 +71,9 @@ export class SimpleService implements IService {
   }
 
   async createGroup(capability: api.GroupCapability | number = DEFAULT_CAPABILITY): Promise<Group> {
-    const session = await this.session();
-    const id = parseId(await session.call('create', [capability]));
-    const group = new Group(id, session.self, capability, [session.self], session);
+    const host = await this.groupHost();
+    const id = parseId(await host.call('create', [capability]));
+    const group = new Group(id, host.self, capability, [host.self], host);
     this.groups.set(id, group);
     group.handOver();
     return group;
@@ -105,14 +88,14 @@ export class SimpleService implements IService {
   }
 
   private async enter(id: GroupId): Promise<Group> {
-    const session = await this.session();
-    const { owner, capability } = parseJoinResult(await session.call('join', [id]));
+    const host = await this.groupHost();
+    const { owner, capability } = parseJoinResult(await host.call('join', [id]));
     // Asked first, so that the question is on its way while the group opens
     // its first link; the answer is handled after this task, group in place.
-    const members = session.call('get_members', [id]);
+    const members = host.call('get_members', [id]);
     // Registered before `get_members` answers so that peers' offers find it;
     // the member list is completed by the answer.
-    const group = new Group(id, owner, capability, owner === session.self ? [owner] : [owner, session.self], session);
+    const group = new Group(id, owner, capability, owner === host.self ? [owner] : [owner, host.self], host);
     this.groups.set(id, group);
     try {
       group.setMembers(parseIds(await members));
@@ -170,7 +153,7 @@ export class SimpleService implements IService {
       const { groupId, from, data } = parseRelayRequest(params);
       const group = this.groups.get(groupId) ?? (await this.joining.get(groupId)?.catch(() => undefined));
       if (group === undefined) throw new RpcError(ErrorCode.NotAMember, `not a member of ${groupId}`);
-      return await group.relayed(from, data);
+      return await group.onRelay(from, data);
     } catch (error) {
       throw toRpcError(error).toException();
     }
@@ -183,28 +166,26 @@ export class SimpleService implements IService {
     if (group !== undefined) apply(group, event.userId);
   }
 
-  /** The session facts and calls a group needs, once `join()` resolved. */
-  private async session(): Promise<Session> {
+  /** What a group needs of this service, once `join()` resolved. */
+  private async groupHost(): Promise<GroupHost> {
     await this.join();
     const certificate = await this.certificate;
     if (this.closed) throw new RpcError(ErrorCode.ConnectionClosed, 'the service was closed');
-    this.groupSession ??= this.makeSession(this.info().id(), certificate);
-    return this.groupSession;
+    this.host ??= this.makeHost(this.info().id(), certificate);
+    return this.host;
   }
 
-  private makeSession(self: UserId, certificate: RTCCertificate | undefined): Session {
+  private makeHost(self: UserId, certificate: RTCCertificate | undefined): GroupHost {
     const rtcConfig = this.options.rtcConfig ?? { iceServers: [] };
     return {
       self,
-      // The caller's own certificates, if any, win; an expired shared one is
-      // dropped (each connection then generates its own).
       get rtcConfig(): RTCConfiguration {
-        if (certificate === undefined || certificate.expires <= Date.now()) return rtcConfig;
-        return { ...rtcConfig, certificates: [certificate] };
+        return withCertificate(rtcConfig, certificate);
       },
       connectTimeoutMs: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       unicastTimeoutMs: this.options.unicastTimeoutMs ?? DEFAULT_UNICAST_TIMEOUT_MS,
       forceRelay: this.options.forceRelay ?? (() => false),
+      openLink: (_peer, options, events) => new RtcLink(options, events),
       call: (method, params) => this.call(method, params),
       notify: (method, params) => this.notify(method, params),
       forget: (group) => {

@@ -1,5 +1,5 @@
 /**
- * The shapes of the server's answers and requests (shared/PROTOCOL.md),
+ * The shapes of the server's answers and requests (interfaces/README.md),
  * checked at the edge so that the rest of the client works on typed values.
  * A value that does not fit is the server breaking the contract: `InternalError`.
  */
@@ -49,7 +49,7 @@ export function parseJoinResult(value: unknown): JoinResult {
   throw contractBroken('an invalid join result');
 }
 
-/** Params by position, as the server sends them, or by name, as PROTOCOL.md allows. */
+/** Params by position, as the server sends them, or by name, as JSON-RPC allows. */
 function positional(params: unknown, names: readonly string[]): unknown[] {
   if (Array.isArray(params)) return params;
   if (typeof params === 'object' && params !== null) {
