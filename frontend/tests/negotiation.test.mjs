@@ -1,4 +1,4 @@
-// Perfect negotiation, up close: two `Link`s in one page whose offers cross
+// Perfect negotiation, up close: two `RtcLink`s in one page whose offers cross
 // (glare). The polite one rolls its offer back, the impolite one ignores the
 // other's, and both end up connected. (In a group only the impolite side
 // opens the channel, so offers rarely cross; this makes them.)
@@ -50,7 +50,7 @@ test('crossing offers (glare) resolve: rollback on the polite side, both links d
       pc.close();
     });
     const outcome = await page.evaluate(async () => {
-      const { Link } = window.LinkModule;
+      const { RtcLink } = window.LinkModule;
       const log = [];
       const links = {};
       const options = (polite) => ({ polite, rtcConfig: { iceServers: [] }, connectTimeoutMs: 20_000, blockCandidates: false });
@@ -66,8 +66,8 @@ test('crossing offers (glare) resolve: rollback on the polite side, both links d
       });
       // The impolite link opens the channel and so negotiates; in the same
       // task the polite one is made to negotiate too, with a channel of its own.
-      links.polite = new Link(options(true), events('polite', 'impolite'));
-      links.impolite = new Link(options(false), events('impolite', 'polite'));
+      links.polite = new RtcLink(options(true), events('polite', 'impolite'));
+      links.impolite = new RtcLink(options(false), events('impolite', 'polite'));
       links.polite.pc.createDataChannel('glare');
       const deadline = Date.now() + 20_000;
       while (!(links.polite.state === 'direct' && links.impolite.state === 'direct') && Date.now() < deadline) {
