@@ -138,9 +138,21 @@ mod tests {
         assert!(serde_json::from_str::<UserId>("null").is_err());
     }
 
+    /// A hundred thousand draws: a generator with 32 bits of entropy or
+    /// fewer repeats one with probability above 2/3 (birthday bound), and a
+    /// bit fixed in every draw stays fixed. The server's own test
+    /// (`server/tests/isolation.rs`) checks that every `init` takes a fresh
+    /// draw, which needs far fewer connections.
     #[test]
-    fn random_ids_differ() {
-        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| UserId::random()).collect();
-        assert_eq!(ids.len(), 10_000);
+    fn a_hundred_thousand_random_ids_differ_in_all_128_bits() {
+        const DRAWS: usize = 100_000;
+        let mut ids = std::collections::HashSet::with_capacity(DRAWS);
+        let (mut ones, mut zeros) = (0u128, 0u128);
+        for id in (0..DRAWS).map(|_| UserId::random().as_u128()) {
+            assert!(ids.insert(id), "id {id:032x} drawn twice");
+            ones |= id;
+            zeros |= !id;
+        }
+        assert_eq!((ones, zeros), (u128::MAX, u128::MAX), "fixed bits: {:032x}", !(ones & zeros));
     }
 }
