@@ -5,15 +5,17 @@
 // committed bundle is stale.
 //
 //   node build.mjs [OUTDIR]      default OUTDIR: ../server/assets
-import { mkdir } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
 const here = dirname(fileURLToPath(import.meta.url));
+/** Where the bundles live; their maps name the sources relative to it, wherever a build writes. */
+const ASSETS = join(here, '../server/assets');
 
-/** The bundles this builds, as named in server/assets/. */
-export const ASSET_FILES = ['webrtc-p2p.js', 'demo.js'];
+/** The bundles this builds and their source maps, as named in server/assets/. */
+export const ASSET_FILES = ['webrtc-p2p.js', 'webrtc-p2p.js.map', 'demo.js', 'demo.js.map'];
 
 export async function build(outdir) {
   await mkdir(outdir, { recursive: true });
@@ -25,23 +27,33 @@ export async function build(outdir) {
     target: 'es2022',
     charset: 'utf8',
     legalComments: 'inline',
+    // Minified for the wire; the maps (served beside the bundles) give
+    // devtools the TypeScript sources back.
+    minify: true,
+    sourcemap: 'linked',
     nodePaths: [join(here, 'node_modules')],
     logLevel: 'warning',
+    write: false,
   };
-  await esbuild.build({
-    ...common,
-    entryPoints: ['../simple/ts/index.ts'],
-    outfile: join(outdir, 'webrtc-p2p.js'),
-  });
-  await esbuild.build({
-    ...common,
-    entryPoints: ['demo/demo.ts'],
-    outfile: join(outdir, 'demo.js'),
-    // The demo imports the client from the server, as any site would.
-    external: ['/webrtc-p2p.js'],
-  });
+  const results = await Promise.all([
+    esbuild.build({
+      ...common,
+      entryPoints: ['../simple/ts/index.ts'],
+      outfile: join(ASSETS, 'webrtc-p2p.js'),
+    }),
+    esbuild.build({
+      ...common,
+      entryPoints: ['demo/demo.ts'],
+      outfile: join(ASSETS, 'demo.js'),
+      // The demo imports the client from the server, as any site would.
+      external: ['/webrtc-p2p.js'],
+    }),
+  ]);
+  for (const file of results.flatMap((result) => result.outputFiles)) {
+    await writeFile(join(outdir, basename(file.path)), file.contents);
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  await build(resolve(process.argv[2] ?? join(here, '../server/assets')));
+  await build(resolve(process.argv[2] ?? ASSETS));
 }

@@ -37,6 +37,8 @@ const ROUTES = [
   { path: '/demo.js', file: join(ASSETS, 'demo.js'), type: 'text/javascript' },
   { path: '/demo.css', file: join(DEMO, 'demo.css'), type: 'text/css; charset=utf-8' },
   { path: '/webrtc-p2p.js', file: join(ASSETS, 'webrtc-p2p.js'), type: 'text/javascript', cors: true },
+  { path: '/demo.js.map', file: join(ASSETS, 'demo.js.map'), type: 'application/json' },
+  { path: '/webrtc-p2p.js.map', file: join(ASSETS, 'webrtc-p2p.js.map'), type: 'application/json', cors: true },
 ];
 
 for (const { path, file, type, cors } of ROUTES) {
@@ -50,8 +52,14 @@ for (const { path, file, type, cors } of ROUTES) {
   });
 }
 
-test('the client bundle is an ES module exporting SimpleService and GroupCapability', async () => {
+test('the client bundle is a minified ES module exporting SimpleService and GroupCapability, with its source map', async () => {
   const source = await readFile(join(ASSETS, 'webrtc-p2p.js'), 'utf8');
-  const exported = /export\s*\{([^}]*)\}\s*;?\s*$/.exec(source)?.[1].split(',').map((name) => name.trim());
+  const [, exports, map] = /export\s*\{([^}]*)\}\s*;?\s*\/\/# sourceMappingURL=(\S+)\s*$/.exec(source) ?? [];
+  const exported = exports?.split(',').map((item) => item.trim().split(/\s+as\s+/).at(-1));
   assert.ok(exported?.includes('SimpleService') && exported.includes('GroupCapability'), `exports: ${exported}`);
+  assert.equal(map, 'webrtc-p2p.js.map');
+  assert.ok(source.split('\n').length < 20, 'minified');
+  const { sources, sourcesContent } = JSON.parse(await readFile(join(ASSETS, map), 'utf8'));
+  assert.ok(sources.includes('../../simple/ts/service.ts'), `sources: ${sources}`);
+  assert.equal(sourcesContent.length, sources.length);
 });

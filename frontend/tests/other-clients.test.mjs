@@ -44,9 +44,14 @@ async function startExample(command, args) {
     lines.push(line);
     for (const waiter of lineWaiters.splice(0)) waiter();
   });
-  const exited = once(child, 'exit').then(([code]) => {
-    throw new Error(`${args.join(' ')} exited (${code}):\n${stderr}`);
-  });
+  const exited = Promise.race([
+    once(child, 'exit').then(([code]) => {
+      throw new Error(`${args.join(' ')} exited (${code}):\n${stderr}`);
+    }),
+    once(child, 'error').then(([error]) => {
+      throw new Error(`cannot run ${command} (bash .ci/test makes the examples' virtualenv): ${error.message}`);
+    }),
+  ]);
   /** Resolves with the first line matching `pattern`. */
   const line = async (pattern) => {
     for (;;) {
