@@ -66,7 +66,7 @@ async fn run(mut socket: Box<Socket>, app: App, conn: ConnectionId) {
     app.metrics.closed(reason);
 
     // Leave every group, release the id, fail calls waiting on this client.
-    app.hub.disconnect(&session, reason);
+    app.hub.disconnect(&session, reason).await;
     if reason == CloseReason::SHUTDOWN {
         // The client is still there: let its running requests (relays to
         // members who are closing too, so they fail fast) write their

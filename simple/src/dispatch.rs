@@ -22,6 +22,7 @@ use webrtc_p2p_interfaces::ErrorCode;
 use crate::hub::{Hub, Session};
 use crate::limits::{Limit, RateLimiter};
 use crate::observe::{Observer, Unobserved};
+use crate::router::Router;
 use crate::wire::{self, Incoming, Reply, Request, Response, Started, code};
 
 /// Where a [`Dispatch`] sends its answers, and what it knows of the
@@ -254,7 +255,7 @@ impl Dispatch<Arc<Session>> {
     /// The server's dispatch for one connection's `session`: `methods` are
     /// the hub's `Signaling` methods; the hub's limits (rate, batch length)
     /// apply and its observer is told.
-    pub fn for_session(hub: &Hub, methods: Methods, conn: ConnectionId, session: Arc<Session>) -> Self {
+    pub fn for_session<R: Router>(hub: &Hub<R>, methods: Methods, conn: ConnectionId, session: Arc<Session>) -> Self {
         let limits = hub.limits();
         Self {
             observer: hub.observer().clone(),

@@ -1,6 +1,6 @@
-//! One group's membership: members in join order, the owner always first,
-//! and the capability's pair rule. Plain data; locking and notifying are the
-//! hub's business.
+//! One group's membership as the in-memory router keeps it: members in join
+//! order, the owner always first, and the capability's pair rule. Plain
+//! data; locking and telling the members are the router's business.
 
 use std::sync::Arc;
 
@@ -8,11 +8,11 @@ use webrtc_p2p_interfaces::{Capability, ErrorCode, UserId};
 
 use crate::peer::PeerHandle;
 
-/// A member: who, and the handle to reach them.
+/// A member's place in a group: who, and how to reach them.
 #[derive(Debug, Clone)]
-pub(crate) struct Member {
-    pub(crate) id: UserId,
-    pub(crate) peer: Arc<PeerHandle>,
+pub(crate) struct Seat {
+    pub(crate) user: UserId,
+    pub(crate) target: Arc<PeerHandle>,
 }
 
 /// A group's state.
@@ -20,9 +20,9 @@ pub(crate) struct Member {
 pub(crate) struct Group {
     /// Who may signal whom; fixed at creation.
     pub(crate) capability: Capability,
-    /// Members in join order. The owner is `members[0]`: the creator first,
+    /// Members in join order. The owner is `seats[0]`: the creator first,
     /// and after an owner leaves, the earliest-joined remaining member.
-    pub(crate) members: Vec<Member>,
+    pub(crate) seats: Vec<Seat>,
 }
 
 /// What [`Group::add`] did.
@@ -35,47 +35,48 @@ pub(crate) enum Added {
 }
 
 impl Group {
-    pub(crate) fn new(capability: Capability, creator: Member) -> Self {
-        Self { capability, members: vec![creator] }
+    pub(crate) fn new(capability: Capability, creator: Seat) -> Self {
+        Self { capability, seats: vec![creator] }
     }
 
-    /// The owner's id (groups are never empty: the hub drops empty ones).
+    /// The owner's id (groups are never empty: the router drops empty ones).
     pub(crate) fn owner(&self) -> Option<UserId> {
-        self.members.first().map(|m| m.id)
+        self.seats.first().map(|s| s.user)
     }
 
-    pub(crate) fn member(&self, user: UserId) -> Option<&Member> {
-        self.members.iter().find(|m| m.id == user)
+    pub(crate) fn seat(&self, user: UserId) -> Option<&Seat> {
+        self.seats.iter().find(|s| s.user == user)
     }
 
-    pub(crate) fn ids(&self) -> Vec<UserId> {
-        self.members.iter().map(|m| m.id).collect()
+    /// The members' ids in join order.
+    pub(crate) fn members(&self) -> Vec<UserId> {
+        self.seats.iter().map(|s| s.user).collect()
     }
 
-    /// Adds `member` at the end unless it is in already or the group is full.
-    pub(crate) fn add(&mut self, member: Member, max_members: usize) -> Result<Added, ErrorCode> {
-        if self.member(member.id).is_some() {
+    /// Adds `seat` at the end unless its user is in already or the group is full.
+    pub(crate) fn add(&mut self, seat: Seat, max_members: usize) -> Result<Added, ErrorCode> {
+        if self.seat(seat.user).is_some() {
             return Ok(Added::AlreadyIn);
         }
-        if self.members.len() >= max_members {
+        if self.seats.len() >= max_members {
             return Err(ErrorCode::LimitExceeded);
         }
-        self.members.push(member);
+        self.seats.push(seat);
         Ok(Added::Joined)
     }
 
     /// Removes `user`, keeping the others' join order (so the earliest-joined
     /// remaining member becomes owner when the owner leaves).
-    pub(crate) fn remove(&mut self, user: UserId) -> Result<Member, ErrorCode> {
-        let at = self.members.iter().position(|m| m.id == user).ok_or(ErrorCode::NotAMember)?;
-        Ok(self.members.remove(at))
+    pub(crate) fn remove(&mut self, user: UserId) -> Result<Seat, ErrorCode> {
+        let at = self.seats.iter().position(|s| s.user == user).ok_or(ErrorCode::NotAMember)?;
+        Ok(self.seats.remove(at))
     }
 
     /// Checks that `from` may relay to `to`, in the protocol's error order:
     /// NotAMember (caller), UserNotFound (target), PermissionDenied.
-    pub(crate) fn route(&self, from: UserId, to: UserId) -> Result<&Member, ErrorCode> {
-        self.member(from).ok_or(ErrorCode::NotAMember)?;
-        let target = self.member(to).ok_or(ErrorCode::UserNotFound)?;
+    pub(crate) fn route(&self, from: UserId, to: UserId) -> Result<&Seat, ErrorCode> {
+        self.seat(from).ok_or(ErrorCode::NotAMember)?;
+        let target = self.seat(to).ok_or(ErrorCode::UserNotFound)?;
         let owner = self.owner();
         if !self.capability.allows_pair(owner == Some(from) || owner == Some(to)) {
             return Err(ErrorCode::PermissionDenied);
@@ -90,8 +91,8 @@ mod tests {
 
     use super::*;
 
-    fn member(n: u128) -> Member {
-        Member { id: UserId::from_u128(n), peer: Arc::new(PeerHandle::new(1, Duration::from_secs(1))) }
+    fn member(n: u128) -> Seat {
+        Seat { user: UserId::from_u128(n), target: Arc::new(PeerHandle::new(1, Duration::from_secs(1))) }
     }
 
     fn group(cap: u8, n: u128) -> Group {
@@ -105,7 +106,7 @@ mod tests {
     #[test]
     fn members_stay_in_join_order_and_owner_is_first() {
         let g = group(10, 4);
-        assert_eq!(g.ids(), (1..=4).map(UserId::from_u128).collect::<Vec<_>>());
+        assert_eq!(g.members(), (1..=4).map(UserId::from_u128).collect::<Vec<_>>());
         assert_eq!(g.owner(), Some(UserId::from_u128(1)));
     }
 
@@ -114,7 +115,7 @@ mod tests {
         let mut g = group(10, 3);
         g.remove(UserId::from_u128(1)).unwrap();
         assert_eq!(g.owner(), Some(UserId::from_u128(2)));
-        assert_eq!(g.ids(), vec![UserId::from_u128(2), UserId::from_u128(3)]);
+        assert_eq!(g.members(), vec![UserId::from_u128(2), UserId::from_u128(3)]);
         assert_eq!(g.remove(UserId::from_u128(1)).unwrap_err(), ErrorCode::NotAMember);
     }
 
@@ -122,7 +123,7 @@ mod tests {
     fn joining_twice_changes_nothing_and_a_full_group_refuses() {
         let mut g = group(10, 2);
         assert_eq!(g.add(member(2), 256), Ok(Added::AlreadyIn));
-        assert_eq!(g.members.len(), 2);
+        assert_eq!(g.seats.len(), 2);
         assert_eq!(g.add(member(3), 2), Err(ErrorCode::LimitExceeded));
         assert_eq!(g.add(member(2), 2), Ok(Added::AlreadyIn), "already-in wins over full");
     }

@@ -1,31 +1,26 @@
-//! `Hub`: every user and group of one server, and the `Signaling` methods
-//! over them. A cheap-to-clone handle with no I/O of its own: it reaches
-//! clients only through their [`PeerHandle`]s' queues, so it runs the same
-//! under a WebSocket transport and in unit tests.
+//! `Hub`: the `Signaling` methods, over a [`Router`] that holds the users
+//! and groups. A cheap-to-clone handle with no I/O of its own: it reaches
+//! clients only through the router's targets, so it runs the same under a
+//! WebSocket transport and in unit tests.
 //!
-//! Locking: a group's state is changed, and its members notified, under that
-//! group's map entry lock, so every member sees joins and leaves in the order
-//! they took effect. A session's own group list is only ever locked after a
-//! group entry, never before, and never across an await.
+//! A session's own group list (the per-user limit, and what to leave on
+//! disconnect) is kept here; it is never locked across an await.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::core::server::Extensions;
-use jsonrpsee::core::to_json_raw_value;
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::value::RawValue;
 use tracing::debug;
 use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, JoinResult, SignalingServer, UserId, method};
 
-use crate::group::{Added, Group, Member};
 use crate::limits::Limits;
 use crate::observe::{Observer, RelayOutcome, Unobserved};
 use crate::peer::{CallFailed, CloseReason, PeerHandle};
+use crate::router::{LocalRouter, Router, Target};
 use crate::wire::{self, IsNotification};
 
 /// One connection's signaling state; the transport puts an `Arc` of it in
@@ -95,20 +90,24 @@ pub struct HubStats {
     pub groups: usize,
 }
 
-/// Every user and group of one server.
-#[derive(Debug, Clone)]
-pub struct Hub {
-    shared: Arc<Shared>,
+/// Every user and group of one server, over the router `R`.
+#[derive(Debug)]
+pub struct Hub<R = LocalRouter> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> Clone for Hub<R> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
 }
 
 #[derive(Debug)]
-struct Shared {
+struct Shared<R> {
     /// The limits enforced here (per user, per group, relays in flight).
     limits: Limits,
-    /// Live users; an id is only handed out when it is not in here.
-    users: DashMap<UserId, Arc<PeerHandle>>,
-    /// Live groups; a group is removed when its last member leaves.
-    groups: DashMap<GroupId, Group>,
+    /// Users, sessions and groups.
+    router: R,
     /// Relays waiting for an answer, all callers together: what a leak check
     /// after a soak or a shutdown wants to see back at 0.
     relays_in_flight: AtomicUsize,
@@ -118,20 +117,23 @@ struct Shared {
 }
 
 impl Hub {
-    /// An empty hub enforcing `limits`.
+    /// An empty hub in this process's memory, enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         Self::with_observer(limits, Arc::new(Unobserved))
     }
 
-    /// An empty hub enforcing `limits` and telling `observer` how each relay ended.
+    /// An empty hub in this process's memory, enforcing `limits` and telling
+    /// `observer` how each relay ended.
     pub fn with_observer(limits: Limits, observer: Arc<dyn Observer>) -> Self {
-        let shared = Shared {
-            limits,
-            users: DashMap::new(),
-            groups: DashMap::new(),
-            relays_in_flight: AtomicUsize::new(0),
-            observer,
-        };
+        Self::with_router(LocalRouter::default(), limits, observer)
+    }
+}
+
+impl<R: Router> Hub<R> {
+    /// A hub over `router`, enforcing `limits` and telling `observer` how
+    /// each relay ended.
+    pub fn with_router(router: R, limits: Limits, observer: Arc<dyn Observer>) -> Self {
+        let shared = Shared { limits, router, relays_in_flight: AtomicUsize::new(0), observer };
         Self { shared: Arc::new(shared) }
     }
 
@@ -147,7 +149,7 @@ impl Hub {
 
     /// How many users and groups are live.
     pub fn stats(&self) -> HubStats {
-        HubStats { users: self.shared.users.len(), groups: self.shared.groups.len() }
+        self.shared.router.stats()
     }
 
     /// Relays waiting for their target's answer, all callers together.
@@ -155,152 +157,75 @@ impl Hub {
         self.shared.relays_in_flight.load(Ordering::Acquire)
     }
 
-    fn register(&self, session: &Session) -> Result<UserId, ErrorCode> {
-        if session.user().is_some() {
-            return Err(ErrorCode::AlreadyInitialized);
-        }
-        let id = loop {
-            let id = UserId::random();
-            if let Entry::Vacant(slot) = self.shared.users.entry(id) {
-                slot.insert(session.peer.clone());
-                break id;
-            }
-        };
-        // Requests of one connection start one at a time, so nobody else can
-        // have set it since the check above.
-        session.user.set(id).map_err(|_| ErrorCode::AlreadyInitialized)?;
-        Ok(id)
-    }
-
-    fn create_group(&self, session: &Session, capability: Capability) -> Result<GroupId, ErrorCode> {
-        let user = session.initialized()?;
-        if session.lock_groups().len() >= self.shared.limits.max_groups_per_user {
-            return Err(ErrorCode::LimitExceeded);
-        }
-        let creator = Member { id: user, peer: session.peer.clone() };
-        let id = loop {
-            let id = GroupId::random();
-            if let Entry::Vacant(slot) = self.shared.groups.entry(id) {
-                slot.insert(Group::new(capability, creator));
-                break id;
-            }
-        };
-        session.lock_groups().push(id);
-        Ok(id)
-    }
-
-    fn join_group(&self, session: &Session, group_id: GroupId) -> Result<JoinResult, ErrorCode> {
-        let user = session.initialized()?;
-        let mut group = self.shared.groups.get_mut(&group_id).ok_or(ErrorCode::GroupNotFound)?;
-        let joined = JoinResult { owner: group.owner().unwrap_or(user), capability: group.capability };
-        if group.member(user).is_some() {
-            return Ok(joined);
-        }
-        let mut groups = session.lock_groups();
-        if groups.len() >= self.shared.limits.max_groups_per_user {
-            return Err(ErrorCode::LimitExceeded);
-        }
-        let member = Member { id: user, peer: session.peer.clone() };
-        if group.add(member, self.shared.limits.max_members_per_group)? == Added::Joined {
-            groups.push(group_id);
-            notify_members(&group, user, method::MEMBER_JOINED, group_id);
-        }
-        Ok(joined)
-    }
-
-    fn leave_group(&self, session: &Session, group_id: GroupId) -> Result<(), ErrorCode> {
-        let user = session.initialized()?;
-        self.remove_member(group_id, user)?;
-        session.lock_groups().retain(|g| *g != group_id);
-        Ok(())
-    }
-
-    /// Takes `user` out of the group, tells the rest, and drops the group
-    /// when it is empty.
-    fn remove_member(&self, group_id: GroupId, user: UserId) -> Result<(), ErrorCode> {
-        let Entry::Occupied(mut entry) = self.shared.groups.entry(group_id) else {
-            return Err(ErrorCode::GroupNotFound);
-        };
-        entry.get_mut().remove(user)?;
-        if entry.get().members.is_empty() {
-            entry.remove();
-        } else {
-            notify_members(entry.get(), user, method::MEMBER_LEFT, group_id);
-        }
-        Ok(())
-    }
-
-    fn members(&self, session: &Session, group_id: GroupId) -> Result<Vec<UserId>, ErrorCode> {
-        let user = session.initialized()?;
-        let group = self.shared.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
-        group.member(user).ok_or(ErrorCode::NotAMember)?;
-        Ok(group.ids())
-    }
-
-    /// Checks a relay in the protocol's error order and returns the sender's
-    /// id (stamped by the server, never taken from the client) and the target.
-    fn route(&self, session: &Session, group_id: GroupId, to: UserId) -> Result<(UserId, Arc<PeerHandle>), ErrorCode> {
-        let from = session.initialized()?;
-        let group = self.shared.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
-        let target = group.route(from, to)?;
-        Ok((from, target.peer.clone()))
-    }
-
     /// Everything a closed connection leaves behind: its user leaves every
     /// group (the others get `member_left`), its id is released, and calls
     /// waiting on it fail with PeerGone.
-    pub fn disconnect(&self, session: &Session, reason: CloseReason) {
+    pub async fn disconnect(&self, session: &Session, reason: CloseReason) {
         session.peer.close(reason);
         let Some(user) = session.user() else { return };
         let groups = std::mem::take(&mut *session.lock_groups());
         for group_id in groups {
             // A group can only be gone already if we were not in it anymore.
-            let _ = self.remove_member(group_id, user);
+            let _ = self.shared.router.leave(group_id, user).await;
         }
-        self.shared.users.remove(&user);
+        self.shared.router.remove(user).await;
         debug!(%user, "disconnected");
     }
 }
-
-/// Sends `method(group_id, user)` to every member but `user`. Called under
-/// the group's lock, so notifications go out in the order changes happened.
-fn notify_members(group: &Group, user: UserId, method: &str, group_id: GroupId) {
-    let Ok(params) = to_json_raw_value(&(group_id, user)) else {
-        return;
-    };
-    let frame = wire::request_frame(None, method, Some(&params));
-    for member in group.members.iter().filter(|m| m.id != user) {
-        // A member whose queue is full is being disconnected; its own cleanup
-        // takes it out of the group.
-        let _ = member.peer.send_frame(frame.clone());
-    }
-}
-
 fn session(ext: &Extensions) -> Result<&Arc<Session>, ErrorObjectOwned> {
     ext.get::<Arc<Session>>()
         .ok_or_else(|| ErrorObjectOwned::owned(wire::code::INTERNAL_ERROR, "connection has no session", None::<()>))
 }
 
 #[jsonrpsee::core::async_trait]
-impl SignalingServer for Hub {
+impl<R: Router> SignalingServer for Hub<R> {
     async fn init(&self, ext: &Extensions) -> RpcResult<UserId> {
-        Ok(self.register(session(ext)?)?)
+        let session = session(ext)?;
+        if session.user().is_some() {
+            return Err(ErrorCode::AlreadyInitialized.into());
+        }
+        let user = self.shared.router.init(session.peer.clone()).await?;
+        // Requests of one connection start one at a time, and `init` is
+        // ready when first polled, so nobody else can have set it since the
+        // check above.
+        session.user.set(user).map_err(|_| ErrorCode::AlreadyInitialized)?;
+        Ok(user)
     }
 
     async fn create(&self, ext: &Extensions, capability: Option<Capability>) -> RpcResult<GroupId> {
-        Ok(self.create_group(session(ext)?, capability.unwrap_or_default())?)
+        let session = session(ext)?;
+        let user = session.initialized()?;
+        if session.lock_groups().len() >= self.shared.limits.max_groups_per_user {
+            return Err(ErrorCode::LimitExceeded.into());
+        }
+        let group_id = self.shared.router.create(user, capability.unwrap_or_default()).await?;
+        session.lock_groups().push(group_id);
+        Ok(group_id)
     }
 
     async fn join(&self, ext: &Extensions, group_id: GroupId) -> RpcResult<JoinResult> {
-        Ok(self.join_group(session(ext)?, group_id)?)
+        let session = session(ext)?;
+        let user = session.initialized()?;
+        let limits = &self.shared.limits;
+        let room = session.lock_groups().len() < limits.max_groups_per_user;
+        let joined = self.shared.router.join(group_id, user, room, limits.max_members_per_group).await?;
+        if joined.added {
+            session.lock_groups().push(group_id);
+        }
+        Ok(JoinResult { owner: joined.owner, capability: joined.capability })
     }
 
     async fn leave(&self, ext: &Extensions, group_id: GroupId) -> RpcResult<()> {
-        Ok(self.leave_group(session(ext)?, group_id)?)
+        let session = session(ext)?;
+        let user = session.initialized()?;
+        self.shared.router.leave(group_id, user).await?;
+        session.lock_groups().retain(|g| *g != group_id);
+        Ok(())
     }
 
     async fn get_members(&self, ext: &Extensions, group_id: GroupId) -> RpcResult<Vec<UserId>> {
-        Ok(self.members(session(ext)?, group_id)?)
+        let user = session(ext)?.initialized()?;
+        Ok(self.shared.router.get_members(group_id, user).await?)
     }
 
     async fn relay(
@@ -317,7 +242,7 @@ impl SignalingServer for Hub {
     }
 }
 
-impl Hub {
+impl<R: Router> Hub<R> {
     /// `relay`, and how it ended.
     async fn relay_observed(
         &self,
@@ -331,14 +256,19 @@ impl Hub {
             Ok(session) => session,
             Err(e) => return refused(e),
         };
-        let (from, target) = match self.route(session, group_id, user_id) {
-            Ok(route) => route,
+        // The sender's id is stamped by the server, never taken from the client.
+        let from = match session.initialized() {
+            Ok(from) => from,
+            Err(e) => return refused(e.into()),
+        };
+        let target = match self.shared.router.route(group_id, from, user_id).await {
+            Ok(target) => target,
             Err(e) => return refused(e.into()),
         };
         let params = relay_params(group_id, from, &data);
         if ext.get::<IsNotification>().is_some() {
             // Nobody waits for an answer, so a gone target is nobody's error.
-            let _ = target.notify_raw(method::RELAY, &params);
+            let _ = target.notify(method::RELAY, &params);
             return (RelayOutcome::Forwarded, Ok(RawValue::NULL.to_owned()));
         }
         let Some(_in_flight) = session.begin_relay(self.shared.limits.max_relays_in_flight) else {
@@ -346,10 +276,10 @@ impl Hub {
         };
         self.shared.relays_in_flight.fetch_add(1, Ordering::AcqRel);
         let _hub_in_flight = InFlight(&self.shared.relays_in_flight);
-        // `PeerHandle` is the `ClientT` behind the generated `PeerClient::on_relay`
-        // stub; calling it directly skips the stub's param builder and its
-        // second copy (and re-parse) of the answer: measured on the bench.
-        match target.call_raw(method::RELAY, &params).await {
+        // Straight to the target rather than through the generated
+        // `PeerClient::on_relay` stub: no param builder, and no second copy
+        // (and re-parse) of the answer: measured on the bench.
+        match target.call(method::RELAY, &params).await {
             Ok(Ok(answer)) => (RelayOutcome::Answered, Ok(answer)),
             // The target's own error passes through unchanged.
             Ok(Err(error)) => match serde_json::from_str::<ErrorObjectOwned>(error.get()) {
@@ -375,69 +305,89 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::dispatch::Endpoint;
 
-    fn connect() -> (Session, Arc<PeerHandle>) {
-        let peer = Arc::new(PeerHandle::new(64, Duration::from_secs(1)));
-        (Session::new(peer.clone()), peer)
+    fn connect() -> (Arc<Session>, Extensions) {
+        let session = Arc::new(Session::new(Arc::new(PeerHandle::new(64, Duration::from_secs(1)))));
+        let ext = session.extensions();
+        (session, ext)
     }
 
-    fn user(hub: &Hub) -> (Session, Arc<PeerHandle>, UserId) {
-        let (session, rx) = connect();
-        let id = hub.register(&session).unwrap();
-        (session, rx, id)
+    async fn user(hub: &Hub) -> (Arc<Session>, Extensions, UserId) {
+        let (session, ext) = connect();
+        let id = hub.init(&ext).await.unwrap();
+        (session, ext, id)
     }
 
-    fn frames(rx: &PeerHandle) -> Vec<serde_json::Value> {
-        std::iter::from_fn(|| rx.try_next_frame()).map(|f| serde_json::from_str(&f).unwrap()).collect()
+    fn frames(session: &Session) -> Vec<serde_json::Value> {
+        std::iter::from_fn(|| session.peer().try_next_frame()).map(|f| serde_json::from_str(&f).unwrap()).collect()
     }
 
-    #[test]
-    fn joins_and_leaves_reach_every_other_member_in_order() {
+    fn code<T: std::fmt::Debug>(result: RpcResult<T>) -> Option<ErrorCode> {
+        ErrorCode::of(&result.unwrap_err())
+    }
+
+    #[tokio::test]
+    async fn joins_and_leaves_reach_every_other_member_in_order() {
         let hub = Hub::new(Limits::DEFAULT);
-        let (a, ra, ua) = user(&hub);
-        let (b, rb, ub) = user(&hub);
-        let (c, rc, uc) = user(&hub);
-        let g = hub.create_group(&a, Capability::DEFAULT).unwrap();
-        hub.join_group(&b, g).unwrap();
-        hub.join_group(&c, g).unwrap();
-        hub.leave_group(&b, g).unwrap();
+        let (a, ea, ua) = user(&hub).await;
+        let (b, eb, ub) = user(&hub).await;
+        let (c, ec, uc) = user(&hub).await;
+        let g = hub.create(&ea, None).await.unwrap();
+        hub.join(&eb, g).await.unwrap();
+        hub.join(&ec, g).await.unwrap();
+        hub.leave(&eb, g).await.unwrap();
         let note = |m: &str, u: UserId| serde_json::json!({"jsonrpc": "2.0", "method": m, "params": [g, u]});
-        assert_eq!(frames(&ra), [note("member_joined", ub), note("member_joined", uc), note("member_left", ub)]);
-        assert_eq!(frames(&rb), [note("member_joined", uc)]);
-        assert_eq!(frames(&rc), [note("member_left", ub)]);
-        assert_eq!(hub.members(&c, g).unwrap(), [ua, uc]);
+        assert_eq!(frames(&a), [note("member_joined", ub), note("member_joined", uc), note("member_left", ub)]);
+        assert_eq!(frames(&b), [note("member_joined", uc)]);
+        assert_eq!(frames(&c), [note("member_left", ub)]);
+        assert_eq!(hub.get_members(&ec, g).await.unwrap(), [ua, uc]);
     }
 
-    #[test]
-    fn uninitialised_sessions_can_do_nothing_but_register_once() {
+    #[tokio::test]
+    async fn uninitialised_sessions_can_do_nothing_but_init_once() {
         let hub = Hub::new(Limits::DEFAULT);
-        let (s, _rx) = connect();
-        assert_eq!(hub.create_group(&s, Capability::DEFAULT), Err(ErrorCode::NotInitialized));
-        hub.register(&s).unwrap();
-        assert_eq!(hub.register(&s), Err(ErrorCode::AlreadyInitialized));
+        let (_s, ext) = connect();
+        assert_eq!(code(hub.create(&ext, None).await), Some(ErrorCode::NotInitialized));
+        hub.init(&ext).await.unwrap();
+        assert_eq!(code(hub.init(&ext).await), Some(ErrorCode::AlreadyInitialized));
         assert_eq!(hub.stats(), HubStats { users: 1, groups: 0 });
     }
 
-    #[test]
-    fn disconnect_leaves_every_group_drops_empty_ones_and_releases_the_user() {
+    #[tokio::test]
+    async fn disconnect_leaves_every_group_drops_empty_ones_and_releases_the_user() {
         let hub = Hub::new(Limits::DEFAULT);
-        let (a, _ra, _) = user(&hub);
-        let (b, rb, ub) = user(&hub);
-        let shared = hub.create_group(&a, Capability::DEFAULT).unwrap();
-        let _alone = hub.create_group(&a, Capability::DEFAULT).unwrap();
-        hub.join_group(&b, shared).unwrap();
-        hub.disconnect(&a, CloseReason::NORMAL);
+        let (a, ea, _) = user(&hub).await;
+        let (b, eb, ub) = user(&hub).await;
+        let shared = hub.create(&ea, None).await.unwrap();
+        let _alone = hub.create(&ea, None).await.unwrap();
+        hub.join(&eb, shared).await.unwrap();
+        hub.disconnect(&a, CloseReason::NORMAL).await;
         assert!(a.peer().is_closed());
         assert_eq!(hub.stats(), HubStats { users: 1, groups: 1 });
-        assert_eq!(hub.members(&b, shared).unwrap(), [ub], "b is owner now");
-        assert_eq!(frames(&rb).len(), 1, "member_left");
-        hub.disconnect(&b, CloseReason::NORMAL);
+        assert_eq!(hub.get_members(&eb, shared).await.unwrap(), [ub], "b is owner now");
+        assert_eq!(frames(&b).len(), 1, "member_left");
+        hub.disconnect(&b, CloseReason::NORMAL).await;
         assert_eq!(hub.stats(), HubStats { users: 0, groups: 0 });
+    }
+
+    #[tokio::test]
+    async fn the_group_limits_come_after_group_not_found_and_already_in() {
+        let hub = Hub::new(Limits { max_groups_per_user: 1, max_members_per_group: 2, ..Limits::DEFAULT });
+        let (_a, ea, _) = user(&hub).await;
+        let (_b, eb, _) = user(&hub).await;
+        let (_c, ec, _) = user(&hub).await;
+        let g = hub.create(&ea, None).await.unwrap();
+        assert_eq!(code(hub.create(&ea, None).await), Some(ErrorCode::LimitExceeded));
+        assert_eq!(code(hub.join(&ea, GroupId::random()).await), Some(ErrorCode::GroupNotFound));
+        hub.join(&ea, g).await.expect("already in: nothing changes, at the limit too");
+        hub.join(&eb, g).await.unwrap();
+        assert_eq!(code(hub.join(&ec, g).await), Some(ErrorCode::LimitExceeded), "the group is full");
     }
 
     #[test]
     fn relays_in_flight_are_counted_until_their_guard_drops() {
-        let (s, _rx) = connect();
+        let (s, _) = connect();
         let first = s.begin_relay(2).unwrap();
         let second = s.begin_relay(2).unwrap();
         assert!(s.begin_relay(2).is_none());

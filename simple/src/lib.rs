@@ -3,11 +3,15 @@
 //! framing both ends share.
 //!
 //! # Layout
-//! - `hub`: `Hub` (users, groups, the `Signaling` methods) and `Session`
+//! - `hub`: `Hub`, the `Signaling` methods over a router, and `Session`
 //!   (one connection's signaling state).
-//! - `group`: one group's members in join order, ownership, the pair rule.
+//! - `router`: `Router`, what the hub needs from the rest of the service
+//!   (users' sessions, delivery through a `Target`, group state), and
+//!   `LocalRouter`, all of it in this process's memory.
+//! - `group`: one group's members in join order, ownership, the pair rule,
+//!   as `LocalRouter` keeps it.
 //! - `peer`: `PeerHandle`, a client as the server sees it: bounded outgoing
-//!   queue, calls waiting for answers, jsonrpsee `ClientT` for the stubs.
+//!   queue, calls waiting for answers.
 //! - `wire`: JSON-RPC frames: classify incoming, build outgoing, start a
 //!   request in a jsonrpsee method table.
 //! - `dispatch`: `Dispatch`, what one end of a connection does with each
@@ -32,6 +36,7 @@ mod hub;
 mod limits;
 mod observe;
 mod peer;
+mod router;
 pub mod wire;
 
 pub use client::{Client, ClientBuilder, ConnectError, Disconnected, Member, MemberHandler, app_error};
@@ -39,4 +44,5 @@ pub use dispatch::{Dispatch, Endpoint, Running};
 pub use hub::{Hub, HubStats, Session};
 pub use limits::{Limit, Limits, RateLimiter};
 pub use observe::{Observer, RelayOutcome};
-pub use peer::{CallFailed, CloseReason, PeerHandle};
+pub use peer::{Answer, CallFailed, CloseReason, PeerHandle};
+pub use router::{Joined, LocalRouter, Router, Target};

@@ -1,8 +1,7 @@
 //! `PeerHandle`: the server's handle on one connected client, with no socket
 //! in it. It owns the connection's bounded outgoing queue and the calls the
-//! server made to the client that still wait for an answer, and implements
-//! jsonrpsee's `ClientT`, so the server calls a client through the generated
-//! `PeerClient` stub: `PeerClient::on_relay(&*handle, group, from, data)`.
+//! server made to the client that still wait for an answer; the router's
+//! [`Target`](crate::Target) for a client of this process.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,11 +9,6 @@ use std::sync::{Mutex, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use jsonrpsee::core::client::{BatchResponse, ClientT, Error as ClientError};
-use jsonrpsee::core::params::BatchRequestBuilder;
-use jsonrpsee::core::traits::ToRpcParams;
-use jsonrpsee::types::ErrorObjectOwned;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, oneshot};
 
@@ -59,17 +53,8 @@ pub enum CallFailed {
     Gone,
 }
 
-impl From<CallFailed> for ClientError {
-    fn from(e: CallFailed) -> Self {
-        match e {
-            CallFailed::Timeout => ClientError::RequestTimeout,
-            CallFailed::Gone => ClientError::Transport(Box::new(e)),
-        }
-    }
-}
-
-/// A peer's answer: its result or its error object, both kept raw.
-type Answer = Result<Box<RawValue>, Box<RawValue>>;
+/// A peer's answer to a call: its result or its error object, both raw.
+pub type Answer = Result<Box<RawValue>, Box<RawValue>>;
 
 /// Frames waiting to be written to the client, and the connection task to
 /// wake when one arrives. A `VecDeque` behind a lock rather than tokio's mpsc
@@ -178,28 +163,19 @@ impl PeerHandle {
         outbox.waker = None;
     }
 
-    /// Sends a notification (a request without id).
-    pub fn notify(&self, method: &str, params: Option<&RawValue>) -> Result<(), CallFailed> {
-        self.notify_raw(method, params.map_or("[]", RawValue::get))
-    }
-
-    /// [`notify`](Self::notify) with params as JSON text (an array or
-    /// object) that the caller vouches for.
-    pub fn notify_raw(&self, method: &str, params: &str) -> Result<(), CallFailed> {
+    /// Sends a notification (a request without id), with params as JSON
+    /// text (an array or object) that the caller vouches for.
+    pub fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
         self.send_frame(wire::notification_frame(method, params))
     }
 
-    /// Calls `method` on the client and waits for its answer: `Ok(Ok(result))`,
-    /// `Ok(Err(error object))`, or why there was none. Everything before the
-    /// first await (queueing the frame included) happens on the caller's
-    /// stack, so calls keep the order in which they were made.
-    pub async fn call(&self, method: &str, params: Option<&RawValue>) -> Result<Answer, CallFailed> {
-        self.call_raw(method, params.map_or("[]", RawValue::get)).await
-    }
-
-    /// [`call`](Self::call) with params as JSON text (an array or object)
-    /// that the caller vouches for.
-    pub async fn call_raw(&self, method: &str, params: &str) -> Result<Answer, CallFailed> {
+    /// Calls `method` on the client, with params as JSON text (an array or
+    /// object) that the caller vouches for, and waits for its answer:
+    /// `Ok(Ok(result))`, `Ok(Err(error object))`, or why there was none.
+    /// Everything before the first await (queueing the frame included)
+    /// happens on the caller's stack, so calls keep the order in which they
+    /// were made.
+    pub async fn call(&self, method: &str, params: &str) -> Result<Answer, CallFailed> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.lock_pending().as_mut() {
@@ -316,42 +292,6 @@ fn parse_our_id(id: &RawValue) -> Option<u64> {
     id.get().strip_prefix("\"s")?.strip_suffix('"')?.parse().ok()
 }
 
-fn to_params(params: impl ToRpcParams) -> Result<Option<Box<RawValue>>, ClientError> {
-    params.to_rpc_params().map_err(ClientError::ParseError)
-}
-
-impl ClientT for PeerHandle {
-    async fn notification<Params>(&self, method: &str, params: Params) -> Result<(), ClientError>
-    where
-        Params: ToRpcParams + Send,
-    {
-        let params = to_params(params)?;
-        Ok(self.notify(method, params.as_deref())?)
-    }
-
-    async fn request<R, Params>(&self, method: &str, params: Params) -> Result<R, ClientError>
-    where
-        R: DeserializeOwned,
-        Params: ToRpcParams + Send,
-    {
-        let params = to_params(params)?;
-        match self.call(method, params.as_deref()).await? {
-            Ok(result) => serde_json::from_str(result.get()).map_err(ClientError::ParseError),
-            Err(error) => {
-                let error: ErrorObjectOwned = serde_json::from_str(error.get()).map_err(ClientError::ParseError)?;
-                Err(ClientError::Call(error))
-            }
-        }
-    }
-
-    async fn batch_request<'a, R>(&self, _batch: BatchRequestBuilder<'a>) -> Result<BatchResponse<'a, R>, ClientError>
-    where
-        R: DeserializeOwned + std::fmt::Debug + 'a,
-    {
-        Err(ClientError::Custom("the server sends no batches to its peers".into()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn call_is_answered_by_the_response_with_its_id() {
         let peer = handle(8, 5_000);
-        let call = peer.call("relay", None);
+        let call = peer.call("relay", "[]");
         tokio::pin!(call);
         assert!(is_pending(&mut call));
         let frame = peer.next_frame().await;
@@ -388,7 +328,7 @@ mod tests {
     #[tokio::test]
     async fn call_times_out_and_a_late_answer_is_dropped() {
         let peer = handle(8, 20);
-        assert_eq!(peer.call("relay", None).await.err(), Some(CallFailed::Timeout));
+        assert_eq!(peer.call("relay", "[]").await.err(), Some(CallFailed::Timeout));
         assert_eq!(peer.pending_calls(), 0);
         assert!(!answer(&peer, r#"{"jsonrpc":"2.0","id":"s1","result":1}"#));
     }
@@ -396,22 +336,22 @@ mod tests {
     #[tokio::test]
     async fn close_fails_waiting_calls_at_once_and_new_calls_too() {
         let peer = handle(8, 60_000);
-        let call = peer.call("relay", None);
+        let call = peer.call("relay", "[]");
         tokio::pin!(call);
         assert!(is_pending(&mut call));
         assert!(peer.close(CloseReason::SHUTDOWN));
         assert!(!peer.close(CloseReason::NORMAL), "only the first reason counts");
         assert_eq!(call.await.err(), Some(CallFailed::Gone));
-        assert_eq!(peer.call("relay", None).await.err(), Some(CallFailed::Gone));
+        assert_eq!(peer.call("relay", "[]").await.err(), Some(CallFailed::Gone));
         assert_eq!(peer.closed().await, CloseReason::SHUTDOWN);
     }
 
     #[tokio::test]
     async fn a_full_queue_disconnects_the_slow_consumer() {
         let peer = handle(2, 60_000);
-        assert!(peer.notify("member_joined", None).is_ok());
-        assert!(peer.notify("member_joined", None).is_ok());
-        assert_eq!(peer.notify("member_joined", None), Err(CallFailed::Gone));
+        assert!(peer.notify("member_joined", "[]").is_ok());
+        assert!(peer.notify("member_joined", "[]").is_ok());
+        assert_eq!(peer.notify("member_joined", "[]"), Err(CallFailed::Gone));
         assert_eq!(peer.closed().await, CloseReason::SLOW_CONSUMER);
     }
 

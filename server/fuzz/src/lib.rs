@@ -241,8 +241,8 @@ impl World {
         while let Some(frame) = self.other.peer().try_next_frame() {
             checked(&frame);
         }
-        self.hub.disconnect(&self.me, CloseReason::NORMAL);
-        self.hub.disconnect(&self.other, CloseReason::NORMAL);
+        self.hub.disconnect(&self.me, CloseReason::NORMAL).await;
+        self.hub.disconnect(&self.other, CloseReason::NORMAL).await;
         assert_eq!(self.hub.stats().users, 0);
         assert_eq!(self.hub.stats().groups, 0);
         assert_eq!(self.hub.relays_in_flight(), 0);

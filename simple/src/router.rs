@@ -1,0 +1,244 @@
+//! `Router`: what the hub needs from the rest of the service — claim and
+//! find a user's session, deliver a frame or a call to it, keep the groups'
+//! state and tell their members — behind one trait, so that the hub's
+//! methods run the same over the in-memory [`LocalRouter`] (one process, the
+//! default) and over a router shared by many nodes.
+//!
+//! Shaped for the latter: every operation is asynchronous and fallible;
+//! group state changes only through single operations of the router (create,
+//! join with its limits, leave with the owner hand-over, members, route), so
+//! a shared router can make each one atomic (a script or a transaction) and
+//! keep "members in join order, owner first, gone when empty" under
+//! concurrent joins on different nodes; a session is addressed by user id,
+//! through its [`Target`], which may be a handle on this node, a way to
+//! another node, or a buffer while the session has no connection.
+//!
+//! `join` and `leave` tell the group's other members (`member_joined`,
+//! `member_left`) as part of the change, so that every member sees changes
+//! in the order they took effect.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, UserId, method};
+
+use crate::group::{Added, Group, Seat};
+use crate::hub::HubStats;
+use crate::peer::{Answer, CallFailed, PeerHandle};
+
+/// How to reach one user's session.
+pub trait Target: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Sends a notification (params as JSON text, an array or object, that
+    /// the caller vouches for). Never waits.
+    fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed>;
+
+    /// Calls `method` and waits for the answer. Everything before the first
+    /// await (queueing the frame included) happens on the caller's stack, so
+    /// calls keep the order in which they were made.
+    fn call(&self, method: &str, params: &str) -> impl Future<Output = Result<Answer, CallFailed>> + Send;
+}
+
+/// A client connected to this process.
+impl Target for Arc<PeerHandle> {
+    fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
+        PeerHandle::notify(self, method, params)
+    }
+
+    fn call(&self, method: &str, params: &str) -> impl Future<Output = Result<Answer, CallFailed>> + Send {
+        PeerHandle::call(self, method, params)
+    }
+}
+
+/// What [`Router::join`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// The group's owner after the join.
+    pub owner: UserId,
+    /// The group's capability.
+    pub capability: Capability,
+    /// Whether the user is a new member (`false`: it was one already).
+    pub added: bool,
+}
+
+/// Users, their sessions and the groups, for one hub.
+///
+/// The errors are the protocol's; a router that can be unavailable answers
+/// with a code of its own for that, and leaves nothing half done.
+pub trait Router: Send + Sync + std::fmt::Debug + 'static {
+    /// How this router reaches a session.
+    type Target: Target;
+
+    /// Gives the session of `peer`, a client connected to this process, a
+    /// fresh user id (`init`).
+    fn init(&self, peer: Arc<PeerHandle>) -> impl Future<Output = Result<UserId, ErrorCode>> + Send;
+
+    /// The session of `user`, if it has one.
+    fn find(&self, user: UserId) -> impl Future<Output = Option<Self::Target>> + Send;
+
+    /// Releases `user`'s id; call after it left its groups.
+    fn remove(&self, user: UserId) -> impl Future<Output = ()> + Send;
+
+    /// Makes a group with `owner` as owner and first member (`create`).
+    fn create(&self, owner: UserId, capability: Capability) -> impl Future<Output = Result<GroupId, ErrorCode>> + Send;
+
+    /// Adds `user` to the group and tells the other members (`join`).
+    /// Checked in this order: the group exists (GroupNotFound); the user is
+    /// in already (nothing changes); `room` says the user may be in one more
+    /// group, and the group has fewer than `max_members` (LimitExceeded).
+    fn join(
+        &self,
+        group: GroupId,
+        user: UserId,
+        room: bool,
+        max_members: usize,
+    ) -> impl Future<Output = Result<Joined, ErrorCode>> + Send;
+
+    /// Takes `user` out of the group (`leave`): the earliest-joined
+    /// remaining member becomes owner if the owner left, the others are
+    /// told, and the group is gone once empty.
+    fn leave(&self, group: GroupId, user: UserId) -> impl Future<Output = Result<(), ErrorCode>> + Send;
+
+    /// The group's members in join order, owner first, for a member of it
+    /// (`get_members`).
+    fn get_members(&self, group: GroupId, user: UserId) -> impl Future<Output = Result<Vec<UserId>, ErrorCode>> + Send;
+
+    /// Where a relay from `from` to `to` in the group goes, checked in the
+    /// protocol's order: GroupNotFound, NotAMember (caller), UserNotFound
+    /// (target), PermissionDenied (the pair rule).
+    fn route(
+        &self,
+        group: GroupId,
+        from: UserId,
+        to: UserId,
+    ) -> impl Future<Output = Result<Self::Target, ErrorCode>> + Send;
+
+    /// The users and groups this router holds for this process.
+    fn stats(&self) -> HubStats;
+}
+
+/// Everything in this process's memory: the router of a single server.
+///
+/// Locking: a group's state is changed, and its members told, under that
+/// group's map entry lock, so every member sees joins and leaves in the
+/// order they took effect. Nothing is locked across an await (and nothing
+/// here awaits: every future is ready when first polled).
+#[derive(Debug, Default)]
+pub struct LocalRouter {
+    /// Live users; an id is only handed out when it is not in here.
+    users: DashMap<UserId, Arc<PeerHandle>>,
+    /// Live groups; a group is removed when its last member leaves.
+    groups: DashMap<GroupId, Group>,
+}
+
+impl Router for LocalRouter {
+    type Target = Arc<PeerHandle>;
+
+    async fn init(&self, peer: Arc<PeerHandle>) -> Result<UserId, ErrorCode> {
+        loop {
+            let id = UserId::random();
+            if let Entry::Vacant(slot) = self.users.entry(id) {
+                slot.insert(peer);
+                return Ok(id);
+            }
+        }
+    }
+
+    async fn find(&self, user: UserId) -> Option<Arc<PeerHandle>> {
+        self.users.get(&user).map(|target| target.clone())
+    }
+
+    async fn remove(&self, user: UserId) {
+        self.users.remove(&user);
+    }
+
+    async fn create(&self, owner: UserId, capability: Capability) -> Result<GroupId, ErrorCode> {
+        let target = self.users.get(&owner).map(|target| target.clone()).ok_or(ErrorCode::NotInitialized)?;
+        loop {
+            let id = GroupId::random();
+            if let Entry::Vacant(slot) = self.groups.entry(id) {
+                slot.insert(Group::new(capability, Seat { user: owner, target }));
+                return Ok(id);
+            }
+        }
+    }
+
+    async fn join(&self, group_id: GroupId, user: UserId, room: bool, max_members: usize) -> Result<Joined, ErrorCode> {
+        let mut group = self.groups.get_mut(&group_id).ok_or(ErrorCode::GroupNotFound)?;
+        let mut joined = Joined { owner: group.owner().unwrap_or(user), capability: group.capability, added: false };
+        if group.seat(user).is_some() {
+            return Ok(joined);
+        }
+        if !room {
+            return Err(ErrorCode::LimitExceeded);
+        }
+        let target = self.users.get(&user).map(|target| target.clone()).ok_or(ErrorCode::NotInitialized)?;
+        if group.add(Seat { user, target }, max_members)? == Added::Joined {
+            joined.added = true;
+            tell_members(&group, user, method::MEMBER_JOINED, group_id);
+        }
+        Ok(joined)
+    }
+
+    async fn leave(&self, group_id: GroupId, user: UserId) -> Result<(), ErrorCode> {
+        let Entry::Occupied(mut entry) = self.groups.entry(group_id) else {
+            return Err(ErrorCode::GroupNotFound);
+        };
+        entry.get_mut().remove(user)?;
+        if entry.get().seats.is_empty() {
+            entry.remove();
+        } else {
+            tell_members(entry.get(), user, method::MEMBER_LEFT, group_id);
+        }
+        Ok(())
+    }
+
+    async fn get_members(&self, group_id: GroupId, user: UserId) -> Result<Vec<UserId>, ErrorCode> {
+        let group = self.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
+        group.seat(user).ok_or(ErrorCode::NotAMember)?;
+        Ok(group.members())
+    }
+
+    async fn route(&self, group_id: GroupId, from: UserId, to: UserId) -> Result<Arc<PeerHandle>, ErrorCode> {
+        let group = self.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
+        Ok(group.route(from, to)?.target.clone())
+    }
+
+    fn stats(&self) -> HubStats {
+        HubStats { users: self.users.len(), groups: self.groups.len() }
+    }
+}
+
+/// Sends `method(group_id, user)` to every member but `user`. Called under
+/// the group's lock, so notifications go out in the order changes happened.
+fn tell_members(group: &Group, user: UserId, method: &str, group_id: GroupId) {
+    let mut params = String::with_capacity(72);
+    let _ = write!(params, "[\"{group_id}\",\"{user}\"]");
+    for seat in group.seats.iter().filter(|s| s.user != user) {
+        // A member whose queue is full is being disconnected; its own cleanup
+        // takes it out of the group.
+        let _ = seat.target.notify(method, &params);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_user_is_found_by_id_until_removed() {
+        let router = LocalRouter::default();
+        let peer = Arc::new(PeerHandle::new(8, Duration::from_secs(1)));
+        let user = router.init(peer.clone()).await.unwrap();
+        let found = router.find(user).await.expect("found");
+        assert!(Arc::ptr_eq(&found, &peer));
+        assert_eq!(router.stats(), HubStats { users: 1, groups: 0 });
+        router.remove(user).await;
+        assert!(router.find(user).await.is_none());
+        assert_eq!(router.stats(), HubStats { users: 0, groups: 0 });
+    }
+}
