@@ -25,9 +25,6 @@ impl Capability {
     /// What `create` without a capability makes: `BroadcastEveryone | UnicastEveryone`.
     pub const DEFAULT: Self = Self(10);
 
-    const OWNER_BITS: u8 = Self::BROADCAST_OWNER.0 | Self::UNICAST_OWNER.0;
-    const EVERYONE_BITS: u8 = Self::BROADCAST_EVERYONE.0 | Self::UNICAST_EVERYONE.0;
-
     /// The capability with these bits, if they are a valid one (1 to 15).
     pub const fn from_bits(bits: u8) -> Option<Self> {
         if bits >= 1 && bits <= 15 { Some(Self(bits)) } else { None }
@@ -43,12 +40,41 @@ impl Capability {
         self.0 & other.0 == other.0
     }
 
-    /// The pair rule: two members may signal each other when the capability
-    /// has an *Everyone* bit, or when one of them is the owner and it has an
-    /// *Owner* bit. Owner-only groups therefore form a star, the rest a mesh.
-    pub const fn allows_pair(self, one_is_owner: bool) -> bool {
-        self.0 & Self::EVERYONE_BITS != 0 || (one_is_owner && self.0 & Self::OWNER_BITS != 0)
+    /// The pair rule for one kind of message: two members may exchange it
+    /// when the capability has its *Everyone* bit, or when one of them is the
+    /// owner and it has its *Owner* bit. Clients apply it to what they send
+    /// each other; the TypeScript copy is checked against
+    /// `typings/pairRule.json`, generated from this function.
+    pub const fn allows(self, kind: Exchange, one_is_owner: bool) -> bool {
+        let (owner, everyone) = match kind {
+            Exchange::Broadcast => (Self::BROADCAST_OWNER, Self::BROADCAST_EVERYONE),
+            Exchange::Unicast => (Self::UNICAST_OWNER, Self::UNICAST_EVERYONE),
+        };
+        self.contains(everyone) || (one_is_owner && self.contains(owner))
     }
+
+    /// The pair rule for any message: whether two members may exchange
+    /// something, which is when the server lets them `relay` to each other
+    /// and when browsers link them. Owner-only groups therefore form a star,
+    /// the rest a mesh.
+    pub const fn allows_pair(self, one_is_owner: bool) -> bool {
+        self.allows(Exchange::Broadcast, one_is_owner) || self.allows(Exchange::Unicast, one_is_owner)
+    }
+}
+
+/// What two members exchange over their link, for [`Capability::allows`]:
+/// each kind has an *Owner* and an *Everyone* flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exchange {
+    /// A message to every member the sender may reach.
+    Broadcast,
+    /// A message to one member, answered with a reply.
+    Unicast,
+}
+
+impl Exchange {
+    /// Both kinds.
+    pub const ALL: [Self; 2] = [Self::Broadcast, Self::Unicast];
 }
 
 impl Default for Capability {
@@ -120,6 +146,18 @@ mod tests {
             assert!(cap.allows_pair(true), "{cap:?} owner-member: every capability has some bit");
         }
         assert!(!Capability::from_bits(5).unwrap().allows_pair(false));
+    }
+
+    #[test]
+    fn each_kind_follows_its_own_owner_and_everyone_bits() {
+        let cap = |bits| Capability::from_bits(bits).unwrap();
+        // BroadcastOwner | UnicastEveryone.
+        assert!(!cap(9).allows(Exchange::Broadcast, false));
+        assert!(cap(9).allows(Exchange::Broadcast, true));
+        assert!(cap(9).allows(Exchange::Unicast, false));
+        // BroadcastEveryone only: no unicast at all, even with the owner.
+        assert!(cap(2).allows(Exchange::Broadcast, false));
+        assert!(!cap(2).allows(Exchange::Unicast, true));
     }
 
     #[test]

@@ -6,17 +6,22 @@
 //! - `rpc`: the `Signaling` (client → server) and `Peer` (server → client)
 //!   `#[rpc]` traits, method names, and `JoinResult`.
 //! - `ids`: `UserId` and `GroupId`, 128 random bits as 32 lowercase hex digits.
-//! - `capability`: `Capability` flags and the pair rule.
+//! - `capability`: `Capability` flags and the pair rule
+//!   (`Capability::allows`, per `Exchange` kind).
 //! - `error`: `ErrorCode`, one variant per application error code.
+//! - `payload`: what clients relay to each other (`RelayPayload`, `Body`),
+//!   `NO_WEBRTC` and `MAX_BODY_BYTES`: a convention between clients, not
+//!   read by the server.
 
 mod capability;
 mod error;
 mod ids;
+pub mod payload;
 mod rpc;
 #[cfg(test)]
 mod typings;
 
-pub use capability::Capability;
+pub use capability::{Capability, Exchange};
 pub use error::ErrorCode;
 pub use ids::{GroupId, InvalidId, UserId};
 pub use rpc::{JoinResult, PeerClient, PeerServer, SignalingClient, SignalingServer, method};

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use ts_rs::{Config, TS};
 
-use crate::{Capability, ErrorCode, GroupId, JoinResult, UserId};
+use crate::payload::{
+    Body, IceCandidate, MAX_BODY_BYTES, NO_WEBRTC, RelayPayload, SdpType, SessionDescription, Signal,
+};
+use crate::{Capability, ErrorCode, Exchange, GroupId, JoinResult, UserId};
 
 /// `ErrorCode` as a TS const object + type: ts-rs would write the variant
 /// names, but the wire carries the numeric codes.
@@ -23,6 +26,42 @@ fn error_code_ts() -> String {
     out
 }
 
+/// The constants clients share, as TS constants.
+fn constants_ts() -> String {
+    format!(
+        "// Generated from the Rust constants by interfaces/src/typings.rs. Do not edit.\n\n\
+         /** {} */\nexport const NO_WEBRTC = {};\n\n\
+         /** {} */\nexport const MAX_BODY_BYTES = {};\n",
+        "The error code a member without WebRTC answers an offer with (client to client).",
+        NO_WEBRTC,
+        "The largest body a broadcast, unicast or reply may carry, in bytes.",
+        MAX_BODY_BYTES,
+    )
+}
+
+/// The pair rule as a table, for the TypeScript client's tests: one row per
+/// capability and "one of the pair is the owner", with what each kind allows
+/// and whether the pair is linked (allowed anything).
+fn pair_rule_json() -> String {
+    let mut rows = Vec::new();
+    for bits in 1..=15 {
+        let capability = Capability::from_bits(bits).unwrap_or_default();
+        for one_is_owner in [false, true] {
+            let [broadcast, unicast] = Exchange::ALL.map(|kind| capability.allows(kind, one_is_owner));
+            rows.push(serde_json::json!({
+                "capability": bits,
+                "oneIsOwner": one_is_owner,
+                "broadcast": broadcast,
+                "unicast": unicast,
+                "link": capability.allows_pair(one_is_owner),
+            }));
+        }
+    }
+    let mut out = serde_json::to_string_pretty(&rows).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
 fn generated() -> Vec<(&'static str, String)> {
     let cfg = Config::new();
     let ts = |r: Result<String, ts_rs::ExportError>| r.unwrap_or_else(|e| panic!("ts-rs export failed: {e}"));
@@ -31,7 +70,15 @@ fn generated() -> Vec<(&'static str, String)> {
         ("GroupId.ts", ts(GroupId::export_to_string(&cfg))),
         ("Capability.ts", ts(Capability::export_to_string(&cfg))),
         ("JoinResult.ts", ts(JoinResult::export_to_string(&cfg))),
+        ("RelayPayload.ts", ts(RelayPayload::export_to_string(&cfg))),
+        ("Signal.ts", ts(Signal::export_to_string(&cfg))),
+        ("SessionDescription.ts", ts(SessionDescription::export_to_string(&cfg))),
+        ("SdpType.ts", ts(SdpType::export_to_string(&cfg))),
+        ("IceCandidate.ts", ts(IceCandidate::export_to_string(&cfg))),
+        ("RelayBody.ts", ts(Body::export_to_string(&cfg))),
+        ("constants.ts", constants_ts()),
         ("ErrorCode.ts", error_code_ts()),
+        ("pairRule.json", pair_rule_json()),
     ]
 }
 

@@ -15,24 +15,10 @@ use jsonrpsee::core::server::ConnectionId;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite;
 use tracing::{Instrument, debug, debug_span};
-use webrtc_p2p_simple::{CloseReason, Dispatch, PeerHandle, Session};
+use webrtc_p2p_simple::{CloseReason, Dispatch, Limits, PeerHandle, Session};
 
 use crate::App;
 use crate::metrics::ConnectionSlot;
-
-/// Frames written per flush at most: enough to coalesce a burst into one
-/// syscall, few enough to keep pings and close frames timely.
-const WRITE_BATCH: usize = 64;
-
-/// How long a closing connection waits for the client's close reply and for
-/// its last frames to be written before the socket is dropped.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
-
-/// How long a connection keeps reading after shutdown starts, so that
-/// answers already on their way (to relays waiting on this client, and to
-/// this client's own relays) still complete; it closes sooner once nothing
-/// waits either way.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 /// How often a draining connection looks whether anything still waits
 /// (calls to the client have no "none left" event to await).
@@ -77,16 +63,16 @@ async fn run(mut socket: Box<Socket>, app: App, conn: ConnectionId) {
                 _ = socket.write_until_error(&peer) => {}
             }
         };
-        let _ = timeout(CLOSE_LINGER, lingering).await;
+        let _ = timeout(Limits::CLOSE_LINGER, lingering).await;
     }
     // Write what is queued and the close frame, then read the client's close
     // reply, each for a bounded time.
-    if let Ok(Err(e)) = timeout(CLOSE_LINGER, socket.close(&peer, reason)).await {
+    if let Ok(Err(e)) = timeout(Limits::CLOSE_LINGER, socket.close(&peer, reason)).await {
         debug!(error = %e, "write failed");
     }
     peer.seal();
     let drain = async { while let Some(Ok(_)) = socket.ws.next().await {} };
-    let _ = timeout(CLOSE_LINGER, drain).await;
+    let _ = timeout(Limits::CLOSE_LINGER, drain).await;
 }
 
 /// The client's WebSocket, read and written by the connection's one task:
@@ -110,13 +96,13 @@ impl Socket {
     }
 
     /// Writes, without waiting, a due ping and what is queued (up to
-    /// `WRITE_BATCH` frames per flush), and flushes. `Ok` when nothing more
+    /// `Limits::WRITE_BATCH` frames per flush), and flushes. `Ok` when nothing more
     /// can go out now; the socket, the queue or the ping timer wakes the
     /// task when that changes.
     fn poll_write(&mut self, cx: &mut Context<'_>, peer: &PeerHandle) -> Result<(), axum::Error> {
         loop {
             let mut fed = 0;
-            while fed < WRITE_BATCH {
+            while fed < Limits::WRITE_BATCH {
                 match self.ws.poll_ready_unpin(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => return Err(e),
@@ -142,7 +128,7 @@ impl Socket {
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(()),
             }
-            if fed < WRITE_BATCH {
+            if fed < Limits::WRITE_BATCH {
                 return Ok(());
             }
         }
@@ -210,7 +196,7 @@ async fn read_loop(
             }
             reason = &mut closed => return reason,
             _ = shutdown.wait_for(|stop| *stop), if drain_until.is_none() => {
-                drain_until = Some(Instant::now() + SHUTDOWN_DRAIN);
+                drain_until = Some(Instant::now() + Limits::SHUTDOWN_DRAIN);
             }
             // One timer, built only while draining: the two built on every
             // pass before cost 4.6 KiB of RSS per idle connection (bench,

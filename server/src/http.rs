@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use webrtc_p2p_simple::Limit;
+use webrtc_p2p_simple::{Limit, Limits};
 
 use crate::{App, assets, connection};
 
@@ -28,10 +28,6 @@ use crate::{App, assets, connection};
 /// reads. Measured with the bench: 4 KiB -> 512 bytes took 3.5 KiB off each
 /// idle connection and ~1 µs of server CPU off each relay round trip.
 const READ_BUFFER_SIZE: usize = 512;
-
-/// The largest HTTP request head (hyper's buffer before the upgrade; its own
-/// default is ~400 KiB). An upgrade request is well under 4 KiB.
-const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// What a client told to come back later waits, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
@@ -70,7 +66,7 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(app.hub.limits().header_timeout)
-        .max_buf_size(MAX_REQUEST_HEAD);
+        .max_buf_size(Limits::MAX_REQUEST_HEAD);
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(router)).with_upgrades();
     tokio::pin!(conn);
     let shutdown = app.shutdown.clone();

@@ -38,13 +38,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use webrtc_p2p_interfaces::SignalingServer;
-use webrtc_p2p_simple::Hub;
+use webrtc_p2p_simple::{Hub, Limits};
 
 pub use config::{Config, LogFormat};
 pub use webrtc_p2p_simple::HubStats;
-
-/// How long shutdown waits for connections to send their close frames.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Pause after a failed accept (typically out of file descriptors), so the
 /// loop does not spin while connections close and free some.
@@ -172,7 +169,7 @@ impl Server {
         // dropped, every connection is closed.
         drop((app, router));
         let _ = shutdown.send(true);
-        if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.closed()).await.is_err() {
+        if tokio::time::timeout(Limits::SHUTDOWN_GRACE, shutdown.closed()).await.is_err() {
             warn!(open = shutdown.receiver_count(), "connections still open after the grace time");
         }
         Ok(())

@@ -1,4 +1,4 @@
-//! Every method of PROTOCOL.md, its success path and its errors, through a
+//! Every method of the protocol (interfaces/README.md), its success path and its errors, through a
 //! real server and raw WebSocket clients.
 
 mod common;

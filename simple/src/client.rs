@@ -64,8 +64,10 @@
 //! ```
 
 mod member;
-pub mod payload;
 mod transport;
+
+/// The relay payloads browsers and [`Member`] speak, from the contract.
+pub use webrtc_p2p_interfaces::payload;
 
 pub use member::{Member, MemberHandler, StartError};
 
@@ -86,7 +88,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use webrtc_p2p_interfaces::{ErrorCode, GroupId, PeerServer, UserId, method};
 
 use crate::Limits;
-use transport::{CLOSE_LINGER, CLOSE_MARKER, Conn};
+use transport::{CLOSE_MARKER, Conn};
 
 /// How long a call waits for its answer by default: longer than the server's
 /// default relay timeout, so that a relay to a silent peer ends with the
@@ -271,7 +273,7 @@ impl Client {
             // jsonrpsee has stopped: nothing is left to flush.
             self.conn.request_close();
         }
-        match tokio::time::timeout(2 * CLOSE_LINGER, self.closed()).await {
+        match tokio::time::timeout(2 * Limits::CLOSE_LINGER, self.closed()).await {
             Ok(reason) => reason,
             Err(_) => self.conn.end(Disconnected::Local),
         }

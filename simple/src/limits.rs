@@ -1,6 +1,7 @@
 //! Every limit of the server in one place, with its default documented once,
-//! and the per-connection rate limiter. The server exposes each limit as a
-//! flag and an environment variable.
+//! and the per-connection rate limiter. The server exposes each field of
+//! [`Limits`] as a flag and an environment variable; its associated
+//! constants are the fixed ones.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -73,6 +74,30 @@ impl Limits {
         max_connections: 10_000,
         header_timeout: Duration::from_secs(10),
     };
+
+    /// Frames written per flush at most, by the server's connections and the
+    /// client's writer: enough to coalesce a burst into one syscall, few
+    /// enough to keep pings and close frames timely. Fixed.
+    pub const WRITE_BATCH: usize = 64;
+
+    /// How long a closing connection waits for its last frames and its close
+    /// frame to be written, and for the other end's close reply, before the
+    /// socket is dropped (both ends). Fixed.
+    pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+    /// How long a server connection keeps reading after shutdown starts, so
+    /// that answers already on their way (to relays waiting on this client,
+    /// and to this client's own relays) still complete; it closes sooner
+    /// once nothing waits either way. Fixed.
+    pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+    /// How long a shutting-down server waits for every connection to send
+    /// its close frame. Fixed.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+    /// The largest HTTP request head (hyper's buffer before the upgrade; its
+    /// own default is ~400 KiB). An upgrade request is well under 4 KiB. Fixed.
+    pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
     /// A rate limiter for one new connection, or `None` when rate limiting is off.
     pub fn rate_limiter(&self) -> Option<RateLimiter> {

@@ -20,7 +20,9 @@ use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde_json::value::{RawValue, to_raw_value};
 use tokio::sync::RwLock;
 use tracing::debug;
-use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, JoinResult, PeerServer, SignalingClient, UserId};
+use webrtc_p2p_interfaces::{
+    Capability, ErrorCode, Exchange, GroupId, JoinResult, PeerServer, SignalingClient, UserId,
+};
 
 use super::payload::{Body, MAX_BODY_BYTES, RelayPayload, Signal, no_webrtc};
 use super::{Client, ClientBuilder, ConnectError, Disconnected};
@@ -65,20 +67,18 @@ struct View {
 }
 
 impl View {
-    /// The pair rule for one kind of message, as in `simple/ts/capability.ts`.
-    fn allows(&self, owner_bit: Capability, everyone_bit: Capability, a: UserId, b: UserId) -> bool {
+    /// The pair rule for one kind of message between two members.
+    fn allows(&self, kind: Exchange, a: UserId, b: UserId) -> bool {
         let owner = self.members.first();
-        a != b
-            && (self.capability.contains(everyone_bit)
-                || (self.capability.contains(owner_bit) && (owner == Some(&a) || owner == Some(&b))))
+        a != b && self.capability.allows(kind, owner == Some(&a) || owner == Some(&b))
     }
 
     fn may_broadcast(&self, a: UserId, b: UserId) -> bool {
-        self.allows(Capability::BROADCAST_OWNER, Capability::BROADCAST_EVERYONE, a, b)
+        self.allows(Exchange::Broadcast, a, b)
     }
 
     fn may_unicast(&self, a: UserId, b: UserId) -> bool {
-        self.allows(Capability::UNICAST_OWNER, Capability::UNICAST_EVERYONE, a, b)
+        self.allows(Exchange::Unicast, a, b)
     }
 
     /// The pairs a browser opens a link for, and so may offer to.

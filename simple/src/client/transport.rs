@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -24,23 +23,17 @@ use tracing::{debug, warn};
 
 use super::Disconnected;
 use crate::dispatch::{Dispatch, Endpoint};
+use crate::limits::Limits;
 use crate::wire::{self, Incoming, Response};
 
 /// The client's WebSocket.
 pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Frames written per flush at most: a burst goes out in one syscall, and a
-/// close request still waits for no more than one batch.
-const WRITE_BATCH: usize = 64;
-
-/// Frames waiting for the writer. jsonrpsee's sender waits when it is full;
-/// the read side never does, and a full queue there means the server stopped
-/// reading, so the connection is given up (as the server does to a client).
-const OUTBOX_CAPACITY: usize = 1024;
-
-/// How long a closing connection waits for its close frame to be written and
-/// for the server's reply, before the socket is dropped anyway.
-pub(super) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Frames waiting for the writer, as many as the server lets wait for a
+/// client. jsonrpsee's sender waits when it is full; the read side never
+/// does, and a full queue there means the server stopped reading, so the
+/// connection is given up (as the server does to a client).
+const OUTBOX_CAPACITY: usize = Limits::DEFAULT.max_queued_frames;
 
 /// Spelled once for both constants below (`concat!` takes only literals).
 macro_rules! close_marker {
@@ -317,12 +310,12 @@ fn is_jsonrpsee_id(id: &RawValue) -> bool {
 async fn write_loop(mut sink: SplitSink<Socket, Message>, mut queue: mpsc::Receiver<String>, conn: Arc<Conn>) {
     let mut state = conn.state.subscribe();
     let stop = |s: &State| s.close_requested || s.ended.is_some();
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut batch = Vec::with_capacity(Limits::WRITE_BATCH);
     loop {
         let received = tokio::select! {
             biased;
             _ = state.wait_for(stop) => break,
-            received = queue.recv_many(&mut batch, WRITE_BATCH) => received,
+            received = queue.recv_many(&mut batch, Limits::WRITE_BATCH) => received,
         };
         if received == 0 {
             break;
@@ -357,7 +350,7 @@ async fn write_loop(mut sink: SplitSink<Socket, Message>, mut queue: mpsc::Recei
         let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
         sink.send(Message::Close(Some(frame))).await
     };
-    if let Ok(Err(e)) = tokio::time::timeout(CLOSE_LINGER, close).await {
+    if let Ok(Err(e)) = tokio::time::timeout(Limits::CLOSE_LINGER, close).await {
         debug!(error = %e, "close frame not sent");
     }
 }

@@ -1,11 +1,11 @@
 //! What clients say to each other through the server's `relay`, exactly as
 //! the TypeScript client writes it (`RelayPayload` and `RelayBody` at the end
-//! of `interfaces/api.d.ts`), so that a Rust program and a browser
-//! understand each other. The server passes `data` through untouched; these
+//! of `interfaces/api.d.ts`, generated into `typings/`), so that a Rust
+//! program and a browser understand each other. The server passes `data` through untouched; these
 //! types are a convention between clients, not part of the wire protocol.
 //!
 //! ```
-//! use webrtc_p2p_simple::client::payload::{Body, RelayPayload};
+//! use webrtc_p2p_interfaces::payload::{Body, RelayPayload};
 //!
 //! let json = r#"{"broadcast":{"base64":"AP8="}}"#;
 //! let payload: RelayPayload = serde_json::from_str(json)?;
@@ -36,6 +36,7 @@ pub fn no_webrtc() -> ErrorObjectOwned {
 
 /// The `data` of one `relay` between clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum RelayPayload {
     /// WebRTC negotiation: `{"signal": …}`. Offers travel as relay requests,
@@ -51,6 +52,7 @@ pub enum RelayPayload {
 /// A WebRTC signal: a session description, an ICE candidate, or the news
 /// that the sender speaks no WebRTC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
     /// `{"description": RTCSessionDescriptionInit}`.
@@ -61,22 +63,26 @@ pub enum Signal {
     /// it is relayed at once. Needed besides the [`NO_WEBRTC`] answer because
     /// the side of a pair that does not open the DataChannel never offers.
     #[serde(rename = "webrtc", with = "no_webrtc_flag")]
+    #[cfg_attr(test, ts(untagged, type = "{ \"webrtc\": false }"))]
     NoWebRtc,
 }
 
 /// `RTCSessionDescriptionInit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SessionDescription {
     /// `"offer"`, `"answer"`, …
     #[serde(rename = "type")]
     pub kind: SdpType,
     /// The SDP text; a rollback has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub sdp: Option<String>,
 }
 
 /// `RTCSdpType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum SdpType {
     /// Starts a negotiation.
@@ -92,6 +98,7 @@ pub enum SdpType {
 /// `RTCIceCandidateInit`, as `RTCIceCandidate.toJSON()` writes it. Absent
 /// and `null` members read the same, and are written as absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct IceCandidate {
     /// The `candidate:…` line.
@@ -99,12 +106,15 @@ pub struct IceCandidate {
     pub candidate: String,
     /// The media stream id the candidate belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub sdp_mid: Option<String>,
     /// The index of that media description in the SDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub sdp_m_line_index: Option<u16>,
     /// The ICE username fragment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub username_fragment: Option<String>,
 }
 
@@ -113,12 +123,14 @@ pub struct IceCandidate {
 /// `atob` does). Text stays text and bytes stay bytes end to end: a browser
 /// receives a `string` or a `Uint8Array` accordingly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "RelayBody"))]
 pub enum Body {
     /// UTF-8 text: `{"text": …}`.
     #[serde(rename = "text")]
     Text(String),
     /// Binary data: `{"base64": …}`.
     #[serde(rename = "base64", with = "base64_bytes")]
+    #[cfg_attr(test, ts(type = "string"))]
     Bytes(Vec<u8>),
 }
 
