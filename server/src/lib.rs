@@ -6,17 +6,20 @@
 //! - `http`: one TCP connection (TLS, HTTP/1.1 with a header timeout) and
 //!   the routes: `/ws` upgrade (origin and connection cap checked),
 //!   `/healthz`, `/metrics`, the embedded assets.
-//! - `connection`: one WebSocket, served by one task that reads, writes the
-//!   connection's queue and pings, then cleans up on every exit path.
-//! - `metrics`: the Prometheus figures behind `/metrics`.
+//! - `connection`: one WebSocket, served by one task that reads (each frame
+//!   handed to simple's `Dispatch`), writes the connection's queue and
+//!   pings, then cleans up on every exit path.
+//! - `metrics`: the Prometheus figures behind `/metrics`, fed through
+//!   simple's `Observer`.
 //! - `origin`: the `--allowed-origin` policy.
 //! - `tls`: the rustls acceptor for `--tls-cert`/`--tls-key`.
 //! - `assets`: the embedded demo page and client bundle.
 //! - here: `Server` (bind, accept loop, graceful shutdown) and `App`, the
 //!   state every connection shares.
 //!
-//! The group logic (`Hub`) and the JSON-RPC framing live in
-//! `webrtc-p2p-simple`; the contract in `webrtc-p2p-interfaces`.
+//! The group logic (`Hub` over a `Router`), the dispatch, the JSON-RPC
+//! framing and every limit (`Limits`) live in `webrtc-p2p-simple`; the
+//! contract in `webrtc-p2p-interfaces`.
 
 mod assets;
 pub mod config;

@@ -86,8 +86,7 @@ impl Metrics {
         registry.register("groups", "Live groups", groups.clone());
         let relays_in_flight = Gauge::default();
         registry.register("relays_in_flight", "Relays waiting for their target's answer", relays_in_flight.clone());
-        let relays = Family::<Labels, Counter>::default();
-        registry.register("relays", "Relays by how they ended", relays.clone());
+        let relays = family(&mut registry, "relays", "Relays by how they ended");
         // 0.5 ms to ~16 s: loopback answers up to a relay timeout.
         let relay_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
@@ -95,16 +94,10 @@ impl Metrics {
             "Time from a relay's start to its answer, timeout or the target's disconnect",
             relay_seconds.clone(),
         );
-        let errors = Family::<Labels, Counter>::default();
-        registry.register("errors", "Error responses sent, by the name of their JSON-RPC code", errors.clone());
-        let refused = Family::<Labels, Counter>::default();
-        registry.register(
-            "refused",
-            "Messages, calls and connections refused, by the limit that refused them",
-            refused.clone(),
-        );
-        let closes = Family::<Labels, Counter>::default();
-        registry.register("closes", "WebSocket connections closed, by close code", closes.clone());
+        let errors = family(&mut registry, "errors", "Error responses sent, by the name of their JSON-RPC code");
+        let refused =
+            family(&mut registry, "refused", "Messages, calls and connections refused, by the limit that refused them");
+        let closes = family(&mut registry, "closes", "WebSocket connections closed, by close code");
 
         // Every series exists from the start, so a rate() sees its first increase.
         let relays = RelayOutcome::ALL.iter().map(|o| relays.get_or_create_owned(&[("outcome", o.name())])).collect();
@@ -193,6 +186,13 @@ impl Observer for Metrics {
     fn refused(&self, limit: Limit) {
         Metrics::refused(self, limit);
     }
+}
+
+/// A family of counters by one label, registered.
+fn family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let family = Family::default();
+    registry.register(name, help, family.clone());
+    family
 }
 
 /// An open connection's slot; dropping it frees the slot.

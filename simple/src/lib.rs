@@ -8,7 +8,8 @@
 //! - `router`: `Router`, what the hub needs from the rest of the service
 //!   (users' sessions, delivery through a `Target`, group state), and
 //!   `LocalRouter`, all of it in this process's memory.
-//! - `group`: one group's members in join order, ownership, the pair rule,
+//! - `group`: one group's members in join order, ownership, which pairs
+//!   may relay (`Capability::allows_pair` from the contract),
 //!   as `LocalRouter` keeps it.
 //! - `peer`: `PeerHandle`, a client as the server sees it: bounded outgoing
 //!   queue, calls waiting for answers.
@@ -25,7 +26,8 @@
 //! - `client`: `Client`, a Rust program as a group member: the generated
 //!   `SignalingClient` stubs over jsonrpsee's client, relays answered by a
 //!   `PeerServer` handler (`client/transport`: the WebSocket under it).
-//!   `client::payload`: the browsers' relay payloads as serde types;
+//!   `client::payload`: the browsers' relay payloads (re-exported from
+//!   `webrtc_p2p_interfaces::payload`);
 //!   `client::Member` (`client/member`): a member browsers talk to, over the
 //!   server's relay in those payloads.
 
