@@ -346,3 +346,85 @@ impl Drop for RunningGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use jsonrpsee::RpcModule;
+    use jsonrpsee::types::ErrorObjectOwned;
+
+    use super::*;
+
+    /// What the observer was told.
+    #[derive(Debug, Default)]
+    struct Seen {
+        errors: Mutex<Vec<i32>>,
+        refused: Mutex<Vec<Limit>>,
+    }
+
+    impl Observer for Seen {
+        fn error_sent(&self, code: i32) {
+            self.errors.lock().unwrap().push(code);
+        }
+
+        fn refused(&self, limit: Limit) {
+            self.refused.lock().unwrap().push(limit);
+        }
+    }
+
+    /// The frames sent, in order.
+    #[derive(Debug, Clone, Default)]
+    struct Sent(Arc<Mutex<Vec<String>>>);
+
+    impl Endpoint for Sent {
+        fn send(&self, frame: String) {
+            self.0.lock().unwrap().push(frame);
+        }
+
+        fn complete(&self, _: &Response<'_>) {}
+
+        fn extensions(&self) -> Extensions {
+            Extensions::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn error_codes_reach_the_observer_typed_and_limits_refuse() {
+        let mut module = RpcModule::new(());
+        module.register_method::<Result<u8, ErrorObjectOwned>, _>("ok", |_, _, _| Ok(1)).unwrap();
+        let seen = Arc::new(Seen::default());
+        let sent = Sent::default();
+        let dispatch = Dispatch {
+            observer: seen.clone(),
+            rate: RateLimiter::new(3, Duration::from_secs(60)),
+            max_batch_len: 2,
+            ..Dispatch::new(module.into(), ConnectionId(0), sent.clone())
+        };
+        dispatch.text(r#"{"jsonrpc":"2.0","id":1,"method":"ok"}"#);
+        dispatch.text(r#"{"jsonrpc":"2.0","id":2,"method":"nope"}"#);
+        dispatch.text("[1,2,3]");
+        dispatch.text(r#"{"jsonrpc":"2.0","id":3,"method":"ok"}"#);
+        dispatch.running().all_finished().await;
+        let codes = [code::METHOD_NOT_FOUND, code::INVALID_REQUEST, ErrorCode::Busy.code()];
+        assert_eq!(*seen.errors.lock().unwrap(), codes);
+        assert_eq!(*seen.refused.lock().unwrap(), [Limit::BatchLen, Limit::Rate]);
+        let sent = sent.0.lock().unwrap();
+        assert_eq!(sent[0], r#"{"jsonrpc":"2.0","id":1,"result":1}"#);
+        assert_eq!(sent.len(), 4, "{sent:?}");
+    }
+
+    #[test]
+    fn past_max_running_a_request_is_busy_and_a_notification_dropped() {
+        let mut module = RpcModule::new(());
+        module.register_method::<Result<u8, ErrorObjectOwned>, _>("ok", |_, _, _| Ok(1)).unwrap();
+        let sent = Sent::default();
+        let dispatch = Dispatch::new(module.into(), ConnectionId(0), sent.clone()).max_running(0);
+        dispatch.text(r#"{"jsonrpc":"2.0","id":"a","method":"ok"}"#);
+        dispatch.text(r#"{"jsonrpc":"2.0","method":"ok"}"#);
+        let sent = sent.0.lock().unwrap();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].starts_with(r#"{"jsonrpc":"2.0","id":"a","error":{"code":-32009"#), "{}", sent[0]);
+    }
+}
