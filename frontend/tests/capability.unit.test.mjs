@@ -1,9 +1,14 @@
-// The TypeScript pair rule (simple/ts/capability.ts) against the rule as
-// interfaces/api.d.ts states it, for every capability the server accepts
-// and every kind of pair.
+// The TypeScript pair rule (simple/ts/capability.ts) against the Rust one
+// (`Capability::allows` in interfaces/src/capability.rs), as the table
+// typings/pairRule.json generated from it, for every capability the server
+// accepts and every kind of pair.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { before, test } from 'node:test';
 import { id, loadClient } from './unit.mjs';
+
+/** `{capability, oneIsOwner, broadcast, unicast, link}` rows, one per capability and owner flag. */
+const PAIR_RULE = JSON.parse(readFileSync(new URL('../../typings/pairRule.json', import.meta.url), 'utf8'));
 
 let client;
 before(async () => {
@@ -22,15 +27,17 @@ const PAIRS = [
   { a: OWNER, b: OWNER, oneIsOwner: true, same: true },
 ];
 
-test('a kind of message passes a pair when its Everyone bit is set, or its Owner bit and one of the two owns the group', () => {
-  const { GroupCapability: C, mayBroadcast, mayUnicast, mayLink } = client;
+test('a kind of message passes a pair exactly where the Rust pair rule lets it, and never a member with itself', () => {
+  const { mayBroadcast, mayUnicast, mayLink } = client;
+  assert.equal(PAIR_RULE.length, 30, 'every capability, with and without the owner in the pair');
   for (let capability = 1; capability <= 15; capability++) {
     const rules = { owner: OWNER, capability };
     for (const { a, b, oneIsOwner, same } of PAIRS) {
-      const kind = (ownerBit, everyoneBit) =>
-        !same && ((capability & everyoneBit) !== 0 || (oneIsOwner && (capability & ownerBit) !== 0));
-      const broadcast = kind(C.BroadcastOwner, C.BroadcastEveryone);
-      const unicast = kind(C.UnicastOwner, C.UnicastEveryone);
+      const row = PAIR_RULE.find((r) => r.capability === capability && r.oneIsOwner === oneIsOwner);
+      assert.ok(row, `typings/pairRule.json has capability ${capability}, oneIsOwner ${oneIsOwner}`);
+      assert.equal(row.link, row.broadcast || row.unicast, `link is either kind, capability ${capability}`);
+      const broadcast = !same && row.broadcast;
+      const unicast = !same && row.unicast;
       const where = `capability ${capability}, ${a === OWNER ? 'owner' : 'member'} → ${b === OWNER ? 'owner' : 'member'}${same ? ' (itself)' : ''}`;
       assert.equal(mayBroadcast(rules, a, b), broadcast, `broadcast, ${where}`);
       assert.equal(mayUnicast(rules, a, b), unicast, `unicast, ${where}`);
