@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, ANSWER, Caller, OFFER, Ws};
-use crate::procs::{Child, Plan};
-use crate::report::{Report, Target};
+use crate::procs::{Child, Plan, Target};
+use crate::report::{Plot, Progress, Row, Section, fmt_k, median, quantile};
 use crate::{Opts, Result, within};
 
 /// How long after the measured window the stragglers may take to come back.
@@ -29,34 +29,69 @@ static NEXT_PAIR: AtomicUsize = AtomicUsize::new(0);
 
 /// What one measured run gave.
 #[derive(Debug, Clone)]
-pub(crate) struct Measurement {
+struct Measurement {
     /// Round trips completed per second of wall time.
-    pub(crate) per_second: f64,
+    per_second: f64,
     /// Round trips per CPU-second of the process under test.
-    pub(crate) per_cpu_second: f64,
+    per_cpu_second: f64,
     /// Round-trip latencies in µs, sorted.
-    pub(crate) latencies: Vec<u32>,
+    latencies: Vec<u32>,
 }
 
 impl Measurement {
     /// The `q` quantile of the latencies, in µs.
-    pub(crate) fn quantile(&self, q: f64) -> f64 {
+    fn quantile(&self, q: f64) -> f64 {
         quantile(&self.latencies, q)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "round_trips_per_s": self.per_second,
+            "round_trips_per_cpu_s": self.per_cpu_second,
+            "p50_us": self.quantile(0.5), "p90_us": self.quantile(0.9),
+            "p99_us": self.quantile(0.99), "max_us": self.quantile(1.0),
+        })
     }
 }
 
-/// The `q` quantile of sorted `samples`.
-pub(crate) fn quantile(samples: &[u32], q: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
+/// A relay figure's medians over the rounds.
+#[derive(Debug)]
+struct Figures {
+    per_second: f64,
+    per_cpu_second: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Figures {
+    fn of<'a>(runs: impl Iterator<Item = &'a Measurement>) -> Self {
+        let runs: Vec<&Measurement> = runs.collect();
+        let med = |f: &dyn Fn(&Measurement) -> f64| median(runs.iter().map(|m| f(m)).collect());
+        Self {
+            per_second: med(&|m| m.per_second),
+            per_cpu_second: med(&|m| m.per_cpu_second),
+            p50: med(&|m| m.quantile(0.5)),
+            p90: med(&|m| m.quantile(0.9)),
+            p99: med(&|m| m.quantile(0.99)),
+            max: med(&|m| m.quantile(1.0)),
+        }
     }
-    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-    f64::from(samples[rank - 1])
+
+    fn json(&self) -> Value {
+        json!({
+            "round_trips_per_s": self.per_second,
+            "round_trips_per_cpu_s": self.per_cpu_second,
+            "cpu_us_per_round_trip": 1e6 / self.per_cpu_second,
+            "p50_us": self.p50, "p90_us": self.p90, "p99_us": self.p99, "max_us": self.max,
+        })
+    }
 }
 
 /// Measures `pairs`×`window` against the server and the forwarder, `rounds`
 /// times each, alternating which goes first.
-pub(crate) async fn run(plan: &Plan, opts: &Opts, out: &mut Report, pairs: usize, window: usize) -> Result<()> {
+pub(crate) async fn run(plan: &Plan, opts: &Opts, progress: &Progress, pairs: usize, window: usize) -> Result<Section> {
     let server = plan.start_server()?;
     let forwarder = plan.start_forwarder()?;
     let duration: Duration = opts.duration.into();
@@ -71,8 +106,8 @@ pub(crate) async fn run(plan: &Plan, opts: &Opts, out: &mut Report, pairs: usize
                 Target::Forwarder => &forwarder,
             };
             let label = format!("relay P={pairs} W={window} {} round {}/{rounds}", target.name(), round + 1);
-            let measured = measure(plan, child, target, pairs, window, duration, out, &label).await?;
-            out.progress(&format!(
+            let measured = measure(plan, child, target, pairs, window, duration, progress, &label).await?;
+            progress.say(&format!(
                 "{label}: {:.0} rt/s, {:.0} rt/CPU-s, p50 {:.0} µs",
                 measured.per_second,
                 measured.per_cpu_second,
@@ -81,7 +116,80 @@ pub(crate) async fn run(plan: &Plan, opts: &Opts, out: &mut Report, pairs: usize
             runs.push((target, measured));
         }
     }
-    out.relay(pairs, window, duration, runs)
+    Ok(section(pairs, window, duration, &runs))
+}
+
+/// The table rows (medians over the rounds), the JSON line (every round
+/// too) and the latency plot (every round's samples together).
+fn section(pairs: usize, window: usize, duration: Duration, runs: &[(Target, Measurement)]) -> Section {
+    let of = |target| runs.iter().filter(move |(t, _)| *t == target).map(|(_, m)| m);
+    let (s, f) = (Figures::of(of(Target::Server)), Figures::of(of(Target::Forwarder)));
+    let scenario = format!("relay P={pairs} W={window}");
+    let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+    let cpu_ratio = s.per_cpu_second / f.per_cpu_second;
+    let mut per_cpu_second = Row::new(
+        &scenario,
+        "round trips / CPU-s",
+        fmt_k(s.per_cpu_second),
+        fmt_k(f.per_cpu_second),
+        ratio(s.per_cpu_second, f.per_cpu_second),
+    );
+    if (pairs, window) == (32, 8) {
+        per_cpu_second = per_cpu_second.target("≥ 1.0", cpu_ratio >= 1.0);
+    }
+    let mut rows = vec![
+        Row::new(
+            &scenario,
+            "round trips/s",
+            fmt_k(s.per_second),
+            fmt_k(f.per_second),
+            ratio(s.per_second, f.per_second),
+        ),
+        per_cpu_second,
+        Row::new(
+            &scenario,
+            "CPU µs / round trip",
+            format!("{:.1}", 1e6 / s.per_cpu_second),
+            format!("{:.1}", 1e6 / f.per_cpu_second),
+            ratio(f.per_cpu_second, s.per_cpu_second),
+        ),
+    ];
+    for (figure, a, b, limit) in [
+        ("p50 µs", s.p50, f.p50, 1.2),
+        ("p90 µs", s.p90, f.p90, f64::NAN),
+        ("p99 µs", s.p99, f.p99, 1.5),
+        ("max µs", s.max, f.max, f64::NAN),
+    ] {
+        let mut row = Row::new(&scenario, figure, format!("{a:.0}"), format!("{b:.0}"), ratio(a, b));
+        if (pairs, window) == (1, 1) && !limit.is_nan() {
+            row = row.target(&format!("≤ {limit:.1}"), a / b <= limit);
+        }
+        rows.push(row);
+    }
+    let rounds = |target| of(target).map(Measurement::json).collect::<Vec<_>>();
+    let json = json!({
+        "scenario": "relay",
+        "pairs": pairs,
+        "window": window,
+        "duration_s": duration.as_secs_f64(),
+        "rounds": runs.len() / 2,
+        "server": s.json(),
+        "forwarder": f.json(),
+        "ratio": {
+            "round_trips_per_s": s.per_second / f.per_second,
+            "round_trips_per_cpu_s": cpu_ratio,
+            "p50": s.p50 / f.p50, "p90": s.p90 / f.p90, "p99": s.p99 / f.p99, "max": s.max / f.max,
+        },
+        "server_rounds": rounds(Target::Server),
+        "forwarder_rounds": rounds(Target::Forwarder),
+    });
+    let merged = |target| {
+        let mut all: Vec<u32> = of(target).flat_map(|m| m.latencies.iter().copied()).collect();
+        all.sort_unstable();
+        all
+    };
+    let plot = Plot { title: scenario, server: merged(Target::Server), forwarder: merged(Target::Forwarder) };
+    Section { rows, json, plot: Some(plot) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -92,7 +200,7 @@ async fn measure(
     pairs: usize,
     window: usize,
     duration: Duration,
-    out: &Report,
+    progress: &Progress,
     label: &str,
 ) -> Result<Measurement> {
     let mut set = Vec::with_capacity(pairs);
@@ -118,7 +226,7 @@ async fn measure(
         tick += Duration::from_millis(500);
         sleep_until(tick).await;
         let rate = (completed.load(Ordering::Relaxed) - done0) as f64 / started.elapsed().as_secs_f64();
-        out.progress(&format!("{label}: {rate:.0} rt/s …"));
+        progress.say(&format!("{label}: {rate:.0} rt/s …"));
     }
     sleep_until(t1).await;
     let (cpu1, done1) = (plan.cpu_seconds(child.pid)?, completed.load(Ordering::Relaxed));

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, ANSWER, CANDIDATE, Caller, OFFER, Ws};
 use crate::procs::Plan;
-use crate::report::Report;
+use crate::report::{Progress, Row, Section, fmt_k};
 use crate::{Result, within};
 
 /// Candidates each side of a pair trickles.
@@ -36,25 +36,48 @@ const FIRST_OFFER_ID: u64 = 10;
 
 /// What one storm gave.
 #[derive(Debug, Clone)]
-pub(crate) struct Storm {
-    pub(crate) groups: usize,
-    pub(crate) members: usize,
+struct Storm {
+    groups: usize,
+    members: usize,
     /// Seconds from the joins to every pair signalled.
-    pub(crate) seconds: f64,
+    seconds: f64,
     /// Relays (offers and candidates) in that time.
-    pub(crate) relays: usize,
+    relays: usize,
     /// CPU seconds the server used in that time.
-    pub(crate) server_cpu: f64,
+    server_cpu: f64,
     /// CPU seconds this load generator used in that time (when it is near
     /// `seconds`, the load generator is what limits the figure).
-    pub(crate) bench_cpu: f64,
+    bench_cpu: f64,
 }
 
-pub(crate) async fn run(plan: &Plan, out: &mut Report, groups: usize, members: usize) -> Result<()> {
+impl Storm {
+    fn section(&self) -> Section {
+        let scenario = format!("storm {}×{}", self.groups, self.members);
+        let mut signalled = Row::server_only(&scenario, "s to all signalled", format!("{:.2}", self.seconds));
+        if (self.groups, self.members) == (200, 8) {
+            signalled = signalled.target("< 0.5 s", self.seconds < 0.5);
+        }
+        let rate = self.relays as f64 / self.seconds;
+        let rows = vec![
+            signalled,
+            Row::server_only(&scenario, "relays/s", fmt_k(rate)),
+            Row::server_only(&scenario, "server CPU s", format!("{:.2}", self.server_cpu)),
+            Row::server_only(&scenario, "load generator CPU s", format!("{:.2}", self.bench_cpu)),
+        ];
+        let json = json!({
+            "scenario": "storm", "groups": self.groups, "members": self.members,
+            "seconds": self.seconds, "relays": self.relays, "relays_per_s": rate,
+            "server_cpu_s": self.server_cpu, "load_generator_cpu_s": self.bench_cpu,
+        });
+        Section { rows, json, plot: None }
+    }
+}
+
+pub(crate) async fn run(plan: &Plan, progress: &Progress, groups: usize, members: usize) -> Result<Section> {
     let members = members.max(2);
     let server = plan.start_server()?;
     let url = server.url(0);
-    out.progress(&format!("storm {groups}×{members}: connecting"));
+    progress.say(&format!("storm {groups}×{members}: connecting"));
     let callers: Vec<(Caller, String)> = stream::iter(0..groups * members)
         .map(|_| async {
             let mut caller = Caller::connect(&url).await?;
@@ -87,7 +110,7 @@ pub(crate) async fn run(plan: &Plan, out: &mut Report, groups: usize, members: u
             }));
         }
     }
-    out.progress(&format!("storm {groups}×{members}: joining"));
+    progress.say(&format!("storm {groups}×{members}: joining"));
     let cpu = |pid| plan.cpu_seconds(pid);
     let (server_cpu0, bench_cpu0) = (cpu(server.pid)?, cpu(std::process::id())?);
     let started = Instant::now();
@@ -122,7 +145,7 @@ pub(crate) async fn run(plan: &Plan, out: &mut Report, groups: usize, members: u
         server_cpu: server_cpu1 - server_cpu0,
         bench_cpu: bench_cpu1 - bench_cpu0,
     };
-    out.storm(&storm)
+    Ok(storm.section())
 }
 
 /// One member's part in the storm.

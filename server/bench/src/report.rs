@@ -1,56 +1,91 @@
 //! What the bench tells: a progress line while it runs, a summary table at
 //! the end, one JSON line per scenario appended to the results file, and an
 //! SVG plot of the relay latency distributions (server vs forwarder).
+//!
+//! Scenarios hand back a [`Section`] (rows, a JSON line, maybe a plot) built
+//! with the helpers here; this module knows none of them.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::conns::Held;
-use crate::mesh::MeshTime;
 use crate::procs::Plan;
-use crate::relay::{Measurement, quantile};
-use crate::storm::Storm;
 use crate::{Opts, Result};
-
-/// What a relay figure was measured against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// webrtc-p2p-server.
-    Server,
-    /// The bare forwarder.
-    Forwarder,
-}
-
-impl Target {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Server => "server",
-            Self::Forwarder => "forwarder",
-        }
-    }
-}
 
 /// One line of the summary table.
 #[derive(Debug)]
-struct Row {
+pub(crate) struct Row {
     scenario: String,
-    figure: &'static str,
+    figure: String,
     server: String,
     forwarder: String,
     ratio: String,
     target: String,
 }
 
-/// One panel of the latency plot.
+impl Row {
+    /// A figure of `scenario`: the server's value, the forwarder's (empty
+    /// when there is none) and their ratio (likewise).
+    pub(crate) fn new(
+        scenario: &str,
+        figure: impl Into<String>,
+        server: String,
+        forwarder: String,
+        ratio: String,
+    ) -> Self {
+        Self { scenario: scenario.into(), figure: figure.into(), server, forwarder, ratio, target: String::new() }
+    }
+
+    /// A figure measured on the server alone.
+    pub(crate) fn server_only(scenario: &str, figure: impl Into<String>, server: String) -> Self {
+        Self::new(scenario, figure, server, String::new(), String::new())
+    }
+
+    /// The target this figure is held to, and whether it was met.
+    pub(crate) fn target(mut self, target: &str, met: bool) -> Self {
+        self.target = format!("{target}: {}", if met { "met" } else { "NOT met" });
+        self
+    }
+}
+
+/// One panel of the latency plot: sorted samples in µs.
 #[derive(Debug)]
-struct Plot {
-    title: String,
-    server: Vec<u32>,
-    forwarder: Vec<u32>,
+pub(crate) struct Plot {
+    pub(crate) title: String,
+    pub(crate) server: Vec<u32>,
+    pub(crate) forwarder: Vec<u32>,
+}
+
+/// What one scenario found.
+#[derive(Debug)]
+pub(crate) struct Section {
+    /// Its lines of the summary table.
+    pub(crate) rows: Vec<Row>,
+    /// Its line in the results file (the run's context is added).
+    pub(crate) json: Value,
+    /// Its panel of the latency plot, if it has one.
+    pub(crate) plot: Option<Plot>,
+}
+
+/// Progress lines on stderr.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    tty: bool,
+}
+
+impl Progress {
+    /// Shows what is going on: one overwritten line on a terminal; in a log,
+    /// only the lines that don't end in `…`.
+    pub(crate) fn say(&self, line: &str) {
+        if self.tty {
+            eprint!("\r\x1b[K{line}");
+            let _ = std::io::stderr().flush();
+        } else if !line.ends_with('…') {
+            eprintln!("{line}");
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -61,7 +96,7 @@ pub(crate) struct Report {
     context: Value,
     rows: Vec<Row>,
     plots: Vec<Plot>,
-    tty: bool,
+    pub(crate) progress: Progress,
 }
 
 impl Report {
@@ -90,22 +125,14 @@ impl Report {
             context,
             rows: Vec::new(),
             plots: Vec::new(),
-            tty: std::io::stderr().is_terminal(),
+            progress: Progress { tty: std::io::stderr().is_terminal() },
         })
     }
 
-    /// Shows what is going on: one overwritten line on a terminal; in a log,
-    /// only the lines that don't end in `…`.
-    pub(crate) fn progress(&self, line: &str) {
-        if self.tty {
-            eprint!("\r\x1b[K{line}");
-            let _ = std::io::stderr().flush();
-        } else if !line.ends_with('…') {
-            eprintln!("{line}");
-        }
-    }
-
-    fn append(&self, mut line: Value) -> Result<()> {
+    /// Takes in one scenario's findings; its JSON line is appended at once,
+    /// so that a later failure loses nothing.
+    pub(crate) fn add(&mut self, section: Section) -> Result<()> {
+        let mut line = section.json;
         if let (Some(line), Some(context)) = (line.as_object_mut(), self.context.as_object()) {
             for (k, v) in context {
                 line.insert(k.clone(), v.clone());
@@ -113,190 +140,14 @@ impl Report {
         }
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.results)?;
         writeln!(file, "{line}")?;
+        self.rows.extend(section.rows);
+        self.plots.extend(section.plot);
         Ok(())
-    }
-
-    fn row(&mut self, scenario: &str, figure: &'static str, server: String, forwarder: String, ratio: String) {
-        self.rows.push(Row { scenario: scenario.into(), figure, server, forwarder, ratio, target: String::new() });
-    }
-
-    fn target(&mut self, text: String) {
-        if let Some(row) = self.rows.last_mut() {
-            row.target = text;
-        }
-    }
-
-    pub(crate) fn relay(
-        &mut self,
-        pairs: usize,
-        window: usize,
-        duration: Duration,
-        runs: Vec<(Target, Measurement)>,
-    ) -> Result<()> {
-        let of = |target| runs.iter().filter(move |(t, _)| *t == target).map(|(_, m)| m);
-        let figures = |target| {
-            let ms: Vec<&Measurement> = of(target).collect();
-            let med = |f: &dyn Fn(&Measurement) -> f64| median(ms.iter().map(|m| f(m)).collect());
-            Figures {
-                per_second: med(&|m| m.per_second),
-                per_cpu_second: med(&|m| m.per_cpu_second),
-                p50: med(&|m| m.quantile(0.5)),
-                p90: med(&|m| m.quantile(0.9)),
-                p99: med(&|m| m.quantile(0.99)),
-                max: med(&|m| m.quantile(1.0)),
-            }
-        };
-        let (s, f) = (figures(Target::Server), figures(Target::Forwarder));
-        let scenario = format!("relay P={pairs} W={window}");
-        let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
-        self.row(
-            &scenario,
-            "round trips/s",
-            fmt_k(s.per_second),
-            fmt_k(f.per_second),
-            ratio(s.per_second, f.per_second),
-        );
-        self.row(
-            &scenario,
-            "round trips / CPU-s",
-            fmt_k(s.per_cpu_second),
-            fmt_k(f.per_cpu_second),
-            ratio(s.per_cpu_second, f.per_cpu_second),
-        );
-        let cpu_ratio = s.per_cpu_second / f.per_cpu_second;
-        if (pairs, window) == (32, 8) {
-            self.target(format!("≥ 0.80: {}", met(cpu_ratio >= 0.8)));
-        }
-        self.row(
-            &scenario,
-            "CPU µs / round trip",
-            format!("{:.1}", 1e6 / s.per_cpu_second),
-            format!("{:.1}", 1e6 / f.per_cpu_second),
-            ratio(f.per_cpu_second, s.per_cpu_second),
-        );
-        for (figure, a, b) in
-            [("p50 µs", s.p50, f.p50), ("p90 µs", s.p90, f.p90), ("p99 µs", s.p99, f.p99), ("max µs", s.max, f.max)]
-        {
-            self.row(&scenario, figure, format!("{a:.0}"), format!("{b:.0}"), ratio(a, b));
-            if (pairs, window) == (1, 1) && figure == "p50 µs" {
-                self.target(format!("≤ 1.20: {}", met(a / b <= 1.2)));
-            }
-        }
-        let per_round = |target| -> Vec<Value> {
-            of(target)
-                .map(|m| {
-                    json!({
-                        "round_trips_per_s": m.per_second,
-                        "round_trips_per_cpu_s": m.per_cpu_second,
-                        "p50_us": m.quantile(0.5), "p90_us": m.quantile(0.9),
-                        "p99_us": m.quantile(0.99), "max_us": m.quantile(1.0),
-                    })
-                })
-                .collect()
-        };
-        self.append(json!({
-            "scenario": "relay",
-            "pairs": pairs,
-            "window": window,
-            "duration_s": duration.as_secs_f64(),
-            "rounds": runs.len() / 2,
-            "server": s.json(),
-            "forwarder": f.json(),
-            "ratio": {
-                "round_trips_per_s": s.per_second / f.per_second,
-                "round_trips_per_cpu_s": cpu_ratio,
-                "p50": s.p50 / f.p50, "p90": s.p90 / f.p90, "p99": s.p99 / f.p99, "max": s.max / f.max,
-            },
-            "server_rounds": per_round(Target::Server),
-            "forwarder_rounds": per_round(Target::Forwarder),
-        }))?;
-        let merged = |target| {
-            let mut all: Vec<u32> = of(target).flat_map(|m| m.latencies.iter().copied()).collect();
-            all.sort_unstable();
-            all
-        };
-        self.plots.push(Plot {
-            title: format!("relay P={pairs} W={window}"),
-            server: merged(Target::Server),
-            forwarder: merged(Target::Forwarder),
-        });
-        Ok(())
-    }
-
-    pub(crate) fn conns(&mut self, server: &Held, forwarder: &Held) -> Result<()> {
-        let scenario = format!("conns N={}", server.n);
-        let (s, f) = (server.bytes_per_conn(), forwarder.bytes_per_conn());
-        self.row(&scenario, "RSS / connection", fmt_kib(s), fmt_kib(f), format!("{:.2}", s / f));
-        self.target(format!("≤ 4 KiB: {}", met(s <= 4096.0)));
-        self.row(
-            &scenario,
-            "still open",
-            format!("{}/{}", server.open, server.n),
-            format!("{}/{}", forwarder.open, forwarder.n),
-            String::new(),
-        );
-        self.target(format!("all: {}", met(server.open == server.n)));
-        self.row(
-            &scenario,
-            "seconds to open",
-            format!("{:.1}", server.open_seconds),
-            format!("{:.1}", forwarder.open_seconds),
-            String::new(),
-        );
-        let held = |h: &Held| {
-            json!({
-                "open": h.open, "rss_before_kib": h.rss_before_kib, "rss_after_kib": h.rss_after_kib,
-                "bytes_per_conn": h.bytes_per_conn(), "open_seconds": h.open_seconds,
-            })
-        };
-        self.append(json!({"scenario": "conns", "n": server.n, "server": held(server), "forwarder": held(forwarder)}))
-    }
-
-    pub(crate) fn storm(&mut self, storm: &Storm) -> Result<()> {
-        let scenario = format!("storm {}×{}", storm.groups, storm.members);
-        self.row(&scenario, "s to all signalled", format!("{:.2}", storm.seconds), String::new(), String::new());
-        if (storm.groups, storm.members) == (200, 8) {
-            self.target(format!("< 2 s: {}", met(storm.seconds < 2.0)));
-        }
-        let rate = storm.relays as f64 / storm.seconds;
-        self.row(&scenario, "relays/s", fmt_k(rate), String::new(), String::new());
-        self.row(&scenario, "server CPU s", format!("{:.2}", storm.server_cpu), String::new(), String::new());
-        self.row(&scenario, "load generator CPU s", format!("{:.2}", storm.bench_cpu), String::new(), String::new());
-        self.append(json!({
-            "scenario": "storm", "groups": storm.groups, "members": storm.members,
-            "seconds": storm.seconds, "relays": storm.relays, "relays_per_s": rate,
-            "server_cpu_s": storm.server_cpu, "load_generator_cpu_s": storm.bench_cpu,
-        }))
-    }
-
-    pub(crate) fn mesh(&mut self, times: &[MeshTime]) -> Result<()> {
-        for t in times {
-            self.row(
-                "browser mesh",
-                mesh_figure(t.pages),
-                format!("{:.0}", t.all_at_once_ms),
-                String::new(),
-                String::new(),
-            );
-            if t.pages == 8 {
-                self.target(format!("< 500 ms: {}", met(t.all_at_once_ms < 500.0)));
-            }
-        }
-        let figures: Vec<Value> = times
-            .iter()
-            .map(|t| json!({"pages": t.pages, "all_at_once_ms": t.all_at_once_ms, "late_joiner_ms": t.late_joiner_ms}))
-            .collect();
-        self.append(json!({"scenario": "mesh", "median_ms": figures}))
-    }
-
-    pub(crate) fn mesh_skipped(&mut self, why: &str) {
-        self.progress(&format!("mesh: skipped: {why}"));
-        self.row("browser mesh", "skipped", why.to_owned(), String::new(), String::new());
     }
 
     /// Prints the table and writes the plot.
     pub(crate) fn finish(self) -> Result<()> {
-        if self.tty {
+        if self.progress.tty {
             eprintln!();
         }
         let mut table = String::new();
@@ -304,7 +155,7 @@ impl Report {
         let cells = |r: &Row| {
             [
                 r.scenario.clone(),
-                r.figure.into(),
+                r.figure.clone(),
                 r.server.clone(),
                 r.forwarder.clone(),
                 r.ratio.clone(),
@@ -352,39 +203,8 @@ impl Report {
     }
 }
 
-fn mesh_figure(pages: usize) -> &'static str {
-    match pages {
-        2 => "N=2: ms to full mesh",
-        4 => "N=4: ms to full mesh",
-        6 => "N=6: ms to full mesh",
-        8 => "N=8: ms to full mesh",
-        _ => "N=?: ms to full mesh",
-    }
-}
-
-/// A relay figure's medians over the rounds.
-#[derive(Debug)]
-struct Figures {
-    per_second: f64,
-    per_cpu_second: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Figures {
-    fn json(&self) -> Value {
-        json!({
-            "round_trips_per_s": self.per_second,
-            "round_trips_per_cpu_s": self.per_cpu_second,
-            "cpu_us_per_round_trip": 1e6 / self.per_cpu_second,
-            "p50_us": self.p50, "p90_us": self.p90, "p99_us": self.p99, "max_us": self.max,
-        })
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median of `values` (NaN when there are none).
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -393,15 +213,13 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn met(yes: bool) -> String {
-    if yes { "met".into() } else { "NOT met".into() }
-}
-
-fn fmt_k(x: f64) -> String {
+/// `12.3k` from 10,000 up, else a whole number.
+pub(crate) fn fmt_k(x: f64) -> String {
     if x >= 10_000.0 { format!("{:.1}k", x / 1000.0) } else { format!("{x:.0}") }
 }
 
-fn fmt_kib(bytes: f64) -> String {
+/// Bytes as `1.23 KiB`.
+pub(crate) fn fmt_kib(bytes: f64) -> String {
     format!("{:.2} KiB", bytes / 1024.0)
 }
 
@@ -512,6 +330,15 @@ fn svg(plots: &[Plot]) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// The `q` quantile of sorted `samples`.
+pub(crate) fn quantile(samples: &[u32], q: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    f64::from(samples[rank - 1])
 }
 
 fn fmt_us(us: f64) -> String {

@@ -8,30 +8,33 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use crate::Result;
 use crate::procs::Plan;
-use crate::report::Report;
+use crate::report::{Progress, Row, Section};
 
 /// The whole script's time limit (it runs 2 × repeats meshes per size).
 const TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// One group size's figures, in ms.
 #[derive(Debug, Clone)]
-pub(crate) struct MeshTime {
-    pub(crate) pages: usize,
+struct MeshTime {
+    pages: usize,
     /// Median over the runs: everyone but the owner joins at once.
-    pub(crate) all_at_once_ms: f64,
+    all_at_once_ms: f64,
     /// Median over the runs: one member joins a meshed group of N - 1.
-    pub(crate) late_joiner_ms: Option<f64>,
+    late_joiner_ms: Option<f64>,
 }
 
-pub(crate) async fn run(plan: &Plan, out: &mut Report, repeats: usize) -> Result<()> {
+pub(crate) async fn run(plan: &Plan, progress: &Progress, repeats: usize) -> Result<Section> {
     let root = plan.target_dir.parent().ok_or("no repository root above target/")?.to_path_buf();
     if let Some(missing) = missing_prerequisite(&root) {
-        out.mesh_skipped(&missing);
-        return Ok(());
+        progress.say(&format!("mesh: skipped: {missing}"));
+        let rows = vec![Row::server_only("browser mesh", "skipped", missing.clone())];
+        return Ok(Section { rows, json: json!({"scenario": "mesh", "skipped": missing}), plot: None });
     }
-    out.progress("mesh: running frontend's mesh-timing in headless Chromium");
+    progress.say("mesh: running frontend's mesh-timing in headless Chromium");
     let mut child = Command::new("unshare")
         .args(["-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh", "npm", "--prefix", "frontend", "run"])
         .args(["--silent", "mesh-timing"])
@@ -64,7 +67,26 @@ pub(crate) async fn run(plan: &Plan, out: &mut Report, repeats: usize) -> Result
     if times.is_empty() {
         return Err(format!("mesh-timing printed no figures:\n{}", lines.join("\n")).into());
     }
-    out.mesh(&times)
+    Ok(section(&times))
+}
+
+fn section(times: &[MeshTime]) -> Section {
+    let rows = times
+        .iter()
+        .map(|t| {
+            let row = Row::server_only(
+                "browser mesh",
+                format!("N={}: ms to full mesh", t.pages),
+                format!("{:.0}", t.all_at_once_ms),
+            );
+            if t.pages == 8 { row.target("< 500 ms", t.all_at_once_ms < 500.0) } else { row }
+        })
+        .collect();
+    let figures: Vec<Value> = times
+        .iter()
+        .map(|t| json!({"pages": t.pages, "all_at_once_ms": t.all_at_once_ms, "late_joiner_ms": t.late_joiner_ms}))
+        .collect();
+    Section { rows, json: json!({"scenario": "mesh", "median_ms": figures}), plot: None }
 }
 
 /// What keeps the browser scenario from running here, if anything.

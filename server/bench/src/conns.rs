@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
+use serde_json::json;
 use tokio::sync::watch;
 
 use crate::client::{Caller, Ws};
-use crate::procs::{self, Child, Plan};
-use crate::report::{Report, Target};
+use crate::procs::{self, Child, Plan, Target};
+use crate::report::{Progress, Row, Section, fmt_kib};
 use crate::{Result, within};
 
 /// Connections being opened at once.
@@ -27,27 +28,27 @@ const PAIR_BASE: usize = 1 << 40;
 
 /// What holding N connections cost one process.
 #[derive(Debug, Clone)]
-pub(crate) struct Held {
+struct Held {
     /// Connections opened.
-    pub(crate) n: usize,
+    n: usize,
     /// Of those, still open at the end.
-    pub(crate) open: usize,
+    open: usize,
     /// RSS before the first connection, KiB.
-    pub(crate) rss_before_kib: u64,
+    rss_before_kib: u64,
     /// RSS with all connections held, KiB.
-    pub(crate) rss_after_kib: u64,
+    rss_after_kib: u64,
     /// Seconds it took to open (and initialise) them all.
-    pub(crate) open_seconds: f64,
+    open_seconds: f64,
 }
 
 impl Held {
     /// Resident bytes per held connection.
-    pub(crate) fn bytes_per_conn(&self) -> f64 {
+    fn bytes_per_conn(&self) -> f64 {
         (self.rss_after_kib.saturating_sub(self.rss_before_kib) * 1024) as f64 / self.n.max(1) as f64
     }
 }
 
-pub(crate) async fn run(plan: &Plan, out: &mut Report, n: usize) -> Result<()> {
+pub(crate) async fn run(plan: &Plan, progress: &Progress, n: usize) -> Result<Section> {
     // This side and the process under test each need a descriptor per connection.
     if let Some(limit) = procs::open_files_limit()
         && limit < n + 200
@@ -57,15 +58,47 @@ pub(crate) async fn run(plan: &Plan, out: &mut Report, n: usize) -> Result<()> {
         );
     }
     let server = plan.start_server()?;
-    let on_server = hold(&server, Target::Server, n, out).await?;
+    let on_server = hold(&server, Target::Server, n, progress).await?;
     drop(server);
     let forwarder = plan.start_forwarder()?;
-    let on_forwarder = hold(&forwarder, Target::Forwarder, n, out).await?;
+    let on_forwarder = hold(&forwarder, Target::Forwarder, n, progress).await?;
     drop(forwarder);
-    out.conns(&on_server, &on_forwarder)
+    Ok(section(&on_server, &on_forwarder))
 }
 
-async fn hold(child: &Child, target: Target, n: usize, out: &Report) -> Result<Held> {
+fn section(server: &Held, forwarder: &Held) -> Section {
+    let scenario = format!("conns N={}", server.n);
+    let (s, f) = (server.bytes_per_conn(), forwarder.bytes_per_conn());
+    let rows = vec![
+        Row::new(&scenario, "RSS / connection", fmt_kib(s), fmt_kib(f), format!("{:.2}", s / f))
+            .target("≤ 4 KiB", s <= 4096.0),
+        Row::new(
+            &scenario,
+            "still open",
+            format!("{}/{}", server.open, server.n),
+            format!("{}/{}", forwarder.open, forwarder.n),
+            String::new(),
+        )
+        .target("all", server.open == server.n),
+        Row::new(
+            &scenario,
+            "seconds to open",
+            format!("{:.1}", server.open_seconds),
+            format!("{:.1}", forwarder.open_seconds),
+            String::new(),
+        ),
+    ];
+    let held = |h: &Held| {
+        json!({
+            "open": h.open, "rss_before_kib": h.rss_before_kib, "rss_after_kib": h.rss_after_kib,
+            "bytes_per_conn": h.bytes_per_conn(), "open_seconds": h.open_seconds,
+        })
+    };
+    let json = json!({"scenario": "conns", "n": server.n, "server": held(server), "forwarder": held(forwarder)});
+    Section { rows, json, plot: None }
+}
+
+async fn hold(child: &Child, target: Target, n: usize, progress: &Progress) -> Result<Held> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before_kib = procs::rss_kib(child.pid)?;
     let closed = Arc::new(AtomicUsize::new(0));
@@ -77,7 +110,7 @@ async fn hold(child: &Child, target: Target, n: usize, out: &Report) -> Result<H
         tokio::spawn(keep(ws?, closed.clone(), stopped.clone()));
         opened += 1;
         if opened % 1000 == 0 {
-            out.progress(&format!("conns {}: {opened}/{n} open", target.name()));
+            progress.say(&format!("conns {}: {opened}/{n} open", target.name()));
         }
     }
     let open_seconds = started.elapsed().as_secs_f64();
@@ -85,7 +118,7 @@ async fn hold(child: &Child, target: Target, n: usize, out: &Report) -> Result<H
     let rss_after_kib = procs::rss_kib(child.pid)?;
     let fds = procs::open_fds(child.pid)?;
     let open = n - closed.load(Ordering::Relaxed);
-    out.progress(&format!("conns {}: {open}/{n} open, {fds} descriptors in the process", target.name()));
+    progress.say(&format!("conns {}: {open}/{n} open, {fds} descriptors in the process", target.name()));
     let _ = stop.send(true);
     Ok(Held { n, open: open.min(fds), rss_before_kib, rss_after_kib, open_seconds })
 }

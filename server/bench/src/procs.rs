@@ -122,6 +122,24 @@ pub(crate) fn open_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
+/// What a figure was measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// webrtc-p2p-server.
+    Server,
+    /// The bare forwarder.
+    Forwarder,
+}
+
+impl Target {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Forwarder => "forwarder",
+        }
+    }
+}
+
 /// A child process, killed when dropped.
 #[derive(Debug)]
 pub(crate) struct Child {

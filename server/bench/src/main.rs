@@ -4,7 +4,7 @@
 //! that every figure can be read as a ratio to the forwarder's. Loopback only;
 //! every loop is bounded in count and time.
 //!
-//!     cargo run --release -p webrtc-p2p-server --bin bench -- all
+//!     cargo run --release -p webrtc-p2p-bench -- all
 //!
 //! # Layout
 //! - `procs`: the processes under test, /proc readings (CPU, RSS), CPU
@@ -12,7 +12,8 @@
 //! - `client`: lean WebSocket and JSON-RPC helpers for the load generator.
 //! - `forwarder`: the baseline, a bare forwarder that pairs two connections.
 //! - `relay`, `conns`, `storm`, `mesh`: one scenario each.
-//! - `report`: the progress line, the summary table, JSON lines, the SVG plot.
+//! - `report`: the progress line, the summary table, JSON lines, the SVG plot;
+//!   each scenario hands it a `Section` (rows, a JSON line, maybe a plot).
 
 mod client;
 mod conns;
@@ -145,21 +146,25 @@ fn run(cli: Cli) -> Result<()> {
     plan.pin_self();
     let mut out = report::Report::new(&cli.opts, &plan)?;
     let rt = runtime()?;
+    let (opts, progress) = (&cli.opts, &out.progress);
     match cli.command {
         Command::All { conns, no_mesh } => rt.block_on(async {
-            relay::run(&plan, &cli.opts, &mut out, 1, 1).await?;
-            relay::run(&plan, &cli.opts, &mut out, 32, 8).await?;
-            conns::run(&plan, &mut out, conns).await?;
-            storm::run(&plan, &mut out, 200, 8).await?;
+            out.add(relay::run(&plan, opts, &out.progress, 1, 1).await?)?;
+            out.add(relay::run(&plan, opts, &out.progress, 32, 8).await?)?;
+            out.add(conns::run(&plan, &out.progress, conns).await?)?;
+            out.add(storm::run(&plan, &out.progress, 200, 8).await?)?;
             if !no_mesh {
-                mesh::run(&plan, &mut out, 5).await?;
+                out.add(mesh::run(&plan, &out.progress, 5).await?)?;
             }
             Ok::<_, Error>(())
         })?,
-        Command::Relay { pairs, window } => rt.block_on(relay::run(&plan, &cli.opts, &mut out, pairs, window))?,
-        Command::Conns { n } => rt.block_on(conns::run(&plan, &mut out, n))?,
-        Command::Storm { groups, members } => rt.block_on(storm::run(&plan, &mut out, groups, members))?,
-        Command::Mesh { repeats } => rt.block_on(mesh::run(&plan, &mut out, repeats))?,
+        Command::Relay { pairs, window } => {
+            let section = rt.block_on(relay::run(&plan, opts, progress, pairs, window))?;
+            out.add(section)?;
+        }
+        Command::Conns { n } => out.add(rt.block_on(conns::run(&plan, progress, n))?)?,
+        Command::Storm { groups, members } => out.add(rt.block_on(storm::run(&plan, progress, groups, members))?)?,
+        Command::Mesh { repeats } => out.add(rt.block_on(mesh::run(&plan, progress, repeats))?)?,
         Command::Forwarder { .. } => unreachable!("handled above"),
     }
     out.finish()
