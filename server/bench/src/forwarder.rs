@@ -1,6 +1,8 @@
-//! The baseline: a bare WebSocket forwarder. It pairs the two connections
-//! that ask for the same `?pair=K` and copies every data frame of one to the
-//! other, parsing nothing. Same WebSocket library, read buffer size and TCP
+//! The baseline: a bare WebSocket forwarder, as anyone would write it with
+//! tokio-tungstenite. It pairs the two connections that ask for the same
+//! `?pair=K`, splits each into its read and write halves, and runs one task
+//! per direction that copies every data frame with its own `send` (write and
+//! flush), parsing nothing. Same WebSocket library, read buffer size and TCP
 //! settings as the server, so the difference is what the server does on top.
 
 use std::collections::HashMap;
@@ -15,6 +17,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::Result;
+
+/// The server's read buffer (server/src/http.rs): tungstenite zero-fills
+/// its whole read buffer before each read, so a larger one would make this
+/// baseline pay for something the server does not.
+const READ_BUFFER_SIZE: usize = 512;
 
 type Waiting = Arc<Mutex<HashMap<String, WebSocketStream<TcpStream>>>>;
 
@@ -32,7 +39,7 @@ pub(crate) async fn serve(listen: SocketAddr) -> Result<()> {
 async fn connection(stream: TcpStream, waiting: Waiting) {
     let _ = stream.set_nodelay(true);
     let mut key = String::new();
-    let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_SIZE);
     // The callback's signature is tungstenite's, large error type included.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
@@ -54,7 +61,8 @@ async fn connection(stream: TcpStream, waiting: Waiting) {
     };
     let (a_tx, a_rx) = ws.split();
     let (b_tx, b_rx) = other.split();
-    tokio::join!(copy(a_rx, b_tx), copy(b_rx, a_tx));
+    tokio::spawn(copy(a_rx, b_tx));
+    tokio::spawn(copy(b_rx, a_tx));
 }
 
 async fn copy(

@@ -49,7 +49,8 @@ impl Plan {
             return Err(format!("no server binary at {} (cargo build --release)", server.display()).into());
         }
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let pin = (!opts.no_pin && cpus >= 2 && taskset_works()).then_some((0, 1));
+        // The process under test on CPU 0, the load generator on CPU 1.
+        let pin = (!opts.no_pin && cpus >= 2 && taskset_works()).then_some((1, 0));
         Ok(Self { server, bench, target_dir, pin, ticks: clock_ticks(), cpus })
     }
 

@@ -291,12 +291,12 @@ async fn call(
 ) -> Result<Vec<u32>> {
     let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(window * 2);
     let mut next_id = 0;
+    // Each frame with its own write, as a browser's `send` does.
     for _ in 0..window {
         next_id += 1;
         sent.insert(next_id, Instant::now());
-        ws.feed(Message::text(client::request(next_id, "relay", &params))).await?;
+        ws.send(Message::text(client::request(next_id, "relay", &params))).await?;
     }
-    ws.flush().await?;
     let mut latencies = Vec::new();
     let deadline = t1 + GRACE;
     while !sent.is_empty() {

@@ -3,8 +3,9 @@
 //! sequence runs as webrtc-p2p's clients run it: each member asks for the
 //! member list and offers to everyone who joined before it (a `relay`
 //! request, answered), and after the offer/answer both ends of the pair
-//! trickle 4 ICE candidates as `relay` notifications. Measured: time from
-//! the joins to the moment every member has every answer and candidate.
+//! trickle 4 ICE candidates as `relay` notifications. Each frame goes out
+//! with its own write, as a browser sends it. Measured: time from the joins
+//! to the moment every member has every answer and candidate.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -201,7 +202,7 @@ impl Member {
                 match client::frame_id(text.as_str()) {
                     // An offer: answer it, then trickle candidates.
                     Some(id) => {
-                        ws.feed(Message::text(client::result(id, ANSWER))).await?;
+                        ws.send(Message::text(client::result(id, ANSWER))).await?;
                         self.trickle(&mut ws, &from).await?;
                     }
                     None => candidates += 1,
@@ -226,9 +227,8 @@ impl Member {
                         next_id += 1;
                         offers.insert(next_id, earlier.to_owned());
                         let params = format!(r#"["{}","{earlier}",{OFFER}]"#, self.group);
-                        ws.feed(Message::text(client::request(next_id, "relay", &params))).await?;
+                        ws.send(Message::text(client::request(next_id, "relay", &params))).await?;
                     }
-                    ws.flush().await?;
                     expected_answers = Some(me);
                 }
                 Some(id) => {
@@ -245,9 +245,8 @@ impl Member {
     async fn trickle(&self, ws: &mut Ws, peer: &str) -> Result<()> {
         let params = format!(r#"["{}","{peer}",{CANDIDATE}]"#, self.group);
         for _ in 0..CANDIDATES {
-            ws.feed(Message::text(client::notification("relay", &params))).await?;
+            ws.send(Message::text(client::notification("relay", &params))).await?;
         }
-        ws.flush().await?;
         Ok(())
     }
 }
