@@ -111,6 +111,61 @@ impl Plan {
     }
 }
 
+/// What a process has done so far, as /proc counts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    /// CPU seconds, user + system.
+    pub(crate) cpu: f64,
+    /// Context switches of all its threads, voluntary and not.
+    pub(crate) switches: u64,
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Self;
+    fn sub(self, earlier: Self) -> Self {
+        Self { cpu: self.cpu - earlier.cpu, switches: self.switches.saturating_sub(earlier.switches) }
+    }
+}
+
+impl Plan {
+    /// `pid`'s counters now.
+    pub(crate) fn counters(&self, pid: u32) -> Result<Counters> {
+        let mut switches = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            // A thread may end between listing and reading: it no longer counts.
+            let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+            for line in status.lines() {
+                let count = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"));
+                if let Some(n) = count {
+                    switches += n.trim().parse::<u64>()?;
+                }
+            }
+        }
+        Ok(Counters { cpu: self.cpu_seconds(pid)?, switches })
+    }
+
+    /// Counts `pid`'s system calls for `window` with `perf stat` (on a
+    /// thread; `None` when perf cannot, e.g. without tracepoint access).
+    pub(crate) fn count_syscalls(&self, pid: u32, window: Duration) -> std::thread::JoinHandle<Option<u64>> {
+        let pid = pid.to_string();
+        let seconds = format!("{:.3}", window.as_secs_f64());
+        std::thread::spawn(move || {
+            let output = Command::new("perf")
+                .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", &pid, "--", "sleep", &seconds])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .output()
+                .ok()?;
+            // CSV on stderr: `COUNT,,raw_syscalls:sys_enter,…`.
+            let text = String::from_utf8(output.stderr).ok()?;
+            let line = text.lines().find(|l| l.contains("raw_syscalls:sys_enter"))?;
+            line.split(',').next()?.trim().parse().ok()
+        })
+    }
+}
+
 /// `pid`'s resident set in KiB, from /proc/PID/status.
 pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -34,6 +34,11 @@ struct Measurement {
     per_second: f64,
     /// Round trips per CPU-second of the process under test.
     per_cpu_second: f64,
+    /// System calls of the process under test per round trip (NaN when
+    /// perf could not count them).
+    syscalls: f64,
+    /// Its threads' context switches per round trip.
+    switches: f64,
     /// Round-trip latencies in µs, sorted.
     latencies: Vec<u32>,
 }
@@ -48,6 +53,7 @@ impl Measurement {
         json!({
             "round_trips_per_s": self.per_second,
             "round_trips_per_cpu_s": self.per_cpu_second,
+            "syscalls_per_round_trip": self.syscalls, "switches_per_round_trip": self.switches,
             "p50_us": self.quantile(0.5), "p90_us": self.quantile(0.9),
             "p99_us": self.quantile(0.99), "max_us": self.quantile(1.0),
         })
@@ -59,6 +65,8 @@ impl Measurement {
 struct Figures {
     per_second: f64,
     per_cpu_second: f64,
+    syscalls: f64,
+    switches: f64,
     p50: f64,
     p90: f64,
     p99: f64,
@@ -72,6 +80,8 @@ impl Figures {
         Self {
             per_second: med(&|m| m.per_second),
             per_cpu_second: med(&|m| m.per_cpu_second),
+            syscalls: med(&|m| m.syscalls),
+            switches: med(&|m| m.switches),
             p50: med(&|m| m.quantile(0.5)),
             p90: med(&|m| m.quantile(0.9)),
             p99: med(&|m| m.quantile(0.99)),
@@ -84,6 +94,7 @@ impl Figures {
             "round_trips_per_s": self.per_second,
             "round_trips_per_cpu_s": self.per_cpu_second,
             "cpu_us_per_round_trip": 1e6 / self.per_cpu_second,
+            "syscalls_per_round_trip": self.syscalls, "switches_per_round_trip": self.switches,
             "p50_us": self.p50, "p90_us": self.p90, "p99_us": self.p99, "max_us": self.max,
         })
     }
@@ -153,6 +164,20 @@ fn section(pairs: usize, window: usize, duration: Duration, runs: &[(Target, Mea
             format!("{:.1}", 1e6 / f.per_cpu_second),
             ratio(f.per_cpu_second, s.per_cpu_second),
         ),
+        Row::new(
+            &scenario,
+            "syscalls / round trip",
+            format!("{:.2}", s.syscalls),
+            format!("{:.2}", f.syscalls),
+            ratio(s.syscalls, f.syscalls),
+        ),
+        Row::new(
+            &scenario,
+            "context switches / round trip",
+            format!("{:.2}", s.switches),
+            format!("{:.2}", f.switches),
+            ratio(s.switches, f.switches),
+        ),
     ];
     for (figure, a, b, limit) in [
         ("p50 µs", s.p50, f.p50, 1.2),
@@ -219,7 +244,8 @@ async fn measure(
     }
 
     sleep_until(t0).await;
-    let (cpu0, done0) = (plan.cpu_seconds(child.pid)?, completed.load(Ordering::Relaxed));
+    let syscalls = plan.count_syscalls(child.pid, duration);
+    let (counters0, done0) = (plan.counters(child.pid)?, completed.load(Ordering::Relaxed));
     let started = Instant::now();
     let mut tick = started;
     while tick + Duration::from_millis(500) < t1 {
@@ -229,8 +255,9 @@ async fn measure(
         progress.say(&format!("{label}: {rate:.0} rt/s …"));
     }
     sleep_until(t1).await;
-    let (cpu1, done1) = (plan.cpu_seconds(child.pid)?, completed.load(Ordering::Relaxed));
+    let (counters1, done1) = (plan.counters(child.pid)?, completed.load(Ordering::Relaxed));
     let elapsed = started.elapsed().as_secs_f64();
+    let syscalls = syscalls.join().ok().flatten();
 
     let mut latencies = Vec::new();
     for caller in callers {
@@ -241,9 +268,17 @@ async fn measure(
     }
     latencies.sort_unstable();
     let round_trips = (done1 - done0) as f64;
+    let used = counters1 - counters0;
     // CPU time has clock-tick resolution; a zero would make the ratio infinite.
-    let cpu = (cpu1 - cpu0).max(1e-3);
-    Ok(Measurement { per_second: round_trips / elapsed, per_cpu_second: round_trips / cpu, latencies })
+    let cpu = used.cpu.max(1e-3);
+    let per_round_trip = |n: u64| n as f64 / round_trips.max(1.0);
+    Ok(Measurement {
+        per_second: round_trips / elapsed,
+        per_cpu_second: round_trips / cpu,
+        syscalls: syscalls.map_or(f64::NAN, per_round_trip),
+        switches: per_round_trip(used.switches),
+        latencies,
+    })
 }
 
 /// Connects a pair and returns A, B and the relay params A sends to B.
