@@ -73,7 +73,7 @@ export type Received = string | Uint8Array;
 
 /**
  * Every code an `RpcError` carries. The standard JSON-RPC codes and the
- * server's application codes (-32001..-32010) keep their wire meaning; the
+ * server's application codes (-32001..-32010, -32012) keep their wire meaning; the
  * client raises the same codes for the same conditions it detects itself
  * (e.g. a unicast to a non-member is `UserNotFound`, a DataChannel unicast
  * that gets no answer in time is `RelayTimeout`). `ConnectionClosed` is the
@@ -105,6 +105,11 @@ export enum ErrorCode {
    * `'relayed'` at once (see `RelayPayload`).
    */
   NoWebRtc = -32011,
+  /**
+   * A resume the server refused (bad, expired or foreign ticket, or the
+   * session is over): the session has ended.
+   */
+  ResumeFailed = -32012,
 }
 
 /**

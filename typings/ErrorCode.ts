@@ -22,6 +22,8 @@ export const ErrorCode = {
   Busy: -32009,
   /** limit exceeded. */
   LimitExceeded: -32010,
+  /** resume failed: start afresh with init. */
+  ResumeFailed: -32012,
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

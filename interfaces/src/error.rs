@@ -38,11 +38,15 @@ pub enum ErrorCode {
     /// Too many groups for a user, or members in a group.
     #[error("limit exceeded")]
     LimitExceeded,
+    /// `resume` with a bad, expired or foreign ticket, or for a session that
+    /// is over: the client starts afresh with `init`.
+    #[error("resume failed: start afresh with init")]
+    ResumeFailed,
 }
 
 impl ErrorCode {
     /// All variants, in code order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::NotInitialized,
         Self::AlreadyInitialized,
         Self::GroupNotFound,
@@ -53,9 +57,11 @@ impl ErrorCode {
         Self::PeerGone,
         Self::Busy,
         Self::LimitExceeded,
+        Self::ResumeFailed,
     ];
 
-    /// The JSON-RPC error code, -32001 to -32010.
+    /// The JSON-RPC error code, -32001 to -32010, and -32012 (-32011 is
+    /// the clients' NoWebRtc).
     pub const fn code(self) -> i32 {
         match self {
             Self::NotInitialized => -32001,
@@ -68,6 +74,7 @@ impl ErrorCode {
             Self::PeerGone => -32008,
             Self::Busy => -32009,
             Self::LimitExceeded => -32010,
+            Self::ResumeFailed => -32012,
         }
     }
 
@@ -90,6 +97,7 @@ impl ErrorCode {
             Self::PeerGone => "PeerGone",
             Self::Busy => "Busy",
             Self::LimitExceeded => "LimitExceeded",
+            Self::ResumeFailed => "ResumeFailed",
         }
     }
 
@@ -110,9 +118,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_minus_32001_to_minus_32010_in_order() {
-        for (i, e) in ErrorCode::ALL.into_iter().enumerate() {
-            assert_eq!(e.code(), -32001 - i as i32);
+    fn codes_are_the_protocols_in_order() {
+        let codes: Vec<i32> = ErrorCode::ALL.into_iter().map(ErrorCode::code).collect();
+        let mut want: Vec<i32> = (1..=10).map(|i| -32000 - i).collect();
+        want.push(-32012);
+        assert_eq!(codes, want);
+        for e in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_code(e.code()), Some(e));
             assert_eq!(format!("{e:?}"), e.name());
         }

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - `rpc`: the `Signaling` (client → server) and `Peer` (server → client)
-//!   `#[rpc]` traits, method names, and `JoinResult`.
+//!   `#[rpc]` traits, method names, and their results (`JoinResult`,
+//!   `SessionFacts`, `IceServer`, `ResumeResult`).
 //! - `ids`: `UserId` and `GroupId`, 128 random bits as 32 lowercase hex digits.
 //! - `capability`: `Capability` flags and the pair rule
 //!   (`Capability::allows`, per `Exchange` kind).
@@ -24,7 +25,9 @@ mod typings;
 pub use capability::{Capability, Exchange};
 pub use error::ErrorCode;
 pub use ids::{GroupId, InvalidId, UserId};
-pub use rpc::{JoinResult, PeerClient, PeerServer, SignalingClient, SignalingServer, method};
+pub use rpc::{
+    IceServer, JoinResult, PeerClient, PeerServer, ResumeResult, SessionFacts, SignalingClient, SignalingServer, method,
+};
 
 /// The default listen address of the server.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";

@@ -30,6 +30,11 @@ pub mod method {
     pub const MEMBER_JOINED: &str = "member_joined";
     /// Server → client notification: someone left one of your groups.
     pub const MEMBER_LEFT: &str = "member_left";
+    /// Client → server: the session's facts (resume ticket, ICE servers).
+    pub const SESSION: &str = "session";
+    /// Client → server, first call of a new connection: take a suspended
+    /// session over.
+    pub const RESUME: &str = "resume";
 }
 
 /// The answer to `join`: who owns the group and what it allows.
@@ -40,6 +45,77 @@ pub struct JoinResult {
     pub owner: UserId,
     /// The group's capability.
     pub capability: Capability,
+}
+
+/// The answer to `session`: what a client needs to resume this session on
+/// a new connection and to reach its peers through NATs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SessionFacts {
+    /// The caller's user id, the same as `init` answered.
+    pub user_id: UserId,
+    /// Opaque; `resume` takes it. Valid for 10 × `resume_window_ms` from
+    /// now (older tickets stay valid until they expire), so clients call
+    /// `session` again before half of that has passed.
+    pub resume_ticket: String,
+    /// How long a dropped connection's session waits to be resumed, in
+    /// milliseconds; 0 when the server does not resume sessions.
+    #[cfg_attr(test, ts(type = "number"))]
+    pub resume_window_ms: u64,
+    /// `RTCIceServer` objects for `RTCPeerConnection`; empty when the server
+    /// knows none.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One `RTCIceServer`: STUN or TURN urls, with TURN credentials when needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct IceServer {
+    /// `stun:`/`turn:`/`turns:` urls; other servers may send a single
+    /// string, which reads as a list of one.
+    #[serde(deserialize_with = "one_or_many")]
+    pub urls: Vec<String>,
+    /// The TURN username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub username: Option<String>,
+    /// The TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub credential: Option<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(d)? {
+        Urls::One(url) => vec![url],
+        Urls::Many(urls) => urls,
+    })
+}
+
+/// The answer to `resume`: the session is back on this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ResumeResult {
+    /// The session's user id, unchanged.
+    pub user_id: UserId,
+    /// The groups the user is still in.
+    pub groups: Vec<GroupId>,
+    /// How many messages the server has received from the client on this
+    /// session (the counting rule of `resume`'s `received`): the client sends
+    /// again every message after that many.
+    #[cfg_attr(test, ts(type = "number"))]
+    pub received: u64,
+    /// `true`: the server now sends again, in order, every message after the
+    /// client's `received`. `false`: it no longer held them all (its resume
+    /// buffer overflowed); messages in between may be lost, so the client
+    /// refreshes what it knows (`get_members`).
+    pub replayed: bool,
 }
 
 /// Client → server. Parameters may be sent by position or by name (the
@@ -81,6 +157,20 @@ pub trait Signaling {
     /// Sent as a notification, it is forwarded as a notification.
     #[method(name = "relay", with_extensions)]
     async fn relay(&self, group_id: GroupId, user_id: UserId, data: Box<RawValue>) -> RpcResult<Box<RawValue>>;
+
+    /// The session's facts, with a fresh resume ticket. Callable any time
+    /// after `init` (or `resume`); a session whose client never called it
+    /// ends with its connection, as in v1.
+    #[method(name = "session", with_extensions)]
+    async fn session(&self) -> RpcResult<SessionFacts>;
+
+    /// Takes over the suspended (or still connected) session `ticket` names;
+    /// only as a new connection's first call, alone (not in a batch).
+    /// `received` counts the messages the client got from the server on
+    /// that session. A bad, expired or foreign ticket, or a session that is
+    /// over, is `ResumeFailed`.
+    #[method(name = "resume", with_extensions)]
+    async fn resume(&self, ticket: String, received: u64) -> RpcResult<ResumeResult>;
 }
 
 /// Server → client. `relay` is a request the client answers; the member

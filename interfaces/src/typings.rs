@@ -9,7 +9,7 @@ use ts_rs::{Config, TS};
 use crate::payload::{
     Body, IceCandidate, MAX_BODY_BYTES, NO_WEBRTC, RelayPayload, SdpType, SessionDescription, Signal,
 };
-use crate::{Capability, ErrorCode, Exchange, GroupId, JoinResult, UserId};
+use crate::{Capability, ErrorCode, Exchange, GroupId, IceServer, JoinResult, ResumeResult, SessionFacts, UserId};
 
 /// `ErrorCode` as a TS const object + type: ts-rs would write the variant
 /// names, but the wire carries the numeric codes.
@@ -77,6 +77,9 @@ fn generated() -> Vec<(&'static str, String)> {
         ("IceCandidate.ts", ts(IceCandidate::export_to_string(&cfg))),
         ("RelayBody.ts", ts(Body::export_to_string(&cfg))),
         ("constants.ts", constants_ts()),
+        ("SessionFacts.ts", ts(SessionFacts::export_to_string(&cfg))),
+        ("IceServer.ts", ts(IceServer::export_to_string(&cfg))),
+        ("ResumeResult.ts", ts(ResumeResult::export_to_string(&cfg))),
         ("ErrorCode.ts", error_code_ts()),
         ("pairRule.json", pair_rule_json()),
     ]
