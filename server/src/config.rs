@@ -104,6 +104,23 @@ pub struct Config {
     #[arg(long, env = "WEBRTC_P2P_REQUIRE_ORIGIN")]
     pub require_origin: bool,
 
+    /// How long a session whose connection dropped (no close frame from the
+    /// client, or the idle timeout) waits to be resumed; only sessions whose
+    /// client called `session`. 0: sessions end with their connection (v1).
+    #[arg(long, env = "WEBRTC_P2P_RESUME_WINDOW", default_value_t = dur(D.resume_window))]
+    pub resume_window: humantime::Duration,
+
+    /// Bytes one resumable session keeps for replay (frames not yet known to
+    /// have arrived, frames waiting while suspended); past it the next
+    /// resume says `replayed: false`.
+    #[arg(long, env = "WEBRTC_P2P_RESUME_BUFFER", default_value_t = D.resume_buffer)]
+    pub resume_buffer: usize,
+
+    /// The secret resume tickets are signed with; servers sharing it accept
+    /// each other's tickets. Unset: a random one per process.
+    #[arg(long, env = "WEBRTC_P2P_RESUME_SECRET", hide_env_values = true)]
+    pub resume_secret: Option<String>,
+
     /// PEM certificate chain; with --tls-key, serve wss:// and https:// only.
     #[arg(long, env = "WEBRTC_P2P_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -131,6 +148,8 @@ impl Config {
             rate_window: self.rate_window.into(),
             max_connections: self.max_connections,
             header_timeout: self.header_timeout.into(),
+            resume_window: self.resume_window.into(),
+            resume_buffer: self.resume_buffer,
         }
     }
 

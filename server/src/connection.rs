@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use jsonrpsee::core::server::ConnectionId;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tracing::{Instrument, debug, debug_span};
 use webrtc_p2p_simple::{CloseReason, Dispatch, Limits, PeerHandle, Session};
 
@@ -36,23 +37,89 @@ pub(crate) fn serve(socket: WebSocket, app: App, slot: ConnectionSlot) -> impl F
     let span = debug_span!("conn", id = conn.0);
     let socket = Box::new(Socket::new(socket, app.hub.limits().ping_interval));
     async move {
-        run(socket, app, conn).await;
+        let suspended = run(socket, &app, conn).await;
         drop(slot);
+        if let Some((session, generation)) = suspended {
+            await_resume(&app, &session, generation).await;
+        }
     }
     .instrument(span)
 }
 
-async fn run(mut socket: Box<Socket>, app: App, conn: ConnectionId) {
+/// How a connection's reading ended.
+enum Ended {
+    /// The connection is to close.
+    Closed(CloseReason),
+    /// Its first request, `resume`, took this session over (at this
+    /// generation): the connection serves it from now on.
+    Resumed(Arc<Session>, u64),
+}
+
+/// Waits out a suspended session's resume window; unless a new connection
+/// took it over by then (or the server is stopping), it ends as in v1.
+async fn await_resume(app: &App, session: &Session, generation: u64) {
+    let mut shutdown = app.shutdown.clone();
+    tokio::select! {
+        () = sleep(app.hub.limits().resume_window) => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+        _ = session.peer().ended(generation) => {}
+    }
+    app.hub.expire(session, generation).await;
+}
+
+/// Serves the connection; returns the session when it is suspended rather
+/// than ended.
+async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(Arc<Session>, u64)> {
     let limits = app.hub.limits();
-    let peer = Arc::new(PeerHandle::new(limits.max_queued_frames, limits.relay_timeout));
-    let session = Arc::new(Session::new(peer.clone()));
-    let dispatch = Dispatch::for_session(&app.hub, app.methods.clone(), conn, session.clone());
-    let reason = read_loop(&mut socket, &app, &dispatch, &session).await;
+    let mut session = Arc::new(Session::new(Arc::new(PeerHandle::new(limits.max_queued_frames, limits.relay_timeout))));
+    let mut generation = 0;
+    let (dispatch, reason) = loop {
+        let dispatch = Dispatch::for_session(&app.hub, app.methods.clone(), conn, session.clone());
+        match read_loop(&mut socket, app, &dispatch, &session, generation).await {
+            Ended::Closed(reason) => break (dispatch, reason),
+            Ended::Resumed(resumed, resumed_generation) => {
+                // What this connection got before (errors, the `resume`
+                // answer last) goes out before the session's replay.
+                let fresh = session.peer();
+                let written = socket.write_all(fresh).await;
+                fresh.seal();
+                (session, generation) = (resumed, resumed_generation);
+                socket.generation = generation;
+                if let Err(e) = written {
+                    debug!(error = %e, "write failed");
+                    let dispatch = Dispatch::for_session(&app.hub, app.methods.clone(), conn, session.clone());
+                    break (dispatch, CloseReason::LOST);
+                }
+            }
+        }
+    };
+    let peer = session.peer();
+    // A newer connection may have taken the session over while this one
+    // was failing for its own reasons.
+    let reason = if peer.serves(generation) { reason } else { CloseReason::RESUMED_ELSEWHERE };
     debug!(code = reason.code, reason = reason.reason, "closing");
     app.metrics.closed(reason);
+    if reason == CloseReason::RESUMED_ELSEWHERE {
+        // The session lives on elsewhere; only this socket ends.
+        let _ = timeout(Limits::CLOSE_LINGER, socket.close_frame(reason)).await;
+        return None;
+    }
+    if matches!(reason, CloseReason::LOST | CloseReason::IDLE_TIMEOUT) && app.hub.suspend(&session, generation) {
+        // What is queued stays queued for the resume; a silent client may
+        // still read a close frame.
+        if reason == CloseReason::IDLE_TIMEOUT {
+            let _ = timeout(Limits::CLOSE_LINGER, socket.close_frame(reason)).await;
+        }
+        return Some((session, generation));
+    }
+    if !peer.serves(generation) {
+        // Taken over a moment ago: the session lives on there.
+        return None;
+    }
 
     // Leave every group, release the id, fail calls waiting on this client.
     app.hub.disconnect(&session, reason).await;
+    let peer = &**peer;
     if reason == CloseReason::SHUTDOWN {
         // The client is still there: let its running requests (relays to
         // members who are closing too, so they fail fast) write their
@@ -60,19 +127,20 @@ async fn run(mut socket: Box<Socket>, app: App, conn: ConnectionId) {
         let lingering = async {
             tokio::select! {
                 () = dispatch.running().all_finished() => {}
-                _ = socket.write_until_error(&peer) => {}
+                _ = socket.write_until_error(peer) => {}
             }
         };
         let _ = timeout(Limits::CLOSE_LINGER, lingering).await;
     }
     // Write what is queued and the close frame, then read the client's close
     // reply, each for a bounded time.
-    if let Ok(Err(e)) = timeout(Limits::CLOSE_LINGER, socket.close(&peer, reason)).await {
+    if let Ok(Err(e)) = timeout(Limits::CLOSE_LINGER, socket.close(peer, reason)).await {
         debug!(error = %e, "write failed");
     }
     peer.seal();
     let drain = async { while let Some(Ok(_)) = socket.ws.next().await {} };
     let _ = timeout(Limits::CLOSE_LINGER, drain).await;
+    None
 }
 
 /// The client's WebSocket, read and written by the connection's one task:
@@ -86,13 +154,18 @@ struct Socket {
     unflushed: bool,
     /// The server's pings, so that a silent client is noticed.
     ping: tokio::time::Interval,
+    /// The generation of the session this connection serves.
+    generation: u64,
+    /// A ping went out to learn that written frames arrived (resumable
+    /// sessions only) and its pong has not come back: one at a time.
+    ack_pending: bool,
 }
 
 impl Socket {
     fn new(ws: WebSocket, ping_interval: Duration) -> Self {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self { ws, unflushed: false, ping }
+        Self { ws, unflushed: false, ping, generation: 0, ack_pending: false }
     }
 
     /// Writes, without waiting, a due ping and what is queued (up to
@@ -109,10 +182,16 @@ impl Socket {
                     Poll::Pending => return Ok(()),
                 }
                 let message = if self.ping.poll_tick(cx).is_ready() {
-                    Message::Ping(Default::default())
+                    Message::Ping(peer.ping_payload().into())
                 } else {
-                    match peer.poll_next_frame(cx) {
+                    match peer.poll_next_frame(cx, self.generation) {
                         Poll::Ready(frame) => Message::Text(frame.into()),
+                        // A resumable session keeps what it wrote until a
+                        // pong says it arrived: ask once the burst is out.
+                        Poll::Pending if !self.ack_pending && peer.awaits_ack() => {
+                            self.ack_pending = true;
+                            Message::Ping(peer.ping_payload().into())
+                        }
                         Poll::Pending => break,
                     }
                 };
@@ -152,6 +231,20 @@ impl Socket {
         })
     }
 
+    /// Writes every frame queued now, and flushes.
+    async fn write_all(&mut self, peer: &PeerHandle) -> Result<(), axum::Error> {
+        while let Some(frame) = peer.try_next_frame() {
+            self.ws.feed(Message::Text(frame.into())).await?;
+        }
+        self.ws.flush().await
+    }
+
+    /// Writes only the close frame.
+    async fn close_frame(&mut self, reason: CloseReason) -> Result<(), axum::Error> {
+        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
+        self.ws.send(Message::Close(Some(frame))).await
+    }
+
     /// Writes the frames queued before the close, then the close frame.
     async fn close(&mut self, peer: &PeerHandle, reason: CloseReason) -> Result<(), axum::Error> {
         while let Some(frame) = peer.try_next_frame() {
@@ -167,13 +260,14 @@ async fn read_loop(
     app: &App,
     dispatch: &Dispatch<Arc<Session>>,
     session: &Session,
-) -> CloseReason {
+    generation: u64,
+) -> Ended {
     let limits = app.hub.limits();
     let peer = session.peer();
     let init_deadline = Instant::now() + limits.init_timeout;
     let idle = sleep(limits.idle_timeout);
     tokio::pin!(idle);
-    let closed = peer.closed();
+    let closed = peer.ended(generation);
     tokio::pin!(closed);
     let mut shutdown = app.shutdown.clone();
     // Set when shutdown starts: until then, answers still count.
@@ -181,20 +275,28 @@ async fn read_loop(
 
     loop {
         if drain_until.is_some() && peer.pending_calls() == 0 && dispatch.running().is_idle() {
-            return CloseReason::SHUTDOWN;
+            return Ended::Closed(CloseReason::SHUTDOWN);
         }
         tokio::select! {
             message = socket.next(peer) => {
                 idle.as_mut().reset(Instant::now() + limits.idle_timeout);
                 match message {
-                    Some(Ok(Message::Text(text))) => dispatch.text(text.as_str()),
-                    Some(Ok(Message::Binary(bytes))) => dispatch.binary(&bytes),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return CloseReason::NORMAL,
-                    Some(Err(e)) => return close_reason(e),
+                    Some(Ok(Message::Text(text))) => counted(session, generation, || dispatch.text(text.as_str())),
+                    Some(Ok(Message::Binary(bytes))) => counted(session, generation, || dispatch.binary(&bytes)),
+                    Some(Ok(Message::Pong(payload))) => {
+                        socket.ack_pending = false;
+                        peer.ack(&payload);
+                    }
+                    Some(Ok(Message::Ping(_))) => {}
+                    Some(Ok(Message::Close(_))) => return Ended::Closed(CloseReason::NORMAL),
+                    None => return Ended::Closed(CloseReason::LOST),
+                    Some(Err(e)) => return Ended::Closed(close_reason(e)),
+                }
+                if let Some((resumed, generation)) = session.take_resumed() {
+                    return Ended::Resumed(resumed, generation);
                 }
             }
-            reason = &mut closed => return reason,
+            reason = &mut closed => return Ended::Closed(reason),
             _ = shutdown.wait_for(|stop| *stop), if drain_until.is_none() => {
                 drain_until = Some(Instant::now() + Limits::SHUTDOWN_DRAIN);
             }
@@ -203,12 +305,27 @@ async fn read_loop(
             // conns N=19,000); the deadline is checked at each tick.
             () = async { sleep(DRAIN_CHECK).await }, if drain_until.is_some() => {
                 if drain_until.is_some_and(|until| Instant::now() >= until) {
-                    return CloseReason::SHUTDOWN;
+                    return Ended::Closed(CloseReason::SHUTDOWN);
                 }
             }
-            () = &mut idle => return CloseReason::IDLE_TIMEOUT,
-            () = sleep_until(init_deadline), if session.user().is_none() => return CloseReason::INIT_TIMEOUT,
+            () = &mut idle => return Ended::Closed(CloseReason::IDLE_TIMEOUT),
+            () = sleep_until(init_deadline), if session.user().is_none() => return Ended::Closed(CloseReason::INIT_TIMEOUT),
         }
+    }
+}
+
+/// Handles a data frame with `handle`, counting it for `resume`'s
+/// `received` once the session exists (its `init` request is the first).
+/// A frame that reaches a connection whose session a newer one took over
+/// is dropped, not handled: the client sends it again there.
+fn counted(session: &Session, generation: u64, handle: impl FnOnce()) {
+    let initialized = session.user().is_some();
+    if initialized && !session.peer().count_received(generation) {
+        return;
+    }
+    handle();
+    if !initialized && session.user().is_some() {
+        session.peer().count_received(generation);
     }
 }
 
@@ -217,7 +334,9 @@ fn close_reason(e: axum::Error) -> CloseReason {
     match e.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
         Ok(tungstenite::Error::Capacity(_)) => CloseReason::MESSAGE_TOO_BIG,
         Ok(tungstenite::Error::Utf8(_)) => CloseReason::INVALID_UTF8,
+        // EOF without a close frame: the network, not the client, ended it.
+        Ok(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => CloseReason::LOST,
         Ok(tungstenite::Error::Protocol(_)) => CloseReason::PROTOCOL_ERROR,
-        _ => CloseReason::NORMAL,
+        _ => CloseReason::LOST,
     }
 }

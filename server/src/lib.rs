@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use webrtc_p2p_interfaces::SignalingServer;
-use webrtc_p2p_simple::{Hub, Limits};
+use webrtc_p2p_simple::{Hub, Limits, LocalRouter, ResumeKey};
 
 pub use config::{Config, LogFormat};
 pub use webrtc_p2p_simple::HubStats;
@@ -115,7 +115,9 @@ impl Server {
             _ => None,
         };
         let metrics = Arc::new(metrics::Metrics::new());
-        let hub = Hub::with_observer(config.limits(), metrics.clone());
+        let resume_key =
+            config.resume_secret.as_deref().map_or_else(ResumeKey::random, |s| ResumeKey::new(s.as_bytes()));
+        let hub = Hub::with_router(LocalRouter::default(), config.limits(), metrics.clone(), resume_key);
         let methods = hub.clone().into_rpc().into();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins, config.require_origin));

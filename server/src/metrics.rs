@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use webrtc_p2p_interfaces::ErrorCode;
 use webrtc_p2p_simple::wire::code;
-use webrtc_p2p_simple::{CloseReason, HubStats, Limit, Observer, RelayOutcome};
+use webrtc_p2p_simple::{CloseReason, HubStats, Limit, Observer, RelayOutcome, ResumeFailure, SessionEvent};
 
 type Labels = [(&'static str, &'static str); 1];
 
@@ -37,17 +37,20 @@ fn error_label(code: i32) -> &'static str {
     }
 }
 
-/// The close codes the server sends.
-const CLOSE_CODES: [u16; 6] = [1000, 1001, 1002, 1007, 1008, 1009];
+/// The close codes the server sends, and 1006 for a connection that ended
+/// without a close frame.
+const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 4001];
 
 fn close_label(code: u16) -> &'static str {
     match code {
         1000 => "1000",
         1001 => "1001",
         1002 => "1002",
+        1006 => "1006",
         1007 => "1007",
         1008 => "1008",
         1009 => "1009",
+        4001 => "4001",
         _ => "other",
     }
 }
@@ -71,6 +74,12 @@ pub(crate) struct Metrics {
     /// By [`Limit::ALL`]'s order.
     refused: Vec<Counter>,
     closes: Family<Labels, Counter>,
+    suspended: Counter,
+    /// `replayed` false, then true.
+    resumed: [Counter; 2],
+    expired: Counter,
+    /// By [`ResumeFailure::ALL`]'s order.
+    resume_failures: Vec<Counter>,
 }
 
 impl Metrics {
@@ -99,7 +108,32 @@ impl Metrics {
             family(&mut registry, "refused", "Messages, calls and connections refused, by the limit that refused them");
         let closes = family(&mut registry, "closes", "WebSocket connections closed, by close code");
 
+        let suspended = Counter::default();
+        registry.register(
+            "sessions_suspended",
+            "Sessions whose connection dropped, waiting to be resumed",
+            suspended.clone(),
+        );
+        let resumed = Family::<Labels, Counter>::default();
+        registry.register(
+            "sessions_resumed",
+            "Sessions resumed, by whether the messages in between were replayed",
+            resumed.clone(),
+        );
+        let expired = Counter::default();
+        registry.register(
+            "sessions_expired",
+            "Suspended sessions that ended as their resume window passed",
+            expired.clone(),
+        );
+        let failures = Family::<Labels, Counter>::default();
+        registry.register("resume_failures", "Resumes refused (ResumeFailed), by reason", failures.clone());
+
         // Every series exists from the start, so a rate() sees its first increase.
+        let resumed =
+            [false, true].map(|r| resumed.get_or_create_owned(&[("replayed", if r { "true" } else { "false" })]));
+        let resume_failures =
+            ResumeFailure::ALL.iter().map(|r| failures.get_or_create_owned(&[("reason", r.name())])).collect();
         let relays = RelayOutcome::ALL.iter().map(|o| relays.get_or_create_owned(&[("outcome", o.name())])).collect();
         let refused = Limit::ALL.iter().map(|l| refused.get_or_create_owned(&[("limit", l.name())])).collect();
         for code in CLOSE_CODES {
@@ -118,6 +152,10 @@ impl Metrics {
             errors,
             refused,
             closes,
+            suspended,
+            resumed,
+            expired,
+            resume_failures,
         }
     }
 
@@ -185,6 +223,27 @@ impl Observer for Metrics {
 
     fn refused(&self, limit: Limit) {
         Metrics::refused(self, limit);
+    }
+
+    fn session_event(&self, event: SessionEvent) {
+        match event {
+            SessionEvent::Suspended => {
+                self.suspended.inc();
+            }
+            SessionEvent::Resumed { replayed } => {
+                self.resumed[usize::from(replayed)].inc();
+            }
+            SessionEvent::Expired => {
+                self.expired.inc();
+            }
+            SessionEvent::ResumeFailed(reason) => {
+                if let Some(counter) =
+                    ResumeFailure::ALL.iter().position(|r| *r == reason).and_then(|at| self.resume_failures.get(at))
+                {
+                    counter.inc();
+                }
+            }
+        }
     }
 }
 

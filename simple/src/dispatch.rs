@@ -183,7 +183,11 @@ impl<E: Endpoint> Dispatch<E> {
                         .map(|id| Reply::error(Some(id), ErrorCode::Busy.code(), "busy: rate limit exceeded"));
                     answers.push(Started::Done(busy));
                 }
-                Incoming::Request(request) => answers.push(self.start(request)),
+                Incoming::Request(request) => {
+                    let mut ext = self.endpoint.extensions();
+                    ext.insert(wire::InBatch);
+                    answers.push(wire::start(&self.methods, request, self.conn, ext));
+                }
                 Incoming::Response(response) => self.endpoint.complete(&response),
                 Incoming::Invalid { id, code, message } => {
                     answers.push(Started::Done(Some(Reply::error(id, code, &message))));

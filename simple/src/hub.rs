@@ -10,18 +10,22 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use dashmap::DashMap;
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::core::server::Extensions;
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::value::RawValue;
 use tracing::debug;
-use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, JoinResult, SignalingServer, UserId, method};
+use webrtc_p2p_interfaces::{
+    Capability, ErrorCode, GroupId, JoinResult, ResumeResult, SessionFacts, SignalingServer, UserId, method,
+};
 
 use crate::limits::Limits;
-use crate::observe::{Observer, RelayOutcome, Unobserved};
+use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobserved};
 use crate::peer::{CallFailed, CloseReason, PeerHandle};
 use crate::router::{LocalRouter, Router, Target};
-use crate::wire::{self, IsNotification};
+use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
+use crate::wire::{self, InBatch, IsNotification};
 
 /// One connection's signaling state; the transport puts an `Arc` of it in
 /// the connection's [`Extensions`], where the `Signaling` methods find it.
@@ -36,12 +40,31 @@ pub struct Session {
     groups: Mutex<Vec<GroupId>>,
     /// Relays this user made that wait for an answer.
     relays_in_flight: AtomicUsize,
+    /// Drawn when the client first calls `session`; its tickets name it, so
+    /// that they resume this session and no other.
+    epoch: OnceLock<u64>,
+    /// Where a `resume` on this (fresh) connection leaves the session it took
+    /// over and the connection generation to serve it with, for the
+    /// transport to pick up.
+    resumed: Mutex<Option<(Arc<Session>, u64)>>,
 }
 
 impl Session {
     /// A session for the client behind `peer`.
     pub fn new(peer: Arc<PeerHandle>) -> Self {
-        Self { peer, user: OnceLock::new(), groups: Mutex::default(), relays_in_flight: AtomicUsize::new(0) }
+        Self {
+            peer,
+            user: OnceLock::new(),
+            groups: Mutex::default(),
+            relays_in_flight: AtomicUsize::new(0),
+            epoch: OnceLock::new(),
+            resumed: Mutex::default(),
+        }
+    }
+
+    /// The session a `resume` on this connection took over, once.
+    pub fn take_resumed(&self) -> Option<(Arc<Session>, u64)> {
+        self.resumed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     /// The user id, once `init` answered.
@@ -114,6 +137,10 @@ struct Shared<R> {
     /// Told how each relay ended, and (through each connection's dispatch)
     /// of error answers and refused messages: metrics.
     observer: Arc<dyn Observer>,
+    /// Sessions whose client called `session`, by user: what `resume` finds.
+    resumable: DashMap<UserId, Arc<Session>>,
+    /// Signs and checks resume tickets.
+    resume_key: ResumeKey,
 }
 
 impl Hub {
@@ -125,15 +152,22 @@ impl Hub {
     /// An empty hub in this process's memory, enforcing `limits` and telling
     /// `observer` how each relay ended.
     pub fn with_observer(limits: Limits, observer: Arc<dyn Observer>) -> Self {
-        Self::with_router(LocalRouter::default(), limits, observer)
+        Self::with_router(LocalRouter::default(), limits, observer, ResumeKey::random())
     }
 }
 
 impl<R: Router> Hub<R> {
-    /// A hub over `router`, enforcing `limits` and telling `observer` how
-    /// each relay ended.
-    pub fn with_router(router: R, limits: Limits, observer: Arc<dyn Observer>) -> Self {
-        let shared = Shared { limits, router, relays_in_flight: AtomicUsize::new(0), observer };
+    /// A hub over `router`, enforcing `limits`, telling `observer` how
+    /// each relay ended, and signing resume tickets with `resume_key`.
+    pub fn with_router(router: R, limits: Limits, observer: Arc<dyn Observer>, resume_key: ResumeKey) -> Self {
+        let shared = Shared {
+            limits,
+            router,
+            relays_in_flight: AtomicUsize::new(0),
+            observer,
+            resumable: DashMap::new(),
+            resume_key,
+        };
         Self { shared: Arc::new(shared) }
     }
 
@@ -169,8 +203,102 @@ impl<R: Router> Hub<R> {
             let _ = self.shared.router.leave(group_id, user).await;
         }
         self.shared.router.remove(user).await;
+        self.shared.resumable.remove_if(&user, |_, s| std::ptr::eq(&**s, session));
         debug!(%user, "disconnected");
     }
+
+    /// `session`: a fresh ticket, and from now on the session survives a
+    /// dropped connection for the resume window.
+    fn session_facts(&self, session: &Arc<Session>) -> Result<SessionFacts, ErrorCode> {
+        let user = session.initialized()?;
+        let window = self.shared.limits.resume_window;
+        let resume_window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut resume_ticket = String::new();
+        if resume_window_ms > 0 {
+            let epoch = *session.epoch.get_or_init(random_u64);
+            session.peer.keep_for_replay(self.shared.limits.resume_buffer);
+            self.shared.resumable.entry(user).or_insert_with(|| session.clone());
+            let expires_ms = unix_ms().saturating_add(resume_window_ms.saturating_mul(TICKET_WINDOWS));
+            resume_ticket = self.shared.resume_key.issue(Ticket { user, epoch, expires_ms });
+        }
+        Ok(SessionFacts { user_id: user, resume_ticket, resume_window_ms, ice_servers: Vec::new() })
+    }
+
+    /// `resume`: the session `ticket` names moves to the connection behind
+    /// `fresh` (which must not have a session of its own, and must not be
+    /// in a batch, whose answer would go to the wrong session).
+    fn resume_session(
+        &self,
+        fresh: &Session,
+        in_batch: bool,
+        ticket: &str,
+        received: u64,
+    ) -> Result<ResumeResult, ErrorObjectOwned> {
+        if fresh.user().is_some() {
+            return Err(ErrorCode::AlreadyInitialized.into());
+        }
+        if in_batch {
+            let message = "resume must be a connection's first call, sent alone";
+            return Err(ErrorObjectOwned::owned(wire::code::INVALID_REQUEST, message, None::<()>));
+        }
+        let failed = |reason: ResumeFailure| {
+            self.shared.observer.session_event(SessionEvent::ResumeFailed(reason));
+            debug!(reason = reason.name(), "resume failed");
+            ErrorObjectOwned::from(ErrorCode::ResumeFailed)
+        };
+        let ticket = self.shared.resume_key.verify(ticket, unix_ms()).map_err(|e| {
+            failed(match e {
+                TicketError::Malformed => ResumeFailure::Malformed,
+                TicketError::Forged => ResumeFailure::Forged,
+                TicketError::Expired => ResumeFailure::Expired,
+            })
+        })?;
+        let session = self.shared.resumable.get(&ticket.user).map(|s| s.clone());
+        let Some(session) = session.filter(|s| s.epoch.get() == Some(&ticket.epoch)) else {
+            return Err(failed(ResumeFailure::Gone));
+        };
+        let Some(attached) = session.peer.attach(received) else {
+            return Err(failed(ResumeFailure::Gone));
+        };
+        let groups = session.lock_groups().clone();
+        *fresh.resumed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((session, attached.generation));
+        self.shared.observer.session_event(SessionEvent::Resumed { replayed: attached.replayed });
+        debug!(user = %ticket.user, replayed = attached.replayed, "resumed");
+        Ok(ResumeResult { user_id: ticket.user, groups, received: attached.received, replayed: attached.replayed })
+    }
+
+    /// Connection `generation` of `session` ended without the client closing
+    /// it: `true` when the session is now suspended (it asked for a ticket
+    /// and resume is on), and the caller runs [`expire`](Self::expire) once
+    /// the window has passed; `false` when it must end as in v1.
+    pub fn suspend(&self, session: &Session, generation: u64) -> bool {
+        if self.shared.limits.resume_window.is_zero() || !session.peer.suspend(generation) {
+            return false;
+        }
+        self.shared.observer.session_event(SessionEvent::Suspended);
+        debug!(user = ?session.user(), "suspended");
+        true
+    }
+
+    /// The resume window of a suspension since connection `generation` has
+    /// passed: unless the session was resumed meanwhile, it ends as in v1.
+    pub async fn expire(&self, session: &Session, generation: u64) {
+        if session.peer.expire(generation) {
+            self.shared.observer.session_event(SessionEvent::Expired);
+            self.disconnect(session, CloseReason::LOST).await;
+        }
+    }
+}
+
+/// A ticket is valid for this many resume windows, so that a client that
+/// refreshes it every half of that always holds one that outlives a drop by
+/// a whole window.
+const TICKET_WINDOWS: u64 = 10;
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    u64::from_ne_bytes(bytes)
 }
 fn session(ext: &Extensions) -> Result<&Arc<Session>, ErrorObjectOwned> {
     ext.get::<Arc<Session>>()
@@ -189,6 +317,7 @@ impl<R: Router> SignalingServer for Hub<R> {
         // ready when first polled, so nobody else can have set it since the
         // check above.
         session.user.set(user).map_err(|_| ErrorCode::AlreadyInitialized)?;
+        session.peer.start_counting();
         Ok(user)
     }
 
@@ -239,6 +368,14 @@ impl<R: Router> SignalingServer for Hub<R> {
         let (outcome, answer) = self.relay_observed(ext, group_id, user_id, data).await;
         self.shared.observer.relay_done(outcome, started.elapsed());
         answer
+    }
+
+    async fn session(&self, ext: &Extensions) -> RpcResult<SessionFacts> {
+        Ok(self.session_facts(session(ext)?)?)
+    }
+
+    async fn resume(&self, ext: &Extensions, ticket: String, received: u64) -> RpcResult<ResumeResult> {
+        self.resume_session(session(ext)?, ext.get::<InBatch>().is_some(), &ticket, received)
     }
 }
 

@@ -12,7 +12,9 @@
 //!   may relay (`Capability::allows_pair` from the contract),
 //!   as `LocalRouter` keeps it.
 //! - `peer`: `PeerHandle`, a client as the server sees it: bounded outgoing
-//!   queue, calls waiting for answers.
+//!   queue, calls waiting for answers; what a resumable session keeps for
+//!   replay.
+//! - `ticket`: `ResumeKey`, the signed resume tickets.
 //! - `wire`: JSON-RPC frames: classify incoming, build outgoing, start a
 //!   request in a jsonrpsee method table.
 //! - `dispatch`: `Dispatch`, what one end of a connection does with each
@@ -39,12 +41,14 @@ mod limits;
 mod observe;
 mod peer;
 mod router;
+mod ticket;
 pub mod wire;
 
 pub use client::{Client, ClientBuilder, ConnectError, Disconnected, Member, MemberHandler, app_error};
 pub use dispatch::{Dispatch, Endpoint, Running};
 pub use hub::{Hub, HubStats, Session};
 pub use limits::{Limit, Limits, RateLimiter};
-pub use observe::{Observer, RelayOutcome};
-pub use peer::{Answer, CallFailed, CloseReason, PeerHandle};
+pub use observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent};
+pub use peer::{Answer, Attached, CallFailed, CloseReason, PeerHandle};
 pub use router::{Joined, LocalRouter, Router, Target};
+pub use ticket::{ResumeKey, Ticket, TicketError};

@@ -54,6 +54,15 @@ pub struct Limits {
     /// handshake before it); past it the TCP connection is closed, so a
     /// half-sent request (slowloris) cannot hold a socket. Default 10 s.
     pub header_timeout: Duration,
+    /// How long a session whose connection dropped waits to be resumed
+    /// (only sessions whose client called `session`); 0 turns resume off.
+    /// Default 30 s.
+    pub resume_window: Duration,
+    /// Bytes one resumable session keeps for replay: frames written but not
+    /// yet known to have arrived, and frames waiting while it is suspended.
+    /// Past it the oldest are dropped and the next resume says `replayed:
+    /// false`. Default 256 KiB.
+    pub resume_buffer: usize,
 }
 
 impl Limits {
@@ -73,6 +82,8 @@ impl Limits {
         rate_window: Duration::from_secs(1),
         max_connections: 10_000,
         header_timeout: Duration::from_secs(10),
+        resume_window: Duration::from_secs(30),
+        resume_buffer: 256 << 10,
     };
 
     /// Frames written per flush at most, by the server's connections and the

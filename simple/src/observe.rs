@@ -1,7 +1,7 @@
 //! What the hub and the dispatch report, for the server's metrics: how each
 //! relay ended (the wire cannot tell a target's own error from ours), each
-//! error response sent, and each message a limit refused. The server decides
-//! what to do with it.
+//! error response sent, each message a limit refused, and what happened to
+//! each resumable session. The server decides what to do with it.
 
 use std::time::Duration;
 
@@ -46,6 +46,51 @@ impl RelayOutcome {
     }
 }
 
+/// Why a `resume` failed (each is ResumeFailed on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResumeFailure {
+    /// Not a ticket at all.
+    Malformed,
+    /// Forged, altered, or signed by another server's key.
+    Forged,
+    /// Past its expiry.
+    Expired,
+    /// The session it names is over (its window passed, it closed) or
+    /// unknown here.
+    Gone,
+}
+
+impl ResumeFailure {
+    /// Every reason, for metrics that list them all from the start.
+    pub const ALL: [Self; 4] = [Self::Malformed, Self::Forged, Self::Expired, Self::Gone];
+
+    /// A short lowercase name, for metric labels and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Forged => "forged",
+            Self::Expired => "expired",
+            Self::Gone => "gone",
+        }
+    }
+}
+
+/// What happened to a resumable session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionEvent {
+    /// Its connection dropped: it waits for a resume.
+    Suspended,
+    /// A new connection took it over; `replayed` as `resume` answered.
+    Resumed {
+        /// Whether the messages in between were sent again.
+        replayed: bool,
+    },
+    /// The resume window passed: it ended as in v1.
+    Expired,
+    /// A `resume` failed.
+    ResumeFailed(ResumeFailure),
+}
+
 /// Told what happened, as it happens. Called on the tasks doing the work,
 /// so every method must be quick and must not block. Each defaults to
 /// ignoring it.
@@ -59,6 +104,9 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
 
     /// `limit` refused a message.
     fn refused(&self, _limit: Limit) {}
+
+    /// Something happened to a resumable session.
+    fn session_event(&self, _event: SessionEvent) {}
 }
 
 /// The observer of a hub or dispatch nobody observes.

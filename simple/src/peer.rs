@@ -40,6 +40,11 @@ impl CloseReason {
     pub const SLOW_CONSUMER: Self = Self { code: 1008, reason: "slow consumer: outgoing queue full" };
     /// A frame or message over the size limit.
     pub const MESSAGE_TOO_BIG: Self = Self { code: 1009, reason: "message too big" };
+    /// The connection ended without a close frame (reset, EOF): never sent,
+    /// as nobody is there to read it; such an end may suspend the session.
+    pub const LOST: Self = Self { code: 1006, reason: "connection lost" };
+    /// The session was resumed on another connection.
+    pub const RESUMED_ELSEWHERE: Self = Self { code: 4001, reason: "resumed elsewhere" };
 }
 
 /// Why a call to a peer failed without an answer.
@@ -66,6 +71,54 @@ struct Outbox {
     waker: Option<Waker>,
     /// Set once the connection is done writing: later frames are refused.
     sealed: bool,
+    /// Frames handed to connections since the handle was made (written, or
+    /// dropped from a full resume buffer).
+    taken: u64,
+    /// How many of `taken` and `frames` came before the `init` answer: the
+    /// session's own count (the client's `received`) starts after them.
+    origin: u64,
+    /// Data frames received from the client on this session (its `init`
+    /// request on, `resume` requests not counted): `resume`'s `received`.
+    received: u64,
+    /// Which connection serves the session: bumped by each `resume`, so
+    /// that an older connection still open takes nothing more.
+    generation: u64,
+    /// Set once the client called `session`: what resume needs. Boxed, so
+    /// that sessions without it pay one pointer.
+    replay: Option<Box<Replay>>,
+}
+
+/// What a resumable session keeps so that a new connection can carry on
+/// exactly where the old one stopped.
+#[derive(Debug)]
+struct Replay {
+    /// Frames written but not yet known to have arrived, oldest first: the
+    /// last `unacked.len()` of `taken`. Trimmed by [`PeerHandle::ack`].
+    unacked: VecDeque<String>,
+    /// Bytes in `unacked` and the outbox's `frames`.
+    bytes: usize,
+    /// At most this many bytes are kept (`--resume-buffer`).
+    budget: usize,
+    /// Frames up to this count of `taken` were dropped before they were known
+    /// to have arrived: a resume from below it cannot be replayed.
+    lost_through: u64,
+    /// No connection serves the session: frames wait, bounded by `budget`
+    /// rather than by the queue's frame count.
+    suspended: bool,
+    /// Frames a resume queued again: they do not count against the queue's
+    /// frame limit (the byte budget bounded them).
+    backlog: usize,
+}
+
+/// What [`PeerHandle::attach`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    /// The new connection's generation, for [`PeerHandle::poll_next_frame`] and friends.
+    pub generation: u64,
+    /// Data frames the server had received from the client on this session.
+    pub received: u64,
+    /// Whether everything after the client's count will be sent again.
+    pub replayed: bool,
 }
 
 /// The server's handle on one connected client.
@@ -110,31 +163,53 @@ impl PeerHandle {
     }
 
     /// Queues a frame for the client. Never waits: when the queue is full the
-    /// client is a slow consumer and is disconnected.
+    /// client is a slow consumer and is disconnected. A suspended session's
+    /// frames are bounded by its resume buffer instead; past it they are
+    /// dropped, and the next resume is not a replay.
     pub fn send_frame(&self, frame: String) -> Result<(), CallFailed> {
         let mut outbox = self.lock_outbox();
         if outbox.sealed {
             return Err(CallFailed::Gone);
         }
-        if outbox.frames.len() >= self.max_queued_frames {
+        let (suspended, backlog) = outbox.replay.as_ref().map_or((false, 0), |r| (r.suspended, r.backlog));
+        if !suspended && outbox.frames.len() >= self.max_queued_frames + backlog {
             drop(outbox);
             self.close(CloseReason::SLOW_CONSUMER);
             return Err(CallFailed::Gone);
         }
+        let outbox = &mut *outbox;
+        if let Some(replay) = outbox.replay.as_mut() {
+            replay.bytes += frame.len();
+            if replay.bytes > replay.budget {
+                if replay.suspended {
+                    // Over the budget with nobody to write to: drop all of it,
+                    // as if written; the resume will say `replayed: false`.
+                    outbox.taken += outbox.frames.len() as u64 + 1;
+                    outbox.frames = VecDeque::new();
+                    replay.unacked = VecDeque::new();
+                    replay.bytes = 0;
+                    replay.lost_through = outbox.taken;
+                    return Ok(());
+                }
+                replay.forget_oldest(outbox.taken);
+            }
+        }
         outbox.frames.push_back(frame);
         let waker = outbox.waker.take();
-        drop(outbox);
         if let Some(waker) = waker {
             waker.wake();
         }
         Ok(())
     }
 
-    /// The next frame to write, or `Pending` (and `cx` is woken when one is
-    /// queued).
-    pub fn poll_next_frame(&self, cx: &mut std::task::Context<'_>) -> Poll<String> {
+    /// The next frame for connection `generation` to write, or `Pending` (and `cx`
+    /// is woken when one is queued). An older connection's generation gets
+    /// nothing more.
+    pub fn poll_next_frame(&self, cx: &mut std::task::Context<'_>, generation: u64) -> Poll<String> {
         let mut outbox = self.lock_outbox();
-        if let Some(frame) = outbox.pop() {
+        if outbox.generation == generation
+            && let Some(frame) = outbox.take()
+        {
             return Poll::Ready(frame);
         }
         match &mut outbox.waker {
@@ -146,12 +221,184 @@ impl PeerHandle {
 
     /// The next frame to write, if one is queued.
     pub fn try_next_frame(&self) -> Option<String> {
-        self.lock_outbox().pop()
+        self.lock_outbox().take()
     }
 
     /// Waits for the next frame to write.
     pub async fn next_frame(&self) -> String {
-        std::future::poll_fn(|cx| self.poll_next_frame(cx)).await
+        let generation = self.lock_outbox().generation;
+        std::future::poll_fn(|cx| self.poll_next_frame(cx, generation)).await
+    }
+
+    /// The session starts here: the next frame queued (the `init` answer) is
+    /// the first the client counts.
+    pub fn start_counting(&self) {
+        let mut outbox = self.lock_outbox();
+        outbox.origin = outbox.taken + outbox.frames.len() as u64;
+    }
+
+    /// Counts a data frame connection `generation` received from the client;
+    /// `false` (and not counted) when a newer connection serves the session,
+    /// and the frame must be dropped.
+    pub fn count_received(&self, generation: u64) -> bool {
+        let mut outbox = self.lock_outbox();
+        if outbox.generation != generation {
+            return false;
+        }
+        outbox.received += 1;
+        true
+    }
+
+    /// From now on, written frames are kept until known to have arrived
+    /// (at most `budget` bytes), so that the session can be resumed.
+    pub fn keep_for_replay(&self, budget: usize) {
+        let mut outbox = self.lock_outbox();
+        if outbox.replay.is_none() {
+            let bytes = outbox.frames.iter().map(String::len).sum();
+            let lost_through = outbox.taken;
+            outbox.replay = Some(Box::new(Replay {
+                unacked: VecDeque::new(),
+                bytes,
+                budget,
+                lost_through,
+                suspended: false,
+                backlog: 0,
+            }));
+        }
+    }
+
+    /// The payload for a ping: how many frames were written before it
+    /// (8 bytes, big-endian), so that its pong says they all arrived. Empty
+    /// when nothing is kept for replay.
+    pub fn ping_payload(&self) -> Vec<u8> {
+        let outbox = self.lock_outbox();
+        match outbox.replay {
+            Some(_) => outbox.taken.to_be_bytes().to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether written frames wait for a pong to be known delivered.
+    pub fn awaits_ack(&self) -> bool {
+        self.lock_outbox().replay.as_ref().is_some_and(|r| !r.unacked.is_empty())
+    }
+
+    /// A pong with `payload` arrived: every frame written before its ping
+    /// arrived too, and is forgotten.
+    pub fn ack(&self, payload: &[u8]) {
+        let Ok(word) = <[u8; 8]>::try_from(payload) else { return };
+        let acked = u64::from_be_bytes(word);
+        let mut outbox = self.lock_outbox();
+        let taken = outbox.taken;
+        if let Some(replay) = outbox.replay.as_mut() {
+            let first = taken - replay.unacked.len() as u64;
+            for _ in first..acked.min(taken) {
+                if let Some(frame) = replay.unacked.pop_front() {
+                    replay.bytes -= frame.len();
+                }
+            }
+            if replay.unacked.is_empty() {
+                replay.unacked = VecDeque::new();
+            }
+        }
+    }
+
+    /// Connection `generation` ended without the client closing it: the session
+    /// waits for a resume. `false` when it cannot (never asked for a ticket,
+    /// closed already, or a newer connection serves it).
+    pub fn suspend(&self, generation: u64) -> bool {
+        let mut outbox = self.lock_outbox();
+        if outbox.sealed || outbox.generation != generation || self.is_closed() {
+            return false;
+        }
+        let Some(replay) = outbox.replay.as_mut() else { return false };
+        replay.suspended = true;
+        true
+    }
+
+    /// A new connection takes the session over, the client having received
+    /// `received` frames: what follows them is queued again (a replay) when
+    /// all of it is still here; otherwise nothing in between is, and the
+    /// count carries on from the client's. An older connection still open
+    /// is told to close. `None` when the session is over.
+    pub fn attach(&self, received: u64) -> Option<Attached> {
+        let mut outbox = self.lock_outbox();
+        if outbox.sealed || self.is_closed() {
+            return None;
+        }
+        let outbox = &mut *outbox;
+        outbox.generation += 1;
+        let wanted = outbox.origin.saturating_add(received);
+        let mut replayed = false;
+        if let Some(replay) = outbox.replay.as_mut() {
+            replay.suspended = false;
+            let first = outbox.taken - replay.unacked.len() as u64;
+            replayed = wanted >= first && wanted >= replay.lost_through && wanted <= outbox.taken;
+            if replayed {
+                for _ in first..wanted {
+                    if let Some(frame) = replay.unacked.pop_front() {
+                        replay.bytes -= frame.len();
+                    }
+                }
+                // Written again, in order, before what waits.
+                while let Some(frame) = replay.unacked.pop_back() {
+                    outbox.frames.push_front(frame);
+                }
+                replay.backlog = outbox.frames.len();
+            } else {
+                outbox.frames = VecDeque::new();
+                replay.unacked = VecDeque::new();
+                replay.bytes = 0;
+                replay.lost_through = wanted;
+            }
+            outbox.taken = wanted;
+        }
+        let attached = Attached { generation: outbox.generation, received: outbox.received, replayed };
+        if let Some(waker) = outbox.waker.take() {
+            waker.wake();
+        }
+        self.closing.notify_waiters();
+        Some(attached)
+    }
+
+    /// Whether connection `generation` still serves the session (no newer
+    /// one took it over).
+    pub fn serves(&self, generation: u64) -> bool {
+        self.lock_outbox().generation == generation
+    }
+
+    /// Ends a suspension that lasted the whole resume window: `true` when
+    /// the session was still suspended since connection `generation`, and
+    /// is now sealed (no resume can take it any more).
+    pub fn expire(&self, generation: u64) -> bool {
+        let mut outbox = self.lock_outbox();
+        if outbox.generation != generation || !outbox.replay.as_ref().is_some_and(|r| r.suspended) {
+            return false;
+        }
+        outbox.sealed = true;
+        outbox.frames = VecDeque::new();
+        outbox.waker = None;
+        outbox.replay = None;
+        true
+    }
+
+    /// Resolves once connection `generation` must end: the handle closed (its
+    /// reason), or a newer connection took the session over
+    /// ([`CloseReason::RESUMED_ELSEWHERE`]).
+    pub async fn ended(&self, generation: u64) -> CloseReason {
+        loop {
+            let notified = self.closing.notified();
+            tokio::pin!(notified);
+            // Registered before the checks, so a change in between still wakes it.
+            notified.as_mut().enable();
+            if let Some(reason) = self.closed.get() {
+                return *reason;
+            }
+            if self.lock_outbox().generation != generation {
+                return CloseReason::RESUMED_ELSEWHERE;
+            }
+            notified.await;
+        }
     }
 
     /// The connection is done writing: frames queued from now on are
@@ -161,6 +408,7 @@ impl PeerHandle {
         outbox.sealed = true;
         outbox.frames = VecDeque::new();
         outbox.waker = None;
+        outbox.replay = None;
     }
 
     /// Sends a notification (a request without id), with params as JSON
@@ -261,14 +509,34 @@ impl PeerHandle {
 }
 
 impl Outbox {
-    fn pop(&mut self) -> Option<String> {
-        let frame = self.frames.pop_front();
+    /// The next frame to write; kept for replay when the session is resumable.
+    fn take(&mut self) -> Option<String> {
+        let frame = self.frames.pop_front()?;
+        self.taken += 1;
         // An emptied outbox frees its buffer, so idle connections hold none
         // (measured: ~0.1 KiB each; the allocator makes the next one cheap).
         if self.frames.is_empty() {
             self.frames = VecDeque::new();
         }
-        frame
+        if let Some(replay) = self.replay.as_mut() {
+            replay.backlog = replay.backlog.saturating_sub(1);
+            replay.unacked.push_back(frame.clone());
+        }
+        Some(frame)
+    }
+}
+
+impl Replay {
+    /// Makes room within the budget by forgetting the oldest written frames
+    /// (`taken` frames were written so far); frames not yet written stay,
+    /// bounded by the queue's frame count.
+    fn forget_oldest(&mut self, taken: u64) {
+        while self.bytes > self.budget {
+            let first = taken - self.unacked.len() as u64;
+            let Some(frame) = self.unacked.pop_front() else { return };
+            self.bytes -= frame.len();
+            self.lost_through = first + 1;
+        }
     }
 }
 

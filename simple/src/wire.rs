@@ -302,6 +302,11 @@ impl std::fmt::Debug for Started {
     }
 }
 
+/// Put in the `Extensions` of a request that came in a batch (`resume`
+/// refuses to run there).
+#[derive(Debug, Clone, Copy)]
+pub struct InBatch;
+
 /// Marks a call's [`Extensions`] when it came as a notification, so that a
 /// method can act differently (a `relay` notification is forwarded as one).
 #[derive(Debug, Clone, Copy)]
