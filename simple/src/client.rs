@@ -130,6 +130,26 @@ pub enum Disconnected {
     Failed(String),
 }
 
+/// Where the connection to the server stands, as
+/// [`Client::connection_state`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connected since `connect`.
+    Connected,
+    /// The connection dropped and the client is resuming the session
+    /// (only once `session` gave it a ticket). Calls wait meanwhile.
+    Reconnecting,
+    /// Resumed on a new connection. `replayed: false`: the server could not
+    /// send again everything in between, so what the client knows (members)
+    /// may be stale; ask again (`get_members`).
+    Resumed {
+        /// Whether every message in between was sent again.
+        replayed: bool,
+    },
+    /// Over: see [`Client::closed`].
+    Closed,
+}
+
 /// The connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to {url}: {source}")]
@@ -198,7 +218,7 @@ impl ClientBuilder {
             .await
             .map_err(|source| ConnectError { url: url.to_owned(), source })?;
         let (sender, receiver, conn) =
-            transport::split(socket, handler.into_rpc().into(), self.max_concurrent_handlers);
+            transport::split(socket, url, config, handler.into_rpc().into(), self.max_concurrent_handlers);
         let rpc = RpcClientBuilder::default()
             .request_timeout(self.request_timeout)
             // The receiver tells jsonrpsee's responses apart by their numeric ids.
@@ -255,6 +275,13 @@ impl Client {
     /// ended. The future does not borrow the client, so it can be spawned.
     pub fn closed(&self) -> impl Future<Output = Disconnected> + Send + 'static {
         self.conn.ended()
+    }
+
+    /// Where the connection stands, and every change of it. Once the client
+    /// has called `session` (and the server resumes sessions), a dropped
+    /// connection goes `Reconnecting`, then `Resumed` or `Closed`.
+    pub fn connection_state(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
+        self.conn.connection_state()
     }
 
     /// Whether the connection is still open.

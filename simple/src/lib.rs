@@ -44,7 +44,9 @@ mod router;
 mod ticket;
 pub mod wire;
 
-pub use client::{Client, ClientBuilder, ConnectError, Disconnected, Member, MemberHandler, app_error};
+pub use client::{
+    Client, ClientBuilder, ConnectError, ConnectionState, Disconnected, Member, MemberHandler, app_error,
+};
 pub use dispatch::{Dispatch, Endpoint, Running};
 pub use hub::{Hub, HubStats, Session};
 pub use limits::{Limit, Limits, RateLimiter};
