@@ -642,9 +642,13 @@ async fn write_loop(
             Some(Next::Frames) => {}
         }
         let Some(out) = sink.as_mut() else { continue };
+        // Counted (and kept for replay) before writing: a write that fails
+        // half-way loses none of them.
+        for frame in &batch {
+            conn.record_sent(frame);
+        }
         let write = async {
             for frame in batch.drain(..) {
-                conn.record_sent(&frame);
                 out.feed(Message::text(frame)).await?;
             }
             if let Some(payload) = conn.ack_ping() {
