@@ -1,7 +1,8 @@
 //! A Rust member in a group of browsers: it joins a group (or creates one),
 //! prints what the others send it, answers every unicast with what it
 //! carried, and greets each member with a broadcast. Browsers relay to it
-//! through the server at once: it speaks their payloads, not WebRTC.
+//! through the server at once: it speaks their payloads, and no WebRTC
+//! (`MemberBuilder::no_webrtc`; the `peer` example makes direct links).
 //!
 //! ```text
 //! cargo run --release -p webrtc-p2p-server &
@@ -91,7 +92,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (joined, mut newcomers) = mpsc::unbounded_channel();
-    let member = Member::connect(&args.url, Echo { joined }).await?;
+    let member = Member::builder().no_webrtc().connect(&args.url, Echo { joined }).await?;
     let group = match args.group {
         Some(group) => {
             member.join(group).await?;

@@ -64,12 +64,13 @@
 //! ```
 
 mod member;
+pub mod rtc;
 mod transport;
 
 /// The relay payloads browsers and [`Member`] speak, from the contract.
 pub use webrtc_p2p_interfaces::payload;
 
-pub use member::{Member, MemberHandler, StartError};
+pub use member::{Member, MemberBuilder, MemberHandler, StartError};
 
 use std::fmt;
 use std::future::Future;

@@ -1,9 +1,12 @@
 //! [`Member`]: a Rust program as a group member that browsers talk to. It
-//! speaks the TypeScript client's payloads ([`payload`](super::payload))
-//! over the server's `relay`, and no WebRTC: it refuses every offer with
-//! [`NO_WEBRTC`](super::payload::NO_WEBRTC) and tells each member it may
-//! talk to `{"webrtc": false}`, so browsers relay to it at once instead of
-//! waiting for their connect timeout.
+//! speaks the TypeScript client's payloads ([`payload`](super::payload)):
+//! by default it makes a WebRTC DataChannel to each member it may talk to,
+//! as the browsers do ([`rtc`](super::rtc)), and falls back to the server's
+//! `relay` on the same conditions. Built with
+//! [`MemberBuilder::no_webrtc`], it speaks no WebRTC: it refuses every offer
+//! with [`NO_WEBRTC`](super::payload::NO_WEBRTC) and tells each member it
+//! may talk to `{"webrtc": false}`, so browsers relay to it at once instead
+//! of waiting for their connect timeout.
 //!
 //! It keeps each group's capability and member list (the owner first, as the
 //! server lists them) and applies the capability as the browsers do: its
@@ -18,13 +21,14 @@ use jsonrpsee::core::client::Error;
 use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde_json::value::{RawValue, to_raw_value};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, oneshot};
 use tracing::debug;
 use webrtc_p2p_interfaces::{
     Capability, ErrorCode, Exchange, GroupId, JoinResult, PeerServer, SignalingClient, UserId,
 };
 
 use super::payload::{Body, MAX_BODY_BYTES, RelayPayload, Signal, no_webrtc};
+use super::rtc::{Answer, Delivered, Inbound, LinkState, Mesh, Outgoing, RtcConfig, local};
 use super::{Client, ClientBuilder, ConnectError, Disconnected};
 use crate::wire::code::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
 
@@ -55,6 +59,9 @@ pub trait MemberHandler: Send + Sync + 'static {
 
     /// `member` left `group_id` or disconnected; it is no longer listed.
     fn on_member_left(&self, _group_id: GroupId, _member: UserId) {}
+
+    /// The link to `member` in `group_id` changed state.
+    fn on_link_state(&self, _group_id: GroupId, _member: UserId, _state: LinkState) {}
 }
 
 /// One group as this member sees it.
@@ -98,7 +105,7 @@ impl View {
 type Slot = Arc<RwLock<Option<View>>>;
 
 /// What the [`Member`] and its `PeerServer` handler share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// This member's id: set once `init` has answered, before any group exists.
     me: OnceLock<UserId>,
@@ -108,6 +115,8 @@ struct Shared {
     client: OnceLock<Weak<Client>>,
     /// The groups this member is in (or joining).
     groups: DashMap<GroupId, Slot>,
+    /// The links to the other members; `None` without WebRTC.
+    mesh: Option<Mesh>,
 }
 
 impl Shared {
@@ -115,6 +124,19 @@ impl Shared {
     async fn view(&self, group_id: GroupId) -> Option<View> {
         let slot = self.groups.get(&group_id).map(|slot| slot.clone())?;
         slot.read().await.clone()
+    }
+
+    /// Opens the links the group's rules call for and closes the others;
+    /// without WebRTC, tells each of `newcomers` (the members it may talk
+    /// to) that it has none.
+    async fn reconcile(&self, group_id: GroupId, newcomers: &[UserId]) -> Result<(), Error> {
+        let Some(mesh) = &self.mesh else { return self.declare(group_id, newcomers).await };
+        let (Some(view), Some(&me)) = (self.view(group_id).await, self.me.get()) else {
+            mesh.close(Some(group_id));
+            return Ok(());
+        };
+        mesh.reconcile(group_id, &view.linked(me));
+        Ok(())
     }
 
     /// Tells each of `members` that this member has no WebRTC.
@@ -133,8 +155,48 @@ impl Shared {
 struct Adapter<H> {
     /// State shared with the `Member`.
     shared: Arc<Shared>,
-    /// The user's callbacks.
-    handler: H,
+    /// The user's callbacks, shared with the links.
+    handler: Arc<H>,
+}
+
+/// Hands what arrives on DataChannels to the user's [`MemberHandler`],
+/// behind the group's capability, as relayed payloads are.
+struct Delivery<H> {
+    shared: Weak<Shared>,
+    handler: Arc<H>,
+}
+
+impl<H: MemberHandler> Inbound for Delivery<H> {
+    fn broadcast(&self, group_id: GroupId, from: UserId, body: Body) -> Delivered {
+        let (shared, handler) = (self.shared.clone(), self.handler.clone());
+        Box::pin(async move {
+            let Some(shared) = shared.upgrade() else { return };
+            match (shared.view(group_id).await, shared.me.get()) {
+                (Some(view), Some(&me)) if view.may_broadcast(from, me) => handler.on_broadcast(group_id, from, body),
+                _ => debug!(%group_id, %from, "dropped a broadcast the group does not allow"),
+            }
+        })
+    }
+
+    fn unicast(&self, group_id: GroupId, from: UserId, body: Body) -> Answer {
+        let (shared, handler) = (self.shared.clone(), self.handler.clone());
+        Box::pin(async move {
+            let shared = shared.upgrade().ok_or(ErrorCode::NotAMember)?;
+            let (Some(view), Some(&me)) = (shared.view(group_id).await, shared.me.get()) else {
+                return Err(ErrorCode::NotAMember.into());
+            };
+            if !view.may_unicast(from, me) {
+                return Err(ErrorCode::PermissionDenied.into());
+            }
+            let reply = handler.on_unicast(group_id, from, body).await?;
+            check_size(&reply).map_err(ErrorObjectOwned::from)?;
+            Ok(reply)
+        })
+    }
+
+    fn link_state(&self, group_id: GroupId, peer: UserId, state: LinkState) {
+        self.handler.on_link_state(group_id, peer, state);
+    }
 }
 
 #[async_trait]
@@ -144,6 +206,17 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
             .map_err(|e| ErrorObject::owned(INVALID_PARAMS, format!("not a webrtc-p2p payload: {e}"), None::<()>))?;
         let me = self.shared.me.get().copied();
         match payload {
+            RelayPayload::Signal(signal) if let Some(mesh) = &self.shared.mesh => {
+                // The server only relays between members: a sender we have
+                // not heard of joined a moment ago (its offer can overtake
+                // our `get_members`).
+                if self.shared.view(group_id).await.is_some_and(|view| !view.members.contains(&from)) {
+                    self.member_joined(group_id, from).await?;
+                }
+                mesh.signal(group_id, from, signal);
+                // An offer is taken (its answer follows as a signal of ours).
+                Ok(RawValue::NULL.to_owned())
+            }
             RelayPayload::Signal(Signal::NoWebRtc) => Ok(RawValue::NULL.to_owned()),
             // Of the signals only offers come as requests (answers and
             // candidates would follow an offer of ours); the answer refuses.
@@ -184,10 +257,11 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
             view.members.push(user_id);
             view.may_link(me, user_id)
         };
-        self.handler.on_member_joined(group_id, user_id);
-        if linked && let Err(e) = self.shared.declare(group_id, &[user_id]).await {
+        let newcomers = if linked { vec![user_id] } else { Vec::new() };
+        if let Err(e) = self.shared.reconcile(group_id, &newcomers).await {
             debug!(%group_id, %user_id, error = %e, "could not tell a newcomer this member has no WebRTC");
         }
+        self.handler.on_member_joined(group_id, user_id);
         Ok(())
     }
 
@@ -199,6 +273,8 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
             // The earliest-joined remaining member, now first, is the owner.
             view.members.retain(|&m| m != user_id);
         }
+        // Links close (the owner's rules may also open or close others).
+        let _ = self.shared.reconcile(group_id, &[]).await;
         self.handler.on_member_left(group_id, user_id);
         Ok(())
     }
@@ -207,11 +283,6 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
 /// Past [`MAX_BODY_BYTES`] a body is `LimitExceeded`, as in the browser.
 fn check_size(body: &Body) -> Result<(), ErrorCode> {
     if body.len() > MAX_BODY_BYTES { Err(ErrorCode::LimitExceeded) } else { Ok(()) }
-}
-
-/// An error this side detects, with the code a browser would give it.
-fn local(code: ErrorCode, message: String) -> Error {
-    Error::Call(ErrorObject::owned(code.code(), message, None::<()>))
 }
 
 /// [`Member::connect`] failed.
@@ -268,26 +339,73 @@ pub struct Member {
     shared: Arc<Shared>,
 }
 
-impl Member {
-    /// Connects to `url` (e.g. `ws://127.0.0.1:3001/ws`) with the default
-    /// client settings and calls `init`.
-    pub async fn connect(url: &str, handler: impl MemberHandler) -> Result<Self, StartError> {
-        Self::connect_with(Client::builder(), url, handler).await
+/// Settings of a [`Member`] other than the defaults: the client's, and
+/// whether and how it makes direct links.
+#[derive(Debug, Clone, Default)]
+pub struct MemberBuilder {
+    client: ClientBuilder,
+    rtc: RtcConfig,
+    /// Set by [`Self::no_webrtc`].
+    no_webrtc: bool,
+}
+
+impl MemberBuilder {
+    /// The connection's settings.
+    pub fn client(mut self, client: ClientBuilder) -> Self {
+        self.client = client;
+        self
     }
 
-    /// Connects with the settings of `builder` and calls `init`.
+    /// How direct links are made (the default: [`RtcConfig::default`]).
+    pub fn rtc(mut self, config: RtcConfig) -> Self {
+        self.rtc = config;
+        self
+    }
+
+    /// Speak no WebRTC: every link is relayed through the server, and the
+    /// other members are told so at once.
+    pub fn no_webrtc(mut self) -> Self {
+        self.no_webrtc = true;
+        self
+    }
+
+    /// Connects to `url` (e.g. `ws://127.0.0.1:3001/ws`) and calls `init`.
+    pub async fn connect(self, url: &str, handler: impl MemberHandler) -> Result<Member, StartError> {
+        let mesh = (!self.no_webrtc).then(|| Mesh::new(self.rtc));
+        let shared = Arc::new(Shared { me: OnceLock::new(), client: OnceLock::new(), groups: DashMap::new(), mesh });
+        let handler = Arc::new(handler);
+        let adapter = Adapter { shared: shared.clone(), handler: handler.clone() };
+        let client = Arc::new(self.client.connect(url, adapter).await?);
+        let id = client.init().await?;
+        // All are fresh: nothing else sets them.
+        let _ = shared.me.set(id);
+        let _ = shared.client.set(Arc::downgrade(&client));
+        if let Some(mesh) = &shared.mesh {
+            mesh.start(id, Arc::downgrade(&client), Arc::new(Delivery { shared: Arc::downgrade(&shared), handler }));
+        }
+        Ok(Member { id, client, shared })
+    }
+}
+
+impl Member {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:3001/ws`) with the default
+    /// settings (WebRTC on) and calls `init`.
+    pub async fn connect(url: &str, handler: impl MemberHandler) -> Result<Self, StartError> {
+        Self::builder().connect(url, handler).await
+    }
+
+    /// Connects with the client settings of `builder` and calls `init`.
     pub async fn connect_with(
         builder: ClientBuilder,
         url: &str,
         handler: impl MemberHandler,
     ) -> Result<Self, StartError> {
-        let shared = Arc::new(Shared::default());
-        let client = Arc::new(builder.connect(url, Adapter { shared: shared.clone(), handler }).await?);
-        let id = client.init().await?;
-        // Both are fresh: nothing else sets them.
-        let _ = shared.me.set(id);
-        let _ = shared.client.set(Arc::downgrade(&client));
-        Ok(Self { id, client, shared })
+        Self::builder().client(builder).connect(url, handler).await
+    }
+
+    /// Settings other than the defaults: no WebRTC, timeouts, addresses.
+    pub fn builder() -> MemberBuilder {
+        MemberBuilder::default()
     }
 
     /// This member's user id.
@@ -324,7 +442,7 @@ impl Member {
                 let linked = joined.linked(self.id);
                 *view = Some(joined);
                 drop(view);
-                self.shared.declare(group_id, &linked).await
+                self.shared.reconcile(group_id, &linked).await
             }
             Err(e) => {
                 if view.is_none() {
@@ -342,6 +460,9 @@ impl Member {
         if let Some((_, slot)) = self.shared.groups.remove(&group_id) {
             *slot.write().await = None;
         }
+        if let Some(mesh) = &self.shared.mesh {
+            mesh.close(Some(group_id));
+        }
         left
     }
 
@@ -349,6 +470,17 @@ impl Member {
     /// first; empty when this member is not in the group.
     pub async fn members(&self, group_id: GroupId) -> Vec<UserId> {
         self.shared.view(group_id).await.map(|view| view.members).unwrap_or_default()
+    }
+
+    /// The state of the link to `member` in `group_id`: `Closed` for a
+    /// non-member, this member itself, or a pair the capability does not
+    /// link; always `Relayed` otherwise without WebRTC.
+    pub async fn link_state(&self, group_id: GroupId, member: UserId) -> LinkState {
+        let Some(view) = self.shared.view(group_id).await else { return LinkState::Closed };
+        if !view.members.contains(&member) || !view.may_link(self.id, member) {
+            return LinkState::Closed;
+        }
+        self.shared.mesh.as_ref().map_or(LinkState::Relayed, |mesh| mesh.state(group_id, member))
     }
 
     /// Sends `data` to every member the capability lets this member broadcast
@@ -364,9 +496,18 @@ impl Member {
             let message = "this capability lets this member broadcast to no one".to_owned();
             return Err(local(ErrorCode::PermissionDenied, message));
         }
-        let payload = to_raw_value(&RelayPayload::Broadcast(self.body(data)?))?;
+        let body = self.body(data)?;
+        let payload = to_raw_value(&RelayPayload::Broadcast(body.clone()))?;
         for target in targets {
-            self.client.relay_notification(group_id, target, &payload).await?;
+            // On the link to the target, which relays it when it must.
+            let unlinked = self
+                .shared
+                .mesh
+                .as_ref()
+                .is_none_or(|mesh| mesh.send(group_id, target, Outgoing::Broadcast(body.clone())).is_err());
+            if unlinked {
+                self.client.relay_notification(group_id, target, &payload).await?;
+            }
         }
         Ok(())
     }
@@ -383,15 +524,25 @@ impl Member {
         if !view.may_unicast(self.id, target) {
             return Err(local(ErrorCode::PermissionDenied, format!("this capability forbids unicasts to {target}")));
         }
-        let payload = to_raw_value(&RelayPayload::Unicast(self.body(data)?))?;
+        let body = self.body(data)?;
+        if let Some(mesh) = &self.shared.mesh {
+            let (reply_to, reply) = oneshot::channel();
+            if mesh.send(group_id, target, Outgoing::Unicast(body.clone(), reply_to)).is_ok() {
+                return reply.await.unwrap_or_else(|_| Err(local(ErrorCode::PeerGone, format!("{target} left"))));
+            }
+        }
+        let payload = to_raw_value(&RelayPayload::Unicast(body))?;
         let reply = self.client.relay(group_id, target, payload).await?;
         serde_json::from_str(reply.get()).map_err(|e| {
             Error::Call(ErrorObject::owned(INTERNAL_ERROR, format!("malformed unicast reply: {e}"), None::<()>))
         })
     }
 
-    /// Closes the connection; see [`Client::close`].
+    /// Closes the links and the connection; see [`Client::close`].
     pub async fn close(&self) -> Disconnected {
+        if let Some(mesh) = &self.shared.mesh {
+            mesh.close(None);
+        }
         self.client.close().await
     }
 

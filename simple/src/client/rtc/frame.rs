@@ -1,0 +1,126 @@
+//! One DataChannel message: a 6-byte header, then the payload (the format
+//! of `interfaces/api.d.ts`, "Peer-to-peer payloads", and of
+//! `simple/ts/payload.ts`).
+
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
+use serde::{Deserialize, Serialize};
+
+use crate::client::payload::Body;
+use crate::wire::code::INTERNAL_ERROR;
+
+/// kind (1 byte) + body type (1 byte) + request id (4 bytes, big-endian).
+const HEADER_BYTES: usize = 6;
+
+/// Byte 0 of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Broadcast = 0,
+    Request = 1,
+    Reply = 2,
+    /// The payload is UTF-8 JSON `{"code", "message"}`.
+    Error = 3,
+}
+
+/// Byte 1 of a frame.
+const TEXT: u8 = 0;
+const BYTES: u8 = 1;
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Frame {
+    pub(super) kind: Kind,
+    /// The unicast request id, echoed by its reply; 0 for broadcasts.
+    pub(super) id: u32,
+    pub(super) body: Body,
+}
+
+impl Frame {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let (kind, bytes) = match &self.body {
+            Body::Text(text) => (TEXT, text.as_bytes()),
+            Body::Bytes(bytes) => (BYTES, bytes.as_slice()),
+        };
+        let mut out = Vec::with_capacity(HEADER_BYTES + bytes.len());
+        out.push(self.kind as u8);
+        out.push(kind);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// The frame in `message`, or `None` when it is not one of ours (the
+    /// peer's client drops those too).
+    pub(super) fn decode(mut message: Vec<u8>) -> Option<Self> {
+        let header: [u8; HEADER_BYTES] = message.get(..HEADER_BYTES)?.try_into().ok()?;
+        let kind = match header[0] {
+            0 => Kind::Broadcast,
+            1 => Kind::Request,
+            2 => Kind::Reply,
+            3 => Kind::Error,
+            _ => return None,
+        };
+        let id = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+        message.drain(..HEADER_BYTES);
+        let body = match header[1] {
+            TEXT => Body::Text(String::from_utf8(message).ok()?),
+            BYTES => Body::Bytes(message),
+            _ => return None,
+        };
+        Some(Self { kind, id, body })
+    }
+
+    /// The Error frame answering request `id` with `error`.
+    pub(super) fn error(id: u32, error: &ErrorObjectOwned) -> Self {
+        let json = serde_json::to_string(&ErrorJson { code: error.code(), message: error.message().to_owned() })
+            .unwrap_or_default();
+        Self { kind: Kind::Error, id, body: Body::Text(json) }
+    }
+}
+
+/// What an Error frame carries.
+#[derive(Serialize, Deserialize)]
+struct ErrorJson {
+    code: i32,
+    message: String,
+}
+
+/// The error an Error frame carries; a malformed one is an `InternalError`,
+/// as in the browser.
+pub(super) fn error_of(body: &Body) -> ErrorObjectOwned {
+    match serde_json::from_slice::<ErrorJson>(body.as_bytes()) {
+        Ok(ErrorJson { code, message }) => ErrorObject::owned(code, message, None::<()>),
+        Err(_) => ErrorObject::owned(INTERNAL_ERROR, "malformed error reply", None::<()>),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_written_as_the_browser_writes_them() {
+        let frame = Frame { kind: Kind::Request, id: 0x0102_0304, body: Body::Text("hé".into()) };
+        assert_eq!(frame.encode(), [1, 0, 1, 2, 3, 4, b'h', 0xc3, 0xa9]);
+        assert_eq!(Frame::decode(frame.encode()), Some(frame));
+        let bytes = Frame { kind: Kind::Broadcast, id: 0, body: Body::Bytes(vec![0, 255]) };
+        assert_eq!(bytes.encode(), [0, 1, 0, 0, 0, 0, 0, 255]);
+        assert_eq!(Frame::decode(bytes.encode()), Some(bytes));
+    }
+
+    #[test]
+    fn what_is_not_a_frame_is_dropped() {
+        assert_eq!(Frame::decode(vec![0, 0, 0, 0, 0]), None, "short header");
+        assert_eq!(Frame::decode(vec![4, 0, 0, 0, 0, 0]), None, "unknown kind");
+        assert_eq!(Frame::decode(vec![0, 2, 0, 0, 0, 0]), None, "unknown body type");
+        assert_eq!(Frame::decode(vec![0, 0, 0, 0, 0, 0, 0xff]), None, "text that is not UTF-8");
+    }
+
+    #[test]
+    fn errors_travel_as_json() {
+        let error = ErrorObject::owned(-32004, "gone", None::<()>);
+        let frame = Frame::error(7, &error);
+        assert_eq!(frame.body, Body::Text(r#"{"code":-32004,"message":"gone"}"#.into()));
+        assert_eq!(error_of(&frame.body), error);
+        assert_eq!(error_of(&Body::Text("nope".into())).code(), INTERNAL_ERROR);
+    }
+}

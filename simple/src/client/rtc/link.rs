@@ -1,0 +1,688 @@
+//! One link to one peer in one group: a str0m `Rtc` with one DataChannel,
+//! negotiated as the browsers' `Link` (`simple/ts/link.ts`) does, driven by
+//! one tokio task that owns it, its UDP sockets and the route of every
+//! message to the peer: on the channel while 'direct', through the server's
+//! `relay` once 'relayed', held while 'connecting'.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use jsonrpsee::core::client::Error;
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
+use serde_json::value::{RawValue, to_raw_value};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig as Str0mConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::sleep_until;
+use tracing::debug;
+use webrtc_p2p_interfaces::{ErrorCode, GroupId, SignalingClient, UserId};
+
+use super::frame::{Frame, Kind, error_of};
+use super::{Inbound, LinkState, RtcConfig};
+use crate::client::Client;
+use crate::client::payload::{Body, IceCandidate, MAX_BODY_BYTES, RelayPayload, SdpType, SessionDescription, Signal};
+
+/// The label of the one DataChannel of a link, as the browsers name it.
+const CHANNEL_LABEL: &str = "webrtc-p2p";
+/// Past this many bytes queued in the channel, frames wait in the link until
+/// it drains below the low-water mark (as in the browser's `Link`).
+const CHANNEL_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
+const CHANNEL_LOW_WATER_BYTES: usize = 1024 * 1024;
+/// What str0m may hold unsent across the association: above the high-water
+/// mark plus one largest frame, so a frame the link lets through always fits.
+const SCTP_BUFFER_BYTES: usize = CHANNEL_HIGH_WATER_BYTES + 2 * (MAX_BODY_BYTES + 6);
+/// Datagrams waiting for the link task, per link.
+const PACKET_QUEUE: usize = 256;
+/// Larger than any datagram ICE, DTLS or SCTP sends.
+const DATAGRAM_BYTES: usize = 2048;
+/// Frame ids are 32-bit; after this one they start over at 1.
+const MAX_FRAME_ID: u32 = u32::MAX;
+
+/// Where a unicast's reply goes.
+pub(crate) type ReplyTo = oneshot::Sender<Result<Body, Error>>;
+
+/// A message for the peer.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Broadcast(Body),
+    Unicast(Body, ReplyTo),
+}
+
+/// What the rest of the member tells a link.
+#[derive(Debug)]
+enum Command {
+    Send(Outgoing),
+    /// A signal from the peer, through the server.
+    Signal(Signal),
+    /// The peer will not negotiate (it said so, or refused our offer).
+    GiveUp,
+    /// This member's answer to the peer's request `id`.
+    Reply(u32, Result<Body, ErrorObjectOwned>),
+}
+
+/// What a link needs from its member.
+pub(crate) struct Context {
+    pub(crate) group_id: GroupId,
+    pub(crate) me: UserId,
+    pub(crate) peer: UserId,
+    pub(crate) config: Arc<RtcConfig>,
+    pub(crate) client: Weak<Client>,
+    pub(crate) inbound: Arc<dyn Inbound>,
+}
+
+/// The member's handle on a link. Dropping it closes the link.
+#[derive(Debug)]
+pub(crate) struct Link {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<LinkState>,
+}
+
+impl Link {
+    /// Starts the link's task: it offers at once when this side is the
+    /// impolite one (the larger user id), which opens the channel.
+    pub(crate) fn open(context: Context) -> Self {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (state_tx, state) = watch::channel(LinkState::Connecting);
+        let task = Task::new(context, receiver, commands.downgrade(), state_tx);
+        tokio::spawn(task.run());
+        Self { commands, state }
+    }
+
+    pub(crate) fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+
+    /// Hands a message to the link; `false` when its task has ended (the
+    /// member is closing), with the message dropped.
+    pub(crate) fn send(&self, message: Outgoing) -> bool {
+        self.commands.send(Command::Send(message)).is_ok()
+    }
+
+    pub(crate) fn signal(&self, signal: Signal) {
+        let _ = self.commands.send(match signal {
+            Signal::NoWebRtc => Command::GiveUp,
+            signal => Command::Signal(signal),
+        });
+    }
+}
+
+/// A datagram one of the link's sockets received.
+struct Packet {
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// The peer-to-peer half of a link: gone once it is relayed or closed.
+struct P2p {
+    rtc: Rtc,
+    sockets: Vec<Arc<UdpSocket>>,
+    packets: mpsc::Receiver<Packet>,
+    readers: Vec<JoinHandle<()>>,
+    channel: Option<ChannelId>,
+    /// Our offer, until its answer comes.
+    pending_offer: Option<SdpPendingOffer>,
+    /// Whether the peer's description is applied (candidates wait for it).
+    described: bool,
+    /// Set after the impolite side dropped a colliding offer: its candidates are dropped too.
+    ignore_offer: bool,
+    /// Remote candidates that came before the description they belong to.
+    early_candidates: Vec<Candidate>,
+    /// Frames waiting for the channel to drain, in send order.
+    backlog: VecDeque<Vec<u8>>,
+}
+
+impl Drop for P2p {
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+    }
+}
+
+/// A unicast sent on the channel, waiting for its reply.
+struct InFlight {
+    deadline: Instant,
+    reply: ReplyTo,
+}
+
+struct Task {
+    context: Context,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// For the link's own later commands (a refused offer, a reply).
+    myself: mpsc::WeakUnboundedSender<Command>,
+    state: LinkState,
+    state_tx: watch::Sender<LinkState>,
+    p2p: Option<P2p>,
+    connect_deadline: Instant,
+    /// What waits for the link to leave 'connecting', in send order.
+    outbox: Vec<Outgoing>,
+    in_flight: HashMap<u32, InFlight>,
+    last_frame_id: u32,
+}
+
+impl Task {
+    fn new(
+        context: Context,
+        commands: mpsc::UnboundedReceiver<Command>,
+        myself: mpsc::WeakUnboundedSender<Command>,
+        state_tx: watch::Sender<LinkState>,
+    ) -> Self {
+        let connect_deadline = Instant::now() + context.config.connect_timeout;
+        Self {
+            context,
+            commands,
+            myself,
+            state: LinkState::Connecting,
+            state_tx,
+            p2p: None,
+            connect_deadline,
+            outbox: Vec::new(),
+            in_flight: HashMap::new(),
+            last_frame_id: 0,
+        }
+    }
+
+    async fn run(mut self) {
+        self.context.inbound.link_state(self.context.group_id, self.context.peer, LinkState::Connecting);
+        match P2p::bind(&self.context.config).await {
+            Ok(p2p) => self.p2p = Some(p2p),
+            Err(e) => {
+                debug!(peer = %self.context.peer, error = %e, "no socket for ICE");
+                self.fall_back().await;
+            }
+        }
+        // Only the impolite side opens the channel, so a pair gets exactly one
+        // and, in the common case, exactly one offer.
+        if self.p2p.is_some() && self.context.me > self.context.peer {
+            self.offer();
+        }
+        loop {
+            let wake = self.drain().await;
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.command(command).await,
+                    None => break,
+                },
+                Some(packet) = next_packet(&mut self.p2p) => self.receive(packet),
+                () = sleep_until_some(wake) => self.tick().await,
+            }
+        }
+        self.close();
+    }
+
+    /// Runs str0m until it wants nothing but time, handling what it says;
+    /// returns when the task must wake up next.
+    async fn drain(&mut self) -> Option<tokio::time::Instant> {
+        let mut wake = None;
+        loop {
+            let Some(p2p) = self.p2p.as_mut() else { break };
+            match p2p.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    wake = Some(at);
+                    break;
+                }
+                Ok(Output::Transmit(transmit)) => {
+                    let socket = p2p.sockets.iter().find(|s| s.local_addr().ok() == Some(transmit.source));
+                    // UDP: a datagram the kernel will not take now is lost, and resent by its protocol.
+                    if let Some(socket) = socket {
+                        let _ = socket.try_send_to(&transmit.contents, transmit.destination);
+                    }
+                }
+                Ok(Output::Event(event)) => self.event(event).await,
+                Err(e) => {
+                    debug!(peer = %self.context.peer, error = %e, "WebRTC failed");
+                    self.fall_back().await;
+                }
+            }
+        }
+        let mut wake = wake.map(tokio::time::Instant::from_std);
+        let mut earlier = |at: Instant| {
+            let at = tokio::time::Instant::from_std(at);
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        };
+        if self.state == LinkState::Connecting {
+            earlier(self.connect_deadline);
+        }
+        if let Some(deadline) = self.in_flight.values().map(|f| f.deadline).min() {
+            earlier(deadline);
+        }
+        wake
+    }
+
+    async fn event(&mut self, event: Event) {
+        let Some(p2p) = self.p2p.as_mut() else { return };
+        match event {
+            Event::ChannelOpen(id, label) if label == CHANNEL_LABEL && p2p.channel.is_none() => {
+                p2p.channel = Some(id);
+                if let Some(mut channel) = p2p.rtc.channel(id) {
+                    channel.set_buffered_amount_low_threshold(CHANNEL_LOW_WATER_BYTES);
+                }
+                self.set_state(LinkState::Direct);
+                for message in std::mem::take(&mut self.outbox) {
+                    self.route(message).await;
+                }
+            }
+            Event::ChannelData(data) if Some(data.id) == p2p.channel => self.frame(data.data).await,
+            Event::ChannelBufferedAmountLow(id) if Some(id) == p2p.channel => {
+                if !p2p.flush() {
+                    self.fall_back().await;
+                }
+            }
+            Event::ChannelClose(id) if Some(id) == p2p.channel => self.fall_back().await,
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.fall_back().await,
+            _ => {}
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Send(message) => self.route(message).await,
+            Command::Signal(signal) => self.apply(signal).await,
+            Command::GiveUp => self.fall_back().await,
+            Command::Reply(id, result) => {
+                let frame = match result {
+                    Ok(body) => Frame { kind: Kind::Reply, id, body },
+                    Err(error) => Frame::error(id, &error),
+                };
+                // A reply whose link died on the way is lost; the caller's timeout tells it.
+                if self.state == LinkState::Direct {
+                    self.send_frame(frame.encode()).await;
+                }
+            }
+        }
+    }
+
+    fn receive(&mut self, packet: Packet) {
+        let Some(p2p) = self.p2p.as_mut() else { return };
+        let Ok(receive) = Receive::new(Protocol::Udp, packet.source, packet.destination, &packet.data) else {
+            return;
+        };
+        if let Err(e) = p2p.rtc.handle_input(Input::Receive(Instant::now(), receive)) {
+            debug!(peer = %self.context.peer, error = %e, "dropped a datagram");
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        if self.state == LinkState::Connecting && now >= self.connect_deadline {
+            debug!(peer = %self.context.peer, "P2P timed out");
+            self.fall_back().await;
+        }
+        let expired: Vec<u32> = self.in_flight.iter().filter(|(_, f)| f.deadline <= now).map(|(&id, _)| id).collect();
+        for id in expired {
+            if let Some(call) = self.in_flight.remove(&id) {
+                let message = format!("{} did not answer in time", self.context.peer);
+                let _ = call.reply.send(Err(local(ErrorCode::RelayTimeout, message)));
+            }
+        }
+        if let Some(p2p) = self.p2p.as_mut()
+            && let Err(e) = p2p.rtc.handle_input(Input::Timeout(now))
+        {
+            debug!(peer = %self.context.peer, error = %e, "WebRTC failed");
+            self.fall_back().await;
+        }
+    }
+
+    /// Creates the channel and the offer, and sends it as a relay request: a
+    /// peer without WebRTC refuses it, and the link is relayed at once.
+    fn offer(&mut self) {
+        let Some(p2p) = self.p2p.as_mut() else { return };
+        let mut change = p2p.rtc.sdp_api();
+        change.add_channel(CHANNEL_LABEL.to_owned());
+        let Some((offer, pending)) = change.apply() else { return };
+        p2p.pending_offer = Some(pending);
+        let description = self.outgoing(SdpType::Offer, offer.to_sdp_string());
+        let Some(client) = self.context.client.upgrade() else { return };
+        let Ok(payload) = to_raw_value(&RelayPayload::Signal(Signal::Description(description))) else { return };
+        let (group_id, peer, myself) = (self.context.group_id, self.context.peer, self.myself.clone());
+        tokio::spawn(async move {
+            let taken = match client.relay(group_id, peer, payload).await {
+                Ok(answer) => answer.get() == "null",
+                Err(_) => false,
+            };
+            if !taken && let Some(myself) = myself.upgrade() {
+                let _ = myself.send(Command::GiveUp);
+            }
+        });
+    }
+
+    /// Applies a signal from the peer, as the browser's `Link.apply` does.
+    async fn apply(&mut self, signal: Signal) {
+        if !matches!(self.state, LinkState::Connecting | LinkState::Direct) {
+            return;
+        }
+        let block = self.context.config.block_candidates;
+        let Some(p2p) = self.p2p.as_mut() else { return };
+        let applied = match signal {
+            Signal::Candidate(IceCandidate { candidate, .. }) => {
+                if block || p2p.ignore_offer || candidate.is_empty() {
+                    return;
+                }
+                // One we cannot use (an mDNS name, say) only fails to help.
+                let Ok(candidate) = Candidate::from_sdp_string(&candidate) else { return };
+                if p2p.described {
+                    p2p.rtc.add_remote_candidate(candidate);
+                } else {
+                    p2p.early_candidates.push(candidate);
+                }
+                Ok(())
+            }
+            Signal::Description(SessionDescription { kind, sdp }) => {
+                let sdp = filter(sdp.unwrap_or_default(), block);
+                match kind {
+                    SdpType::Offer => {
+                        // Only the impolite side offers: an offer crossing ours loses.
+                        p2p.ignore_offer = p2p.pending_offer.is_some();
+                        if p2p.ignore_offer {
+                            return;
+                        }
+                        match SdpOffer::from_sdp_string(&sdp) {
+                            Ok(offer) => match p2p.rtc.sdp_api().accept_offer(offer) {
+                                Ok(answer) => {
+                                    p2p.described = true;
+                                    let answer = answer.to_sdp_string();
+                                    let description = self.outgoing(SdpType::Answer, answer);
+                                    self.notify(RelayPayload::Signal(Signal::Description(description))).await;
+                                    Ok(())
+                                }
+                                Err(e) => Err(e.to_string()),
+                            },
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    SdpType::Answer => {
+                        let Some(pending) = p2p.pending_offer.take() else { return };
+                        match SdpAnswer::from_sdp_string(&sdp) {
+                            Ok(answer) => {
+                                p2p.described = true;
+                                p2p.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| e.to_string())
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    SdpType::Pranswer | SdpType::Rollback => return,
+                }
+            }
+            Signal::NoWebRtc => return,
+        };
+        if let Err(e) = applied {
+            debug!(peer = %self.context.peer, error = %e, "the peer's description does not apply");
+            self.fall_back().await;
+            return;
+        }
+        // Each candidate is one mutation of the Rtc: drain between them.
+        loop {
+            let Some(p2p) = self.p2p.as_mut().filter(|p2p| p2p.described) else { return };
+            let Some(candidate) = p2p.early_candidates.pop() else { return };
+            p2p.rtc.add_remote_candidate(candidate);
+            self.drain().await;
+        }
+    }
+
+    /// Our description as sent: without candidates when they are blocked.
+    fn outgoing(&self, kind: SdpType, sdp: String) -> SessionDescription {
+        SessionDescription { kind, sdp: Some(filter(sdp, self.context.config.block_candidates)) }
+    }
+
+    /// Sends one message by the route the link offers now.
+    async fn route(&mut self, message: Outgoing) {
+        match self.state {
+            LinkState::Connecting => self.outbox.push(message),
+            LinkState::Direct => match message {
+                Outgoing::Broadcast(body) => {
+                    self.send_frame(Frame { kind: Kind::Broadcast, id: 0, body }.encode()).await
+                }
+                Outgoing::Unicast(body, reply) => {
+                    self.last_frame_id = if self.last_frame_id == MAX_FRAME_ID { 1 } else { self.last_frame_id + 1 };
+                    let id = self.last_frame_id;
+                    let deadline = Instant::now() + self.context.config.unicast_timeout;
+                    self.in_flight.retain(|_, call| !call.reply.is_closed());
+                    self.in_flight.insert(id, InFlight { deadline, reply });
+                    self.send_frame(Frame { kind: Kind::Request, id, body }.encode()).await;
+                }
+            },
+            LinkState::Relayed => self.relay(message).await,
+            LinkState::Closed => {
+                if let Outgoing::Unicast(_, reply) = message {
+                    let _ = reply.send(Err(self.gone()));
+                }
+            }
+        }
+    }
+
+    async fn send_frame(&mut self, frame: Vec<u8>) {
+        let Some(p2p) = self.p2p.as_mut() else { return };
+        p2p.backlog.push_back(frame);
+        if !p2p.flush() {
+            self.fall_back().await;
+        }
+    }
+
+    /// Sends one message through the server.
+    async fn relay(&self, message: Outgoing) {
+        match message {
+            Outgoing::Broadcast(body) => self.notify(RelayPayload::Broadcast(body)).await,
+            Outgoing::Unicast(body, reply) => self.relay_unicast(body, reply),
+        }
+    }
+
+    /// A relay notification to the peer, in order with the others.
+    async fn notify(&self, payload: RelayPayload) {
+        let Some(client) = self.context.client.upgrade() else { return };
+        let sent = match to_raw_value(&payload) {
+            Ok(payload) => client.relay_notification(self.context.group_id, self.context.peer, &payload).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = sent {
+            debug!(peer = %self.context.peer, error = %e, "could not relay");
+        }
+    }
+
+    fn relay_unicast(&self, body: Body, reply: ReplyTo) {
+        let Some(client) = self.context.client.upgrade() else {
+            let _ = reply.send(Err(Error::Custom("the connection is closed".to_owned())));
+            return;
+        };
+        let (group_id, peer) = (self.context.group_id, self.context.peer);
+        tokio::spawn(async move {
+            let result = async {
+                let payload: Box<RawValue> = to_raw_value(&RelayPayload::Unicast(body))?;
+                let answer = client.relay(group_id, peer, payload).await?;
+                serde_json::from_str::<Body>(answer.get()).map_err(|e| {
+                    Error::Call(ErrorObject::owned(
+                        crate::wire::code::INTERNAL_ERROR,
+                        format!("malformed unicast reply: {e}"),
+                        None::<()>,
+                    ))
+                })
+            }
+            .await;
+            let _ = reply.send(result);
+        });
+    }
+
+    /// A frame from the peer's channel.
+    async fn frame(&mut self, message: Vec<u8>) {
+        let Some(frame) = Frame::decode(message) else { return };
+        let (group_id, peer) = (self.context.group_id, self.context.peer);
+        match frame.kind {
+            Kind::Broadcast => self.context.inbound.broadcast(group_id, peer, frame.body).await,
+            Kind::Request => {
+                let answer = self.context.inbound.unicast(group_id, peer, frame.body);
+                let myself = self.myself.clone();
+                tokio::spawn(async move {
+                    let result = answer.await;
+                    if let Some(myself) = myself.upgrade() {
+                        let _ = myself.send(Command::Reply(frame.id, result));
+                    }
+                });
+            }
+            Kind::Reply | Kind::Error => {
+                let Some(call) = self.in_flight.remove(&frame.id) else { return };
+                let result = match frame.kind {
+                    Kind::Reply => Ok(frame.body),
+                    _ => Err(Error::Call(error_of(&frame.body))),
+                };
+                let _ = call.reply.send(result);
+            }
+        }
+    }
+
+    /// P2P failed, timed out or died: the pair talks through the server from
+    /// now on. The connection is closed so that both sides agree quickly (the
+    /// peer's channel closes too) and a relayed link never flips back.
+    async fn fall_back(&mut self) {
+        if !matches!(self.state, LinkState::Connecting | LinkState::Direct) {
+            return;
+        }
+        self.set_state(LinkState::Relayed);
+        self.shut_down();
+        for message in std::mem::take(&mut self.outbox) {
+            self.relay(message).await;
+        }
+    }
+
+    /// Ends the link for good: the peer left, or we did.
+    fn close(&mut self) {
+        self.set_state(LinkState::Closed);
+        self.shut_down();
+        for message in std::mem::take(&mut self.outbox) {
+            if let Outgoing::Unicast(_, reply) = message {
+                let _ = reply.send(Err(self.gone()));
+            }
+        }
+    }
+
+    /// Drops the P2P half; what is queued or in flight on it is lost, and
+    /// the unicasts waiting for a reply on it fail.
+    fn shut_down(&mut self) {
+        if let Some(mut p2p) = self.p2p.take() {
+            if let Some(id) = p2p.channel {
+                p2p.rtc.direct_api().close_data_channel(id);
+            }
+            // Sends what closing the channel produced, so the peer's closes too.
+            while let Ok(Output::Transmit(transmit)) = p2p.rtc.poll_output() {
+                if let Some(socket) = p2p.sockets.iter().find(|s| s.local_addr().ok() == Some(transmit.source)) {
+                    let _ = socket.try_send_to(&transmit.contents, transmit.destination);
+                }
+            }
+            p2p.rtc.disconnect();
+        }
+        for (_, call) in std::mem::take(&mut self.in_flight) {
+            let message = format!("the link to {} closed before it answered", self.context.peer);
+            let _ = call.reply.send(Err(local(ErrorCode::PeerGone, message)));
+        }
+    }
+
+    fn gone(&self) -> Error {
+        local(ErrorCode::PeerGone, format!("{} left", self.context.peer))
+    }
+
+    fn set_state(&mut self, state: LinkState) {
+        if self.state == state || self.state == LinkState::Closed {
+            return;
+        }
+        self.state = state;
+        self.state_tx.send_replace(state);
+        self.context.inbound.link_state(self.context.group_id, self.context.peer, state);
+    }
+}
+
+impl P2p {
+    /// One UDP socket per host address, each a host candidate.
+    async fn bind(config: &RtcConfig) -> std::io::Result<Self> {
+        let mut rtc = Str0mConfig::new().set_sctp_max_buffered_amount(SCTP_BUFFER_BYTES).build(Instant::now());
+        let (tx, packets) = mpsc::channel(PACKET_QUEUE);
+        let mut sockets = Vec::new();
+        let mut readers = Vec::new();
+        for ip in config.host_addresses() {
+            let socket = Arc::new(UdpSocket::bind((ip, 0)).await?);
+            let local = socket.local_addr()?;
+            let Ok(candidate) = Candidate::host(local, "udp") else { continue };
+            rtc.add_local_candidate(candidate);
+            readers.push(tokio::spawn(read(socket.clone(), local, tx.clone())));
+            sockets.push(socket);
+        }
+        if sockets.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no host address"));
+        }
+        Ok(Self {
+            rtc,
+            sockets,
+            packets,
+            readers,
+            channel: None,
+            pending_offer: None,
+            described: false,
+            ignore_offer: false,
+            early_candidates: Vec::new(),
+            backlog: VecDeque::new(),
+        })
+    }
+
+    /// Writes backlogged frames while the channel is below its high-water
+    /// mark; `false` when the channel is dead.
+    fn flush(&mut self) -> bool {
+        let Some(id) = self.channel else { return true };
+        let Some(mut channel) = self.rtc.channel(id) else { return false };
+        while let Some(next) = self.backlog.front() {
+            if channel.buffered_amount() + next.len() > CHANNEL_HIGH_WATER_BYTES {
+                return true;
+            }
+            match channel.write(true, next) {
+                Ok(true) => {
+                    self.backlog.pop_front();
+                }
+                Ok(false) => return true,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Feeds one socket's datagrams to the link task.
+async fn read(socket: Arc<UdpSocket>, local: SocketAddr, packets: mpsc::Sender<Packet>) {
+    let mut buf = vec![0; DATAGRAM_BYTES];
+    loop {
+        let Ok((len, source)) = socket.recv_from(&mut buf).await else { return };
+        let packet = Packet { source, destination: local, data: buf[..len].to_vec() };
+        if packets.send(packet).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn next_packet(p2p: &mut Option<P2p>) -> Option<Packet> {
+    match p2p {
+        Some(p2p) => p2p.packets.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// With candidates blocked (the test hook), descriptions carry none either.
+fn filter(sdp: String, block: bool) -> String {
+    if !block {
+        return sdp;
+    }
+    sdp.split("\r\n").filter(|line| !line.starts_with("a=candidate:")).collect::<Vec<_>>().join("\r\n")
+}
+
+/// An error this side detects, with the code a browser would give it.
+pub(crate) fn local(code: ErrorCode, message: String) -> Error {
+    Error::Call(ErrorObject::owned(code.code(), message, None::<()>))
+}
