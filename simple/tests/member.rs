@@ -1,4 +1,5 @@
-//! `Member` against the real server, started in this process on
+//! `Member` without WebRTC (`MemberBuilder::no_webrtc`; tests/rtc.rs has
+//! the direct links) against the real server, started in this process on
 //! 127.0.0.1:0, and against plain `Client`s that stand in for browsers: they
 //! see exactly the JSON a `Member` relays and send it exactly what the
 //! TypeScript client sends (the shapes of tests/payload.rs).
@@ -105,7 +106,8 @@ struct Rust {
 impl Rust {
     async fn connect(server: &TestServer) -> Self {
         let (tx, heard) = mpsc::unbounded_channel();
-        let member = within("connect", Member::connect(&server.url, Recorder(tx))).await.expect("connect");
+        let member = Member::builder().no_webrtc().connect(&server.url, Recorder(tx));
+        let member = within("connect", member).await.expect("connect");
         Self { member, heard }
     }
 
@@ -337,7 +339,7 @@ async fn errors_the_member_finds_itself_carry_the_browser_codes() {
     assert_eq!(app_error(&too_big.unwrap_err()), Some(ErrorCode::LimitExceeded));
 
     // A member whose handler keeps the defaults answers MethodNotFound.
-    let deaf = within("connect", Member::connect(&server.url, Deaf)).await.expect("connect");
+    let deaf = within("connect", Member::builder().no_webrtc().connect(&server.url, Deaf)).await.expect("connect");
     within("join", deaf.join(group)).await.expect("join");
     let unanswered = within("unicast", rust.member.unicast(group, deaf.id(), "hello?")).await;
     assert_eq!(code_of(unanswered), Some(-32601));
