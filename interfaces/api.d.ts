@@ -237,9 +237,10 @@ export interface IGroup {
  * - a `Body` is `{"text": string}` or `{"base64": string}` (standard
  *   alphabet, padded), at most `MAX_BODY_BYTES` decoded bytes.
  *
- * A member that speaks no WebRTC (e.g. the Rust client's `Member`) still
- * takes part, over the server: it answers every offer with the error
- * `{"code": -32011, "message": …}` (`ErrorCode.NoWebRtc`), and sends
+ * A member that speaks no WebRTC (e.g. the Rust client's `Member` built
+ * with `no_webrtc()`) still takes part, over the server: it answers every
+ * offer with the error `{"code": -32011, "message": …}`
+ * (`ErrorCode.NoWebRtc`), and sends
  * `{"signal": {"webrtc": false}}` to every member it may exchange messages
  * with, once, when either of them joins (the side of a pair that does not
  * open the DataChannel never offers, so the error alone would not reach

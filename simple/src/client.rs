@@ -12,8 +12,10 @@
 //! must therefore not block the thread before its first await.
 //!
 //! To share a group with browsers, use [`Member`] instead: it speaks their
-//! payloads ([`payload`]), tells them it has no WebRTC so that they relay to
-//! it at once, and hands their broadcasts and unicasts to a [`MemberHandler`].
+//! payloads ([`payload`]), makes WebRTC DataChannels to them and to other
+//! Rust members ([`rtc`]) or, built without WebRTC, tells them so that they
+//! relay to it at once, and hands their broadcasts and unicasts to a
+//! [`MemberHandler`].
 //!
 //! ```no_run
 //! use jsonrpsee::core::{RpcResult, async_trait};

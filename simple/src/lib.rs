@@ -30,8 +30,9 @@
 //!   `PeerServer` handler (`client/transport`: the WebSocket under it).
 //!   `client::payload`: the browsers' relay payloads (re-exported from
 //!   `webrtc_p2p_interfaces::payload`);
-//!   `client::Member` (`client/member`): a member browsers talk to, over the
-//!   server's relay in those payloads.
+//!   `client::Member` (`client/member`): a member browsers talk to, in those
+//!   payloads, on WebRTC DataChannels (`client/rtc`: str0m links, one tokio
+//!   task each) or over the server's relay.
 
 pub mod client;
 mod dispatch;
@@ -45,7 +46,7 @@ mod ticket;
 pub mod wire;
 
 pub use client::{
-    Client, ClientBuilder, ConnectError, ConnectionState, Disconnected, Member, MemberHandler, app_error,
+    Client, ClientBuilder, ConnectError, ConnectionState, Disconnected, Member, MemberBuilder, MemberHandler, app_error,
 };
 pub use dispatch::{Dispatch, Endpoint, Running};
 pub use hub::{Hub, HubStats, Session};

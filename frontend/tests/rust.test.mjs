@@ -1,0 +1,228 @@
+// Pages and Rust members with WebRTC in one group: the Rust member is the
+// `peer` example (simple/examples/peer.rs), driven through its stdin. It
+// negotiates DataChannels with the pages and with other Rust members on the
+// browsers' payloads, and falls back to the relay as a page does.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { ALL_BYTES, Peer, WAIT_MS, setUp } from './harness.mjs';
+
+/** Built by `cargo build -p webrtc-p2p-simple --examples` (and by `cargo test --workspace`), or `$WEBRTC_P2P_PEER_BIN`. */
+const PEER_BIN =
+  process.env.WEBRTC_P2P_PEER_BIN ?? fileURLToPath(new URL('../../target/debug/examples/peer', import.meta.url));
+const ID = '[0-9a-f]{32}';
+
+let env;
+before(async () => {
+  env = await setUp();
+});
+after(() => env?.tearDown());
+
+/**
+ * Starts a `peer` on loopback. `waitForLine(regex)` resolves with the match
+ * of the first stdout line (past or future) that matches; `lines` keeps
+ * every line with the ms it was read at.
+ */
+async function startRust(wsUrl, args = []) {
+  const child = spawn(PEER_BIN, ['--url', wsUrl, '--ice-address', '127.0.0.1', ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.off('exit', killOnExit));
+  const lines = [];
+  const waiters = new Set();
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    stderr = (stderr + chunk).slice(-10_000);
+  });
+  const failed = new Promise((_, reject) => {
+    child.once('error', (error) =>
+      reject(new Error(`cannot start ${PEER_BIN} (cargo build -p webrtc-p2p-simple --examples): ${error.message}`)),
+    );
+    child.once('exit', (code, signal) => reject(new Error(`peer exited (${code ?? signal}):\n${stderr}`)));
+  });
+  failed.catch(() => undefined);
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    lines.push({ line, at: performance.timeOrigin + performance.now() });
+    for (const waiter of waiters) waiter(line);
+  });
+  const rust = {
+    child,
+    lines,
+    /** Sends one command line. */
+    send(command) {
+      child.stdin.write(`${command}\n`);
+    },
+    waitForLine(regex) {
+      const seen = lines.map(({ line }) => regex.exec(line)).find((match) => match !== null);
+      if (seen !== undefined) return Promise.resolve(seen);
+      let waiter;
+      let timer;
+      const matched = new Promise((resolve, reject) => {
+        waiter = (line) => {
+          const match = regex.exec(line);
+          if (match !== null) resolve(match);
+        };
+        timer = setTimeout(
+          () => reject(new Error(`peer printed no line matching ${regex}:\n${lines.map((l) => l.line).join('\n')}`)),
+          WAIT_MS,
+        );
+        waiters.add(waiter);
+      });
+      return Promise.race([matched, failed]).finally(() => {
+        waiters.delete(waiter);
+        clearTimeout(timer);
+      });
+    },
+    /** When the first line matching `regex` was read. */
+    async timeOf(regex) {
+      await rust.waitForLine(regex);
+      return lines.find(({ line }) => regex.test(line)).at;
+    },
+    async quit() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      rust.send('quit');
+      await once(child, 'exit');
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    },
+  };
+  const [, id] = await rust.waitForLine(new RegExp(`^id (${ID})$`));
+  rust.id = id;
+  return rust;
+}
+
+/** The broadcasts a Rust peer printed: `{ from, text }`. */
+function rustReceived(rust) {
+  return rust.lines
+    .map(({ line }) => new RegExp(`^broadcast (${ID}) (.*)$`).exec(line))
+    .filter((match) => match !== null)
+    .map(([, from, text]) => ({ from, text }));
+}
+
+test('3 pages and 2 Rust peers: a full mesh of direct links, broadcasts once everywhere, unicasts both ways, leaves', async (t) => {
+  const pages = [];
+  const rusts = [];
+  try {
+    for (let i = 0; i < 3; i++) pages.push(await Peer.open(env.context, env.server));
+    const [a, b, c] = pages;
+    const groupId = await a.create();
+    await b.join(groupId);
+    await c.join(groupId);
+    for (let i = 0; i < 2; i++) {
+      const rust = await startRust(env.server.wsUrl);
+      rust.send(`join ${groupId}`);
+      await rust.waitForLine(new RegExp(`^joined ${groupId}$`));
+      rusts.push(rust);
+    }
+    const [r, s] = rusts;
+    const everyone = [...pages.map((p) => p.id), ...rusts.map((x) => x.id)];
+
+    // 10 links, each direct from both of its ends.
+    await Promise.all(pages.map((page) => page.waitForLinks(everyone, 'direct'))).catch(async (error) => {
+      const views = await Promise.all(pages.map(async (page) => `${page.id}: ${JSON.stringify(await page.view())}`));
+      const printed = rusts.map((rust) => rust.lines.map(({ line }) => line).join('\n'));
+      throw new Error(`${error.message}\n${views.join('\n')}\n${printed.join('\n--\n')}`);
+    });
+    for (const rust of rusts) {
+      const joinedAt = await rust.timeOf(new RegExp(`^joined ${groupId}$`));
+      for (const other of everyone.filter((id) => id !== rust.id)) {
+        const directAt = await rust.timeOf(new RegExp(`^link ${other} direct$`));
+        t.diagnostic(`${rust === r ? 'r' : 's'} → ${other.slice(0, 6)}: joined → direct ${(directAt - joinedAt).toFixed(0)} ms`);
+      }
+      rust.send('links');
+      const [, links] = await rust.waitForLine(/^links (.*)$/);
+      assert.deepEqual(
+        links.split(' ').sort(),
+        everyone
+          .filter((id) => id !== rust.id)
+          .map((id) => `${id}=direct`)
+          .sort(),
+      );
+    }
+
+    // Every member broadcasts once; each other member gets each exactly once.
+    for (const page of pages) await page.broadcast(`from ${page.id}`);
+    for (const rust of rusts) rust.send(`send from ${rust.id}`);
+    for (const page of pages) {
+      for (const from of everyone.filter((id) => id !== page.id)) await page.waitForMessage(from, `from ${from}`);
+    }
+    for (const rust of rusts) {
+      for (const from of everyone.filter((id) => id !== rust.id)) {
+        await rust.waitForLine(new RegExp(`^broadcast ${from} from ${from}$`));
+      }
+    }
+    // Channels are ordered: a second round's arrival means the first is complete.
+    for (const page of pages) await page.broadcast('end');
+    for (const rust of rusts) rust.send('send end');
+    for (const page of pages) {
+      for (const from of everyone.filter((id) => id !== page.id)) await page.waitForMessage(from, 'end');
+      const got = (await page.received()).filter(({ data }) => data !== 'end').map(({ from, data }) => `${from}:${data}`);
+      assert.deepEqual(got.sort(), everyone.filter((id) => id !== page.id).map((id) => `${id}:from ${id}`).sort());
+    }
+    for (const rust of rusts) {
+      for (const from of everyone.filter((id) => id !== rust.id)) await rust.waitForLine(new RegExp(`^broadcast ${from} end$`));
+      const got = rustReceived(rust).filter(({ text }) => text !== 'end').map(({ from, text }) => `${from}:${text}`);
+      assert.deepEqual(got.sort(), everyone.filter((id) => id !== rust.id).map((id) => `${id}:from ${id}`).sort());
+    }
+
+    // Unicasts: page → Rust (echoed, bytes as bytes), Rust → page, Rust → Rust.
+    assert.deepEqual(await a.unicast(r.id, 'ping'), { reply: 'ping', isBytes: false });
+    assert.deepEqual(await b.unicast(s.id, ALL_BYTES), { reply: [...ALL_BYTES], isBytes: true });
+    await r.waitForLine(new RegExp(`^unicast ${a.id} ping$`));
+    r.send(`ask ${c.id} hello page`);
+    await r.waitForLine(new RegExp(`^reply ${c.id} re:hello page$`));
+    s.send(`ask ${r.id} hello rust`);
+    await s.waitForLine(new RegExp(`^reply ${r.id} hello rust$`));
+    await r.waitForLine(new RegExp(`^unicast ${s.id} hello rust$`));
+
+    // A Rust peer that leaves, and one killed: both seen as leaves.
+    r.send('leave');
+    await r.waitForLine(new RegExp(`^left ${groupId}$`));
+    await Promise.all(pages.map((page) => page.waitForView((view, gone) => !view.members.includes(gone), r.id)));
+    await s.waitForLine(new RegExp(`^member-left ${r.id}$`));
+    await s.kill();
+    await Promise.all(pages.map((page) => page.waitForView((view, gone) => !view.members.includes(gone), s.id)));
+    for (const page of pages) {
+      const events = await page.events();
+      for (const gone of [r.id, s.id]) assert.ok(events.some((e) => e.type === 'leave' && e.member === gone));
+    }
+  } finally {
+    await Promise.all(rusts.map((rust) => rust.kill()));
+    await Promise.all(pages.map((page) => page.close()));
+  }
+});
+
+test('a forced fallback between a page and a Rust peer gives relayed links with the same API', async () => {
+  const page = await Peer.open(env.context, env.server, { options: { connectTimeoutMs: 2_000 } });
+  let rust;
+  try {
+    const groupId = await page.create();
+    rust = await startRust(env.server.wsUrl, ['--connect-timeout', '2s']);
+    await page.forceRelayWith(rust.id);
+    rust.send(`join ${groupId}`);
+    await page.waitForView((view, rustId) => view.links[rustId] === 'relayed', rust.id);
+    await rust.waitForLine(new RegExp(`^link ${page.id} relayed$`));
+    const states = (await page.events()).filter((e) => e.type === 'link' && e.member === rust.id).map((e) => e.state);
+    assert.deepEqual(states, ['connecting', 'relayed']);
+
+    await page.broadcast('over the server');
+    await rust.waitForLine(new RegExp(`^broadcast ${page.id} over the server$`));
+    rust.send('send back over the server');
+    await page.waitForMessage(rust.id, 'back over the server');
+    assert.deepEqual(await page.unicast(rust.id, ALL_BYTES), { reply: [...ALL_BYTES], isBytes: true });
+    rust.send(`ask ${page.id} relayed?`);
+    await rust.waitForLine(new RegExp(`^reply ${page.id} re:relayed\\?$`));
+  } finally {
+    await rust?.kill();
+    await page.close();
+  }
+});
