@@ -130,13 +130,21 @@ impl Shared {
     /// without WebRTC, tells each of `newcomers` (the members it may talk
     /// to) that it has none.
     async fn reconcile(&self, group_id: GroupId, newcomers: &[UserId]) -> Result<(), Error> {
-        let Some(mesh) = &self.mesh else { return self.declare(group_id, newcomers).await };
-        let (Some(view), Some(&me)) = (self.view(group_id).await, self.me.get()) else {
-            mesh.close(Some(group_id));
-            return Ok(());
-        };
-        mesh.reconcile(group_id, &view.linked(me));
-        Ok(())
+        match &self.mesh {
+            Some(mesh) => {
+                self.relink(mesh, group_id).await;
+                Ok(())
+            }
+            None => self.declare(group_id, newcomers).await,
+        }
+    }
+
+    /// Opens the links the group's rules call for and closes the others.
+    async fn relink(&self, mesh: &Mesh, group_id: GroupId) {
+        match (self.view(group_id).await, self.me.get()) {
+            (Some(view), Some(&me)) => mesh.reconcile(group_id, &view.linked(me)),
+            _ => mesh.close(Some(group_id)),
+        }
     }
 
     /// Tells each of `members` that this member has no WebRTC.
@@ -213,6 +221,9 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
                 if self.shared.view(group_id).await.is_some_and(|view| !view.members.contains(&from)) {
                     self.member_joined(group_id, from).await?;
                 }
+                // `join` opens its links once it has the member list: an
+                // offer may come in between, and finds its link opened here.
+                self.shared.relink(mesh, group_id).await;
                 mesh.signal(group_id, from, signal);
                 // An offer is taken (its answer follows as a signal of ours).
                 Ok(RawValue::NULL.to_owned())
