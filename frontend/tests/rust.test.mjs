@@ -3,110 +3,15 @@
 // negotiates DataChannels with the pages and with other Rust members on the
 // browsers' payloads, and falls back to the relay as a page does.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
-import { ALL_BYTES, Peer, WAIT_MS, setUp } from './harness.mjs';
-
-/** Built by `cargo build -p webrtc-p2p-simple --examples` (and by `cargo test --workspace`), or `$WEBRTC_P2P_PEER_BIN`. */
-const PEER_BIN =
-  process.env.WEBRTC_P2P_PEER_BIN ?? fileURLToPath(new URL('../../target/debug/examples/peer', import.meta.url));
-const ID = '[0-9a-f]{32}';
+import { ALL_BYTES, Peer, setUp } from './harness.mjs';
+import { ID, rustReceived, startRust } from './rust-peer.mjs';
 
 let env;
 before(async () => {
   env = await setUp();
 });
 after(() => env?.tearDown());
-
-/**
- * Starts a `peer` on loopback. `waitForLine(regex)` resolves with the match
- * of the first stdout line (past or future) that matches; `lines` keeps
- * every line with the ms it was read at.
- */
-async function startRust(wsUrl, args = []) {
-  const child = spawn(PEER_BIN, ['--url', wsUrl, '--ice-address', '127.0.0.1', ...args], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  const killOnExit = () => child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  child.once('exit', () => process.off('exit', killOnExit));
-  const lines = [];
-  const waiters = new Set();
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk) => {
-    stderr = (stderr + chunk).slice(-10_000);
-  });
-  const failed = new Promise((_, reject) => {
-    child.once('error', (error) =>
-      reject(new Error(`cannot start ${PEER_BIN} (cargo build -p webrtc-p2p-simple --examples): ${error.message}`)),
-    );
-    child.once('exit', (code, signal) => reject(new Error(`peer exited (${code ?? signal}):\n${stderr}`)));
-  });
-  failed.catch(() => undefined);
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    lines.push({ line, at: performance.timeOrigin + performance.now() });
-    for (const waiter of waiters) waiter(line);
-  });
-  const rust = {
-    child,
-    lines,
-    /** Sends one command line. */
-    send(command) {
-      child.stdin.write(`${command}\n`);
-    },
-    waitForLine(regex) {
-      const seen = lines.map(({ line }) => regex.exec(line)).find((match) => match !== null);
-      if (seen !== undefined) return Promise.resolve(seen);
-      let waiter;
-      let timer;
-      const matched = new Promise((resolve, reject) => {
-        waiter = (line) => {
-          const match = regex.exec(line);
-          if (match !== null) resolve(match);
-        };
-        timer = setTimeout(
-          () => reject(new Error(`peer printed no line matching ${regex}:\n${lines.map((l) => l.line).join('\n')}`)),
-          WAIT_MS,
-        );
-        waiters.add(waiter);
-      });
-      return Promise.race([matched, failed]).finally(() => {
-        waiters.delete(waiter);
-        clearTimeout(timer);
-      });
-    },
-    /** When the first line matching `regex` was read. */
-    async timeOf(regex) {
-      await rust.waitForLine(regex);
-      return lines.find(({ line }) => regex.test(line)).at;
-    },
-    async quit() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      rust.send('quit');
-      await once(child, 'exit');
-    },
-    async kill() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGKILL');
-      await once(child, 'exit');
-    },
-  };
-  const [, id] = await rust.waitForLine(new RegExp(`^id (${ID})$`));
-  rust.id = id;
-  return rust;
-}
-
-/** The broadcasts a Rust peer printed: `{ from, text }`. */
-function rustReceived(rust) {
-  return rust.lines
-    .map(({ line }) => new RegExp(`^broadcast (${ID}) (.*)$`).exec(line))
-    .filter((match) => match !== null)
-    .map(([, from, text]) => ({ from, text }));
-}
 
 test('3 pages and 2 Rust peers: a full mesh of direct links, broadcasts once everywhere, unicasts both ways, leaves', async (t) => {
   const pages = [];
