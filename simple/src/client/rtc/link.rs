@@ -221,8 +221,7 @@ impl Task {
     /// returns when the task must wake up next.
     async fn drain(&mut self) -> Option<tokio::time::Instant> {
         let mut wake = None;
-        loop {
-            let Some(p2p) = self.p2p.as_mut() else { break };
+        while let Some(p2p) = self.p2p.as_mut() {
             match p2p.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
                     wake = Some(at);
@@ -270,10 +269,8 @@ impl Task {
                 }
             }
             Event::ChannelData(data) if Some(data.id) == p2p.channel => self.frame(data.data).await,
-            Event::ChannelBufferedAmountLow(id) if Some(id) == p2p.channel => {
-                if !p2p.flush() {
-                    self.fall_back().await;
-                }
+            Event::ChannelBufferedAmountLow(id) if Some(id) == p2p.channel && !p2p.flush() => {
+                self.fall_back().await;
             }
             Event::ChannelClose(id) if Some(id) == p2p.channel => self.fall_back().await,
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.fall_back().await,
