@@ -9,17 +9,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use jsonrpsee::core::server::ConnectionId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tracing::{Instrument, debug, debug_span};
 use webrtc_p2p_simple::{CloseReason, Dispatch, Limits, PeerHandle, Session};
 
 use crate::App;
 use crate::metrics::ConnectionSlot;
+
+/// The upgraded connection under the WebSocket.
+type Io = TokioIo<hyper::upgrade::Upgraded>;
 
 /// How often a draining connection looks whether anything still waits
 /// (calls to the client have no "none left" event to await).
@@ -29,14 +36,20 @@ const DRAIN_CHECK: Duration = Duration::from_millis(10);
 /// `slot` (the connection's place under the connection cap) is given back
 /// after that.
 ///
-/// Not an `async fn`: the socket moves into its [`Socket`] here, so the
-/// 368-byte WebSocket does not also sit in an argument slot of each future
-/// layer of every connection.
-pub(crate) fn serve(socket: WebSocket, app: App, slot: ConnectionSlot) -> impl Future<Output = ()> + Send {
+/// Not an `async fn`: the WebSocket is built into its boxed [`Socket`]
+/// first, so it does not also sit in an argument slot of each future layer
+/// of every connection.
+pub(crate) fn serve(
+    io: Io,
+    config: WebSocketConfig,
+    app: App,
+    slot: ConnectionSlot,
+) -> impl Future<Output = ()> + Send {
     let conn = app.next_connection_id();
     let span = debug_span!("conn", id = conn.0);
-    let socket = Box::new(Socket::new(socket, app.hub.limits().ping_interval));
     async move {
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let socket = Box::new(Socket::new(ws, app.hub.limits().ping_interval));
         let suspended = run(socket, &app, conn).await;
         drop(slot);
         if let Some((session, generation)) = suspended {
@@ -71,7 +84,9 @@ async fn await_resume(app: &App, session: &Session, generation: u64) {
 /// than ended.
 async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(Arc<Session>, u64)> {
     let limits = app.hub.limits();
-    let mut session = Arc::new(Session::new(Arc::new(PeerHandle::new(limits.max_queued_frames, limits.relay_timeout))));
+    let peer = PeerHandle::new(limits.max_queued_frames, limits.relay_timeout)
+        .with_byte_limits(limits.max_queued_bytes, limits.max_message_size);
+    let mut session = Arc::new(Session::new(Arc::new(peer)));
     let mut generation = 0;
     let (dispatch, reason) = loop {
         let dispatch = Dispatch::for_session(&app.hub, app.methods.clone(), conn, session.clone());
@@ -99,16 +114,18 @@ async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(
     let reason = if peer.serves(generation) { reason } else { CloseReason::RESUMED_ELSEWHERE };
     debug!(code = reason.code, reason = reason.reason, "closing");
     app.metrics.closed(reason);
+    let linger_bytes = limits.max_message_size.saturating_mul(Limits::LINGER_MESSAGES);
     if reason == CloseReason::RESUMED_ELSEWHERE {
         // The session lives on elsewhere; only this socket ends.
-        let _ = timeout(Limits::CLOSE_LINGER, socket.close_frame(reason)).await;
+        socket.close_lingering(reason, linger_bytes).await;
         return None;
     }
     if matches!(reason, CloseReason::LOST | CloseReason::IDLE_TIMEOUT) && app.hub.suspend(&session, generation) {
-        // What is queued stays queued for the resume; a silent client may
-        // still read a close frame.
+        // Suspended before the socket closes, so nothing in the close can
+        // end the session. What is queued stays queued for the resume; a
+        // silent client may still read a close frame.
         if reason == CloseReason::IDLE_TIMEOUT {
-            let _ = timeout(Limits::CLOSE_LINGER, socket.close_frame(reason)).await;
+            socket.close_lingering(reason, linger_bytes).await;
         }
         return Some((session, generation));
     }
@@ -132,14 +149,13 @@ async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(
         };
         let _ = timeout(Limits::CLOSE_LINGER, lingering).await;
     }
-    // Write what is queued and the close frame, then read the client's close
-    // reply, each for a bounded time.
+    // Write what is queued and the close frame, then shut the write side
+    // down and drain what the client still sends, each for a bounded time.
     if let Ok(Err(e)) = timeout(Limits::CLOSE_LINGER, socket.close(peer, reason)).await {
         debug!(error = %e, "write failed");
     }
     peer.seal();
-    let drain = async { while let Some(Ok(_)) = socket.ws.next().await {} };
-    let _ = timeout(Limits::CLOSE_LINGER, drain).await;
+    let _ = timeout(Limits::CLOSE_LINGER, socket.linger(linger_bytes)).await;
     None
 }
 
@@ -149,7 +165,7 @@ async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(
 /// One task instead of a reader and a writer saves each connection a task,
 /// the split halves' shared lock and a close channel (~1 KiB, bench).
 struct Socket {
-    ws: WebSocket,
+    ws: WebSocketStream<Io>,
     /// Frames written since the last flush.
     unflushed: bool,
     /// The server's pings, so that a silent client is noticed.
@@ -162,7 +178,7 @@ struct Socket {
 }
 
 impl Socket {
-    fn new(ws: WebSocket, ping_interval: Duration) -> Self {
+    fn new(ws: WebSocketStream<Io>, ping_interval: Duration) -> Self {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self { ws, unflushed: false, ping, generation: 0, ack_pending: false }
@@ -172,7 +188,7 @@ impl Socket {
     /// `Limits::WRITE_BATCH` frames per flush), and flushes. `Ok` when nothing more
     /// can go out now; the socket, the queue or the ping timer wakes the
     /// task when that changes.
-    fn poll_write(&mut self, cx: &mut Context<'_>, peer: &PeerHandle) -> Result<(), axum::Error> {
+    fn poll_write(&mut self, cx: &mut Context<'_>, peer: &PeerHandle) -> Result<(), tungstenite::Error> {
         loop {
             let mut fed = 0;
             while fed < Limits::WRITE_BATCH {
@@ -214,7 +230,10 @@ impl Socket {
     }
 
     /// The client's next message, writing whatever is queued meanwhile.
-    fn next<'a>(&'a mut self, peer: &'a PeerHandle) -> impl Future<Output = Option<Result<Message, axum::Error>>> + 'a {
+    fn next<'a>(
+        &'a mut self,
+        peer: &'a PeerHandle,
+    ) -> impl Future<Output = Option<Result<Message, tungstenite::Error>>> + 'a {
         poll_fn(move |cx| {
             if let Err(e) = self.poll_write(cx, peer) {
                 return Poll::Ready(Some(Err(e)));
@@ -224,7 +243,7 @@ impl Socket {
     }
 
     /// Writes what gets queued until writing fails.
-    fn write_until_error<'a>(&'a mut self, peer: &'a PeerHandle) -> impl Future<Output = axum::Error> + 'a {
+    fn write_until_error<'a>(&'a mut self, peer: &'a PeerHandle) -> impl Future<Output = tungstenite::Error> + 'a {
         poll_fn(move |cx| match self.poll_write(cx, peer) {
             Err(e) => Poll::Ready(e),
             Ok(()) => Poll::Pending,
@@ -232,7 +251,7 @@ impl Socket {
     }
 
     /// Writes every frame queued now, and flushes.
-    async fn write_all(&mut self, peer: &PeerHandle) -> Result<(), axum::Error> {
+    async fn write_all(&mut self, peer: &PeerHandle) -> Result<(), tungstenite::Error> {
         while let Some(frame) = peer.try_next_frame() {
             self.ws.feed(Message::Text(frame.into())).await?;
         }
@@ -240,18 +259,47 @@ impl Socket {
     }
 
     /// Writes only the close frame.
-    async fn close_frame(&mut self, reason: CloseReason) -> Result<(), axum::Error> {
-        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
-        self.ws.send(Message::Close(Some(frame))).await
+    async fn close_frame(&mut self, reason: CloseReason) -> Result<(), tungstenite::Error> {
+        self.ws.send(Message::Close(Some(close_frame(reason)))).await
     }
 
-    /// Writes the frames queued before the close, then the close frame.
-    async fn close(&mut self, peer: &PeerHandle, reason: CloseReason) -> Result<(), axum::Error> {
-        while let Some(frame) = peer.try_next_frame() {
-            self.ws.feed(Message::Text(frame.into())).await?;
+    /// Writes only the close frame, leaving what is queued for a resume,
+    /// then lingers; each for a bounded time.
+    async fn close_lingering(&mut self, reason: CloseReason, linger_bytes: usize) {
+        let _ = timeout(Limits::CLOSE_LINGER, self.close_frame(reason)).await;
+        let _ = timeout(Limits::CLOSE_LINGER, self.linger(linger_bytes)).await;
+    }
+
+    /// Writes the frames queued before the close, then the close frame (or,
+    /// when the client closed first, the reply tungstenite queued for it).
+    async fn close(&mut self, peer: &PeerHandle, reason: CloseReason) -> Result<(), tungstenite::Error> {
+        let frames = async {
+            while let Some(frame) = peer.try_next_frame() {
+                self.ws.feed(Message::Text(frame.into())).await?;
+            }
+            self.ws.send(Message::Close(Some(close_frame(reason)))).await
+        };
+        let written = frames.await;
+        let flushed = self.ws.flush().await;
+        written.and(flushed)
+    }
+
+    /// The end of a closing handshake: shuts the write side down (the client
+    /// reads everything written, then the end of the stream) and reads and
+    /// discards up to `max_bytes` until the client closes its side too.
+    async fn linger(&mut self, max_bytes: usize) {
+        let io = self.ws.get_mut();
+        if io.shutdown().await.is_err() {
+            return;
         }
-        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
-        self.ws.send(Message::Close(Some(frame))).await
+        let mut discarded = 0;
+        let mut buf = [0u8; 4096];
+        while discarded < max_bytes {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            }
+        }
     }
 }
 
@@ -287,7 +335,7 @@ async fn read_loop(
                         socket.ack_pending = false;
                         peer.ack(&payload);
                     }
-                    Some(Ok(Message::Ping(_))) => {}
+                    Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) => return Ended::Closed(CloseReason::NORMAL),
                     None => return Ended::Closed(CloseReason::LOST),
                     Some(Err(e)) => return Ended::Closed(close_reason(e)),
@@ -330,13 +378,21 @@ fn counted(session: &Session, generation: u64, handle: impl FnOnce()) {
 }
 
 /// What a WebSocket error means for the close frame.
-fn close_reason(e: axum::Error) -> CloseReason {
-    match e.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
-        Ok(tungstenite::Error::Capacity(_)) => CloseReason::MESSAGE_TOO_BIG,
-        Ok(tungstenite::Error::Utf8(_)) => CloseReason::INVALID_UTF8,
+fn close_reason(e: tungstenite::Error) -> CloseReason {
+    match e {
+        tungstenite::Error::Capacity(_) => CloseReason::MESSAGE_TOO_BIG,
+        tungstenite::Error::Utf8(_) => CloseReason::INVALID_UTF8,
         // EOF without a close frame: the network, not the client, ended it.
-        Ok(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => CloseReason::LOST,
-        Ok(tungstenite::Error::Protocol(_)) => CloseReason::PROTOCOL_ERROR,
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseReason::LOST,
+        tungstenite::Error::Protocol(_) => CloseReason::PROTOCOL_ERROR,
+        // Only if the write buffer holds more than one whole frame past its
+        // flush threshold, which the writer never lets happen.
+        tungstenite::Error::WriteBufferFull(_) => CloseReason::SLOW_CONSUMER,
         _ => CloseReason::LOST,
     }
+}
+
+/// The close frame for `reason`.
+fn close_frame(reason: CloseReason) -> CloseFrame {
+    CloseFrame { code: CloseCode::from(reason.code), reason: Utf8Bytes::from_static(reason.reason) }
 }

@@ -3,9 +3,8 @@
 //! upgrade at `/ws`, `/healthz`, `/metrics`, and the embedded assets.
 
 use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper::server::conn::http1;
@@ -14,6 +13,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::debug;
 
 use webrtc_p2p_simple::{Limit, Limits};
@@ -28,6 +29,14 @@ use crate::{App, assets, connection};
 /// reads. Measured with the bench: 4 KiB -> 512 bytes took 3.5 KiB off each
 /// idle connection and ~1 µs of server CPU off each relay round trip.
 const READ_BUFFER_SIZE: usize = 512;
+
+/// Frames written into tungstenite's buffer go to the socket once this much
+/// is waiting (or at the next flush): bursts of small frames coalesce into
+/// one write. tungstenite's own default.
+const WRITE_BUFFER_SIZE: usize = 128 * 1024;
+
+/// The longest WebSocket frame header a server writes (no mask).
+const MAX_FRAME_HEADER: usize = 10;
 
 /// What a client told to come back later waits, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
@@ -95,8 +104,15 @@ pub(crate) fn router(app: App) -> Router {
         .merge(assets::router())
 }
 
-async fn upgrade(State(app): State<App>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if !app.origins.allows(headers.get(header::ORIGIN)) {
+/// The WebSocket upgrade, done here rather than by axum's `WebSocketUpgrade`
+/// so that the connection owns the raw stream under tungstenite: its closing
+/// handshake shuts down the write side and drains what the client still
+/// sends (axum's socket has no way to reach it).
+async fn upgrade(State(app): State<App>, mut request: Request) -> Response {
+    let Some(key) = websocket_key(request.method(), request.headers()).cloned() else {
+        return (StatusCode::BAD_REQUEST, "not a WebSocket upgrade request\n").into_response();
+    };
+    if !app.origins.allows(request.headers().get(header::ORIGIN)) {
         app.metrics.refused(Limit::Origin);
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
@@ -105,13 +121,52 @@ async fn upgrade(State(app): State<App>, headers: HeaderMap, ws: WebSocketUpgrad
         let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECS)];
         return (StatusCode::SERVICE_UNAVAILABLE, retry, "too many connections\n").into_response();
     };
-    let max = app.config.max_message_size;
-    // permessage-deflate stays off (axum never negotiates it), so no small
-    // frame can inflate past the size limit: what is read is what is counted.
-    ws.read_buffer_size(READ_BUFFER_SIZE)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, app, slot))
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let config = websocket_config(app.config.max_message_size);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => connection::serve(TokioIo::new(upgraded), config, app, slot).await,
+            Err(e) => debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes())).unwrap_or(HeaderValue::from_static(""));
+    let headers = [
+        (header::CONNECTION, HeaderValue::from_static("upgrade")),
+        (header::UPGRADE, HeaderValue::from_static("websocket")),
+        (header::SEC_WEBSOCKET_ACCEPT, accept),
+    ];
+    (StatusCode::SWITCHING_PROTOCOLS, headers).into_response()
+}
+
+/// The client's `Sec-WebSocket-Key` when the request is a valid RFC 6455
+/// upgrade (the checks axum's extractor makes).
+fn websocket_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
+    let contains = |name: HeaderName, token: &str| {
+        headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains(token))
+    };
+    let equals = |name: HeaderName, value: &str| {
+        headers.get(name).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+    };
+    let valid = method == Method::GET
+        && contains(header::CONNECTION, "upgrade")
+        && equals(header::UPGRADE, "websocket")
+        && equals(header::SEC_WEBSOCKET_VERSION, "13");
+    valid.then(|| headers.get(header::SEC_WEBSOCKET_KEY)).flatten()
+}
+
+/// tungstenite's limits for one connection. permessage-deflate stays off
+/// (never negotiated), so no small frame can inflate past the size limit:
+/// what is read is what is counted. The write buffer holds at most one
+/// whole frame past its flush threshold; past that a pong the client asked
+/// for waits in tungstenite's single pending slot (a newer ping replaces
+/// it), so pings from a client that never reads cost nothing more.
+fn websocket_config(max: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
+        .max_write_buffer_size(WRITE_BUFFER_SIZE + max + MAX_FRAME_HEADER)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
 }
 
 async fn metrics(State(app): State<App>) -> Response {

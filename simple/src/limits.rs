@@ -93,8 +93,17 @@ impl Limits {
 
     /// How long a closing connection waits for its last frames and its close
     /// frame to be written, and for the other end's close reply, before the
-    /// socket is dropped (both ends). Fixed.
+    /// socket is dropped (both ends). The server, its write side shut down,
+    /// meanwhile reads and discards what the client still sends: dropping a
+    /// socket with unread data makes the kernel send a reset, which destroys
+    /// what the client has not read yet (the answers and the close frame).
+    /// Fixed.
     pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+    /// What a closing server connection reads and discards at most, in
+    /// messages of the size limit: enough for the rest of an oversized frame
+    /// that the close cut short (what conformance suites send). Fixed.
+    pub const LINGER_MESSAGES: usize = 2;
 
     /// How long a server connection keeps reading after shutdown starts, so
     /// that answers already on their way (to relays waiting on this client,
