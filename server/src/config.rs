@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "WEBRTC_P2P_MAX_QUEUED_FRAMES", default_value_t = D.max_queued_frames)]
     pub max_queued_frames: usize,
 
+    /// Bytes queued for one connection (everything sent toward it); a client
+    /// that lets it fill is disconnected (1008).
+    #[arg(long, env = "WEBRTC_P2P_MAX_QUEUED_BYTES", default_value_t = D.max_queued_bytes)]
+    pub max_queued_bytes: usize,
+
     /// Requests in one batch; a longer batch gets one -32600.
     #[arg(long, env = "WEBRTC_P2P_MAX_BATCH_LEN", default_value_t = D.max_batch_len)]
     pub max_batch_len: usize,
@@ -143,6 +148,7 @@ impl Config {
             idle_timeout: self.idle_timeout.into(),
             ping_interval: self.ping_interval.into(),
             max_queued_frames: self.max_queued_frames.max(1),
+            max_queued_bytes: self.max_queued_bytes,
             max_batch_len: self.max_batch_len,
             rate_limit: self.rate_limit,
             rate_window: self.rate_window.into(),

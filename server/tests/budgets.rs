@@ -60,3 +60,106 @@ async fn answers_and_the_close_frame_survive_a_1009_in_100_of_100_trials() {
     }
     assert!(lost.is_empty(), "trials that lost answers or the close frame (trial, answers, code): {lost:?}");
 }
+
+/// The server's resident set in KiB.
+fn rss_kib(server: &tokio::process::Child) -> u64 {
+    let pid = server.id().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The largest resident set seen over `span`, sampled every few ms.
+async fn peak_rss_kib(server: &tokio::process::Child, span: Duration) -> u64 {
+    let until = Instant::now() + span;
+    let mut peak = rss_kib(server);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        peak = peak.max(rss_kib(server));
+    }
+    peak
+}
+
+/// A raw client that has called `init`.
+async fn initialised(addr: std::net::SocketAddr) -> WireClient {
+    let mut client = WireClient::connect(addr, "").await;
+    client.send(true, opcode::TEXT, br#"{"jsonrpc":"2.0","id":1,"method":"init"}"#).await;
+    let answer = client.json().await;
+    assert!(answer["result"].is_string(), "{answer}");
+    client
+}
+
+/// Finding 1: a client that sends pings and never reads cannot make the
+/// server queue pongs without limit. 400,000 pings (52 MB of pongs owed)
+/// grew the server by ~50 MiB before; now what is owed waits in a write
+/// buffer of one message and tungstenite's single pending pong.
+#[tokio::test]
+async fn pings_from_a_client_that_never_reads_cost_a_bounded_amount() {
+    let (server, addr) = common::spawn_binary(&[]).await;
+    let mut client = initialised(addr).await;
+    let before = rss_kib(&server);
+    let ping = WireClient::encode(true, 0, opcode::PING, MASK, &[b'p'; 125]);
+    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 1000).collect();
+    let started = Instant::now();
+    let mut peak = before;
+    for _ in 0..400 {
+        if started.elapsed() > ATTACK_TIME {
+            break;
+        }
+        client.send_raw(&burst).await;
+        peak = peak.max(rss_kib(&server));
+    }
+    let peak = peak.max(peak_rss_kib(&server, Duration::from_millis(300)).await);
+    let grown = peak.saturating_sub(before);
+    eprintln!("unanswered pings: the server grew by {grown} KiB");
+    assert!(grown < 16 * 1024, "the server grew by {grown} KiB under unanswered pings");
+}
+
+/// Finding 2: relays queued for a client that does not read are bounded in
+/// bytes (`--max-queued-bytes`, 4 MiB), not only in frames: 96 relays of
+/// ~1 MiB held ~96 MiB for one such client before (1,024 frames of up to
+/// 1 MiB each); now it is disconnected as a slow consumer (1008) once 4 MiB
+/// wait, and the server stays within a few MiB.
+#[tokio::test]
+async fn relays_to_a_client_that_does_not_read_are_bounded_in_bytes() {
+    let (server, addr) = common::spawn_binary(&[]).await;
+    let url = format!("ws://{addr}/ws");
+    let mut attacker = common::Raw::connect(&url).await;
+    attacker.ok("init", serde_json::json!([])).await;
+    let group = attacker.ok("create", serde_json::json!([])).await;
+    let mut victim = initialised(addr).await;
+    let join = format!(r#"{{"jsonrpc":"2.0","id":2,"method":"join","params":[{group}]}}"#);
+    victim.send(true, opcode::TEXT, join.as_bytes()).await;
+    assert!(victim.json().await["result"].is_object());
+    let joined = attacker.incoming("member_joined").await;
+    let target = joined["params"][1].as_str().expect("user id").to_owned();
+    let before = rss_kib(&server);
+    let data = "d".repeat((1 << 20) - 256);
+    let relay = format!(r#"{{"jsonrpc":"2.0","method":"relay","params":[{group},"{target}","{data}"]}}"#);
+    let started = Instant::now();
+    let mut peak = before;
+    for _ in 0..96 {
+        if started.elapsed() > ATTACK_TIME {
+            break;
+        }
+        if !attacker.try_send_text(&relay).await {
+            break;
+        }
+        peak = peak.max(rss_kib(&server));
+    }
+    let peak = peak.max(peak_rss_kib(&server, Duration::from_millis(300)).await);
+    let grown = peak.saturating_sub(before);
+    eprintln!("relays for a client that does not read: the server grew by {grown} KiB");
+    assert!(grown < 24 * 1024, "the server grew by {grown} KiB holding relays for a client that does not read");
+    drop(victim);
+    assert_eq!(refused(addr, "queued_frames").await, 1.0, "the victim is closed as a slow consumer");
+}
+
+/// `webrtc_p2p_refused_total{limit}` of the server at `addr`.
+async fn refused(addr: std::net::SocketAddr, limit: &str) -> f64 {
+    let response = common::http(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
+    common::metric(&response, &format!("webrtc_p2p_refused_total{{limit=\"{limit}\"}}")).unwrap_or(0.0)
+}

@@ -403,6 +403,9 @@ impl<R: Router> Hub<R> {
             Err(e) => return refused(e.into()),
         };
         let params = relay_params(group_id, from, &data);
+        // A waiting relay holds its data once (in jsonrpsee's params), not in
+        // this copy, nor in `params` once the frame is queued.
+        drop(data);
         if ext.get::<IsNotification>().is_some() {
             // Nobody waits for an answer, so a gone target is nobody's error.
             let _ = target.notify(method::RELAY, &params);
@@ -416,7 +419,7 @@ impl<R: Router> Hub<R> {
         // Straight to the target rather than through the generated
         // `PeerClient::on_relay` stub: no param builder, and no second copy
         // (and re-parse) of the answer: measured on the bench.
-        match target.call(method::RELAY, &params).await {
+        match target.call(method::RELAY, params).await {
             Ok(Ok(answer)) => (RelayOutcome::Answered, Ok(answer)),
             // The target's own error passes through unchanged.
             Ok(Err(error)) => match serde_json::from_str::<ErrorObjectOwned>(error.get()) {
@@ -425,8 +428,19 @@ impl<R: Router> Hub<R> {
             },
             Err(CallFailed::Timeout) => (RelayOutcome::Timeout, Err(ErrorCode::RelayTimeout.into())),
             Err(CallFailed::Gone) => (RelayOutcome::PeerGone, Err(ErrorCode::PeerGone.into())),
+            Err(CallFailed::TooLarge) => (RelayOutcome::Refused, Err(too_large(self.shared.limits.max_message_size))),
         }
     }
+}
+
+/// LimitExceeded for a relay whose forwarded frame (the server's own id and
+/// the sender's id in place of the caller's) would be larger than the
+/// message size the target was promised: refused here, never sent.
+fn too_large(max_message_size: usize) -> ErrorObjectOwned {
+    let message = format!(
+        "limit exceeded: the relayed message would be larger than the target's {max_message_size}-byte message size limit"
+    );
+    ErrorObjectOwned::owned(ErrorCode::LimitExceeded.code(), message, None::<()>)
 }
 
 /// `[group_id, from_user_id, data]`, the params of a relay to its target,

@@ -34,6 +34,13 @@ pub struct Limits {
     /// Frames waiting to be written to one connection; a client that lets its
     /// queue fill (it stopped reading) is disconnected. Default 1,024.
     pub max_queued_frames: usize,
+    /// Bytes of frames waiting to be written to one connection: everything
+    /// queued toward the client (relays, notifications, answers, batch
+    /// answers). A frame that would take the queue past it disconnects the
+    /// client as a slow consumer, unless the queue is empty (so one message
+    /// of the size limit always fits). The socket's own write buffer holds
+    /// at most one more message on top. Default 4 MiB.
+    pub max_queued_bytes: usize,
     /// Requests in one batch; a longer batch gets one -32600. Default 100.
     pub max_batch_len: usize,
     /// Messages (requests, notifications, batch elements, garbage; not
@@ -77,6 +84,7 @@ impl Limits {
         idle_timeout: Duration::from_secs(45),
         ping_interval: Duration::from_secs(15),
         max_queued_frames: 1024,
+        max_queued_bytes: 4 << 20,
         max_batch_len: 100,
         rate_limit: 1000,
         rate_window: Duration::from_secs(1),

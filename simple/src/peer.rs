@@ -56,6 +56,9 @@ pub enum CallFailed {
     /// The peer's connection closed (or its queue overflowed) first.
     #[error("the peer disconnected")]
     Gone,
+    /// The frame would exceed the message size the peer was promised.
+    #[error("the frame is larger than the peer accepts")]
+    TooLarge,
 }
 
 /// A peer's answer to a call: its result or its error object, both raw.
@@ -68,6 +71,8 @@ pub type Answer = Result<Box<RawValue>, Box<RawValue>>;
 #[derive(Debug, Default)]
 struct Outbox {
     frames: VecDeque<String>,
+    /// The bytes of `frames`, for the byte budget (`--max-queued-bytes`).
+    bytes: usize,
     waker: Option<Waker>,
     /// Set once the connection is done writing: later frames are refused.
     sealed: bool,
@@ -108,6 +113,9 @@ struct Replay {
     /// Frames a resume queued again: they do not count against the queue's
     /// frame limit (the byte budget bounded them).
     backlog: usize,
+    /// The bytes of `backlog`: they do not count against the byte budget
+    /// either.
+    backlog_bytes: usize,
 }
 
 /// What [`PeerHandle::attach`] did.
@@ -130,6 +138,11 @@ pub struct PeerHandle {
     outbox: Mutex<Outbox>,
     /// How many frames may wait in `outbox`.
     max_queued_frames: usize,
+    /// How many bytes of frames may wait in `outbox` (one frame always may).
+    max_queued_bytes: usize,
+    /// The largest frame the client was promised (its message size limit);
+    /// a larger one is refused with [`CallFailed::TooLarge`] rather than sent.
+    max_frame_size: usize,
     /// Calls to this client waiting for its answer, by our request id. `None`
     /// once the connection closed, which fails every waiter at once.
     pending: Mutex<Option<HashMap<u64, oneshot::Sender<Answer>>>>,
@@ -154,6 +167,8 @@ impl PeerHandle {
         Self {
             outbox: Mutex::default(),
             max_queued_frames: max_queued_frames.max(1),
+            max_queued_bytes: usize::MAX,
+            max_frame_size: usize::MAX,
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
             call_timeout,
@@ -162,17 +177,43 @@ impl PeerHandle {
         }
     }
 
-    /// Queues a frame for the client. Never waits: when the queue is full the
-    /// client is a slow consumer and is disconnected. A suspended session's
-    /// frames are bounded by its resume buffer instead; past it they are
-    /// dropped, and the next resume is not a replay.
+    /// Bounds the queue in bytes as well as in frames, and the frames it
+    /// takes to `max_frame_size` bytes each: the message size the client was
+    /// promised.
+    #[must_use]
+    pub fn with_byte_limits(mut self, max_queued_bytes: usize, max_frame_size: usize) -> Self {
+        self.max_queued_bytes = max_queued_bytes;
+        self.max_frame_size = max_frame_size;
+        self
+    }
+
+    /// The largest frame the client takes.
+    pub fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// Queues a frame for the client. Never waits: when the queue is full
+    /// (in frames or in bytes) the client is a slow consumer and is
+    /// disconnected. A frame over the client's message size limit is
+    /// refused (`TooLarge`) and changes nothing. A suspended session's
+    /// frames, and those a resume queued again, are bounded by its resume
+    /// buffer instead; past it a suspended session's frames are dropped,
+    /// and the next resume is not a replay.
     pub fn send_frame(&self, frame: String) -> Result<(), CallFailed> {
+        if frame.len() > self.max_frame_size {
+            return Err(CallFailed::TooLarge);
+        }
         let mut outbox = self.lock_outbox();
         if outbox.sealed {
             return Err(CallFailed::Gone);
         }
-        let (suspended, backlog) = outbox.replay.as_ref().map_or((false, 0), |r| (r.suspended, r.backlog));
-        if !suspended && outbox.frames.len() >= self.max_queued_frames + backlog {
+        let (suspended, backlog, backlog_bytes) =
+            outbox.replay.as_ref().map_or((false, 0, 0), |r| (r.suspended, r.backlog, r.backlog_bytes));
+        // The byte budget, like the frame limit, bounds what was queued
+        // after a resume's backlog; one frame may always wait beyond it.
+        let bytes = outbox.bytes - backlog_bytes;
+        let over_bytes = outbox.frames.len() > backlog && bytes.saturating_add(frame.len()) > self.max_queued_bytes;
+        if !suspended && (outbox.frames.len() >= self.max_queued_frames + backlog || over_bytes) {
             drop(outbox);
             self.close(CloseReason::SLOW_CONSUMER);
             return Err(CallFailed::Gone);
@@ -186,6 +227,9 @@ impl PeerHandle {
                     // as if written; the resume will say `replayed: false`.
                     outbox.taken += outbox.frames.len() as u64 + 1;
                     outbox.frames = VecDeque::new();
+                    outbox.bytes = 0;
+                    replay.backlog = 0;
+                    replay.backlog_bytes = 0;
                     replay.unacked = VecDeque::new();
                     replay.bytes = 0;
                     replay.lost_through = outbox.taken;
@@ -194,6 +238,7 @@ impl PeerHandle {
                 replay.forget_oldest(outbox.taken);
             }
         }
+        outbox.bytes += frame.len();
         outbox.frames.push_back(frame);
         let waker = outbox.waker.take();
         if let Some(waker) = waker {
@@ -254,7 +299,7 @@ impl PeerHandle {
     pub fn keep_for_replay(&self, budget: usize) {
         let mut outbox = self.lock_outbox();
         if outbox.replay.is_none() {
-            let bytes = outbox.frames.iter().map(String::len).sum();
+            let bytes = outbox.bytes;
             let lost_through = outbox.taken;
             outbox.replay = Some(Box::new(Replay {
                 unacked: VecDeque::new(),
@@ -263,6 +308,7 @@ impl PeerHandle {
                 lost_through,
                 suspended: false,
                 backlog: 0,
+                backlog_bytes: 0,
             }));
         }
     }
@@ -342,11 +388,16 @@ impl PeerHandle {
                 }
                 // Written again, in order, before what waits.
                 while let Some(frame) = replay.unacked.pop_back() {
+                    outbox.bytes += frame.len();
                     outbox.frames.push_front(frame);
                 }
                 replay.backlog = outbox.frames.len();
+                replay.backlog_bytes = outbox.bytes;
             } else {
                 outbox.frames = VecDeque::new();
+                outbox.bytes = 0;
+                replay.backlog = 0;
+                replay.backlog_bytes = 0;
                 replay.unacked = VecDeque::new();
                 replay.bytes = 0;
                 replay.lost_through = wanted;
@@ -377,6 +428,7 @@ impl PeerHandle {
         }
         outbox.sealed = true;
         outbox.frames = VecDeque::new();
+        outbox.bytes = 0;
         outbox.waker = None;
         outbox.replay = None;
         true
@@ -407,6 +459,7 @@ impl PeerHandle {
         let mut outbox = self.lock_outbox();
         outbox.sealed = true;
         outbox.frames = VecDeque::new();
+        outbox.bytes = 0;
         outbox.waker = None;
         outbox.replay = None;
     }
@@ -423,7 +476,9 @@ impl PeerHandle {
     /// Everything before the first await (queueing the frame included)
     /// happens on the caller's stack, so calls keep the order in which they
     /// were made.
-    pub async fn call(&self, method: &str, params: &str) -> Result<Answer, CallFailed> {
+    /// Params given by value are dropped once the frame is queued, so a
+    /// waiting call holds no copy of them.
+    pub async fn call(&self, method: &str, params: impl AsRef<str>) -> Result<Answer, CallFailed> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.lock_pending().as_mut() {
@@ -431,7 +486,9 @@ impl PeerHandle {
             None => return Err(CallFailed::Gone),
         };
         let waiting = Waiting { peer: self, id };
-        self.send_frame(wire::call_frame(id, method, params))?;
+        let frame = wire::call_frame(id, method, params.as_ref());
+        drop(params);
+        self.send_frame(frame)?;
         let answer = match tokio::time::timeout(self.call_timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(CallFailed::Gone),
@@ -513,13 +570,17 @@ impl Outbox {
     fn take(&mut self) -> Option<String> {
         let frame = self.frames.pop_front()?;
         self.taken += 1;
+        self.bytes -= frame.len();
         // An emptied outbox frees its buffer, so idle connections hold none
         // (measured: ~0.1 KiB each; the allocator makes the next one cheap).
         if self.frames.is_empty() {
             self.frames = VecDeque::new();
         }
         if let Some(replay) = self.replay.as_mut() {
-            replay.backlog = replay.backlog.saturating_sub(1);
+            if replay.backlog > 0 {
+                replay.backlog -= 1;
+                replay.backlog_bytes -= frame.len();
+            }
             replay.unacked.push_back(frame.clone());
         }
         Some(frame)
@@ -529,7 +590,7 @@ impl Outbox {
 impl Replay {
     /// Makes room within the budget by forgetting the oldest written frames
     /// (`taken` frames were written so far); frames not yet written stay,
-    /// bounded by the queue's frame count.
+    /// bounded by the queue's frame and byte limits.
     fn forget_oldest(&mut self, taken: u64) {
         while self.bytes > self.budget {
             let first = taken - self.unacked.len() as u64;
@@ -620,6 +681,19 @@ mod tests {
         assert!(peer.notify("member_joined", "[]").is_ok());
         assert!(peer.notify("member_joined", "[]").is_ok());
         assert_eq!(peer.notify("member_joined", "[]"), Err(CallFailed::Gone));
+        assert_eq!(peer.closed().await, CloseReason::SLOW_CONSUMER);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_but_always_takes_one_frame() {
+        let peer = handle(64, 60_000).with_byte_limits(10, 20);
+        assert_eq!(peer.send_frame("x".repeat(21)), Err(CallFailed::TooLarge), "over the frame limit");
+        assert!(!peer.is_closed(), "a frame too large for the client is the sender's problem");
+        peer.send_frame("x".repeat(15)).unwrap();
+        assert_eq!(peer.try_next_frame().map(|f| f.len()), Some(15));
+        peer.send_frame("x".repeat(6)).unwrap();
+        peer.send_frame("x".repeat(4)).unwrap();
+        assert_eq!(peer.send_frame("x".into()), Err(CallFailed::Gone));
         assert_eq!(peer.closed().await, CloseReason::SLOW_CONSUMER);
     }
 

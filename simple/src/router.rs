@@ -38,7 +38,8 @@ pub trait Target: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// Calls `method` and waits for the answer. Everything before the first
     /// await (queueing the frame included) happens on the caller's stack, so
     /// calls keep the order in which they were made.
-    fn call(&self, method: &str, params: &str) -> impl Future<Output = Result<Answer, CallFailed>> + Send;
+    /// `params` is taken by value so that a waiting call need not hold it.
+    fn call(&self, method: &str, params: String) -> impl Future<Output = Result<Answer, CallFailed>> + Send;
 }
 
 /// A client connected to this process.
@@ -47,7 +48,7 @@ impl Target for Arc<PeerHandle> {
         PeerHandle::notify(self, method, params)
     }
 
-    fn call(&self, method: &str, params: &str) -> impl Future<Output = Result<Answer, CallFailed>> + Send {
+    fn call(&self, method: &str, params: String) -> impl Future<Output = Result<Answer, CallFailed>> + Send {
         PeerHandle::call(self, method, params)
     }
 }

@@ -40,6 +40,7 @@ const LIMITS: Limits = Limits {
     max_groups_per_user: 4,
     max_members_per_group: 4,
     max_queued_frames: 4096,
+    max_queued_bytes: usize::MAX,
     max_batch_len: 16,
     rate_limit: 256,
     ..Limits::DEFAULT

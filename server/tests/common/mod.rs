@@ -272,6 +272,11 @@ impl Raw {
         self.sink.send(Message::text(message.to_string())).await.is_ok()
     }
 
+    /// Sends text unless the connection is already closing; whether it was sent.
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.sink.send(Message::text(text)).await.is_ok()
+    }
+
     /// Stops reading (and so answering pings) without closing, like a client
     /// that hangs: the server's writes pile up in the kernel, then its queue.
     pub fn stall(&mut self) {
