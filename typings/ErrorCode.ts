@@ -24,6 +24,8 @@ export const ErrorCode = {
   LimitExceeded: -32010,
   /** resume failed: start afresh with init. */
   ResumeFailed: -32012,
+  /** invalid answer: the target's answer is not a JSON-RPC response. */
+  InvalidAnswer: -32014,
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -35,18 +35,24 @@ pub enum ErrorCode {
     /// Too many of the caller's requests in flight (or past its rate limit).
     #[error("busy: too many requests in flight")]
     Busy,
-    /// Too many groups for a user, or members in a group.
+    /// Too many groups for a user, or members in a group; or a relay too
+    /// large for its target.
     #[error("limit exceeded")]
     LimitExceeded,
     /// `resume` with a bad, expired or foreign ticket, or for a session that
     /// is over: the client starts afresh with `init`.
     #[error("resume failed: start afresh with init")]
     ResumeFailed,
+    /// The target answered a relay with something that is not a JSON-RPC
+    /// response (no `jsonrpc`, both or neither of `result` and `error`, or
+    /// an `error` that is not an object).
+    #[error("invalid answer: the target's answer is not a JSON-RPC response")]
+    InvalidAnswer,
 }
 
 impl ErrorCode {
     /// All variants, in code order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::NotInitialized,
         Self::AlreadyInitialized,
         Self::GroupNotFound,
@@ -58,10 +64,11 @@ impl ErrorCode {
         Self::Busy,
         Self::LimitExceeded,
         Self::ResumeFailed,
+        Self::InvalidAnswer,
     ];
 
-    /// The JSON-RPC error code, -32001 to -32010, and -32012 (-32011 is
-    /// the clients' NoWebRtc).
+    /// The JSON-RPC error code, -32001 to -32010, -32012 and -32014 (-32011
+    /// is the clients' NoWebRtc; -32013 is kept for authorization).
     pub const fn code(self) -> i32 {
         match self {
             Self::NotInitialized => -32001,
@@ -75,6 +82,7 @@ impl ErrorCode {
             Self::Busy => -32009,
             Self::LimitExceeded => -32010,
             Self::ResumeFailed => -32012,
+            Self::InvalidAnswer => -32014,
         }
     }
 
@@ -98,6 +106,7 @@ impl ErrorCode {
             Self::Busy => "Busy",
             Self::LimitExceeded => "LimitExceeded",
             Self::ResumeFailed => "ResumeFailed",
+            Self::InvalidAnswer => "InvalidAnswer",
         }
     }
 
@@ -121,7 +130,7 @@ mod tests {
     fn codes_are_the_protocols_in_order() {
         let codes: Vec<i32> = ErrorCode::ALL.into_iter().map(ErrorCode::code).collect();
         let mut want: Vec<i32> = (1..=10).map(|i| -32000 - i).collect();
-        want.push(-32012);
+        want.extend([-32012, -32014]);
         assert_eq!(codes, want);
         for e in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_code(e.code()), Some(e));

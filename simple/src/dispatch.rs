@@ -12,6 +12,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use jsonrpsee::core::server::{ConnectionId, Extensions, Methods};
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
@@ -36,14 +38,32 @@ pub trait Endpoint: Clone + Send + Sync + 'static {
 
     /// What a request's method finds in its `Extensions`.
     fn extensions(&self) -> Extensions;
+
+    /// The largest frame the other end takes: a batch's answer is kept
+    /// within it.
+    fn max_frame_size(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// The server's end of a connection: answers go to the client's queue, and
 /// each request's methods find the session in their `Extensions`.
 impl Endpoint for Arc<Session> {
     fn send(&self, frame: String) {
+        let peer = self.peer();
+        // An answer larger than the client takes (a relay target's answer
+        // under a longer id) becomes an error it can read, with its id.
+        let frame = if frame.len() > peer.max_frame_size() {
+            too_large(wire::response_id(&frame), peer.max_frame_size()).frame
+        } else {
+            frame
+        };
         // A full queue closes the connection; its read loop sees that next.
-        let _ = self.peer().send_frame(frame);
+        let _ = peer.send_frame(frame);
+    }
+
+    fn max_frame_size(&self) -> usize {
+        self.peer().max_frame_size()
     }
 
     fn complete(&self, response: &Response<'_>) {
@@ -72,8 +92,9 @@ pub struct Dispatch<E> {
     endpoint: E,
     /// Told of error answers and refused messages.
     observer: Arc<dyn Observer>,
-    /// The connection's message budget (`None`: unlimited).
-    rate: Option<RateLimiter>,
+    /// The connection's message budget (`None`: unlimited), shared with
+    /// whatever charges the connection for work done on its behalf.
+    rate: Option<Arc<RateLimiter>>,
     /// Requests in one batch at most.
     max_batch_len: usize,
     /// Requests started and not yet answered.
@@ -174,15 +195,20 @@ impl<E: Endpoint> Dispatch<E> {
             return self.reply(Reply::error(None, ErrorCode::Busy.code(), &ErrorCode::Busy.to_string()));
         };
         let mut answers = Vec::with_capacity(items.len());
-        // The batch's frame paid for its first element.
+        // The batch's frame paid for its first element; every other element
+        // pays its own, whatever it is (answers to our calls aside). Past the
+        // budget a request is answered Busy and anything else dropped.
         for (at, item) in items.iter().enumerate() {
-            match wire::classify_item(item) {
-                Incoming::Request(request) if at > 0 && !self.within_rate() => {
+            let incoming = wire::classify_item(item);
+            let paid = at == 0 || matches!(incoming, Incoming::Response(_)) || self.within_rate();
+            match incoming {
+                Incoming::Request(request) if !paid => {
                     let busy = request
                         .id
                         .map(|id| Reply::error(Some(id), ErrorCode::Busy.code(), "busy: rate limit exceeded"));
                     answers.push(Started::Done(busy));
                 }
+                _ if !paid => {}
                 Incoming::Request(request) => {
                     let mut ext = self.endpoint.extensions();
                     ext.insert(wire::InBatch);
@@ -199,20 +225,10 @@ impl<E: Endpoint> Dispatch<E> {
         }
         let this = self.answers();
         tokio::spawn(async move {
-            let mut frames = Vec::with_capacity(answers.len());
-            for answer in answers {
-                let reply = match answer {
-                    Started::Done(reply) => reply,
-                    Started::Running(future) => future.await,
-                };
-                if let Some(reply) = reply {
-                    this.observe(&reply);
-                    frames.push(reply.frame);
-                }
-            }
+            let frame = assemble(answers, &this).await;
             // A batch of notifications only gets no answer at all.
-            if !frames.is_empty() {
-                this.endpoint.send(format!("[{}]", frames.join(",")));
+            if let Some(frame) = frame {
+                this.endpoint.send(frame);
             }
             drop(running);
         });
@@ -261,13 +277,57 @@ impl Dispatch<Arc<Session>> {
     /// apply and its observer is told.
     pub fn for_session<R: Router>(hub: &Hub<R>, methods: Methods, conn: ConnectionId, session: Arc<Session>) -> Self {
         let limits = hub.limits();
+        let rate = limits.rate_limiter().map(|fresh| session.rate(|| Arc::new(fresh)));
         Self {
             observer: hub.observer().clone(),
-            rate: limits.rate_limiter(),
+            rate,
             max_batch_len: limits.max_batch_len,
             ..Self::new(methods, conn, session)
         }
     }
+}
+
+/// A batch's answer: one array, in the batch's order, no larger than the
+/// other end takes. Answers are taken as they come (so a finished one waits
+/// as a frame of its own size, never as more); one that does not fit in
+/// what is left of the frame is replaced by a LimitExceeded error with its
+/// id, so every request still gets its answer in one array.
+async fn assemble<E: Endpoint>(answers: Vec<Started>, this: &Answers<E>) -> Option<String> {
+    // Room kept for the errors that replace answers that do not fit.
+    let max = this.endpoint.max_frame_size().saturating_sub(answers.len() * TOO_LARGE_ROOM);
+    let mut frames: Vec<Option<String>> = vec![None; answers.len()];
+    // "[" and "]", and a comma per answer.
+    let mut size = 2 + answers.len();
+    let mut running = FuturesUnordered::new();
+    let mut take = |at: usize, reply: Option<Reply>, size: &mut usize| {
+        let Some(mut reply) = reply else { return };
+        if size.saturating_add(reply.frame.len()) > max {
+            reply = too_large(wire::response_id(&reply.frame), max);
+        }
+        this.observe(&reply);
+        *size += reply.frame.len();
+        frames[at] = Some(reply.frame);
+    };
+    for (at, answer) in answers.into_iter().enumerate() {
+        match answer {
+            Started::Done(reply) => take(at, reply, &mut size),
+            Started::Running(future) => running.push(async move { (at, future.await) }),
+        }
+    }
+    while let Some((at, reply)) = running.next().await {
+        take(at, reply, &mut size);
+    }
+    let frames: Vec<String> = frames.into_iter().flatten().collect();
+    (!frames.is_empty()).then(|| format!("[{}]", frames.join(",")))
+}
+
+/// The bytes a [`too_large`] error takes with an id of up to ~60 bytes.
+const TOO_LARGE_ROOM: usize = 200;
+
+/// The answer in place of one larger than the other end takes.
+fn too_large(id: Option<&RawValue>, max: usize) -> Reply {
+    let message = format!("limit exceeded: the answer is larger than your {max}-byte message size limit");
+    Reply::error(id, ErrorCode::LimitExceeded.code(), &message)
 }
 
 /// Where a request's answer goes, for requests that outlive their frame.
@@ -402,7 +462,7 @@ mod tests {
         let sent = Sent::default();
         let dispatch = Dispatch {
             observer: seen.clone(),
-            rate: RateLimiter::new(3, Duration::from_secs(60)),
+            rate: RateLimiter::new(3, Duration::from_secs(60)).map(Arc::new),
             max_batch_len: 2,
             ..Dispatch::new(module.into(), ConnectionId(0), sent.clone())
         };

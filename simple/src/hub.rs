@@ -20,12 +20,12 @@ use webrtc_p2p_interfaces::{
     Capability, ErrorCode, GroupId, JoinResult, ResumeResult, SessionFacts, SignalingServer, UserId, method,
 };
 
-use crate::limits::Limits;
+use crate::limits::{Limits, RateLimiter};
 use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobserved};
 use crate::peer::{CallFailed, CloseReason, PeerHandle};
 use crate::router::{LocalRouter, Router, Target};
 use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
-use crate::wire::{self, InBatch, IsNotification};
+use crate::wire::{self, InBatch, IsNotification, Passthrough};
 
 /// One connection's signaling state; the transport puts an `Arc` of it in
 /// the connection's [`Extensions`], where the `Signaling` methods find it.
@@ -47,6 +47,10 @@ pub struct Session {
     /// over and the connection generation to serve it with, for the
     /// transport to pick up.
     resumed: Mutex<Option<(Arc<Session>, u64)>>,
+    /// The session's message budget, shared with its dispatch: the
+    /// notifications a join or leave makes the server send to the other
+    /// members are charged to it (fan-out costs the one who causes it).
+    rate: OnceLock<Arc<RateLimiter>>,
 }
 
 impl Session {
@@ -59,12 +63,28 @@ impl Session {
             relays_in_flight: AtomicUsize::new(0),
             epoch: OnceLock::new(),
             resumed: Mutex::default(),
+            rate: OnceLock::new(),
         }
     }
 
     /// The session a `resume` on this connection took over, once.
     pub fn take_resumed(&self) -> Option<(Arc<Session>, u64)> {
         self.resumed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// The session's message budget, made by `fresh` for its first
+    /// connection; a resumed session's next connection keeps it, so that
+    /// reconnecting does not refill it.
+    pub(crate) fn rate(&self, fresh: impl FnOnce() -> Arc<RateLimiter>) -> Arc<RateLimiter> {
+        self.rate.get_or_init(fresh).clone()
+    }
+
+    /// Spends `messages` of the connection's budget, into debt if need be:
+    /// its own next messages then wait until it is paid back.
+    fn charge(&self, messages: usize) {
+        if let Some(rate) = self.rate.get() {
+            rate.charge(messages, tokio::time::Instant::now());
+        }
     }
 
     /// The user id, once `init` answered.
@@ -341,14 +361,16 @@ impl<R: Router> SignalingServer for Hub<R> {
         if joined.added {
             session.lock_groups().push(group_id);
         }
+        session.charge(joined.told);
         Ok(JoinResult { owner: joined.owner, capability: joined.capability })
     }
 
     async fn leave(&self, ext: &Extensions, group_id: GroupId) -> RpcResult<()> {
         let session = session(ext)?;
         let user = session.initialized()?;
-        self.shared.router.leave(group_id, user).await?;
+        let told = self.shared.router.leave(group_id, user).await?;
         session.lock_groups().retain(|g| *g != group_id);
+        session.charge(told);
         Ok(())
     }
 
@@ -419,13 +441,25 @@ impl<R: Router> Hub<R> {
         // Straight to the target rather than through the generated
         // `PeerClient::on_relay` stub: no param builder, and no second copy
         // (and re-parse) of the answer: measured on the bench.
+        // The target's answer, result or error object, passes through to the
+        // caller exactly as it came (a malformed one arrives as InvalidAnswer).
+        let passthrough = ext.get::<Passthrough>();
         match target.call(method::RELAY, params).await {
-            Ok(Ok(answer)) => (RelayOutcome::Answered, Ok(answer)),
-            // The target's own error passes through unchanged.
-            Ok(Err(error)) => match serde_json::from_str::<ErrorObjectOwned>(error.get()) {
-                Ok(error) => (RelayOutcome::TargetError, Err(error)),
-                Err(_) => (RelayOutcome::PeerGone, Err(ErrorCode::PeerGone.into())),
+            Ok(Ok(answer)) => match passthrough {
+                Some(passthrough) => {
+                    passthrough.set(Ok(answer));
+                    (RelayOutcome::Answered, Ok(RawValue::NULL.to_owned()))
+                }
+                None => (RelayOutcome::Answered, Ok(answer)),
             },
+            Ok(Err(error)) => {
+                let parsed = serde_json::from_str::<ErrorObjectOwned>(error.get())
+                    .unwrap_or_else(|_| ErrorObjectOwned::owned(0, "", None::<()>));
+                if let Some(passthrough) = passthrough {
+                    passthrough.set(Err(error));
+                }
+                (RelayOutcome::TargetError, Err(parsed))
+            }
             Err(CallFailed::Timeout) => (RelayOutcome::Timeout, Err(ErrorCode::RelayTimeout.into())),
             Err(CallFailed::Gone) => (RelayOutcome::PeerGone, Err(ErrorCode::PeerGone.into())),
             Err(CallFailed::TooLarge) => (RelayOutcome::Refused, Err(too_large(self.shared.limits.max_message_size))),

@@ -232,6 +232,18 @@ impl RateLimiter {
         Some(Self { start: Instant::now(), cost: (window / u64::from(limit)).max(1), window, paid_until: 0.into() })
     }
 
+    /// Spends `messages` of the budget at `now` whatever is left, into debt
+    /// if need be: what the server did on the connection's behalf (the
+    /// notifications a join or leave sends to every other member). Its own
+    /// messages are refused until the debt is paid back.
+    pub fn charge(&self, messages: usize, now: Instant) {
+        let now = u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        let cost = self.cost.saturating_mul(u64::try_from(messages).unwrap_or(u64::MAX));
+        let _ = self
+            .paid_until
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |paid| Some(paid.max(now).saturating_add(cost)));
+    }
+
     /// Spends one message's budget if there is any left at `now`.
     pub fn try_acquire(&self, now: Instant) -> bool {
         let now = u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
@@ -258,6 +270,15 @@ mod tests {
         assert!(!limiter.try_acquire(now + Duration::from_millis(200)));
         let later = now + Duration::from_millis(1200);
         assert_eq!((0..8).filter(|_| limiter.try_acquire(later)).count(), 5, "a full window refills it all");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_charge_puts_the_budget_into_debt_until_it_is_paid_back() {
+        let limiter = RateLimiter::new(10, Duration::from_secs(1)).unwrap();
+        let now = Instant::now();
+        limiter.charge(25, now);
+        assert!(!limiter.try_acquire(now + Duration::from_millis(1400)), "2.5 windows of debt");
+        assert!(limiter.try_acquire(now + Duration::from_millis(1600)));
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Joined {
     pub capability: Capability,
     /// Whether the user is a new member (`false`: it was one already).
     pub added: bool,
+    /// How many members were told (`member_joined`): the fan-out the joiner
+    /// is charged for.
+    pub told: usize,
 }
 
 /// Users, their sessions and the groups, for one hub.
@@ -99,8 +102,9 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
 
     /// Takes `user` out of the group (`leave`): the earliest-joined
     /// remaining member becomes owner if the owner left, the others are
-    /// told, and the group is gone once empty.
-    fn leave(&self, group: GroupId, user: UserId) -> impl Future<Output = Result<(), ErrorCode>> + Send;
+    /// told, and the group is gone once empty. Returns how many members
+    /// were told (`member_left`): the fan-out the leaver is charged for.
+    fn leave(&self, group: GroupId, user: UserId) -> impl Future<Output = Result<usize, ErrorCode>> + Send;
 
     /// The group's members in join order, owner first, for a member of it
     /// (`get_members`).
@@ -168,7 +172,8 @@ impl Router for LocalRouter {
 
     async fn join(&self, group_id: GroupId, user: UserId, room: bool, max_members: usize) -> Result<Joined, ErrorCode> {
         let mut group = self.groups.get_mut(&group_id).ok_or(ErrorCode::GroupNotFound)?;
-        let mut joined = Joined { owner: group.owner().unwrap_or(user), capability: group.capability, added: false };
+        let mut joined =
+            Joined { owner: group.owner().unwrap_or(user), capability: group.capability, added: false, told: 0 };
         if group.seat(user).is_some() {
             return Ok(joined);
         }
@@ -178,22 +183,21 @@ impl Router for LocalRouter {
         let target = self.users.get(&user).map(|target| target.clone()).ok_or(ErrorCode::NotInitialized)?;
         if group.add(Seat { user, target }, max_members)? == Added::Joined {
             joined.added = true;
-            tell_members(&group, user, method::MEMBER_JOINED, group_id);
+            joined.told = tell_members(&group, user, method::MEMBER_JOINED, group_id);
         }
         Ok(joined)
     }
 
-    async fn leave(&self, group_id: GroupId, user: UserId) -> Result<(), ErrorCode> {
+    async fn leave(&self, group_id: GroupId, user: UserId) -> Result<usize, ErrorCode> {
         let Entry::Occupied(mut entry) = self.groups.entry(group_id) else {
             return Err(ErrorCode::GroupNotFound);
         };
         entry.get_mut().remove(user)?;
         if entry.get().seats.is_empty() {
             entry.remove();
-        } else {
-            tell_members(entry.get(), user, method::MEMBER_LEFT, group_id);
+            return Ok(0);
         }
-        Ok(())
+        Ok(tell_members(entry.get(), user, method::MEMBER_LEFT, group_id))
     }
 
     async fn get_members(&self, group_id: GroupId, user: UserId) -> Result<Vec<UserId>, ErrorCode> {
@@ -214,14 +218,18 @@ impl Router for LocalRouter {
 
 /// Sends `method(group_id, user)` to every member but `user`. Called under
 /// the group's lock, so notifications go out in the order changes happened.
-fn tell_members(group: &Group, user: UserId, method: &str, group_id: GroupId) {
+/// Returns how many were told.
+fn tell_members(group: &Group, user: UserId, method: &str, group_id: GroupId) -> usize {
     let mut params = String::with_capacity(72);
     let _ = write!(params, "[\"{group_id}\",\"{user}\"]");
+    let mut told = 0;
     for seat in group.seats.iter().filter(|s| s.user != user) {
         // A member whose queue is full is being disconnected; its own cleanup
         // takes it out of the group.
         let _ = seat.target.notify(method, &params);
+        told += 1;
     }
+    told
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::FutureExt;
@@ -19,6 +20,7 @@ use jsonrpsee::core::server::{ConnectionId, Extensions, MethodCallback, MethodRe
 use jsonrpsee::types::{ErrorObjectOwned, Id, Params};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+use webrtc_p2p_interfaces::ErrorCode;
 
 /// Standard JSON-RPC codes.
 pub mod code {
@@ -80,8 +82,10 @@ pub struct Response<'a> {
 struct Envelope<'a> {
     #[serde(borrow)]
     jsonrpc: Option<&'a RawValue>,
+    // Raw, so that a request whose method is not a string still has its id
+    // read (and echoed in the error).
     #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
+    method: Option<&'a RawValue>,
     // `Some(null)` must stay apart from a missing id: the first is a request
     // to answer, the second a notification.
     #[serde(borrow, default, deserialize_with = "present")]
@@ -145,28 +149,64 @@ fn parse_failure(e: serde_json::Error) -> Incoming<'static> {
 }
 
 fn classify_envelope(e: Envelope<'_>) -> Incoming<'_> {
+    let Some(method) = e.method else {
+        return classify_response(e);
+    };
     if e.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
         return invalid(e.id, "jsonrpc must be \"2.0\"");
     }
-    if let Some(method) = e.method {
-        if e.id.is_some_and(|id| !valid_id(id)) {
-            return invalid(None, "id must be a string, a number or null");
-        }
-        if e.params.is_some_and(|p| !matches!(first_byte(p), b'[' | b'{')) {
-            return invalid(e.id, "params must be an array or an object");
-        }
-        return Incoming::Request(Request { id: e.id, method, params: e.params });
+    if e.id.is_some_and(|id| !valid_id(id)) {
+        return invalid(None, "id must be a string, a number or null");
     }
-    match (e.id, e.result, e.error) {
-        (Some(id), Some(result), None) => Incoming::Response(Response { id, outcome: Ok(result) }),
-        (Some(id), None, Some(error)) => Incoming::Response(Response { id, outcome: Err(error) }),
-        _ => invalid(e.id, "a message needs a method, or an id with a result or an error"),
+    let Some(method) = method_name(method) else {
+        return invalid(e.id, "method must be a string");
+    };
+    if e.params.is_some_and(|p| !matches!(first_byte(p), b'[' | b'{')) {
+        return invalid(e.id, "params must be an array or an object");
+    }
+    Incoming::Request(Request { id: e.id, method, params: e.params })
+}
+
+/// A message without `method` is shaped like a response, so its id belongs
+/// to the other side's requests: whatever is wrong with it, nothing is sent
+/// back carrying that id (the other side would take it for the answer to
+/// its own call). A malformed one is a response carrying the InvalidAnswer
+/// error, so that the call it answers, if any, ends at once with it.
+fn classify_response(e: Envelope<'_>) -> Incoming<'_> {
+    let Some(id) = e.id else {
+        return invalid(None, "a message needs a method, or an id with a result or an error");
+    };
+    let jsonrpc = e.jsonrpc.map(RawValue::get) == Some("\"2.0\"");
+    let outcome = match (e.result, e.error) {
+        (Some(result), None) if jsonrpc => Ok(result),
+        // An error object passes through as it is, whatever its members.
+        (None, Some(error)) if jsonrpc && first_byte(error) == b'{' => Err(error),
+        _ => Err(&**INVALID_ANSWER),
+    };
+    Incoming::Response(Response { id, outcome })
+}
+
+/// The error object of `ErrorCode::InvalidAnswer`.
+static INVALID_ANSWER: LazyLock<Box<RawValue>> = LazyLock::new(|| {
+    let error = ErrorObjectOwned::from(ErrorCode::InvalidAnswer);
+    serde_json::value::to_raw_value(&error).unwrap_or_else(|_| RawValue::NULL.to_owned())
+});
+
+/// The method name, when `method` is a JSON string.
+fn method_name(method: &RawValue) -> Option<Cow<'_, str>> {
+    if first_byte(method) != b'"' {
+        return None;
+    }
+    // Borrowed unless it has escapes.
+    match serde_json::from_str::<&str>(method.get()) {
+        Ok(name) => Some(Cow::Borrowed(name)),
+        Err(_) => serde_json::from_str::<String>(method.get()).ok().map(Cow::Owned),
     }
 }
 
-/// Appends `"jsonrpc":"2.0","id":<id>` after a `{`.
+/// Appends `{"jsonrpc":"2.0","id":<id>`.
 fn push_head(out: &mut String, id: &str) {
-    out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    out.push_str(HEAD);
     out.push_str(id);
 }
 
@@ -317,6 +357,8 @@ pub struct IsNotification;
 /// its target) therefore happens in the order requests arrived; a method
 /// still waiting after that is handed back to be spawned.
 pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ext: Extensions) -> Started {
+    let passthrough = Passthrough::default();
+    ext.insert(passthrough.clone());
     let Some((_, callback)) = methods.method_with_name(&request.method) else {
         return Started::Done(request.id.map(|id| Reply::error(Some(id), code::METHOD_NOT_FOUND, "method not found")));
     };
@@ -326,7 +368,7 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
             (Id::Null, Echo::Nothing)
         }
         Some(raw) => match plain_number(raw) {
-            Some(n) => (Id::Number(n), Echo::Written),
+            Some(n) => (Id::Number(n), Echo::Written(n)),
             None => (Id::Null, Echo::Raw(raw.to_owned())),
         },
     };
@@ -337,7 +379,7 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
     let mut future = match callback {
         MethodCallback::Sync(cb) => {
             return match catch_unwind(AssertUnwindSafe(|| cb(id, params, usize::MAX, ext))) {
-                Ok(response) => Started::Done(finish(response, echo)),
+                Ok(response) => Started::Done(finish(response, echo, &passthrough)),
                 Err(_) => Started::Done(panicked(echo)),
             };
         }
@@ -356,12 +398,12 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
     // progress made in between.
     let first = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut Context::from_waker(Waker::noop()))));
     match first {
-        Ok(Poll::Ready(response)) => Started::Done(finish(response, echo)),
+        Ok(Poll::Ready(response)) => Started::Done(finish(response, echo, &passthrough)),
         Ok(Poll::Pending) => {
             let id = request.id.map(RawValue::to_owned);
             Started::Running(Box::pin(async move {
                 match AssertUnwindSafe(future).catch_unwind().await {
-                    Ok(response) => finish(response, echo),
+                    Ok(response) => finish(response, echo, &passthrough),
                     Err(_) => finish_panicked(id.as_deref(), echo),
                 }
             }))
@@ -384,7 +426,7 @@ enum Echo {
     Nothing,
     /// jsonrpsee wrote it (a plain number, which it writes exactly as sent):
     /// its frame goes out as it is, uncopied.
-    Written,
+    Written(u64),
     /// Anything else: jsonrpsee wrote `null`, [`respond`] puts this in.
     Raw(Box<RawValue>),
 }
@@ -397,15 +439,86 @@ fn plain_number(raw: &RawValue) -> Option<u64> {
     if plain { digits.parse().ok() } else { None }
 }
 
-fn finish(response: MethodResponse, echo: Echo) -> Option<Reply> {
+fn finish(response: MethodResponse, echo: Echo, passthrough: &Passthrough) -> Option<Reply> {
+    if let Some(answer) = passthrough.take() {
+        return match echo {
+            Echo::Nothing => None,
+            Echo::Written(n) => Some(raw_reply(&n.to_string(), answer)),
+            Echo::Raw(id) => Some(raw_reply(id.get(), answer)),
+        };
+    }
     let error = response.as_error_code();
     let frame = match echo {
         Echo::Nothing => return None,
-        Echo::Written => Box::<str>::from(response.into_json()).into_string(),
+        Echo::Written(_) => Box::<str>::from(response.into_json()).into_string(),
         Echo::Raw(id) => respond(response, &id),
     };
     Some(Reply { frame, error })
 }
+
+/// A peer's answer: its result or its error object, both kept raw.
+pub type RawAnswer = Result<Box<RawValue>, Box<RawValue>>;
+
+/// The answer a method wants sent exactly as it is (a raw result, or any
+/// error object) in place of what it returns through jsonrpsee, whose error
+/// type holds only `code`, `message` and `data`: how a relay passes its
+/// target's answer to the caller unchanged, copied once. Every request's
+/// `Extensions` has one.
+#[derive(Debug, Clone, Default)]
+pub struct Passthrough(Arc<Mutex<Option<RawAnswer>>>);
+
+impl Passthrough {
+    /// Sends `answer` instead of the method's return value.
+    pub fn set(&self, answer: RawAnswer) {
+        *self.lock() = Some(answer);
+    }
+
+    fn take(&self) -> Option<RawAnswer> {
+        self.lock().take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<RawAnswer>> {
+        // One assignment or take under the lock: poisoning is moot.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The response frame for a raw answer.
+fn raw_reply(id: &str, answer: RawAnswer) -> Reply {
+    let (member, raw, error) = match &answer {
+        Ok(result) => ("result", result, None),
+        Err(error) => ("error", error, Some(error_code(error))),
+    };
+    let mut out = String::with_capacity(40 + id.len() + raw.get().len());
+    push_head(&mut out, id);
+    let _ = write!(out, ",\"{member}\":{}}}", raw.get());
+    Reply { frame: out, error }
+}
+
+/// An error object's code for metrics; one that is not a 32-bit integer
+/// (a peer's own error passes through as it is) counts as 0, no code of ours.
+fn error_code(error: &RawValue) -> i32 {
+    #[derive(Deserialize)]
+    struct Code {
+        code: Option<serde_json::Number>,
+    }
+    serde_json::from_str::<Code>(error.get())
+        .ok()
+        .and_then(|c| c.code)
+        .and_then(|n| n.as_i64())
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+/// The id of a response frame this module wrote (`{"jsonrpc":"2.0","id":…`),
+/// to answer in its place when it cannot be sent.
+pub fn response_id(frame: &str) -> Option<&RawValue> {
+    let rest = frame.strip_prefix(HEAD)?;
+    serde_json::Deserializer::from_str(rest).into_iter::<&RawValue>().next()?.ok()
+}
+
+/// How every frame this module writes starts, up to the id.
+const HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":";
 
 #[cfg(test)]
 mod tests {
@@ -452,14 +565,47 @@ mod tests {
             (r#"{"jsonrpc":"2.0","method":1,"id":1}"#, code::INVALID_REQUEST),
             (r#"{"jsonrpc":"2.0","method":"init","id":{}}"#, code::INVALID_REQUEST),
             (r#"{"jsonrpc":"2.0","method":"init","id":1,"params":3}"#, code::INVALID_REQUEST),
-            (r#"{"jsonrpc":"2.0","id":1}"#, code::INVALID_REQUEST),
-            (r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#, code::INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0"}"#, code::INVALID_REQUEST),
         ] {
             match classify(text) {
                 Incoming::Invalid { code, .. } => assert_eq!(code, want, "{text}"),
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_request_whose_method_is_not_a_string_has_its_id_echoed() {
+        let Incoming::Invalid { id, code, .. } = classify(r#"{"jsonrpc":"2.0","method":1,"id":"a"}"#) else { panic!() };
+        assert_eq!((id.map(RawValue::get), code), (Some(r#""a""#), code::INVALID_REQUEST));
+        let Incoming::Request(r) = classify(r#"{"jsonrpc":"2.0","method":"in\u0069t","id":1}"#) else { panic!() };
+        assert_eq!(r.method, "init");
+    }
+
+    #[test]
+    fn a_malformed_response_answers_its_call_with_invalid_answer_and_is_never_answered() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":"s1"}"#,
+            r#"{"jsonrpc":"2.0","id":"s1","result":null,"error":{"code":1,"message":"x"}}"#,
+            r#"{"id":"s1","result":1}"#,
+            r#"{"jsonrpc":"2.0","id":"s1","error":"oops"}"#,
+        ] {
+            let Incoming::Response(response) = classify(text) else { panic!("{text}") };
+            assert_eq!(response.id.get(), r#""s1""#);
+            let error: ErrorObjectOwned = serde_json::from_str(response.outcome.unwrap_err().get()).unwrap();
+            assert_eq!(error.code(), ErrorCode::InvalidAnswer.code(), "{text}");
+        }
+        let odd = r#"{"jsonrpc":"2.0","id":"s1","error":{"code":1.5,"extra":true}}"#;
+        let Incoming::Response(response) = classify(odd) else { panic!() };
+        assert_eq!(response.outcome.unwrap_err().get(), r#"{"code":1.5,"extra":true}"#, "any error object passes");
+    }
+
+    #[test]
+    fn response_id_reads_the_id_of_our_frames() {
+        let frame = error_frame(Some(&raw(r#""x,]}""#)), -1, "m");
+        assert_eq!(response_id(&frame).map(RawValue::get), Some(r#""x,]}""#));
+        assert_eq!(response_id(r#"{"jsonrpc":"2.0","id":17,"result":1}"#).map(RawValue::get), Some("17"));
+        assert!(response_id("[1]").is_none());
     }
 
     #[test]
