@@ -73,7 +73,7 @@ export type Received = string | Uint8Array;
 
 /**
  * Every code an `RpcError` carries. The standard JSON-RPC codes and the
- * server's application codes (-32001..-32010, -32012) keep their wire meaning; the
+ * server's application codes (-32001..-32010, -32012, -32014) keep their wire meaning; the
  * client raises the same codes for the same conditions it detects itself
  * (e.g. a unicast to a non-member is `UserNotFound`, a DataChannel unicast
  * that gets no answer in time is `RelayTimeout`). `ConnectionClosed` is the
@@ -110,6 +110,8 @@ export enum ErrorCode {
    * session is over): the session has ended.
    */
   ResumeFailed = -32012,
+  /** The member answered a relay with something that is not a JSON-RPC response. */
+  InvalidAnswer = -32014,
 }
 
 /**
