@@ -272,6 +272,16 @@ impl Raw {
         self.sink.send(Message::text(message.to_string())).await.is_ok()
     }
 
+    /// Every message received before the answer to a fresh round trip
+    /// (stashed ones included), in arrival order.
+    pub async fn received_so_far(&mut self) -> Vec<Value> {
+        let id = self.request("no_such_method", json!([])).await;
+        let answer = self.response(id).await;
+        // Method not found, or Busy past the rate limit: answered in order either way.
+        assert!([-32601, -32009].contains(&answer["error"]["code"].as_i64().unwrap_or(0)), "{answer}");
+        self.stash.drain(..).collect()
+    }
+
     /// Sends text unless the connection is already closing; whether it was sent.
     pub async fn try_send_text(&mut self, text: &str) -> bool {
         self.sink.send(Message::text(text)).await.is_ok()
