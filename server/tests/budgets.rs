@@ -167,7 +167,13 @@ async fn refused(addr: std::net::SocketAddr, limit: &str) -> f64 {
 
 /// Relay round trips from `caller` to `callee` (answered by a task of its
 /// own): their median while `running` says so, at least `min` of them.
-async fn median_round_trip(caller: &mut common::Raw, group: &Value, callee: &str, min: usize, until: Instant) -> Duration {
+async fn median_round_trip(
+    caller: &mut common::Raw,
+    group: &Value,
+    callee: &str,
+    min: usize,
+    until: Instant,
+) -> Duration {
     let mut times = Vec::new();
     while times.len() < min || Instant::now() < until {
         let started = Instant::now();

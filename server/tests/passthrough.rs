@@ -89,7 +89,8 @@ async fn a_relay_that_would_outgrow_the_targets_limit_is_refused_at_the_caller()
     const MAX: usize = 4096;
     let server = TestServer::with_flags(&["--max-message-size", "4096", "--relay-timeout", "2s"]).await;
     let (group, [(mut a, _), (mut b, ub), _c]) = group_of_three(&server).await;
-    let frame = |data: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"relay","params":["{group}","{ub}","{data}"]}}"#);
+    let frame =
+        |data: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"relay","params":["{group}","{ub}","{data}"]}}"#);
     let data = "d".repeat(MAX - frame("").len());
     assert_eq!(frame(&data).len(), MAX);
     a.send_text(&frame(&data)).await;
@@ -107,9 +108,8 @@ async fn a_batch_answer_never_exceeds_the_message_size_limit() {
     const MAX: usize = 8192;
     let server = TestServer::with_flags(&["--max-message-size", "8192"]).await;
     let (group, [(mut a, _), (mut b, ub), _c]) = group_of_three(&server).await;
-    let batch: Vec<Value> = (0..6)
-        .map(|n| json!({"jsonrpc": "2.0", "id": n, "method": "relay", "params": [group, ub, "offer"]}))
-        .collect();
+    let batch: Vec<Value> =
+        (0..6).map(|n| json!({"jsonrpc": "2.0", "id": n, "method": "relay", "params": [group, ub, "offer"]})).collect();
     a.send(Value::Array(batch)).await;
     for _ in 0..6 {
         let request = b.incoming("relay").await;
