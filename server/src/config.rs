@@ -116,8 +116,9 @@ pub struct Config {
     pub resume_window: humantime::Duration,
 
     /// Bytes one resumable session keeps for replay (frames not yet known to
-    /// have arrived, frames waiting while suspended); past it the next
-    /// resume says `replayed: false`.
+    /// have arrived, frames waiting to be written); past it the next resume
+    /// says `replayed: false`. While suspended (and for what a resume sends
+    /// again) it bounds what waits instead of --max-queued-bytes.
     #[arg(long, env = "WEBRTC_P2P_RESUME_BUFFER", default_value_t = D.resume_buffer)]
     pub resume_buffer: usize,
 

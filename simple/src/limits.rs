@@ -39,7 +39,10 @@ pub struct Limits {
     /// answers). A frame that would take the queue past it disconnects the
     /// client as a slow consumer, unless the queue is empty (so one message
     /// of the size limit always fits). The socket's own write buffer holds
-    /// at most one more message on top. Default 4 MiB.
+    /// at most one more message on top. Frames waiting for a resumable
+    /// session's connection count here and toward `resume_buffer` alike;
+    /// those waiting while it is suspended, and those a resume queues again,
+    /// only toward `resume_buffer`. Default 4 MiB.
     pub max_queued_bytes: usize,
     /// Requests in one batch; a longer batch gets one -32600. Default 100.
     pub max_batch_len: usize,
@@ -66,9 +69,10 @@ pub struct Limits {
     /// Default 30 s.
     pub resume_window: Duration,
     /// Bytes one resumable session keeps for replay: frames written but not
-    /// yet known to have arrived, and frames waiting while it is suspended.
-    /// Past it the oldest are dropped and the next resume says `replayed:
-    /// false`. Default 256 KiB.
+    /// yet known to have arrived, and frames waiting to be written (also
+    /// counted by `max_queued_bytes` while a connection serves it, not while
+    /// it is suspended). Past it the oldest are dropped and the next resume
+    /// says `replayed: false`. Default 256 KiB.
     pub resume_buffer: usize,
 }
 

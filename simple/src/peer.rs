@@ -698,6 +698,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_suspended_session_and_its_replay_are_bounded_by_the_resume_buffer_not_the_byte_budget() {
+        let peer = handle(64, 60_000).with_byte_limits(10, 20);
+        peer.keep_for_replay(100);
+        peer.send_frame("a".repeat(8)).unwrap();
+        assert_eq!(peer.try_next_frame().map(|f| f.len()), Some(8), "written, not yet acknowledged");
+        assert!(peer.suspend(0));
+        for _ in 0..3 {
+            peer.send_frame("b".repeat(8)).unwrap();
+        }
+        assert!(!peer.is_closed(), "24 bytes wait past a 10-byte budget while suspended");
+        let attached = peer.attach(0).unwrap();
+        assert!(attached.replayed);
+        // The replay (32 bytes) waits beyond the budget; what comes after it
+        // is held to the budget again, one frame always fitting.
+        peer.send_frame("c".repeat(8)).unwrap();
+        assert!(!peer.is_closed());
+        assert_eq!(peer.send_frame("d".repeat(8)), Err(CallFailed::Gone));
+        assert_eq!(peer.closed().await, CloseReason::SLOW_CONSUMER);
+    }
+
+    #[tokio::test]
+    async fn a_suspended_session_past_its_resume_buffer_drops_what_waits() {
+        let peer = handle(64, 60_000).with_byte_limits(10, 20);
+        peer.keep_for_replay(20);
+        assert!(peer.suspend(0));
+        for _ in 0..3 {
+            peer.send_frame("b".repeat(8)).unwrap();
+        }
+        let attached = peer.attach(0).unwrap();
+        assert!(!attached.replayed, "24 bytes did not fit in 20");
+        assert_eq!(peer.try_next_frame(), None);
+        peer.send_frame("c".repeat(8)).unwrap();
+        assert_eq!(peer.send_frame("d".repeat(8)), Err(CallFailed::Gone), "the byte budget holds again");
+    }
+
+    #[tokio::test]
     async fn frames_come_out_in_order_until_the_outbox_is_sealed() {
         let peer = handle(64, 60_000);
         for n in 0..40 {
