@@ -5,26 +5,30 @@
  * Links come from the host's `openLink`, so all of this runs without a
  * browser in the unit tests.
  */
-import type { Data, GroupId, IGroup, LinkState, Received, RelayBody, UserId } from '../../interfaces/api';
+import type { Data, GroupId, IGroup, LinkState, Received, SendOptions, UserId } from '../../interfaces/api';
+import { PendingCalls, type Call } from './calls';
 import { mayBroadcast, mayLink, mayUnicast, type Rules } from './capability';
 import { ErrorCode, RpcError, toRpcError } from './errors';
-import { PendingCalls, type Call } from './calls';
 import type { Link, LinkFactory, Signal } from './link';
-import { Outboxes, type Outgoing } from './outbox';
+import { Outboxes, type Job, type Outgoing } from './outbox';
 import {
   type Body,
   type Frame,
   FrameKind,
-  decodeFrame,
+  type Message,
+  type ParsedChunk,
+  decodeChannelMessage,
   encodeFrame,
   errorBody,
   errorFromBody,
-  fromRelayBody,
   offerTaken,
   parseRelayed,
-  toBody,
+  parseUnicastAnswer,
+  toMessage,
   toRelayBody,
 } from './payload';
+import { ChannelTransfer, RelayTransfer } from './streams';
+import { type Announcement, Assembly, MessageKind, TRANSFER_STALL_MS, TransferIds } from './transfer';
 
 /** What a group needs from its service: this member, the server, links, and the knobs. */
 export interface GroupHost {
@@ -32,6 +36,8 @@ export interface GroupHost {
   readonly rtcConfig: RTCConfiguration;
   readonly connectTimeoutMs: number;
   readonly unicastTimeoutMs: number;
+  /** The largest message sent or taken, in bytes. */
+  readonly maxMessageBytes: number;
   readonly forceRelay: (peer: UserId) => boolean;
   /** Opens a link to one peer (an RTCPeerConnection in the browser). */
   readonly openLink: LinkFactory;
@@ -40,6 +46,12 @@ export interface GroupHost {
   /** The group is over for this member (left, or the session closed). */
   forget(group: Group): void;
 }
+
+/** An incoming transfer from one peer, by transfer id (one map per path: ids are per path). */
+type Assemblies = Map<UserId, Map<number, { readonly assembly: Assembly; seq: number }>>;
+
+/** A relayed unicast whose reply comes as a transfer, or a reply transfer that came before its answer. */
+type ReplyWait = { readonly call: Call; timer: ReturnType<typeof setTimeout> } | { readonly body: Body; readonly timer: ReturnType<typeof setTimeout> };
 
 export class Group implements IGroup {
   onmessage: ((from: UserId, data: Received) => void) | null = null;
@@ -56,6 +68,15 @@ export class Group implements IGroup {
   private readonly outboxes = new Outboxes();
   /** Unicasts sent on a DataChannel, waiting for their reply frame. */
   private readonly calls: PendingCalls;
+  /** Transfers coming in on a DataChannel and through the server. */
+  private readonly channelIn: Assemblies = new Map();
+  private readonly relayIn: Assemblies = new Map();
+  /** Relayed transfers on their way out, per peer, to stop when it leaves. */
+  private readonly relayOut = new Map<UserId, Set<RelayTransfer>>();
+  /** Chunked replies to relayed unicasts, by `peer:transfer id`. */
+  private readonly replies = new Map<string, ReplyWait>();
+  private readonly channelIds = new TransferIds();
+  private readonly relayIds = new TransferIds();
   /** Members that left: a late relay from one of them must not bring it back. */
   private readonly departed = new Set<UserId>();
   /** Set once this member's view of the group is over: what its calls reject with from then on. */
@@ -105,7 +126,7 @@ export class Group implements IGroup {
     return this.links.get(member)?.state ?? 'closed';
   }
 
-  async broadcast(data: Data): Promise<void> {
+  async broadcast(data: Data, options: SendOptions = {}): Promise<void> {
     this.assertMember();
     const self = this.host.self;
     const others = this.memberList.filter((member) => member !== self);
@@ -113,13 +134,29 @@ export class Group implements IGroup {
     if (targets.length === 0 && others.length > 0) {
       throw new RpcError(ErrorCode.PermissionDenied, 'this capability lets this member broadcast to no one');
     }
-    const body = toBody(data);
-    // Relayed and queued sends copy nothing: the body must not change under them.
-    const stable = typeof body === 'string' ? body : body.slice();
-    for (const member of targets) this.dispatch(member, { kind: 'broadcast', body: stable });
+    const { signal, onprogress } = options;
+    signal?.throwIfAborted();
+    const message = toMessage(data, this.host.maxMessageBytes);
+    const progress = progressOver(message.size, targets.length, onprogress);
+    const sent = targets.map(
+      (peer) =>
+        new Promise<void>((resolve, reject) => {
+          const job = jobOf(signal, (bytes) => progress(peer, bytes), (error) => (error ? reject(error) : resolve()));
+          this.dispatch(peer, { kind: 'broadcast', message, job });
+        }),
+    );
+    const aborted = abortedPromise(signal);
+    try {
+      const results = await Promise.race([Promise.allSettled(sent), aborted.promise]);
+      const failed = results.find((result) => result.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+      if (targets.length === 0) onprogress?.(0, 0);
+    } finally {
+      aborted.dispose();
+    }
   }
 
-  unicast(target: UserId, data: Data): Promise<Received> {
+  unicast(target: UserId, data: Data, options: SendOptions = {}): Promise<Received> {
     return new Promise((resolve, reject) => {
       this.assertMember();
       if (!this.memberList.includes(target) || target === this.host.self) {
@@ -128,9 +165,35 @@ export class Group implements IGroup {
       if (!mayUnicast(this.rules, this.host.self, target)) {
         throw new RpcError(ErrorCode.PermissionDenied, `this capability forbids unicasts to ${target}`);
       }
-      const body = toBody(data);
-      const call: Call = { peer: target, body: typeof body === 'string' ? body : body.slice(), resolve, reject };
-      this.dispatch(target, { kind: 'unicast', call });
+      const { signal, onprogress } = options;
+      signal?.throwIfAborted();
+      const message = toMessage(data, this.host.maxMessageBytes);
+      // Stops the sending when the caller aborts, and when the call is
+      // over early (the target refused the message at its start).
+      const controller = new AbortController();
+      const onAbort = () => {
+        controller.abort(signal?.reason);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const settled = () => {
+        signal?.removeEventListener('abort', onAbort);
+        controller.abort();
+      };
+      const call: Call = {
+        peer: target,
+        resolve: (reply) => {
+          settled();
+          resolve(reply);
+        },
+        reject: (error) => {
+          settled();
+          reject(error);
+        },
+      };
+      const progress = progressOver(message.size, 1, onprogress);
+      const job = jobOf(controller.signal, (bytes) => progress(target, bytes), (error) => error && call.reject(error));
+      this.dispatch(target, { kind: 'unicast', message, job, call });
     });
   }
 
@@ -171,12 +234,16 @@ export class Group implements IGroup {
     const [first] = this.memberList;
     if (member === this.rules.owner && first !== undefined) this.rules = { ...this.rules, owner: first };
     this.closeLink(member);
+    this.dropAssemblies(this.relayIn, member);
     this.reconcile();
     this.onmemberleave?.(member);
   }
 
-  /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
-  async onRelay(from: UserId, data: unknown): Promise<RelayBody | undefined> {
+  /**
+   * A `relay` from `from` arrived: a signal, a relayed broadcast, a relayed
+   * unicast to answer, or part of a transfer. Resolves with the answer.
+   */
+  async onRelay(from: UserId, data: unknown): Promise<unknown> {
     await this.handedOver;
     const message = parseRelayed(data);
     if (message === undefined) throw new RpcError(ErrorCode.InvalidParams, 'not a webrtc-p2p payload');
@@ -197,7 +264,12 @@ export class Group implements IGroup {
         this.deliver(from, message.body);
         return undefined;
       case 'unicast':
-        return toRelayBody(await this.answer(from, message.body));
+        return this.relayedAnswer(from, await this.answer(from, message.body));
+      case 'chunk':
+        return this.relayedChunk(from, message.chunk);
+      case 'abort':
+        this.dropAssembly(this.relayIn, from, message.id);
+        return undefined;
     }
   }
 
@@ -207,6 +279,12 @@ export class Group implements IGroup {
     this.ended = reason;
     this.release();
     for (const member of [...this.links.keys()]) this.closeLink(member);
+    for (const member of [...this.relayIn.keys()]) this.dropAssemblies(this.relayIn, member);
+    for (const wait of this.replies.values()) {
+      clearTimeout(wait.timer);
+      if ('call' in wait) wait.call.reject(reason);
+    }
+    this.replies.clear();
     this.host.forget(this);
   }
 
@@ -267,14 +345,16 @@ export class Group implements IGroup {
   }
 
   private linkChanged(peer: UserId, state: LinkState): void {
-    // The channel a request went out on is gone: its reply cannot come back.
     if (state !== 'direct') {
+      // The channel a request went out on is gone: its reply cannot come back.
       this.calls.failPeer(peer, new RpcError(ErrorCode.PeerGone, `the link to ${peer} closed before it answered`));
+      this.dropAssemblies(this.channelIn, peer);
     }
     if (state === 'closed') {
-      for (const message of this.outboxes.close(peer)) {
-        if (message.kind === 'unicast') message.call.reject(new RpcError(ErrorCode.PeerGone, `${peer} left`));
-      }
+      const gone = new RpcError(ErrorCode.PeerGone, `${peer} left`);
+      for (const message of this.outboxes.close(peer)) this.fail(message, gone);
+      for (const transfer of this.relayOut.get(peer) ?? []) transfer.stop(gone);
+      this.relayOut.delete(peer);
     } else if (state !== 'connecting') {
       for (const message of this.outboxes.release(peer)) this.dispatch(peer, message);
     }
@@ -282,47 +362,294 @@ export class Group implements IGroup {
   }
 
   /** Sends one message to one peer by the route its link offers now. */
-  private dispatch(peer: UserId, message: Outgoing): void {
+  private dispatch(peer: UserId, outgoing: Outgoing): void {
+    if (outgoing.job.signal?.aborted === true) return;
     const link = this.links.get(peer);
     if (link === undefined) {
-      if (message.kind === 'unicast') message.call.reject(new RpcError(ErrorCode.PeerGone, `no link to ${peer}`));
+      this.fail(outgoing, new RpcError(ErrorCode.PeerGone, `no link to ${peer}`));
       return;
     }
     if (link.state === 'connecting') {
-      this.outboxes.hold(peer, message);
+      this.outboxes.hold(peer, outgoing);
+      // A message that fits one frame counts as handed over once queued, as before transfers existed.
+      if (outgoing.message.bytes === undefined) finished(outgoing);
       return;
     }
-    if (link.state === 'direct' && this.sendDirect(link, message)) return;
-    this.sendRelayed(peer, message);
+    if (link.state === 'direct' && this.sendDirect(peer, link, outgoing)) return;
+    this.sendRelayed(peer, outgoing);
   }
 
-  private sendDirect(link: Link, message: Outgoing): boolean {
-    if (message.kind === 'broadcast') return link.send(encodeFrame({ kind: FrameKind.Broadcast, id: 0, body: message.body }));
-    const id = this.calls.nextId();
-    if (!link.send(encodeFrame({ kind: FrameKind.Request, id, body: message.call.body }))) return false;
-    this.calls.wait(id, message.call);
-    return true;
-  }
-
-  private sendRelayed(peer: UserId, message: Outgoing): void {
-    if (message.kind === 'broadcast') {
-      this.host.notify('relay', [this.groupId, peer, { broadcast: toRelayBody(message.body) }]);
-      return;
+  private sendDirect(peer: UserId, link: Link, outgoing: Outgoing): boolean {
+    const { message } = outgoing;
+    const requestId = outgoing.kind === 'unicast' ? this.calls.nextId() : 0;
+    if (message.bytes === undefined) {
+      const kind = outgoing.kind === 'unicast' ? FrameKind.Request : FrameKind.Broadcast;
+      if (!link.send(encodeFrame({ kind, id: requestId, body: message.body }))) return false;
+      if (outgoing.kind === 'unicast') {
+        this.calls.expect(requestId, outgoing.call);
+        this.calls.arm(requestId);
+      }
+      finished(outgoing);
+      return true;
     }
-    const { call } = message;
-    this.host.call('relay', [this.groupId, peer, { unicast: toRelayBody(call.body) }]).then(
-      (result) => {
-        const reply = fromRelayBody(result);
-        if (reply === undefined) call.reject(new RpcError(ErrorCode.InternalError, 'malformed unicast reply'));
-        else call.resolve(reply);
+    const announcement: Announcement = {
+      kind: outgoing.kind === 'unicast' ? MessageKind.Request : MessageKind.Broadcast,
+      requestId,
+      text: typeof message.body === 'string',
+      size: message.size,
+    };
+    const job: Job = {
+      signal: outgoing.job.signal,
+      progress: (sent) => outgoing.job.progress(sent),
+      finish: (error) => {
+        outgoing.job.finish(error);
+        if (error === undefined && outgoing.kind === 'unicast') this.calls.arm(requestId);
       },
-      (error: unknown) => call.reject(toRpcError(error)),
-    );
+    };
+    const transfer = new ChannelTransfer(this.channelIds.next(), announcement, message.bytes, job, () => {
+      // A broadcast starts over through the server; a unicast's call has
+      // failed with the link already (PeerGone).
+      if (this.links.get(peer)?.state === 'relayed' && outgoing.kind === 'broadcast') this.sendRelayed(peer, outgoing);
+      else outgoing.job.finish(new RpcError(ErrorCode.PeerGone, `the link to ${peer} closed mid-transfer`));
+    });
+    if (outgoing.kind === 'unicast') this.calls.expect(requestId, outgoing.call);
+    return link.stream(transfer);
+  }
+
+  private sendRelayed(peer: UserId, outgoing: Outgoing): void {
+    const { message } = outgoing;
+    if (message.bytes === undefined) {
+      const body = toRelayBody(message.body);
+      if (outgoing.kind === 'broadcast') {
+        this.host.notify('relay', [this.groupId, peer, { broadcast: body }]);
+      } else {
+        const { call } = outgoing;
+        this.host.call('relay', [this.groupId, peer, { unicast: body }]).then(
+          (answer) => this.unicastAnswered(peer, call, answer),
+          (error: unknown) => call.reject(toRpcError(error)),
+        );
+      }
+      finished(outgoing);
+      return;
+    }
+    const kind = outgoing.kind === 'unicast' ? MessageKind.Request : MessageKind.Broadcast;
+    const announcement: Announcement = { kind, requestId: 0, text: typeof message.body === 'string', size: message.size };
+    const lastAnswer = (answer: unknown) => {
+      if (outgoing.kind === 'unicast') this.unicastAnswered(peer, outgoing.call, answer);
+    };
+    this.relayTransfer(peer, announcement, message.bytes, outgoing.job, lastAnswer);
+  }
+
+  /** Starts a relayed transfer to `peer`; it is stopped (PeerGone) if the link to it closes. */
+  private relayTransfer(
+    peer: UserId,
+    announcement: Announcement,
+    bytes: Uint8Array,
+    job: Job,
+    lastAnswer: (answer: unknown) => void,
+  ): number {
+    const id = this.relayIds.next();
+    const route = {
+      call: (data: unknown) => this.host.call('relay', [this.groupId, peer, data]),
+      notify: (data: unknown) => this.host.notify('relay', [this.groupId, peer, data]),
+    };
+    const active = this.relayOut.get(peer) ?? new Set<RelayTransfer>();
+    this.relayOut.set(peer, active);
+    const tracked: Job = {
+      signal: job.signal,
+      progress: (sent) => job.progress(sent),
+      finish: (error) => {
+        active.delete(transfer);
+        job.finish(error);
+      },
+    };
+    const transfer = new RelayTransfer(id, announcement, bytes, route, tracked, lastAnswer);
+    active.add(transfer);
+    transfer.start();
+    return id;
+  }
+
+  /** The answer to a relayed unicast: its reply, or the id of the transfer that carries it. */
+  private unicastAnswered(peer: UserId, call: Call, answer: unknown): void {
+    const parsed = parseUnicastAnswer(answer);
+    if (parsed === undefined) {
+      call.reject(new RpcError(ErrorCode.InternalError, 'malformed unicast reply'));
+    } else if ('body' in parsed) {
+      call.resolve(parsed.body);
+    } else {
+      const key = `${peer}:${parsed.transfer}`;
+      const arrived = this.replies.get(key);
+      if (arrived !== undefined && 'body' in arrived) {
+        clearTimeout(arrived.timer);
+        this.replies.delete(key);
+        call.resolve(arrived.body);
+        return;
+      }
+      this.replies.set(key, { call, timer: this.replyTimer(key) });
+    }
+  }
+
+  /** A chunked reply that neither arrives nor makes progress is given up. */
+  private replyTimer(key: string): ReturnType<typeof setTimeout> {
+    return setTimeout(() => {
+      const wait = this.replies.get(key);
+      if (wait === undefined) return;
+      const [peer = '', id = ''] = key.split(':');
+      if ('call' in wait && this.relayIn.get(peer)?.has(Number(id)) === true) {
+        wait.timer = this.replyTimer(key);
+        return;
+      }
+      this.replies.delete(key);
+      if ('call' in wait) wait.call.reject(new RpcError(ErrorCode.RelayTimeout, `${peer} did not answer in time`));
+    }, TRANSFER_STALL_MS);
+  }
+
+  /** A chunked reply to one of our relayed unicasts is whole. */
+  private replyArrived(peer: UserId, id: number, body: Body): void {
+    const key = `${peer}:${id}`;
+    const wait = this.replies.get(key);
+    if (wait !== undefined && 'call' in wait) {
+      clearTimeout(wait.timer);
+      this.replies.delete(key);
+      wait.call.resolve(body);
+      return;
+    }
+    // Its `{"chunked": id}` answer is still on its way.
+    this.replies.set(key, { body, timer: this.replyTimer(key) });
+  }
+
+  /** What a relayed unicast is answered with: the reply, or the transfer that carries it. */
+  private relayedAnswer(to: UserId, reply: Message): unknown {
+    if (reply.bytes === undefined) return toRelayBody(reply.body);
+    const announcement: Announcement = {
+      kind: MessageKind.Reply,
+      requestId: 0,
+      text: typeof reply.body === 'string',
+      size: reply.size,
+    };
+    const id = this.relayTransfer(to, announcement, reply.bytes, silentJob(), () => undefined);
+    return { chunked: id };
+  }
+
+  /** One relayed chunk: held, and once the message is whole, handled. Resolves with the chunk's answer. */
+  private async relayedChunk(from: UserId, chunk: ParsedChunk): Promise<unknown> {
+    let entry = this.relayIn.get(from)?.get(chunk.id);
+    if (chunk.announcement !== undefined) {
+      this.dropAssembly(this.relayIn, from, chunk.id);
+      entry = this.startAssembly(this.relayIn, from, chunk.id, chunk.announcement);
+    }
+    if (entry === undefined) throw new RpcError(ErrorCode.InvalidParams, `no transfer ${chunk.id} from ${from}`);
+    if (chunk.seq !== entry.seq) {
+      this.dropAssembly(this.relayIn, from, chunk.id);
+      throw new RpcError(ErrorCode.InvalidParams, `chunk ${chunk.seq} of transfer ${chunk.id} came out of order`);
+    }
+    entry.seq++;
+    const body = this.addChunk(this.relayIn, from, chunk.id, chunk.bytes);
+    if (body === undefined) return null;
+    switch (entry.assembly.announcement.kind) {
+      case MessageKind.Request:
+        return this.relayedAnswer(from, await this.answer(from, body));
+      case MessageKind.Reply:
+        this.replyArrived(from, chunk.id, body);
+        return null;
+      default:
+        this.deliver(from, body);
+        return null;
+    }
+  }
+
+  /** A transfer from `from` begins; throws `LimitExceeded` past `maxMessageBytes`, before holding anything. */
+  private startAssembly(paths: Assemblies, from: UserId, id: number, announcement: Announcement) {
+    if (announcement.size > this.host.maxMessageBytes) {
+      throw new RpcError(
+        ErrorCode.LimitExceeded,
+        `this member takes messages of at most ${this.host.maxMessageBytes} bytes, not ${announcement.size}`,
+      );
+    }
+    const assembly = new Assembly(announcement, () => {
+      this.dropAssembly(paths, from, id);
+      if (announcement.kind === MessageKind.Reply && paths === this.channelIn) {
+        this.calls.settle(from, announcement.requestId, {
+          error: new RpcError(ErrorCode.RelayTimeout, `${from} stopped sending its reply`),
+        });
+      }
+    });
+    const entry = { assembly, seq: 0 };
+    const byId = paths.get(from) ?? new Map<number, { readonly assembly: Assembly; seq: number }>();
+    paths.set(from, byId.set(id, entry));
+    return entry;
+  }
+
+  /** Adds a chunk; the whole body once complete (the transfer is then done). Throws on a broken transfer. */
+  private addChunk(paths: Assemblies, from: UserId, id: number, bytes: Uint8Array): Body | undefined {
+    const entry = paths.get(from)?.get(id);
+    if (entry === undefined) return undefined;
+    let body: Body | undefined;
+    try {
+      body = entry.assembly.add(bytes);
+    } catch (error) {
+      this.dropAssembly(paths, from, id);
+      throw error;
+    }
+    if (body !== undefined) this.dropAssembly(paths, from, id);
+    return body;
+  }
+
+  private dropAssembly(paths: Assemblies, from: UserId, id: number): void {
+    const byId = paths.get(from);
+    byId?.get(id)?.assembly.drop();
+    byId?.delete(id);
+    if (byId?.size === 0) paths.delete(from);
+  }
+
+  private dropAssemblies(paths: Assemblies, from: UserId): void {
+    for (const { assembly } of paths.get(from)?.values() ?? []) assembly.drop();
+    paths.delete(from);
+  }
+
+  private fail(outgoing: Outgoing, error: RpcError): void {
+    outgoing.job.finish(error);
+    if (outgoing.kind === 'unicast') outgoing.call.reject(error);
   }
 
   private onFrame(peer: UserId, data: unknown): void {
-    const frame = decodeFrame(data);
-    if (frame === undefined) return;
+    const message = decodeChannelMessage(data);
+    if (message === undefined) return;
+    switch (message.kind) {
+      case 'frame':
+        this.onWholeFrame(peer, message.frame);
+        return;
+      case 'start':
+        try {
+          this.dropAssembly(this.channelIn, peer, message.id);
+          this.startAssembly(this.channelIn, peer, message.id, message.announcement);
+          if (message.announcement.kind === MessageKind.Reply) this.calls.hold(peer, message.announcement.requestId);
+        } catch (error) {
+          if (message.announcement.kind !== MessageKind.Request) return;
+          const body = errorBody(toRpcError(error));
+          this.links.get(peer)?.send(encodeFrame({ kind: FrameKind.Error, id: message.announcement.requestId, body }));
+        }
+        return;
+      case 'chunk': {
+        const entry = this.channelIn.get(peer)?.get(message.id);
+        let body: Body | undefined;
+        try {
+          body = this.addChunk(this.channelIn, peer, message.id, message.bytes);
+        } catch {
+          return; // A broken transfer is dropped; a request's sender times out.
+        }
+        if (body === undefined || entry === undefined) return;
+        const { kind, requestId } = entry.assembly.announcement;
+        this.onWholeFrame(peer, { kind: kind as number as FrameKind, id: requestId, body });
+        return;
+      }
+      case 'abort':
+        this.dropAssembly(this.channelIn, peer, message.id);
+        return;
+    }
+  }
+
+  private onWholeFrame(peer: UserId, frame: Frame): void {
     switch (frame.kind) {
       case FrameKind.Broadcast:
         this.deliver(peer, frame.body);
@@ -336,18 +663,33 @@ export class Group implements IGroup {
       case FrameKind.Error:
         this.calls.settle(peer, frame.id, { error: errorFromBody(frame.body) });
         return;
+      default:
+        return;
     }
   }
 
   private async answerFrame(peer: UserId, request: Frame): Promise<void> {
-    let reply: Frame;
+    let reply: Message;
     try {
-      reply = { kind: FrameKind.Reply, id: request.id, body: await this.answer(peer, request.body) };
+      reply = await this.answer(peer, request.body);
     } catch (error) {
-      reply = { kind: FrameKind.Error, id: request.id, body: errorBody(toRpcError(error)) };
+      const body = errorBody(toRpcError(error));
+      this.links.get(peer)?.send(encodeFrame({ kind: FrameKind.Error, id: request.id, body }));
+      return;
     }
     // A reply whose link died on the way is lost; the caller's timeout tells it.
-    this.links.get(peer)?.send(encodeFrame(reply));
+    const link = this.links.get(peer);
+    if (reply.bytes === undefined) {
+      link?.send(encodeFrame({ kind: FrameKind.Reply, id: request.id, body: reply.body }));
+      return;
+    }
+    const announcement: Announcement = {
+      kind: MessageKind.Reply,
+      requestId: request.id,
+      text: typeof reply.body === 'string',
+      size: reply.size,
+    };
+    link?.stream(new ChannelTransfer(this.channelIds.next(), announcement, reply.bytes, silentJob(), () => undefined));
   }
 
   private deliver(from: UserId, body: Body): void {
@@ -356,7 +698,7 @@ export class Group implements IGroup {
   }
 
   /** The reply of this member's `onunicast` to a unicast from `from`. */
-  private async answer(from: UserId, body: Body): Promise<Body> {
+  private async answer(from: UserId, body: Body): Promise<Message> {
     if (this.ended !== undefined) throw this.ended;
     if (!mayUnicast(this.rules, from, this.host.self)) {
       throw new RpcError(ErrorCode.PermissionDenied, 'this capability forbids unicasts between these members');
@@ -369,11 +711,70 @@ export class Group implements IGroup {
     } catch (error) {
       throw new RpcError(ErrorCode.InternalError, error instanceof Error ? error.message : String(error));
     }
-    const replyBody = toBody(reply);
-    return typeof replyBody === 'string' ? replyBody : replyBody.slice();
+    return toMessage(reply, this.host.maxMessageBytes);
   }
 
   private assertMember(): void {
     if (this.ended !== undefined) throw this.ended;
   }
+}
+
+/** A message that fits one frame is handed over at once: all its bytes, done. */
+function finished(outgoing: Outgoing): void {
+  outgoing.job.progress(outgoing.message.size);
+  outgoing.job.finish();
+}
+
+/** A job whose outcome no one waits for (a unicast's reply). */
+function silentJob(): Job {
+  return { signal: undefined, progress: () => undefined, finish: () => undefined };
+}
+
+/** A job that reports once: its first `finish` wins. */
+function jobOf(
+  signal: AbortSignal | undefined,
+  progress: (sent: number) => void,
+  done: (error?: RpcError) => void,
+): Job {
+  let over = false;
+  return {
+    signal,
+    progress,
+    finish(error) {
+      if (over) return;
+      over = true;
+      done(error);
+    },
+  };
+}
+
+/**
+ * One message's progress over its targets: bytes so far summed over them,
+ * each target counted at its furthest (a transfer that starts over through
+ * the server does not count twice), reported only when it grows.
+ */
+function progressOver(
+  size: number,
+  targets: number,
+  onprogress: ((sent: number, total: number) => void) | undefined,
+): (peer: UserId, sent: number) => void {
+  const furthest = new Map<UserId, number>();
+  let sum = 0;
+  return (peer, sent) => {
+    const before = furthest.get(peer) ?? 0;
+    if (sent <= before) return;
+    furthest.set(peer, sent);
+    sum += sent - before;
+    onprogress?.(sum, size * targets);
+  };
+}
+
+/** A promise that rejects with `signal.reason` when it aborts; `dispose` stops listening. */
+function abortedPromise(signal: AbortSignal | undefined): { promise: Promise<never>; dispose(): void } {
+  let onAbort = () => undefined as void;
+  const promise = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal?.reason);
+  });
+  signal?.addEventListener('abort', onAbort, { once: true });
+  return { promise, dispose: () => signal?.removeEventListener('abort', onAbort) };
 }

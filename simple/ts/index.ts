@@ -22,6 +22,7 @@
 export { GroupCapability } from './capability';
 export { ErrorCode, RpcError } from './errors';
 export { MAX_BODY_BYTES } from './payload';
+export { DEFAULT_MAX_MESSAGE_BYTES } from './transfer';
 export { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_UNICAST_TIMEOUT_MS, SimpleService } from './service';
 export type {
   Data,
@@ -32,6 +33,7 @@ export type {
   IServiceInfo,
   LinkState,
   Received,
+  SendOptions,
   ServiceOptions,
   UserId,
 } from '../../interfaces/api';

@@ -4,10 +4,23 @@
  */
 import type { UserId } from '../../interfaces/api';
 import type { Call } from './calls';
-import type { Body } from './payload';
+import type { RpcError } from './errors';
+import type { Message } from './payload';
+
+/** How sending one message to one peer goes, told to whoever sent it. */
+export interface Job {
+  /** Aborts the send: no more of it leaves, and the receiver drops what it has. */
+  readonly signal: AbortSignal | undefined;
+  /** Bytes of the message handed to the path so far (a restart counts from 0 again). */
+  progress(sent: number): void;
+  /** All of it is handed over (no error), or it failed. Only the first call counts. */
+  finish(error?: RpcError): void;
+}
 
 /** One message for one peer. */
-export type Outgoing = { readonly kind: 'broadcast'; readonly body: Body } | { readonly kind: 'unicast'; readonly call: Call };
+export type Outgoing =
+  | { readonly kind: 'broadcast'; readonly message: Message; readonly job: Job }
+  | { readonly kind: 'unicast'; readonly message: Message; readonly job: Job; readonly call: Call };
 
 export class Outboxes {
   private readonly boxes = new Map<UserId, Outgoing[]>();
