@@ -98,3 +98,29 @@ test('small broadcasts pass a large transfer on the same DataChannel', async () 
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.deepEqual(order, ['small', 'large']);
 });
+
+test('a sender that stops mid-message is dropped after 30 s without a chunk', async (t) => {
+  const { a, b, groups } = wirePair(client, { relayed: true });
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const announcement = { id: 9, seq: 0, base64: 'AAAA', kind: 'broadcast', text: false, size: 1024 * 1024 };
+  assert.equal(await groups[b].onRelay(a, { chunk: announcement }), null);
+  assert.equal(groups[b].relayIn.size, 1);
+  t.mock.timers.tick(29_000);
+  assert.equal(await groups[b].onRelay(a, { chunk: { id: 9, seq: 1, base64: 'AAAA' } }), null, 'a chunk restarts the clock');
+  t.mock.timers.tick(29_000);
+  assert.equal(groups[b].relayIn.size, 1);
+  t.mock.timers.tick(1_000);
+  assert.equal(groups[b].relayIn.size, 0, 'dropped');
+  await assert.rejects(groups[b].onRelay(a, { chunk: { id: 9, seq: 2, base64: 'AAAA' } }), (error) => error.code === client.ErrorCode.InvalidParams);
+});
+
+test('relayed chunks out of order or past the announced size are refused, and the transfer dropped', async () => {
+  const { a, b, groups } = wirePair(client, { relayed: true });
+  const start = { id: 3, seq: 0, base64: 'AAAA', kind: 'broadcast', text: false, size: 6 };
+  await groups[b].onRelay(a, { chunk: start });
+  await assert.rejects(groups[b].onRelay(a, { chunk: { id: 3, seq: 2, base64: 'AAAA' } }), (error) => error.code === client.ErrorCode.InvalidParams);
+  assert.equal(groups[b].relayIn.size, 0);
+  await groups[b].onRelay(a, { chunk: start });
+  await assert.rejects(groups[b].onRelay(a, { chunk: { id: 3, seq: 1, base64: 'AAAAAA==' } }), (error) => error.code === client.ErrorCode.InvalidParams);
+  assert.equal(groups[b].relayIn.size, 0);
+});

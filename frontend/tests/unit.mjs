@@ -68,7 +68,7 @@ export class FakeLink {
   /** Transfers take all their frames at once: this channel never fills. */
   stream(source) {
     if (this.state !== 'direct') return false;
-    for (let frame = source.next(); frame !== undefined; frame = source.next()) this.sent.push(frame);
+    for (let frame = source.next(); frame !== undefined; frame = source.next()) this.sent.push(frame.slice());
     return true;
   }
 
@@ -187,7 +187,8 @@ export function wirePair(client, { groupId = id(0xabc), capability = 10, receive
   ]) {
     const link = hosts[self].links.get(other);
     const send = (frame) => {
-      queueMicrotask(() => hosts[other].links.get(self)?.deliver(frame));
+      const copy = frame.slice();
+      queueMicrotask(() => hosts[other].links.get(self)?.deliver(copy));
       return true;
     };
     link.send = (frame) => link.state === 'direct' && send(frame);

@@ -60,7 +60,11 @@ export interface Link {
 
 /** Frames made on demand: the chunks of a transfer exist only once the channel has room. */
 export interface FrameSource {
-  /** The next frame; undefined once the source is done (it is then dropped). */
+  /**
+   * The next frame, to be sent at once (it may be overwritten by the next
+   * call: `RTCDataChannel.send` copies); undefined once the source is done
+   * (it is then dropped).
+   */
   next(): Uint8Array<ArrayBuffer> | undefined;
   /** The link stopped being direct before the source was done. */
   interrupted(): void;

@@ -102,13 +102,24 @@ export function encodeStart(id: number, announcement: Announcement): Uint8Array<
   return out;
 }
 
-export function encodeChunk(id: number, bytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(HEADER_BYTES + bytes.byteLength);
-  const header = new DataView(out.buffer);
+/**
+ * A chunk frame, written into `scratch` (which must have room for the header
+ * and `bytes`): a view of it, valid until `scratch` is written again. One
+ * buffer per transfer, not one per chunk: the garbage of a 64 MiB transfer
+ * would otherwise make the collector stop the page now and then.
+ */
+export function encodeChunk(scratch: Uint8Array<ArrayBuffer>, id: number, bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  const header = new DataView(scratch.buffer, scratch.byteOffset);
   header.setUint8(0, FrameKind.Chunk);
+  header.setUint8(1, 0);
   header.setUint32(2, id);
-  out.set(bytes, HEADER_BYTES);
-  return out;
+  scratch.set(bytes, HEADER_BYTES);
+  return scratch.subarray(0, HEADER_BYTES + bytes.byteLength);
+}
+
+/** The bytes a chunk frame of `chunkBytes` takes. */
+export function chunkFrameBytes(chunkBytes: number): number {
+  return HEADER_BYTES + chunkBytes;
 }
 
 export function encodeAbort(id: number): Uint8Array<ArrayBuffer> {

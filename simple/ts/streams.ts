@@ -7,12 +7,14 @@
 import { toRpcError, type RpcError } from './errors';
 import type { FrameSource } from './link';
 import type { Job } from './outbox';
-import { encodeAbort, encodeChunk, encodeStart, toRelayChunk } from './payload';
+import { chunkFrameBytes, encodeAbort, encodeChunk, encodeStart, toRelayChunk } from './payload';
 import { CHANNEL_CHUNK_BYTES, RELAY_CHUNK_BYTES, RELAY_WINDOW, type Announcement, Slicer } from './transfer';
 
 /** A transfer on a DataChannel: a start frame, then chunk frames, made as the channel has room. */
 export class ChannelTransfer implements FrameSource {
   private readonly slicer: Slicer;
+  /** Every chunk frame is written here: the channel copies what it is sent. */
+  private readonly scratch = new Uint8Array(chunkFrameBytes(CHANNEL_CHUNK_BYTES));
   private started = false;
   private ended = false;
 
@@ -40,7 +42,7 @@ export class ChannelTransfer implements FrameSource {
     }
     const chunk = this.slicer.next(CHANNEL_CHUNK_BYTES);
     if (chunk === undefined) return undefined;
-    const frame = encodeChunk(this.id, chunk);
+    const frame = encodeChunk(this.scratch, this.id, chunk);
     if (this.slicer.done) {
       this.ended = true;
       this.job.finish();
