@@ -67,6 +67,7 @@
 
 mod member;
 pub mod rtc;
+pub mod transfer;
 mod transport;
 
 /// The relay payloads browsers and [`Member`] speak, from the contract.
