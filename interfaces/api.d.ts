@@ -274,7 +274,7 @@ export interface IGroup {
  * `{"chunk": RelayChunk}`, each a `relay` *request*, with `seq` 0, 1, 2, …
  * in order; `seq` 0 also announces `kind`, `text` and the total `size`.
  * The receiver answers each with `null` once it holds the chunk; the sender
- * keeps at most 4 chunks of a transfer unanswered (so that what waits in
+ * keeps at most 2 chunks of a transfer unanswered (so that what waits in
  * the server stays bounded, and a sender never looks like an abuser) and
  * stops at any error answer. Chunks carry at most 256 KiB (a relay stays
  * near 342 KiB, under the server's 1 MiB limit). The receiver holds one

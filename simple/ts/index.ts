@@ -12,7 +12,11 @@
  * - `calls.ts`: DataChannel unicasts waiting for their reply (correlation by frame id).
  * - `link.ts`: `Link`, what a group routes by; `RtcLink`, one
  *   RTCPeerConnection + DataChannel with perfect negotiation.
- * - `payload.ts`: DataChannel frames and relayed bodies (client ↔ client).
+ * - `transfer.ts`: large messages: cutting into chunks (`Slicer`), putting
+ *   back together (`Assembly`), the chunk sizes and limits.
+ * - `streams.ts`: one transfer to one peer: `ChannelTransfer` (fed to the
+ *   DataChannel as it drains), `RelayTransfer` (relayed, 2 chunks unanswered).
+ * - `payload.ts`: DataChannel frames and relayed bodies and chunks (client ↔ client).
  * - `wire.ts`: the server's messages, checked (client ↔ server).
  * - `capability.ts`: capability bits and the pair rule.
  * - `errors.ts`: `RpcError` and its codes (built on typings/ErrorCode.ts).

@@ -30,7 +30,8 @@ export const RELAY_CHUNK_BYTES = 256 * 1024;
 /**
  * Chunk relays a transfer has unanswered at once: each is a relay request
  * that the receiver answers once it holds the chunk, so that what waits in
- * the server for one receiver stays near this many chunks (about 1.4 MiB).
+ * the server for one receiver stays near this many chunks (about 700 KiB),
+ * and a small message sent meanwhile waits behind no more than that.
  */
 export const RELAY_WINDOW = 2;
 /** The default `maxMessageBytes`: the largest message sent or taken. */

@@ -7,6 +7,10 @@
 //! with [`NO_WEBRTC`](super::payload::NO_WEBRTC) and tells each member it
 //! may talk to `{"webrtc": false}`, so browsers relay to it at once instead
 //! of waiting for their connect timeout.
+//! Messages larger than one relay go and come through the server as chunked
+//! transfers ([`transfer`](super::transfer)), replies too, also to members
+//! it has a DataChannel with (a reply to a unicast that came over a
+//! DataChannel stays within one relay's worth).
 //!
 //! It keeps each group's capability and member list (the owner first, as the
 //! server lists them) and applies the capability as the browsers do: its
