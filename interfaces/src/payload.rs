@@ -48,8 +48,8 @@ pub enum RelayPayload {
     /// [`UnicastAnswer`] or an error object.
     Unicast(Body),
     /// `{"chunk": …}`: one chunk of a message larger than
-    /// [`MAX_BODY_BYTES`], sent as a relay request (see
-    /// [`transfer`](super::transfer)).
+    /// [`MAX_BODY_BYTES`], sent as a relay request (the Rust client's
+    /// `client::transfer` sends and takes them).
     Chunk(Chunk),
     /// `{"abort": id}`: the sender gave transfer `id` up; a notification.
     Abort(u32),
@@ -58,27 +58,34 @@ pub enum RelayPayload {
 /// One chunk of a relayed transfer (`RelayChunk` in `api.d.ts`): chunks go
 /// out with `seq` 0, 1, 2, …; the first also says what the whole message is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "RelayChunk"))]
 pub struct Chunk {
     /// The transfer, chosen by its sender.
     pub id: u32,
     /// The chunk's place in the transfer, from 0.
+    #[cfg_attr(test, ts(type = "number"))]
     pub seq: u64,
     /// The chunk's bytes.
     #[serde(with = "base64_bytes")]
+    #[cfg_attr(test, ts(type = "string"))]
     pub base64: Vec<u8>,
     /// With `seq` 0: what the message is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub kind: Option<ChunkKind>,
     /// With `seq` 0: whether the message is UTF-8 text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub text: Option<bool>,
     /// With `seq` 0: the message's size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional, type = "number"))]
     pub size: Option<u64>,
 }
 
 /// What a transfer carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum ChunkKind {
     /// A broadcast; its last chunk is answered `null`.
@@ -91,6 +98,7 @@ pub enum ChunkKind {
 
 /// The answer to a relayed unicast (or to a chunked unicast's last chunk).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum UnicastAnswer {
     /// The reply itself.

@@ -59,3 +59,10 @@ export type EnumsMatchContract = [
   >,
   Proof<Same<Values<typeof import('./errors').ErrorCode>, Values<typeof import('../../interfaces/api').ErrorCode>>>,
 ];
+
+// The contract's chunk of a relayed transfer is the one generated from the
+// Rust client's (typings/), member for member.
+type Writable<T> = { -readonly [K in keyof T]: T[K] };
+export type ChunksMatchProtocol = Proof<
+  Same<Writable<import('../../interfaces/api').RelayChunk>, import('../../typings/RelayChunk').RelayChunk>
+>;

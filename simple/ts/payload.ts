@@ -3,6 +3,7 @@
  * The format is documented with `RelayPayload` in interfaces/api.d.ts.
  */
 import type { Data, RelayBody, RelayChunk } from '../../interfaces/api';
+import { MAX_BODY_BYTES } from '../../typings/constants';
 import { ErrorCode, RpcError } from './errors';
 import { type Announcement, MessageKind } from './transfer';
 
@@ -31,12 +32,13 @@ enum BodyType {
 const HEADER_BYTES = 6;
 
 /**
- * The largest body that travels in one piece, in bytes (UTF-8 for text):
- * one frame fits Chromium's 256 KiB DataChannel message limit, and its
- * base64 form fits the server's 1 MiB message limit. Larger ones travel as
- * transfers (transfer.ts).
+ * The largest body that travels in one piece, in bytes (UTF-8 for text;
+ * typings/constants.ts, from Rust): one frame (header included) fits
+ * Chromium's 256 KiB DataChannel message limit, and its base64 form fits
+ * the server's 1 MiB message limit. Larger ones travel as transfers
+ * (transfer.ts).
  */
-export const MAX_BODY_BYTES = 256 * 1024 - HEADER_BYTES;
+export { MAX_BODY_BYTES };
 /** A Start frame's header: kind, body type, transfer id, message kind, request id, size. */
 const START_BYTES = 15;
 
