@@ -10,7 +10,7 @@ import { PendingCalls, type Call } from './calls';
 import { mayBroadcast, mayLink, mayUnicast, type Rules } from './capability';
 import { ErrorCode, RpcError, toRpcError } from './errors';
 import type { Link, LinkFactory, Signal } from './link';
-import { Outboxes, type Job, type Outgoing } from './outbox';
+import { Outboxes, type Job, type Outgoing, finished, jobOf, progressOver, silentJob } from './outbox';
 import {
   type Body,
   type Frame,
@@ -28,7 +28,8 @@ import {
   toRelayBody,
 } from './payload';
 import { ChannelTransfer, RelayTransfer } from './streams';
-import { type Announcement, Assembly, MessageKind, TRANSFER_STALL_MS, TransferIds } from './transfer';
+import { ChunkedReplies, Transfers, type Whole } from './incoming';
+import { type Announcement, MessageKind, TransferIds } from './transfer';
 
 /** What a group needs from its service: this member, the server, links, and the knobs. */
 export interface GroupHost {
@@ -47,12 +48,6 @@ export interface GroupHost {
   forget(group: Group): void;
 }
 
-/** An incoming transfer from one peer, by transfer id (one map per path: ids are per path). */
-type Assemblies = Map<UserId, Map<number, { readonly assembly: Assembly; seq: number }>>;
-
-/** A relayed unicast whose reply comes as a transfer, or a reply transfer that came before its answer. */
-type ReplyWait = { readonly call: Call; timer: ReturnType<typeof setTimeout> } | { readonly body: Body; readonly timer: ReturnType<typeof setTimeout> };
-
 export class Group implements IGroup {
   onmessage: ((from: UserId, data: Received) => void) | null = null;
   onunicast: ((from: UserId, data: Received) => Data | Promise<Data>) | null = null;
@@ -69,12 +64,12 @@ export class Group implements IGroup {
   /** Unicasts sent on a DataChannel, waiting for their reply frame. */
   private readonly calls: PendingCalls;
   /** Transfers coming in on a DataChannel and through the server. */
-  private readonly channelIn: Assemblies = new Map();
-  private readonly relayIn: Assemblies = new Map();
+  private readonly channelIn: Transfers;
+  private readonly relayIn: Transfers;
   /** Relayed transfers on their way out, per peer, to stop when it leaves. */
   private readonly relayOut = new Map<UserId, Set<RelayTransfer>>();
-  /** Chunked replies to relayed unicasts, by `peer:transfer id`. */
-  private readonly replies = new Map<string, ReplyWait>();
+  /** Chunked replies to relayed unicasts. */
+  private readonly replies: ChunkedReplies;
   private readonly channelIds = new TransferIds();
   private readonly relayIds = new TransferIds();
   /** Members that left: a late relay from one of them must not bring it back. */
@@ -101,6 +96,9 @@ export class Group implements IGroup {
     private readonly host: GroupHost,
   ) {
     this.calls = new PendingCalls(host.unicastTimeoutMs);
+    this.channelIn = new Transfers(host.maxMessageBytes);
+    this.relayIn = new Transfers(host.maxMessageBytes);
+    this.replies = new ChunkedReplies((peer, id) => this.relayIn.has(peer, id));
     this.rules = { owner, capability };
     this.memberList = [...members];
     this.reconcile();
@@ -234,7 +232,7 @@ export class Group implements IGroup {
     const [first] = this.memberList;
     if (member === this.rules.owner && first !== undefined) this.rules = { ...this.rules, owner: first };
     this.closeLink(member);
-    this.dropAssemblies(this.relayIn, member);
+    this.relayIn.dropPeer(member);
     this.reconcile();
     this.onmemberleave?.(member);
   }
@@ -268,7 +266,7 @@ export class Group implements IGroup {
       case 'chunk':
         return this.relayedChunk(from, message.chunk);
       case 'abort':
-        this.dropAssembly(this.relayIn, from, message.id);
+        this.relayIn.drop(from, message.id);
         return undefined;
     }
   }
@@ -279,12 +277,8 @@ export class Group implements IGroup {
     this.ended = reason;
     this.release();
     for (const member of [...this.links.keys()]) this.closeLink(member);
-    for (const member of [...this.relayIn.keys()]) this.dropAssemblies(this.relayIn, member);
-    for (const wait of this.replies.values()) {
-      clearTimeout(wait.timer);
-      if ('call' in wait) wait.call.reject(reason);
-    }
-    this.replies.clear();
+    this.relayIn.clear();
+    this.replies.clear(reason);
     this.host.forget(this);
   }
 
@@ -348,7 +342,7 @@ export class Group implements IGroup {
     if (state !== 'direct') {
       // The channel a request went out on is gone: its reply cannot come back.
       this.calls.failPeer(peer, new RpcError(ErrorCode.PeerGone, `the link to ${peer} closed before it answered`));
-      this.dropAssemblies(this.channelIn, peer);
+      this.channelIn.dropPeer(peer);
     }
     if (state === 'closed') {
       const gone = new RpcError(ErrorCode.PeerGone, `${peer} left`);
@@ -477,45 +471,8 @@ export class Group implements IGroup {
     } else if ('body' in parsed) {
       call.resolve(parsed.body);
     } else {
-      const key = `${peer}:${parsed.transfer}`;
-      const arrived = this.replies.get(key);
-      if (arrived !== undefined && 'body' in arrived) {
-        clearTimeout(arrived.timer);
-        this.replies.delete(key);
-        call.resolve(arrived.body);
-        return;
-      }
-      this.replies.set(key, { call, timer: this.replyTimer(key) });
+      this.replies.wait(peer, parsed.transfer, call);
     }
-  }
-
-  /** A chunked reply that neither arrives nor makes progress is given up. */
-  private replyTimer(key: string): ReturnType<typeof setTimeout> {
-    return setTimeout(() => {
-      const wait = this.replies.get(key);
-      if (wait === undefined) return;
-      const [peer = '', id = ''] = key.split(':');
-      if ('call' in wait && this.relayIn.get(peer)?.has(Number(id)) === true) {
-        wait.timer = this.replyTimer(key);
-        return;
-      }
-      this.replies.delete(key);
-      if ('call' in wait) wait.call.reject(new RpcError(ErrorCode.RelayTimeout, `${peer} did not answer in time`));
-    }, TRANSFER_STALL_MS);
-  }
-
-  /** A chunked reply to one of our relayed unicasts is whole. */
-  private replyArrived(peer: UserId, id: number, body: Body): void {
-    const key = `${peer}:${id}`;
-    const wait = this.replies.get(key);
-    if (wait !== undefined && 'call' in wait) {
-      clearTimeout(wait.timer);
-      this.replies.delete(key);
-      wait.call.resolve(body);
-      return;
-    }
-    // Its `{"chunked": id}` answer is still on its way.
-    this.replies.set(key, { body, timer: this.replyTimer(key) });
   }
 
   /** What a relayed unicast is answered with: the reply, or the transfer that carries it. */
@@ -533,78 +490,19 @@ export class Group implements IGroup {
 
   /** One relayed chunk: held, and once the message is whole, handled. Resolves with the chunk's answer. */
   private async relayedChunk(from: UserId, chunk: ParsedChunk): Promise<unknown> {
-    let entry = this.relayIn.get(from)?.get(chunk.id);
-    if (chunk.announcement !== undefined) {
-      this.dropAssembly(this.relayIn, from, chunk.id);
-      entry = this.startAssembly(this.relayIn, from, chunk.id, chunk.announcement);
-    }
-    if (entry === undefined) throw new RpcError(ErrorCode.InvalidParams, `no transfer ${chunk.id} from ${from}`);
-    if (chunk.seq !== entry.seq) {
-      this.dropAssembly(this.relayIn, from, chunk.id);
-      throw new RpcError(ErrorCode.InvalidParams, `chunk ${chunk.seq} of transfer ${chunk.id} came out of order`);
-    }
-    entry.seq++;
-    const body = this.addChunk(this.relayIn, from, chunk.id, chunk.bytes);
-    if (body === undefined) return null;
-    switch (entry.assembly.announcement.kind) {
+    if (chunk.announcement !== undefined) this.relayIn.start(from, chunk.id, chunk.announcement, () => undefined);
+    const whole = this.relayIn.add(from, chunk.id, chunk.bytes, chunk.seq);
+    if (whole === undefined) return null;
+    switch (whole.announcement.kind) {
       case MessageKind.Request:
-        return this.relayedAnswer(from, await this.answer(from, body));
+        return this.relayedAnswer(from, await this.answer(from, whole.body));
       case MessageKind.Reply:
-        this.replyArrived(from, chunk.id, body);
+        this.replies.arrived(from, chunk.id, whole.body);
         return null;
       default:
-        this.deliver(from, body);
+        this.deliver(from, whole.body);
         return null;
     }
-  }
-
-  /** A transfer from `from` begins; throws `LimitExceeded` past `maxMessageBytes`, before holding anything. */
-  private startAssembly(paths: Assemblies, from: UserId, id: number, announcement: Announcement) {
-    if (announcement.size > this.host.maxMessageBytes) {
-      throw new RpcError(
-        ErrorCode.LimitExceeded,
-        `this member takes messages of at most ${this.host.maxMessageBytes} bytes, not ${announcement.size}`,
-      );
-    }
-    const assembly = new Assembly(announcement, () => {
-      this.dropAssembly(paths, from, id);
-      if (announcement.kind === MessageKind.Reply && paths === this.channelIn) {
-        this.calls.settle(from, announcement.requestId, {
-          error: new RpcError(ErrorCode.RelayTimeout, `${from} stopped sending its reply`),
-        });
-      }
-    });
-    const entry = { assembly, seq: 0 };
-    const byId = paths.get(from) ?? new Map<number, { readonly assembly: Assembly; seq: number }>();
-    paths.set(from, byId.set(id, entry));
-    return entry;
-  }
-
-  /** Adds a chunk; the whole body once complete (the transfer is then done). Throws on a broken transfer. */
-  private addChunk(paths: Assemblies, from: UserId, id: number, bytes: Uint8Array): Body | undefined {
-    const entry = paths.get(from)?.get(id);
-    if (entry === undefined) return undefined;
-    let body: Body | undefined;
-    try {
-      body = entry.assembly.add(bytes);
-    } catch (error) {
-      this.dropAssembly(paths, from, id);
-      throw error;
-    }
-    if (body !== undefined) this.dropAssembly(paths, from, id);
-    return body;
-  }
-
-  private dropAssembly(paths: Assemblies, from: UserId, id: number): void {
-    const byId = paths.get(from);
-    byId?.get(id)?.assembly.drop();
-    byId?.delete(id);
-    if (byId?.size === 0) paths.delete(from);
-  }
-
-  private dropAssemblies(paths: Assemblies, from: UserId): void {
-    for (const { assembly } of paths.get(from)?.values() ?? []) assembly.drop();
-    paths.delete(from);
   }
 
   private fail(outgoing: Outgoing, error: RpcError): void {
@@ -619,32 +517,38 @@ export class Group implements IGroup {
       case 'frame':
         this.onWholeFrame(peer, message.frame);
         return;
-      case 'start':
+      case 'start': {
+        const { kind, requestId } = message.announcement;
+        // A reply that stops coming fails its unicast now, not at its timeout.
+        const stalled = () => {
+          if (kind !== MessageKind.Reply) return;
+          const error = new RpcError(ErrorCode.RelayTimeout, `${peer} stopped sending its reply`);
+          this.calls.settle(peer, requestId, { error });
+        };
         try {
-          this.dropAssembly(this.channelIn, peer, message.id);
-          this.startAssembly(this.channelIn, peer, message.id, message.announcement);
-          if (message.announcement.kind === MessageKind.Reply) this.calls.hold(peer, message.announcement.requestId);
+          this.channelIn.start(peer, message.id, message.announcement, stalled);
+          if (kind === MessageKind.Reply) this.calls.hold(peer, requestId);
         } catch (error) {
-          if (message.announcement.kind !== MessageKind.Request) return;
+          if (kind !== MessageKind.Request) return;
           const body = errorBody(toRpcError(error));
-          this.links.get(peer)?.send(encodeFrame({ kind: FrameKind.Error, id: message.announcement.requestId, body }));
+          this.links.get(peer)?.send(encodeFrame({ kind: FrameKind.Error, id: requestId, body }));
         }
         return;
+      }
       case 'chunk': {
-        const entry = this.channelIn.get(peer)?.get(message.id);
-        let body: Body | undefined;
+        let whole: Whole | undefined;
         try {
-          body = this.addChunk(this.channelIn, peer, message.id, message.bytes);
+          whole = this.channelIn.add(peer, message.id, message.bytes);
         } catch {
           return; // A broken transfer is dropped; a request's sender times out.
         }
-        if (body === undefined || entry === undefined) return;
-        const { kind, requestId } = entry.assembly.announcement;
-        this.onWholeFrame(peer, { kind: kind as number as FrameKind, id: requestId, body });
+        if (whole === undefined) return;
+        const { kind, requestId } = whole.announcement;
+        this.onWholeFrame(peer, { kind: kind as number as FrameKind, id: requestId, body: whole.body });
         return;
       }
       case 'abort':
-        this.dropAssembly(this.channelIn, peer, message.id);
+        this.channelIn.drop(peer, message.id);
         return;
     }
   }
@@ -717,56 +621,6 @@ export class Group implements IGroup {
   private assertMember(): void {
     if (this.ended !== undefined) throw this.ended;
   }
-}
-
-/** A message that fits one frame is handed over at once: all its bytes, done. */
-function finished(outgoing: Outgoing): void {
-  outgoing.job.progress(outgoing.message.size);
-  outgoing.job.finish();
-}
-
-/** A job whose outcome no one waits for (a unicast's reply). */
-function silentJob(): Job {
-  return { signal: undefined, progress: () => undefined, finish: () => undefined };
-}
-
-/** A job that reports once: its first `finish` wins. */
-function jobOf(
-  signal: AbortSignal | undefined,
-  progress: (sent: number) => void,
-  done: (error?: RpcError) => void,
-): Job {
-  let over = false;
-  return {
-    signal,
-    progress,
-    finish(error) {
-      if (over) return;
-      over = true;
-      done(error);
-    },
-  };
-}
-
-/**
- * One message's progress over its targets: bytes so far summed over them,
- * each target counted at its furthest (a transfer that starts over through
- * the server does not count twice), reported only when it grows.
- */
-function progressOver(
-  size: number,
-  targets: number,
-  onprogress: ((sent: number, total: number) => void) | undefined,
-): (peer: UserId, sent: number) => void {
-  const furthest = new Map<UserId, number>();
-  let sum = 0;
-  return (peer, sent) => {
-    const before = furthest.get(peer) ?? 0;
-    if (sent <= before) return;
-    furthest.set(peer, sent);
-    sum += sent - before;
-    onprogress?.(sum, size * targets);
-  };
 }
 
 /** A promise that rejects with `signal.reason` when it aborts; `dispose` stops listening. */

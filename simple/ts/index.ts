@@ -8,7 +8,10 @@
  * - `group.ts`: one group: members and owner, which peers get a link
  *   (topology), broadcast/unicast routing. Browser-free: links come from
  *   the host (unit tests: frontend/tests/*.unit.test.mjs).
- * - `outbox.ts`: per peer, the messages waiting while its link connects.
+ * - `outbox.ts`: per peer, the messages waiting while its link connects;
+ *   the `Job` a message reports progress and its end to.
+ * - `incoming.ts`: transfers being put back together, per path, and
+ *   chunked replies meeting their relayed unicasts.
  * - `calls.ts`: DataChannel unicasts waiting for their reply (correlation by frame id).
  * - `link.ts`: `Link`, what a group routes by; `RtcLink`, one
  *   RTCPeerConnection + DataChannel with perfect negotiation.

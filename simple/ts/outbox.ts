@@ -1,6 +1,7 @@
 /**
- * Per peer, the messages that wait while its link is 'connecting': they go
- * out in send order once the link is 'direct' or 'relayed'.
+ * Outgoing messages: per peer, the ones that wait while its link is
+ * 'connecting' (they go out in send order once it is 'direct' or
+ * 'relayed'), and the `Job` each one reports its progress and end to.
  */
 import type { UserId } from '../../interfaces/api';
 import type { Call } from './calls';
@@ -48,4 +49,54 @@ export class Outboxes {
     this.boxes.delete(peer);
     return waiting;
   }
+}
+
+/** A message that fits one frame is handed over at once: all its bytes, done. */
+export function finished(outgoing: Outgoing): void {
+  outgoing.job.progress(outgoing.message.size);
+  outgoing.job.finish();
+}
+
+/** A job whose outcome no one waits for (a unicast's reply). */
+export function silentJob(): Job {
+  return { signal: undefined, progress: () => undefined, finish: () => undefined };
+}
+
+/** A job that reports once: its first `finish` wins. */
+export function jobOf(
+  signal: AbortSignal | undefined,
+  progress: (sent: number) => void,
+  done: (error?: RpcError) => void,
+): Job {
+  let over = false;
+  return {
+    signal,
+    progress,
+    finish(error) {
+      if (over) return;
+      over = true;
+      done(error);
+    },
+  };
+}
+
+/**
+ * One message's progress over its targets: bytes so far summed over them,
+ * each target counted at its furthest (a transfer that starts over through
+ * the server does not count twice), reported only when it grows.
+ */
+export function progressOver(
+  size: number,
+  targets: number,
+  onprogress: ((sent: number, total: number) => void) | undefined,
+): (peer: UserId, sent: number) => void {
+  const furthest = new Map<UserId, number>();
+  let sum = 0;
+  return (peer, sent) => {
+    const before = furthest.get(peer) ?? 0;
+    if (sent <= before) return;
+    furthest.set(peer, sent);
+    sum += sent - before;
+    onprogress?.(sum, size * targets);
+  };
 }
