@@ -245,7 +245,10 @@ export class RtcLink implements Link {
   private drain(channel: RTCDataChannel): void {
     try {
       for (let next = this.backlog[0]; next !== undefined; next = this.backlog[0]) {
-        if (channel.bufferedAmount + next.byteLength > CHANNEL_HIGH_WATER_BYTES) return;
+        // At or below the low-water mark a message always goes: no
+        // 'bufferedamountlow' would come to send it later.
+        const full = channel.bufferedAmount + next.byteLength > CHANNEL_HIGH_WATER_BYTES;
+        if (full && channel.bufferedAmount > CHANNEL_LOW_WATER_BYTES) return;
         channel.send(next);
         this.backlog.shift();
       }

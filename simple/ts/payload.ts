@@ -64,8 +64,11 @@ export interface Message {
   readonly size: number;
 }
 
-/** `data` as a `Message`. Throws `LimitExceeded` past `maxBytes`. */
+/** `data` as a `Message`. Throws `LimitExceeded` past `maxBytes` (bytes: before copying them). */
 export function toMessage(data: Data, maxBytes: number): Message {
+  if (typeof data !== 'string' && data.byteLength > maxBytes) {
+    throw new RpcError(ErrorCode.LimitExceeded, `a message may carry at most ${maxBytes} bytes, not ${data.byteLength}`);
+  }
   const body =
     typeof data === 'string'
       ? data
