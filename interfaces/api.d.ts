@@ -277,7 +277,8 @@ export interface IGroup {
  * keeps at most 2 chunks of a transfer unanswered (so that what waits in
  * the server stays bounded, and a sender never looks like an abuser) and
  * stops at any error answer. Chunks carry at most 256 KiB (a relay stays
- * near 342 KiB, under the server's 1 MiB limit). The receiver holds one
+ * under the server's 1 MiB limit; this client sends 128 KiB, about 171 KiB
+ * relayed, so a small message waits behind little). The receiver holds one
  * buffer of exactly `size` bytes (it refuses a `size` over its own
  * `maxMessageBytes` with `LimitExceeded`, and chunks past `size` or out of
  * order with `InvalidParams`), hands the message over once it is whole,

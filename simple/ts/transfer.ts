@@ -23,14 +23,15 @@ export enum MessageKind {
 export const CHANNEL_CHUNK_BYTES = 64 * 1024;
 /**
  * Through the server: one chunk's bytes. Base64 (4/3) and the JSON-RPC
- * envelope keep the relay at about 342 KiB, well under the server's 1 MiB
- * message limit.
+ * envelope keep the relay at about 171 KiB, well under the server's 1 MiB
+ * message limit; small, so that a small message relayed meanwhile waits
+ * behind little (2 chunks, `RELAY_WINDOW`).
  */
-export const RELAY_CHUNK_BYTES = 256 * 1024;
+export const RELAY_CHUNK_BYTES = 128 * 1024;
 /**
  * Chunk relays a transfer has unanswered at once: each is a relay request
  * that the receiver answers once it holds the chunk, so that what waits in
- * the server for one receiver stays near this many chunks (about 700 KiB),
+ * the server for one receiver stays near this many chunks (about 350 KiB),
  * and a small message sent meanwhile waits behind no more than that.
  */
 export const RELAY_WINDOW = 2;
