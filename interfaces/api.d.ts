@@ -56,14 +56,36 @@ export enum GroupCapability {
 export type LinkState = 'connecting' | 'direct' | 'relayed' | 'closed';
 
 /**
- * What can be sent. Views are sent as the bytes they view. At most
- * `MAX_BODY_BYTES` (256 KiB less 6) bytes, UTF-8 for a string; more is
- * `LimitExceeded`.
+ * What can be sent. Views are sent as the bytes they view (copied when the
+ * call is made: the buffer may be reused at once). At most
+ * `ServiceOptions.maxMessageBytes` (default 64 MiB) bytes, UTF-8 for a
+ * string; more is `LimitExceeded`. Past `MAX_BODY_BYTES` a message travels
+ * in chunks, on either path, and arrives whole.
  */
 export type Data = ArrayBuffer | ArrayBufferView | string;
 
-/** The largest message body, in bytes: one DataChannel frame, one relay under the server's limit. */
+/** The largest body that travels in one piece: one DataChannel frame, one relay under the server's limit. */
 export declare const MAX_BODY_BYTES: number;
+
+/** The default `ServiceOptions.maxMessageBytes`: 64 MiB. */
+export declare const DEFAULT_MAX_MESSAGE_BYTES: number;
+
+/** Options of one `broadcast` or `unicast`. */
+export interface SendOptions {
+  /**
+   * Called as the message is handed to the links: bytes so far and in
+   * all, both counted over every target (a broadcast to 3 members of a
+   * 1 MiB message has a total of 3 MiB). Monotonic; the last call has
+   * `sent === total`.
+   */
+  readonly onprogress?: (sent: number, total: number) => void;
+  /**
+   * Cancels the send: the promise rejects with `signal.reason` (as `fetch`
+   * does), no more of the message leaves, and receivers drop what they
+   * hold of it. Parts that were complete stay delivered.
+   */
+  readonly signal?: AbortSignal;
+}
 
 /**
  * What arrives: a string stays a string; binary data arrives as a
@@ -141,6 +163,13 @@ export interface ServiceOptions {
   /** How long a DataChannel unicast waits for its reply; default 10 000 ms. */
   readonly unicastTimeoutMs?: number;
   /**
+   * The largest message this member sends or takes, in bytes; default
+   * 64 MiB. A larger send is `LimitExceeded`; a larger incoming one is
+   * refused (a unicast's sender gets `LimitExceeded`) before any of it is
+   * held.
+   */
+  readonly maxMessageBytes?: number;
+  /**
    * Test hook: links to the peers for which this returns true exchange no
    * ICE candidates, so P2P genuinely fails and the link falls back to relay
    * after `connectTimeoutMs`.
@@ -200,20 +229,23 @@ export interface IGroup {
 
   /**
    * Sends `data` to every member the capability lets this member broadcast
-   * to; resolves once it is handed to every link (no delivery receipt).
-   * Rejects with `PermissionDenied` when the capability lets this member
-   * broadcast to no one while there are other members, and with
-   * `LimitExceeded` past `MAX_BODY_BYTES`.
+   * to; resolves once all of it is handed to every link (no delivery
+   * receipt). Rejects with `PermissionDenied` when the capability lets this
+   * member broadcast to no one while there are other members, with
+   * `LimitExceeded` past `maxMessageBytes`, with `PeerGone` when a target
+   * left before it had all of a chunked message (the others still get it),
+   * and with `signal.reason` when aborted.
    */
-  broadcast(data: Data): Promise<void>;
+  broadcast(data: Data, options?: SendOptions): Promise<void>;
   /**
-   * Sends `data` to `target` and resolves with its `onunicast` reply.
-   * Rejects with `UserNotFound` (not a member), `PermissionDenied`,
-   * `LimitExceeded`, `RelayTimeout`, `PeerGone` (it left, or its link died
-   * before the reply), `MethodNotFound`, `InternalError` or, when the
-   * session is gone, `ConnectionClosed`.
+   * Sends `data` to `target` and resolves with its `onunicast` reply (which
+   * may be large too). Rejects with `UserNotFound` (not a member),
+   * `PermissionDenied`, `LimitExceeded`, `RelayTimeout`, `PeerGone` (it
+   * left, or its link died before the reply), `MethodNotFound`,
+   * `InternalError`, `signal.reason` when aborted or, when the session is
+   * gone, `ConnectionClosed`.
    */
-  unicast(target: UserId, data: Data): Promise<Received>;
+  unicast(target: UserId, data: Data, options?: SendOptions): Promise<Received>;
   /**
    * Leaves the group and closes its links; later calls reject with
    * `NotAMember` (with `ConnectionClosed` once the session is gone).
@@ -223,7 +255,8 @@ export interface IGroup {
 
 /**
  * Peer-to-peer payloads: what two clients exchange. Not needed to use the
- * API; written down so that another client can interoperate.
+ * API; written down so that another client can interoperate (the Rust
+ * client's `simple::client::payload` speaks the relayed part).
  *
  * Through the server, the `data` of a `relay` is one `RelayPayload`:
  * - an offer goes as a `relay` *request*
@@ -239,6 +272,30 @@ export interface IGroup {
  * - a `Body` is `{"text": string}` or `{"base64": string}` (standard
  *   alphabet, padded), at most `MAX_BODY_BYTES` decoded bytes.
  *
+ * A message larger than `MAX_BODY_BYTES` is relayed as a *transfer*: chunks
+ * `{"chunk": RelayChunk}`, each a `relay` *request*, with `seq` 0, 1, 2, …
+ * in order; `seq` 0 also announces `kind`, `text` and the total `size`.
+ * The receiver answers each with `null` once it holds the chunk; the sender
+ * keeps at most 2 chunks of a transfer unanswered (so that what waits in
+ * the server stays bounded, and a sender never looks like an abuser) and
+ * stops at any error answer. Chunks carry at most 256 KiB (a relay stays
+ * under the server's 1 MiB limit; this client sends 128 KiB, about 171 KiB
+ * relayed, so a small message waits behind little). The receiver holds one
+ * buffer of exactly `size` bytes (it refuses a `size` over its own
+ * `maxMessageBytes` with `LimitExceeded`, and chunks past `size` or out of
+ * order with `InvalidParams`), hands the message over once it is whole,
+ * and drops a transfer that gets no chunk for 30 s. `{"abort": id}` (a
+ * notification) drops transfer `id` of its sender at once.
+ * - `kind: "broadcast"`: the last chunk is answered `null`.
+ * - `kind: "unicast"`: the last chunk is answered as a relayed unicast is:
+ *   with the reply `Body`, an error object, or, when the reply itself is
+ *   larger than `MAX_BODY_BYTES`, `{"chunked": id}`: the reply is transfer
+ *   `id` of `kind: "reply"` from the target (its chunks may arrive before
+ *   that answer does). A small `{"unicast": Body}` may get such an answer
+ *   too.
+ * Transfer ids are chosen by the sender (unsigned 32-bit), unique among its
+ * unfinished transfers to that receiver.
+ *
  * A member that speaks no WebRTC (e.g. the Rust client's `Member` built
  * with `no_webrtc()`) still takes part, over the server: it answers every
  * offer with the error `{"code": -32011, "message": …}`
@@ -253,17 +310,50 @@ export interface IGroup {
  * On a DataChannel (ordered, reliable, label `"webrtc-p2p"`) every message is
  * one binary frame: a 6-byte header, then the payload bytes.
  *   byte 0: kind — 0 broadcast, 1 unicast request, 2 unicast reply,
- *           3 unicast error (payload: UTF-8 JSON `{"code", "message"}`);
+ *           3 unicast error (payload: UTF-8 JSON `{"code", "message"}`),
+ *           4 transfer start, 5 transfer chunk, 6 transfer abort;
  *   byte 1: payload type — 0 UTF-8 text, 1 bytes;
  *   bytes 2..6: request id, unsigned 32-bit big-endian (0 for broadcasts),
- *           chosen by the requester and echoed by the reply.
+ *           chosen by the requester and echoed by the reply; for kinds
+ *           4..6, the transfer id (chosen by the sender).
+ * A message larger than `MAX_BODY_BYTES` (kind 0, 1 or 2) is a transfer:
+ * one start frame, a 15-byte header and no payload — byte 1 the payload
+ * type, bytes 2..6 the transfer id, byte 6 the message's kind (0..2),
+ * bytes 7..11 its request id, bytes 11..15 its size (both u32 big-endian) —
+ * then chunk frames (kind 5, byte 1 zero) whose payloads, in order, add up
+ * to the size (64 KiB each from this client; any size up to the channel's
+ * limit is taken). The message counts as sent with its last chunk; a
+ * request's reply timeout starts then. Frames of other messages may come
+ * between the chunks, including chunks of other transfers. An abort frame
+ * (kind 6) drops the transfer; a receiver refuses a size over its
+ * `maxMessageBytes` (a request with an error frame `LimitExceeded`) and
+ * drops a transfer that gets no chunk for 30 s or whose link leaves
+ * 'direct'.
  */
 export type RelayPayload =
   | { readonly signal: { readonly description: RTCSessionDescriptionInit } }
   | { readonly signal: { readonly candidate: RTCIceCandidateInit } }
   | { readonly signal: { readonly webrtc: false } }
   | { readonly broadcast: RelayBody }
-  | { readonly unicast: RelayBody };
+  | { readonly unicast: RelayBody }
+  | { readonly chunk: RelayChunk }
+  | { readonly abort: number };
+
+/** One chunk of a relayed transfer; `kind`, `text` and `size` only with `seq` 0. */
+export interface RelayChunk {
+  /** The transfer id, unsigned 32-bit, chosen by the sender. */
+  readonly id: number;
+  /** 0, 1, 2, … in sending order. */
+  readonly seq: number;
+  /** This chunk's bytes (standard alphabet, padded), at most 256 KiB decoded. */
+  readonly base64: string;
+  /** What the whole message is: a broadcast, a unicast request, or a unicast's reply. */
+  readonly kind?: 'broadcast' | 'unicast' | 'reply';
+  /** Whether the whole message's bytes are UTF-8 text (a `string` at the receiver). */
+  readonly text?: boolean;
+  /** The whole message's bytes. */
+  readonly size?: number;
+}
 
 /** A message body inside a relayed payload. */
 export type RelayBody = { readonly text: string } | { readonly base64: string };

@@ -67,6 +67,8 @@ export async function startServer(extraArgs = []) {
     const address = await Promise.race([listening, exited, spawnFailed, timeout]);
     exited.catch(() => undefined);
     return {
+      /** The server's process id, to read its memory from /proc. */
+      pid: child.pid,
       httpUrl: `http://${address}`,
       wsUrl: `ws://${address}/ws`,
       stderr: () => stderr,

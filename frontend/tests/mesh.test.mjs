@@ -60,7 +60,7 @@ for (const n of [2, 4, 6]) {
   });
 }
 
-test('large messages and bursts: bytes intact and in order past the channel buffer; over the limit is LimitExceeded', async () => {
+test('bursts of large frames: bytes intact and in order past the channel buffer; over maxMessageBytes is LimitExceeded', async () => {
   const { peers, ids } = await formGroup(env.context, env.server, 2);
   try {
     await waitForMesh(peers);
@@ -82,15 +82,24 @@ test('large messages and bursts: bytes intact and in order past the channel buff
     );
     assert.deepEqual(shapes, Array.from({ length: count }, (_, k) => [size, k, k]));
 
-    const max = await a.page.evaluate(() => import('/webrtc-p2p.js').then((m) => m.MAX_BODY_BYTES));
+    const { max, limit } = await a.page.evaluate(() =>
+      import('/webrtc-p2p.js').then((m) => ({ max: m.MAX_BODY_BYTES, limit: m.DEFAULT_MAX_MESSAGE_BYTES })),
+    );
     const tooBig = await a.page.evaluate(
-      (max) => window.peer.group.broadcast(new Uint8Array(max + 1)).then(() => null, (error) => error.code),
-      max,
+      (limit) => window.peer.group.broadcast(new Uint8Array(limit + 1)).then(() => null, (error) => error.code),
+      limit,
     );
     assert.equal(tooBig, -32010);
-    assert.deepEqual((await a.unicast(ids[1], 'x'.repeat(max + 1))).error.code, -32010);
-    const reply = await a.unicast(ids[1], new Uint8Array(max).fill(7));
-    assert.equal(reply.reply.length, max);
+    const tooBigUnicast = await a.page.evaluate(
+      ({ target, limit }) => window.peer.group.unicast(target, new Uint8Array(limit + 1)).then(() => null, (error) => error.code),
+      { target: ids[1], limit },
+    );
+    assert.equal(tooBigUnicast, -32010);
+    // The largest body in one frame, and one byte more (a transfer of two chunks).
+    for (const size of [max, max + 1]) {
+      const reply = await a.unicast(ids[1], new Uint8Array(size).fill(7));
+      assert.equal(reply.reply.length, size);
+    }
   } finally {
     await closeAll(peers);
   }

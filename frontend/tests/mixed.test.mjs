@@ -134,6 +134,16 @@ test('a Rust member (echo_peer) among pages: relayed at once, broadcasts and uni
     assert.deepEqual(await a.unicast(rustId, 'ping'), { reply: 'ping', isBytes: false });
     assert.deepEqual(await b.unicast(rustId, ALL_BYTES), { reply: [...ALL_BYTES], isBytes: true });
     await rust.waitForLine(new RegExp(`^unicast from ${a.id}: ping$`));
+    // Larger than one relay: chunked both ways (the request, and its echo).
+    const large = await a.page.evaluate(async (rustId) => {
+      const bytes = Uint8Array.from({ length: 2 * 1024 * 1024 + 3 }, (_, i) => (i * 7) % 256);
+      const reply = await window.peer.group.unicast(rustId, bytes);
+      await window.peer.group.broadcast(bytes);
+      return reply instanceof Uint8Array && reply.length === bytes.length && reply.every((b, i) => b === bytes[i]);
+    }, rustId);
+    assert.ok(large, 'a 2 MiB unicast comes back whole from the Rust member');
+    await rust.waitForLine(new RegExp(`^unicast from ${a.id}: 2097155 bytes$`));
+    await rust.waitForLine(new RegExp(`^broadcast from ${a.id}: 2097155 bytes$`));
 
     // A late page: relayed at once too, and welcomed.
     const late = await Peer.open(env.context, env.server);

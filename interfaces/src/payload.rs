@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 /// from one client to another.
 pub const NO_WEBRTC: i32 = -32011;
 
-/// The largest body a broadcast, unicast or reply may carry, in bytes
-/// (`MAX_BODY_BYTES` in `api.d.ts`): a browser sends larger ones nowhere, and
-/// its base64 form stays under the server's 1 MiB message limit, past which
-/// the server would close the sender's connection.
+/// The largest body that travels in one relay, in bytes (`MAX_BODY_BYTES`
+/// in `api.d.ts`): its base64 form stays under the server's 1 MiB message
+/// limit, past which the server would close the sender's connection.
+/// Larger messages travel as transfers ([`Chunk`]).
 pub const MAX_BODY_BYTES: usize = 256 * 1024 - 6;
 
 /// The error object answering an offer from a member without WebRTC.
@@ -44,9 +44,71 @@ pub enum RelayPayload {
     Signal(Signal),
     /// `{"broadcast": body}`, sent as a relay notification.
     Broadcast(Body),
-    /// `{"unicast": body}`, sent as a relay request; answered with a [`Body`]
-    /// or an error object.
+    /// `{"unicast": body}`, sent as a relay request; answered with a
+    /// [`UnicastAnswer`] or an error object.
     Unicast(Body),
+    /// `{"chunk": …}`: one chunk of a message larger than
+    /// [`MAX_BODY_BYTES`], sent as a relay request (the Rust client's
+    /// `client::transfer` sends and takes them).
+    Chunk(Chunk),
+    /// `{"abort": id}`: the sender gave transfer `id` up; a notification.
+    Abort(u32),
+}
+
+/// One chunk of a relayed transfer (`RelayChunk` in `api.d.ts`): chunks go
+/// out with `seq` 0, 1, 2, …; the first also says what the whole message is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "RelayChunk"))]
+pub struct Chunk {
+    /// The transfer, chosen by its sender.
+    pub id: u32,
+    /// The chunk's place in the transfer, from 0.
+    #[cfg_attr(test, ts(type = "number"))]
+    pub seq: u64,
+    /// The chunk's bytes.
+    #[serde(with = "base64_bytes")]
+    #[cfg_attr(test, ts(type = "string"))]
+    pub base64: Vec<u8>,
+    /// With `seq` 0: what the message is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub kind: Option<ChunkKind>,
+    /// With `seq` 0: whether the message is UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub text: Option<bool>,
+    /// With `seq` 0: the message's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional, type = "number"))]
+    pub size: Option<u64>,
+}
+
+/// What a transfer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkKind {
+    /// A broadcast; its last chunk is answered `null`.
+    Broadcast,
+    /// A unicast; its last chunk is answered with a [`UnicastAnswer`].
+    Unicast,
+    /// A unicast's reply, announced by [`UnicastAnswer::Chunked`].
+    Reply,
+}
+
+/// The answer to a relayed unicast (or to a chunked unicast's last chunk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(untagged)]
+pub enum UnicastAnswer {
+    /// The reply itself.
+    Body(Body),
+    /// `{"chunked": id}`: the reply is larger than [`MAX_BODY_BYTES`] and
+    /// comes as transfer `id` of kind [`ChunkKind::Reply`] from the target.
+    Chunked {
+        /// The reply's transfer id.
+        chunked: u32,
+    },
 }
 
 /// A WebRTC signal: a session description, an ICE candidate, or the news

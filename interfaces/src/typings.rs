@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use ts_rs::{Config, TS};
 
 use crate::payload::{
-    Body, IceCandidate, MAX_BODY_BYTES, NO_WEBRTC, RelayPayload, SdpType, SessionDescription, Signal,
+    Body, Chunk, ChunkKind, IceCandidate, MAX_BODY_BYTES, NO_WEBRTC, RelayPayload, SdpType, SessionDescription, Signal,
+    UnicastAnswer,
 };
 use crate::{Capability, ErrorCode, Exchange, GroupId, IceServer, JoinResult, ResumeResult, SessionFacts, UserId};
 
@@ -76,6 +77,9 @@ fn generated() -> Vec<(&'static str, String)> {
         ("SdpType.ts", ts(SdpType::export_to_string(&cfg))),
         ("IceCandidate.ts", ts(IceCandidate::export_to_string(&cfg))),
         ("RelayBody.ts", ts(Body::export_to_string(&cfg))),
+        ("RelayChunk.ts", ts(Chunk::export_to_string(&cfg))),
+        ("ChunkKind.ts", ts(ChunkKind::export_to_string(&cfg))),
+        ("UnicastAnswer.ts", ts(UnicastAnswer::export_to_string(&cfg))),
         ("constants.ts", constants_ts()),
         ("SessionFacts.ts", ts(SessionFacts::export_to_string(&cfg))),
         ("IceServer.ts", ts(IceServer::export_to_string(&cfg))),

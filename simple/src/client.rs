@@ -16,6 +16,8 @@
 //! Rust members ([`rtc`]) or, built without WebRTC, tells them so that they
 //! relay to it at once, and hands their broadcasts and unicasts to a
 //! [`MemberHandler`].
+//! Messages larger than one relay travel through the server in chunks
+//! ([`transfer`]), up to [`transfer::MAX_MESSAGE_BYTES`], both ways.
 //!
 //! ```no_run
 //! use jsonrpsee::core::{RpcResult, async_trait};
@@ -67,6 +69,7 @@
 
 mod member;
 pub mod rtc;
+pub mod transfer;
 mod transport;
 
 /// The relay payloads browsers and [`Member`] speak, from the contract.

@@ -18,6 +18,7 @@ use tokio::time::timeout;
 use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, PeerServer, SignalingClient, UserId};
 use webrtc_p2p_server::{Config, Server};
 use webrtc_p2p_simple::client::payload::{Body, MAX_BODY_BYTES, NO_WEBRTC};
+use webrtc_p2p_simple::client::transfer::MAX_MESSAGE_BYTES;
 use webrtc_p2p_simple::client::{Member, MemberHandler};
 use webrtc_p2p_simple::{Client, app_error};
 
@@ -335,7 +336,7 @@ async fn errors_the_member_finds_itself_carry_the_browser_codes() {
     assert_eq!(app_error(&to_self.unwrap_err()), Some(ErrorCode::UserNotFound));
     let to_outsider = rust.member.unicast(group, outsider.id, "you").await;
     assert_eq!(app_error(&to_outsider.unwrap_err()), Some(ErrorCode::UserNotFound));
-    let too_big = rust.member.broadcast(group, vec![0u8; MAX_BODY_BYTES + 1]).await;
+    let too_big = rust.member.broadcast(group, vec![0u8; MAX_MESSAGE_BYTES + 1]).await;
     assert_eq!(app_error(&too_big.unwrap_err()), Some(ErrorCode::LimitExceeded));
 
     // A member whose handler keeps the defaults answers MethodNotFound.
@@ -346,6 +347,37 @@ async fn errors_the_member_finds_itself_carry_the_browser_codes() {
     // The largest body goes through, both ways.
     let reply = within("unicast", deaf.unicast(group, rust.id(), vec![7u8; MAX_BODY_BYTES])).await.expect("reply");
     assert_eq!(reply.len(), MAX_BODY_BYTES);
+}
+
+#[tokio::test]
+async fn messages_larger_than_one_relay_travel_in_chunks_both_ways() {
+    let server = TestServer::start().await;
+    let mut a = Rust::connect(&server).await;
+    let mut b = Rust::connect(&server).await;
+    let group = within("create", a.member.create(None)).await.expect("create");
+    within("join", b.member.join(group)).await.expect("join");
+    assert_eq!(a.next().await, Heard::Joined(group, b.id()));
+
+    // Not a multiple of the chunk size, every byte value, and text with multi-byte characters.
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i: u32| (i % 251) as u8).collect();
+    within("broadcast", a.member.broadcast(group, bytes.clone())).await.expect("broadcast");
+    assert_eq!(b.next().await, Heard::Broadcast(group, a.id(), Body::Bytes(bytes.clone())));
+
+    let text = "größer ✓ ".repeat(200_000);
+    let reply = within("unicast", b.member.unicast(group, a.id(), text.clone())).await.expect("unicast");
+    assert_eq!(a.next().await, Heard::Unicast(group, b.id(), Body::Text(text.clone())));
+    assert_eq!(reply, Body::Text(format!("re:{text}")), "a reply larger than one relay comes back whole");
+
+    // A small request may get a large reply.
+    let mut reversed = bytes.clone();
+    reversed.reverse();
+    let small_request = vec![1u8; 10];
+    let reply = within("unicast", a.member.unicast(group, b.id(), small_request.clone())).await.expect("unicast");
+    assert_eq!(b.next().await, Heard::Unicast(group, a.id(), Body::Bytes(small_request)));
+    assert_eq!(reply, Body::Bytes(vec![1u8; 10]));
+    let reply = within("unicast", a.member.unicast(group, b.id(), bytes)).await.expect("unicast");
+    assert!(matches!(b.next().await, Heard::Unicast(..)));
+    assert_eq!(reply, Body::Bytes(reversed));
 }
 
 #[tokio::test]

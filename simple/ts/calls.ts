@@ -6,12 +6,10 @@
  */
 import type { Received, UserId } from '../../interfaces/api';
 import { ErrorCode, RpcError } from './errors';
-import type { Body } from './payload';
 
 /** A unicast waiting for its reply. */
 export interface Call {
   readonly peer: UserId;
-  readonly body: Body;
   readonly resolve: (reply: Received) => void;
   readonly reject: (error: RpcError) => void;
 }
@@ -20,7 +18,7 @@ export interface Call {
 const MAX_FRAME_ID = 0xffff_ffff;
 
 export class PendingCalls {
-  private readonly waiting = new Map<number, { readonly call: Call; readonly timer: ReturnType<typeof setTimeout> }>();
+  private readonly waiting = new Map<number, { readonly call: Call; timer: ReturnType<typeof setTimeout> | undefined }>();
   private lastId = 0;
 
   /** @param timeoutMs how long a call waits for its reply before it rejects with `RelayTimeout`. */
@@ -32,13 +30,29 @@ export class PendingCalls {
     return this.lastId;
   }
 
-  /** `call` went out as request `id`: it waits for the reply, or its timeout. */
-  wait(id: number, call: Call): void {
-    const timer = setTimeout(() => {
+  /**
+   * `call` goes out as request `id`: it waits for the reply; its timeout
+   * starts with `arm` (a chunked request may take a while to send).
+   */
+  expect(id: number, call: Call): void {
+    this.waiting.set(id, { call, timer: undefined });
+  }
+
+  /** Request `id` is all sent: from now on its reply has `timeoutMs` to come. */
+  arm(id: number): void {
+    const pending = this.waiting.get(id);
+    if (pending === undefined) return;
+    clearTimeout(pending.timer);
+    pending.timer = setTimeout(() => {
       this.waiting.delete(id);
-      call.reject(new RpcError(ErrorCode.RelayTimeout, `${call.peer} did not answer in time`));
+      pending.call.reject(new RpcError(ErrorCode.RelayTimeout, `${pending.call.peer} did not answer in time`));
     }, this.timeoutMs);
-    this.waiting.set(id, { call, timer });
+  }
+
+  /** The reply to request `id` is arriving in chunks: the transfer's own stall timeout applies. */
+  hold(peer: UserId, id: number): void {
+    const pending = this.waiting.get(id);
+    if (pending?.call.peer === peer) clearTimeout(pending.timer);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { JSONRPCErrorException } from 'json-rpc-2.0';
 import type * as api from '../../interfaces/api';
+import { NO_WEBRTC } from '../../typings/constants';
 import { ErrorCode as ProtocolCode } from '../../typings/ErrorCode';
 
 /**
@@ -17,7 +18,7 @@ export const ErrorCode = {
   ConnectionClosed: -32000,
   ...ProtocolCode,
   /** From one client to another: the answer of a member without WebRTC to an offer. */
-  NoWebRtc: -32011,
+  NoWebRtc: NO_WEBRTC,
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

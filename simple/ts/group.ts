@@ -5,26 +5,31 @@
  * Links come from the host's `openLink`, so all of this runs without a
  * browser in the unit tests.
  */
-import type { Data, GroupId, IGroup, LinkState, Received, RelayBody, UserId } from '../../interfaces/api';
+import type { Data, GroupId, IGroup, LinkState, Received, SendOptions, UserId } from '../../interfaces/api';
+import { PendingCalls, type Call } from './calls';
 import { mayBroadcast, mayLink, mayUnicast, type Rules } from './capability';
 import { ErrorCode, RpcError, toRpcError } from './errors';
-import { PendingCalls, type Call } from './calls';
 import type { Link, LinkFactory, Signal } from './link';
-import { Outboxes, type Outgoing } from './outbox';
+import { Outboxes, type Job, type Outgoing, finished, jobOf, progressOver, silentJob } from './outbox';
 import {
   type Body,
   type Frame,
   FrameKind,
-  decodeFrame,
+  type Message,
+  type ParsedChunk,
+  decodeChannelMessage,
   encodeFrame,
   errorBody,
   errorFromBody,
-  fromRelayBody,
   offerTaken,
   parseRelayed,
-  toBody,
+  parseUnicastAnswer,
+  toMessage,
   toRelayBody,
 } from './payload';
+import { ChannelTransfer, RelayTransfer } from './streams';
+import { ChunkedReplies, Transfers, type Whole } from './incoming';
+import { type Announcement, MessageKind, TransferIds } from './transfer';
 
 /** What a group needs from its service: this member, the server, links, and the knobs. */
 export interface GroupHost {
@@ -32,6 +37,8 @@ export interface GroupHost {
   readonly rtcConfig: RTCConfiguration;
   readonly connectTimeoutMs: number;
   readonly unicastTimeoutMs: number;
+  /** The largest message sent or taken, in bytes. */
+  readonly maxMessageBytes: number;
   readonly forceRelay: (peer: UserId) => boolean;
   /** Opens a link to one peer (an RTCPeerConnection in the browser). */
   readonly openLink: LinkFactory;
@@ -56,6 +63,15 @@ export class Group implements IGroup {
   private readonly outboxes = new Outboxes();
   /** Unicasts sent on a DataChannel, waiting for their reply frame. */
   private readonly calls: PendingCalls;
+  /** Transfers coming in on a DataChannel and through the server. */
+  private readonly channelIn: Transfers;
+  private readonly relayIn: Transfers;
+  /** Relayed transfers on their way out, per peer, to stop when it leaves. */
+  private readonly relayOut = new Map<UserId, Set<RelayTransfer>>();
+  /** Chunked replies to relayed unicasts. */
+  private readonly replies: ChunkedReplies;
+  private readonly channelIds = new TransferIds();
+  private readonly relayIds = new TransferIds();
   /** Members that left: a late relay from one of them must not bring it back. */
   private readonly departed = new Set<UserId>();
   /** Set once this member's view of the group is over: what its calls reject with from then on. */
@@ -80,6 +96,9 @@ export class Group implements IGroup {
     private readonly host: GroupHost,
   ) {
     this.calls = new PendingCalls(host.unicastTimeoutMs);
+    this.channelIn = new Transfers(host.maxMessageBytes);
+    this.relayIn = new Transfers(host.maxMessageBytes);
+    this.replies = new ChunkedReplies((peer, id) => this.relayIn.has(peer, id));
     this.rules = { owner, capability };
     this.memberList = [...members];
     this.reconcile();
@@ -105,7 +124,7 @@ export class Group implements IGroup {
     return this.links.get(member)?.state ?? 'closed';
   }
 
-  async broadcast(data: Data): Promise<void> {
+  async broadcast(data: Data, options: SendOptions = {}): Promise<void> {
     this.assertMember();
     const self = this.host.self;
     const others = this.memberList.filter((member) => member !== self);
@@ -113,13 +132,29 @@ export class Group implements IGroup {
     if (targets.length === 0 && others.length > 0) {
       throw new RpcError(ErrorCode.PermissionDenied, 'this capability lets this member broadcast to no one');
     }
-    const body = toBody(data);
-    // Relayed and queued sends copy nothing: the body must not change under them.
-    const stable = typeof body === 'string' ? body : body.slice();
-    for (const member of targets) this.dispatch(member, { kind: 'broadcast', body: stable });
+    const { signal, onprogress } = options;
+    signal?.throwIfAborted();
+    const message = toMessage(data, this.host.maxMessageBytes);
+    const progress = progressOver(message.size, targets.length, onprogress);
+    const sent = targets.map(
+      (peer) =>
+        new Promise<void>((resolve, reject) => {
+          const job = jobOf(signal, (bytes) => progress(peer, bytes), (error) => (error ? reject(error) : resolve()));
+          this.dispatch(peer, { kind: 'broadcast', message, job });
+        }),
+    );
+    const aborted = abortedPromise(signal);
+    try {
+      const results = await Promise.race([Promise.allSettled(sent), aborted.promise]);
+      const failed = results.find((result) => result.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+      if (targets.length === 0) onprogress?.(0, 0);
+    } finally {
+      aborted.dispose();
+    }
   }
 
-  unicast(target: UserId, data: Data): Promise<Received> {
+  unicast(target: UserId, data: Data, options: SendOptions = {}): Promise<Received> {
     return new Promise((resolve, reject) => {
       this.assertMember();
       if (!this.memberList.includes(target) || target === this.host.self) {
@@ -128,9 +163,35 @@ export class Group implements IGroup {
       if (!mayUnicast(this.rules, this.host.self, target)) {
         throw new RpcError(ErrorCode.PermissionDenied, `this capability forbids unicasts to ${target}`);
       }
-      const body = toBody(data);
-      const call: Call = { peer: target, body: typeof body === 'string' ? body : body.slice(), resolve, reject };
-      this.dispatch(target, { kind: 'unicast', call });
+      const { signal, onprogress } = options;
+      signal?.throwIfAborted();
+      const message = toMessage(data, this.host.maxMessageBytes);
+      // Stops the sending when the caller aborts, and when the call is
+      // over early (the target refused the message at its start).
+      const controller = new AbortController();
+      const onAbort = () => {
+        controller.abort(signal?.reason);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const settled = () => {
+        signal?.removeEventListener('abort', onAbort);
+        controller.abort();
+      };
+      const call: Call = {
+        peer: target,
+        resolve: (reply) => {
+          settled();
+          resolve(reply);
+        },
+        reject: (error) => {
+          settled();
+          reject(error);
+        },
+      };
+      const progress = progressOver(message.size, 1, onprogress);
+      const job = jobOf(controller.signal, (bytes) => progress(target, bytes), (error) => error && call.reject(error));
+      this.dispatch(target, { kind: 'unicast', message, job, call });
     });
   }
 
@@ -171,12 +232,16 @@ export class Group implements IGroup {
     const [first] = this.memberList;
     if (member === this.rules.owner && first !== undefined) this.rules = { ...this.rules, owner: first };
     this.closeLink(member);
+    this.relayIn.dropPeer(member);
     this.reconcile();
     this.onmemberleave?.(member);
   }
 
-  /** A `relay` from `from` arrived: a signal, a relayed broadcast, or a relayed unicast to answer. */
-  async onRelay(from: UserId, data: unknown): Promise<RelayBody | undefined> {
+  /**
+   * A `relay` from `from` arrived: a signal, a relayed broadcast, a relayed
+   * unicast to answer, or part of a transfer. Resolves with the answer.
+   */
+  async onRelay(from: UserId, data: unknown): Promise<unknown> {
     await this.handedOver;
     const message = parseRelayed(data);
     if (message === undefined) throw new RpcError(ErrorCode.InvalidParams, 'not a webrtc-p2p payload');
@@ -197,7 +262,12 @@ export class Group implements IGroup {
         this.deliver(from, message.body);
         return undefined;
       case 'unicast':
-        return toRelayBody(await this.answer(from, message.body));
+        return this.relayedAnswer(from, await this.answer(from, message.body));
+      case 'chunk':
+        return this.relayedChunk(from, message.chunk);
+      case 'abort':
+        this.relayIn.drop(from, message.id);
+        return undefined;
     }
   }
 
@@ -207,6 +277,8 @@ export class Group implements IGroup {
     this.ended = reason;
     this.release();
     for (const member of [...this.links.keys()]) this.closeLink(member);
+    this.relayIn.clear();
+    this.replies.clear(reason);
     this.host.forget(this);
   }
 
@@ -267,14 +339,16 @@ export class Group implements IGroup {
   }
 
   private linkChanged(peer: UserId, state: LinkState): void {
-    // The channel a request went out on is gone: its reply cannot come back.
     if (state !== 'direct') {
+      // The channel a request went out on is gone: its reply cannot come back.
       this.calls.failPeer(peer, new RpcError(ErrorCode.PeerGone, `the link to ${peer} closed before it answered`));
+      this.channelIn.dropPeer(peer);
     }
     if (state === 'closed') {
-      for (const message of this.outboxes.close(peer)) {
-        if (message.kind === 'unicast') message.call.reject(new RpcError(ErrorCode.PeerGone, `${peer} left`));
-      }
+      const gone = new RpcError(ErrorCode.PeerGone, `${peer} left`);
+      for (const message of this.outboxes.close(peer)) this.fail(message, gone);
+      for (const transfer of this.relayOut.get(peer) ?? []) transfer.stop(gone);
+      this.relayOut.delete(peer);
     } else if (state !== 'connecting') {
       for (const message of this.outboxes.release(peer)) this.dispatch(peer, message);
     }
@@ -282,47 +356,204 @@ export class Group implements IGroup {
   }
 
   /** Sends one message to one peer by the route its link offers now. */
-  private dispatch(peer: UserId, message: Outgoing): void {
+  private dispatch(peer: UserId, outgoing: Outgoing): void {
+    if (outgoing.job.signal?.aborted === true) return;
     const link = this.links.get(peer);
     if (link === undefined) {
-      if (message.kind === 'unicast') message.call.reject(new RpcError(ErrorCode.PeerGone, `no link to ${peer}`));
+      this.fail(outgoing, new RpcError(ErrorCode.PeerGone, `no link to ${peer}`));
       return;
     }
     if (link.state === 'connecting') {
-      this.outboxes.hold(peer, message);
+      this.outboxes.hold(peer, outgoing);
+      // A message that fits one frame counts as handed over once queued, as before transfers existed.
+      if (outgoing.message.bytes === undefined) finished(outgoing);
       return;
     }
-    if (link.state === 'direct' && this.sendDirect(link, message)) return;
-    this.sendRelayed(peer, message);
+    if (link.state === 'direct' && this.sendDirect(peer, link, outgoing)) return;
+    this.sendRelayed(peer, outgoing);
   }
 
-  private sendDirect(link: Link, message: Outgoing): boolean {
-    if (message.kind === 'broadcast') return link.send(encodeFrame({ kind: FrameKind.Broadcast, id: 0, body: message.body }));
-    const id = this.calls.nextId();
-    if (!link.send(encodeFrame({ kind: FrameKind.Request, id, body: message.call.body }))) return false;
-    this.calls.wait(id, message.call);
-    return true;
-  }
-
-  private sendRelayed(peer: UserId, message: Outgoing): void {
-    if (message.kind === 'broadcast') {
-      this.host.notify('relay', [this.groupId, peer, { broadcast: toRelayBody(message.body) }]);
-      return;
+  private sendDirect(peer: UserId, link: Link, outgoing: Outgoing): boolean {
+    const { message } = outgoing;
+    const requestId = outgoing.kind === 'unicast' ? this.calls.nextId() : 0;
+    if (message.bytes === undefined) {
+      const kind = outgoing.kind === 'unicast' ? FrameKind.Request : FrameKind.Broadcast;
+      if (!link.send(encodeFrame({ kind, id: requestId, body: message.body }))) return false;
+      if (outgoing.kind === 'unicast') {
+        this.calls.expect(requestId, outgoing.call);
+        this.calls.arm(requestId);
+      }
+      finished(outgoing);
+      return true;
     }
-    const { call } = message;
-    this.host.call('relay', [this.groupId, peer, { unicast: toRelayBody(call.body) }]).then(
-      (result) => {
-        const reply = fromRelayBody(result);
-        if (reply === undefined) call.reject(new RpcError(ErrorCode.InternalError, 'malformed unicast reply'));
-        else call.resolve(reply);
+    const announcement: Announcement = {
+      kind: outgoing.kind === 'unicast' ? MessageKind.Request : MessageKind.Broadcast,
+      requestId,
+      text: typeof message.body === 'string',
+      size: message.size,
+    };
+    const job: Job = {
+      signal: outgoing.job.signal,
+      progress: (sent) => outgoing.job.progress(sent),
+      finish: (error) => {
+        outgoing.job.finish(error);
+        if (error === undefined && outgoing.kind === 'unicast') this.calls.arm(requestId);
       },
-      (error: unknown) => call.reject(toRpcError(error)),
-    );
+    };
+    const transfer = new ChannelTransfer(this.channelIds.next(), announcement, message.bytes, job, () => {
+      // A broadcast starts over through the server; a unicast's call has
+      // failed with the link already (PeerGone).
+      if (this.links.get(peer)?.state === 'relayed' && outgoing.kind === 'broadcast') this.sendRelayed(peer, outgoing);
+      else outgoing.job.finish(new RpcError(ErrorCode.PeerGone, `the link to ${peer} closed mid-transfer`));
+    });
+    if (outgoing.kind === 'unicast') this.calls.expect(requestId, outgoing.call);
+    return link.stream(transfer);
+  }
+
+  private sendRelayed(peer: UserId, outgoing: Outgoing): void {
+    const { message } = outgoing;
+    if (message.bytes === undefined) {
+      const body = toRelayBody(message.body);
+      if (outgoing.kind === 'broadcast') {
+        this.host.notify('relay', [this.groupId, peer, { broadcast: body }]);
+      } else {
+        const { call } = outgoing;
+        this.host.call('relay', [this.groupId, peer, { unicast: body }]).then(
+          (answer) => this.unicastAnswered(peer, call, answer),
+          (error: unknown) => call.reject(toRpcError(error)),
+        );
+      }
+      finished(outgoing);
+      return;
+    }
+    const kind = outgoing.kind === 'unicast' ? MessageKind.Request : MessageKind.Broadcast;
+    const announcement: Announcement = { kind, requestId: 0, text: typeof message.body === 'string', size: message.size };
+    const lastAnswer = (answer: unknown) => {
+      if (outgoing.kind === 'unicast') this.unicastAnswered(peer, outgoing.call, answer);
+    };
+    this.relayTransfer(peer, announcement, message.bytes, outgoing.job, lastAnswer);
+  }
+
+  /** Starts a relayed transfer to `peer`; it is stopped (PeerGone) if the link to it closes. */
+  private relayTransfer(
+    peer: UserId,
+    announcement: Announcement,
+    bytes: Uint8Array,
+    job: Job,
+    lastAnswer: (answer: unknown) => void,
+  ): number {
+    const id = this.relayIds.next();
+    const route = {
+      call: (data: unknown) => this.host.call('relay', [this.groupId, peer, data]),
+      notify: (data: unknown) => this.host.notify('relay', [this.groupId, peer, data]),
+    };
+    const active = this.relayOut.get(peer) ?? new Set<RelayTransfer>();
+    this.relayOut.set(peer, active);
+    const tracked: Job = {
+      signal: job.signal,
+      progress: (sent) => job.progress(sent),
+      finish: (error) => {
+        active.delete(transfer);
+        job.finish(error);
+      },
+    };
+    const transfer = new RelayTransfer(id, announcement, bytes, route, tracked, lastAnswer);
+    active.add(transfer);
+    transfer.start();
+    return id;
+  }
+
+  /** The answer to a relayed unicast: its reply, or the id of the transfer that carries it. */
+  private unicastAnswered(peer: UserId, call: Call, answer: unknown): void {
+    const parsed = parseUnicastAnswer(answer);
+    if (parsed === undefined) {
+      call.reject(new RpcError(ErrorCode.InternalError, 'malformed unicast reply'));
+    } else if ('body' in parsed) {
+      call.resolve(parsed.body);
+    } else {
+      this.replies.wait(peer, parsed.transfer, call);
+    }
+  }
+
+  /** What a relayed unicast is answered with: the reply, or the transfer that carries it. */
+  private relayedAnswer(to: UserId, reply: Message): unknown {
+    if (reply.bytes === undefined) return toRelayBody(reply.body);
+    const announcement: Announcement = {
+      kind: MessageKind.Reply,
+      requestId: 0,
+      text: typeof reply.body === 'string',
+      size: reply.size,
+    };
+    const id = this.relayTransfer(to, announcement, reply.bytes, silentJob(), () => undefined);
+    return { chunked: id };
+  }
+
+  /** One relayed chunk: held, and once the message is whole, handled. Resolves with the chunk's answer. */
+  private async relayedChunk(from: UserId, chunk: ParsedChunk): Promise<unknown> {
+    if (chunk.announcement !== undefined) this.relayIn.start(from, chunk.id, chunk.announcement, () => undefined);
+    const whole = this.relayIn.add(from, chunk.id, chunk.bytes, chunk.seq);
+    if (whole === undefined) return null;
+    switch (whole.announcement.kind) {
+      case MessageKind.Request:
+        return this.relayedAnswer(from, await this.answer(from, whole.body));
+      case MessageKind.Reply:
+        this.replies.arrived(from, chunk.id, whole.body);
+        return null;
+      default:
+        this.deliver(from, whole.body);
+        return null;
+    }
+  }
+
+  private fail(outgoing: Outgoing, error: RpcError): void {
+    outgoing.job.finish(error);
+    if (outgoing.kind === 'unicast') outgoing.call.reject(error);
   }
 
   private onFrame(peer: UserId, data: unknown): void {
-    const frame = decodeFrame(data);
-    if (frame === undefined) return;
+    const message = decodeChannelMessage(data);
+    if (message === undefined) return;
+    switch (message.kind) {
+      case 'frame':
+        this.onWholeFrame(peer, message.frame);
+        return;
+      case 'start': {
+        const { kind, requestId } = message.announcement;
+        // A reply that stops coming fails its unicast now, not at its timeout.
+        const stalled = () => {
+          if (kind !== MessageKind.Reply) return;
+          const error = new RpcError(ErrorCode.RelayTimeout, `${peer} stopped sending its reply`);
+          this.calls.settle(peer, requestId, { error });
+        };
+        try {
+          this.channelIn.start(peer, message.id, message.announcement, stalled);
+          if (kind === MessageKind.Reply) this.calls.hold(peer, requestId);
+        } catch (error) {
+          if (kind !== MessageKind.Request) return;
+          const body = errorBody(toRpcError(error));
+          this.links.get(peer)?.send(encodeFrame({ kind: FrameKind.Error, id: requestId, body }));
+        }
+        return;
+      }
+      case 'chunk': {
+        let whole: Whole | undefined;
+        try {
+          whole = this.channelIn.add(peer, message.id, message.bytes);
+        } catch {
+          return; // A broken transfer is dropped; a request's sender times out.
+        }
+        if (whole === undefined) return;
+        const { kind, requestId } = whole.announcement;
+        this.onWholeFrame(peer, { kind: kind as number as FrameKind, id: requestId, body: whole.body });
+        return;
+      }
+      case 'abort':
+        this.channelIn.drop(peer, message.id);
+        return;
+    }
+  }
+
+  private onWholeFrame(peer: UserId, frame: Frame): void {
     switch (frame.kind) {
       case FrameKind.Broadcast:
         this.deliver(peer, frame.body);
@@ -336,18 +567,33 @@ export class Group implements IGroup {
       case FrameKind.Error:
         this.calls.settle(peer, frame.id, { error: errorFromBody(frame.body) });
         return;
+      default:
+        return;
     }
   }
 
   private async answerFrame(peer: UserId, request: Frame): Promise<void> {
-    let reply: Frame;
+    let reply: Message;
     try {
-      reply = { kind: FrameKind.Reply, id: request.id, body: await this.answer(peer, request.body) };
+      reply = await this.answer(peer, request.body);
     } catch (error) {
-      reply = { kind: FrameKind.Error, id: request.id, body: errorBody(toRpcError(error)) };
+      const body = errorBody(toRpcError(error));
+      this.links.get(peer)?.send(encodeFrame({ kind: FrameKind.Error, id: request.id, body }));
+      return;
     }
     // A reply whose link died on the way is lost; the caller's timeout tells it.
-    this.links.get(peer)?.send(encodeFrame(reply));
+    const link = this.links.get(peer);
+    if (reply.bytes === undefined) {
+      link?.send(encodeFrame({ kind: FrameKind.Reply, id: request.id, body: reply.body }));
+      return;
+    }
+    const announcement: Announcement = {
+      kind: MessageKind.Reply,
+      requestId: request.id,
+      text: typeof reply.body === 'string',
+      size: reply.size,
+    };
+    link?.stream(new ChannelTransfer(this.channelIds.next(), announcement, reply.bytes, silentJob(), () => undefined));
   }
 
   private deliver(from: UserId, body: Body): void {
@@ -356,7 +602,7 @@ export class Group implements IGroup {
   }
 
   /** The reply of this member's `onunicast` to a unicast from `from`. */
-  private async answer(from: UserId, body: Body): Promise<Body> {
+  private async answer(from: UserId, body: Body): Promise<Message> {
     if (this.ended !== undefined) throw this.ended;
     if (!mayUnicast(this.rules, from, this.host.self)) {
       throw new RpcError(ErrorCode.PermissionDenied, 'this capability forbids unicasts between these members');
@@ -369,11 +615,20 @@ export class Group implements IGroup {
     } catch (error) {
       throw new RpcError(ErrorCode.InternalError, error instanceof Error ? error.message : String(error));
     }
-    const replyBody = toBody(reply);
-    return typeof replyBody === 'string' ? replyBody : replyBody.slice();
+    return toMessage(reply, this.host.maxMessageBytes);
   }
 
   private assertMember(): void {
     if (this.ended !== undefined) throw this.ended;
   }
+}
+
+/** A promise that rejects with `signal.reason` when it aborts; `dispose` stops listening. */
+function abortedPromise(signal: AbortSignal | undefined): { promise: Promise<never>; dispose(): void } {
+  let onAbort = () => undefined as void;
+  const promise = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal?.reason);
+  });
+  signal?.addEventListener('abort', onAbort, { once: true });
+  return { promise, dispose: () => signal?.removeEventListener('abort', onAbort) };
 }

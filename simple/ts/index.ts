@@ -8,11 +8,18 @@
  * - `group.ts`: one group: members and owner, which peers get a link
  *   (topology), broadcast/unicast routing. Browser-free: links come from
  *   the host (unit tests: frontend/tests/*.unit.test.mjs).
- * - `outbox.ts`: per peer, the messages waiting while its link connects.
+ * - `outbox.ts`: per peer, the messages waiting while its link connects;
+ *   the `Job` a message reports progress and its end to.
+ * - `incoming.ts`: transfers being put back together, per path, and
+ *   chunked replies meeting their relayed unicasts.
  * - `calls.ts`: DataChannel unicasts waiting for their reply (correlation by frame id).
  * - `link.ts`: `Link`, what a group routes by; `RtcLink`, one
  *   RTCPeerConnection + DataChannel with perfect negotiation.
- * - `payload.ts`: DataChannel frames and relayed bodies (client ↔ client).
+ * - `transfer.ts`: large messages: cutting into chunks (`Slicer`), putting
+ *   back together (`Assembly`), the chunk sizes and limits.
+ * - `streams.ts`: one transfer to one peer: `ChannelTransfer` (fed to the
+ *   DataChannel as it drains), `RelayTransfer` (relayed, 2 chunks unanswered).
+ * - `payload.ts`: DataChannel frames and relayed bodies and chunks (client ↔ client).
  * - `wire.ts`: the server's messages, checked (client ↔ server).
  * - `capability.ts`: capability bits and the pair rule.
  * - `errors.ts`: `RpcError` and its codes (built on typings/ErrorCode.ts).
@@ -22,6 +29,7 @@
 export { GroupCapability } from './capability';
 export { ErrorCode, RpcError } from './errors';
 export { MAX_BODY_BYTES } from './payload';
+export { DEFAULT_MAX_MESSAGE_BYTES } from './transfer';
 export { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_UNICAST_TIMEOUT_MS, SimpleService } from './service';
 export type {
   Data,
@@ -32,6 +40,7 @@ export type {
   IServiceInfo,
   LinkState,
   Received,
+  SendOptions,
   ServiceOptions,
   UserId,
 } from '../../interfaces/api';
@@ -53,3 +62,10 @@ export type EnumsMatchContract = [
   >,
   Proof<Same<Values<typeof import('./errors').ErrorCode>, Values<typeof import('../../interfaces/api').ErrorCode>>>,
 ];
+
+// The contract's chunk of a relayed transfer is the one generated from the
+// Rust client's (typings/), member for member.
+type Writable<T> = { -readonly [K in keyof T]: T[K] };
+export type ChunksMatchProtocol = Proof<
+  Same<Writable<import('../../interfaces/api').RelayChunk>, import('../../typings/RelayChunk').RelayChunk>
+>;

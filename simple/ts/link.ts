@@ -32,7 +32,22 @@ export interface LinkEvents {
 export interface Link {
   /** 'connecting' until P2P works ('direct') or gives up ('relayed'); 'closed' once closed. */
   readonly state: LinkState;
+  /**
+   * Sends (or queues, while the channel drains) one message on the channel.
+   * False when the link is not direct, when the message is larger than the
+   * channel takes (the caller relays that one message), or when the channel
+   * turns out to be dead (the link then falls back to relay).
+   */
   send(message: Uint8Array<ArrayBuffer>): boolean;
+  /**
+   * Sends the frames of `source` as the channel has room for them, taking
+   * turns with the other sources and after any `send` waiting (so a large
+   * transfer never holds back small messages for long). False when the link
+   * is not direct. When the link stops being direct before the source is
+   * done, the source is dropped and told (`interrupted`).
+   */
+  stream(source: FrameSource): boolean;
+  /** Applies a signal from the peer, after every signal that came before it. */
   receive(signal: Signal): void;
   /**
    * The peer said it will not negotiate (it has no WebRTC): relay from now
@@ -43,6 +58,18 @@ export interface Link {
   close(): void;
 }
 
+/** Frames made on demand: the chunks of a transfer exist only once the channel has room. */
+export interface FrameSource {
+  /**
+   * The next frame, to be sent at once (it may be overwritten by the next
+   * call: `RTCDataChannel.send` copies); undefined once the source is done
+   * (it is then dropped).
+   */
+  next(): Uint8Array<ArrayBuffer> | undefined;
+  /** The link stopped being direct before the source was done. */
+  interrupted(): void;
+}
+
 /** Opens a link; `RtcLink` in the browser, a stand-in in the unit tests. */
 export type LinkFactory = (peer: UserId, options: LinkOptions, events: LinkEvents) => Link;
 
@@ -50,11 +77,12 @@ export type LinkFactory = (peer: UserId, options: LinkOptions, events: LinkEvent
 const CHANNEL_LABEL = 'webrtc-p2p';
 /**
  * Past this many bytes queued in the channel, messages wait in the link
- * (Chromium's `send()` throws once 16 MiB are queued) until the channel
- * drains below the low-water mark.
+ * (Chromium's `send()` throws, and closes the channel, once 16 MiB are
+ * queued) until the channel drains below the low-water mark. Small, so that
+ * a small message queued behind a transfer's chunks waits ~10 ms, not ~100.
  */
-const CHANNEL_HIGH_WATER_BYTES = 4 * 1024 * 1024;
-const CHANNEL_LOW_WATER_BYTES = 1024 * 1024;
+const CHANNEL_HIGH_WATER_BYTES = 256 * 1024;
+const CHANNEL_LOW_WATER_BYTES = 64 * 1024;
 
 export class RtcLink implements Link {
   /** 'connecting' until the channel opens ('direct') or P2P gives up ('relayed'). */
@@ -69,6 +97,8 @@ export class RtcLink implements Link {
   private readonly pendingCandidates: RTCIceCandidateInit[] = [];
   /** Messages waiting for the channel to drain, in send order. */
   private readonly backlog: Uint8Array<ArrayBuffer>[] = [];
+  /** Transfers sending on the channel, in turn: the one at the front goes next. */
+  private readonly sources: FrameSource[] = [];
   /** Incoming signals are applied one after the other, in arrival order. */
   private signals: Promise<void> = Promise.resolve();
   private readonly connectTimer: ReturnType<typeof setTimeout>;
@@ -111,6 +141,14 @@ export class RtcLink implements Link {
     this.backlog.push(message);
     this.drain(channel);
     return this.state === 'direct';
+  }
+
+  stream(source: FrameSource): boolean {
+    const channel = this.channel;
+    if (this.state !== 'direct' || channel === undefined) return false;
+    this.sources.push(source);
+    this.drain(channel);
+    return true;
   }
 
   receive(signal: Signal): void {
@@ -207,13 +245,32 @@ export class RtcLink implements Link {
   private drain(channel: RTCDataChannel): void {
     try {
       for (let next = this.backlog[0]; next !== undefined; next = this.backlog[0]) {
-        if (channel.bufferedAmount + next.byteLength > CHANNEL_HIGH_WATER_BYTES) return;
+        // At or below the low-water mark a message always goes: no
+        // 'bufferedamountlow' would come to send it later.
+        const full = channel.bufferedAmount + next.byteLength > CHANNEL_HIGH_WATER_BYTES;
+        if (full && channel.bufferedAmount > CHANNEL_LOW_WATER_BYTES) return;
         channel.send(next);
         this.backlog.shift();
+      }
+      while (channel.bufferedAmount < CHANNEL_HIGH_WATER_BYTES) {
+        const frame = this.nextChunk();
+        if (frame === undefined) return;
+        channel.send(frame);
       }
     } catch {
       this.fallBack();
     }
+  }
+
+  /** A frame of the source whose turn it is; that source goes to the back. */
+  private nextChunk(): Uint8Array<ArrayBuffer> | undefined {
+    for (let source = this.sources.shift(); source !== undefined; source = this.sources.shift()) {
+      const frame = source.next();
+      if (frame === undefined) continue;
+      this.sources.push(source);
+      return frame;
+    }
+    return undefined;
   }
 
   /**
@@ -231,6 +288,7 @@ export class RtcLink implements Link {
   private shutDown(): void {
     clearTimeout(this.connectTimer);
     this.backlog.length = 0;
+    for (const source of this.sources.splice(0)) source.interrupted();
     if (this.channel !== undefined) this.channel.onclose = null;
     this.pc.close();
   }

@@ -18,6 +18,7 @@ import { ErrorCode, RpcError, toRpcError } from './errors';
 import { generateCertificate, withCertificate } from './certificate';
 import { Group, type GroupHost } from './group';
 import { RtcLink } from './link';
+import { DEFAULT_MAX_MESSAGE_BYTES } from './transfer';
 import { parseGroupEvent, parseId, parseIds, parseJoinResult, parseRelayRequest } from './wire';
 
 /** How long a link may stay 'connecting' before its messages go through the server. */
@@ -184,6 +185,7 @@ export class SimpleService implements IService {
       },
       connectTimeoutMs: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       unicastTimeoutMs: this.options.unicastTimeoutMs ?? DEFAULT_UNICAST_TIMEOUT_MS,
+      maxMessageBytes: this.options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
       forceRelay: this.options.forceRelay ?? (() => false),
       openLink: (_peer, options, events) => new RtcLink(options, events),
       call: (method, params) => this.call(method, params),

@@ -7,6 +7,10 @@
 //! with [`NO_WEBRTC`](super::payload::NO_WEBRTC) and tells each member it
 //! may talk to `{"webrtc": false}`, so browsers relay to it at once instead
 //! of waiting for their connect timeout.
+//! Messages larger than one relay go and come through the server as chunked
+//! transfers ([`transfer`](super::transfer)), replies too, also to members
+//! it has a DataChannel with (a reply to a unicast that came over a
+//! DataChannel stays within one relay's worth).
 //!
 //! It keeps each group's capability and member list (the owner first, as the
 //! server lists them) and applies the capability as the browsers do: its
@@ -14,9 +18,13 @@
 //! capability forbids is dropped (broadcasts) or refused (unicasts).
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
 
 use dashmap::DashMap;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use jsonrpsee::core::client::Error;
 use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
@@ -27,8 +35,9 @@ use webrtc_p2p_interfaces::{
     Capability, ErrorCode, Exchange, GroupId, JoinResult, PeerServer, SignalingClient, UserId,
 };
 
-use super::payload::{Body, MAX_BODY_BYTES, RelayPayload, Signal, no_webrtc};
+use super::payload::{Body, ChunkKind, MAX_BODY_BYTES, RelayPayload, Signal, UnicastAnswer, no_webrtc};
 use super::rtc::{Answer, Delivered, Inbound, LinkState, Mesh, Outgoing, RtcConfig, local};
+use super::transfer::{self, Assemblies, MAX_MESSAGE_BYTES, Replies, STALL_TIMEOUT, TransferKey};
 use super::{Client, ClientBuilder, ConnectError, Disconnected};
 use crate::wire::code::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
 
@@ -117,9 +126,21 @@ struct Shared {
     groups: DashMap<GroupId, Slot>,
     /// The links to the other members; `None` without WebRTC.
     mesh: Option<Mesh>,
+    /// Large messages coming in, and chunked replies to our unicasts.
+    incoming: Mutex<Assemblies>,
+    replies: Mutex<Replies>,
+    /// The id of this member's next transfer.
+    transfer_ids: AtomicU32,
 }
 
 impl Shared {
+    /// Drops incoming transfers and unclaimed replies that stalled.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).sweep(now);
+        self.replies.lock().unwrap_or_else(|e| e.into_inner()).sweep(now);
+    }
+
     /// A copy of the group's view, once any `join` of it has finished.
     async fn view(&self, group_id: GroupId) -> Option<View> {
         let slot = self.groups.get(&group_id).map(|slot| slot.clone())?;
@@ -197,7 +218,10 @@ impl<H: MemberHandler> Inbound for Delivery<H> {
                 return Err(ErrorCode::PermissionDenied.into());
             }
             let reply = handler.on_unicast(group_id, from, body).await?;
-            check_size(&reply).map_err(ErrorObjectOwned::from)?;
+            // A link carries one frame per reply, at most one relay's worth.
+            if reply.len() > MAX_BODY_BYTES {
+                return Err(ErrorCode::LimitExceeded.into());
+            }
             Ok(reply)
         })
     }
@@ -233,25 +257,38 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
             // candidates would follow an offer of ours); the answer refuses.
             RelayPayload::Signal(_) => Err(no_webrtc()),
             RelayPayload::Broadcast(body) => {
-                let view = self.shared.view(group_id).await;
-                match (view, me) {
-                    (Some(view), Some(me)) if view.may_broadcast(from, me) => {
-                        self.handler.on_broadcast(group_id, from, body);
-                    }
-                    _ => debug!(%group_id, %from, "dropped a broadcast the group does not allow"),
-                }
+                self.broadcast_in(group_id, from, me, body).await;
                 Ok(RawValue::NULL.to_owned())
             }
-            RelayPayload::Unicast(body) => {
-                let (Some(view), Some(me)) = (self.shared.view(group_id).await, me) else {
-                    return Err(ErrorCode::NotAMember.into());
-                };
-                if !view.may_unicast(from, me) {
-                    return Err(ErrorCode::PermissionDenied.into());
+            RelayPayload::Unicast(body) => self.unicast_in(group_id, from, me, body).await,
+            RelayPayload::Chunk(chunk) => {
+                let key = (group_id, from, chunk.id);
+                let whole = self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).accept(
+                    key,
+                    chunk,
+                    MAX_MESSAGE_BYTES,
+                    Instant::now(),
+                )?;
+                match whole {
+                    None => Ok(RawValue::NULL.to_owned()),
+                    Some((ChunkKind::Broadcast, body)) => {
+                        self.broadcast_in(group_id, from, me, body).await;
+                        Ok(RawValue::NULL.to_owned())
+                    }
+                    Some((ChunkKind::Unicast, body)) => self.unicast_in(group_id, from, me, body).await,
+                    Some((ChunkKind::Reply, body)) => {
+                        self.shared.replies.lock().unwrap_or_else(|e| e.into_inner()).arrived(
+                            key,
+                            body,
+                            Instant::now(),
+                        );
+                        Ok(RawValue::NULL.to_owned())
+                    }
                 }
-                let reply = self.handler.on_unicast(group_id, from, body).await?;
-                check_size(&reply).map_err(ErrorObjectOwned::from)?;
-                to_raw_value(&reply).map_err(|e| ErrorObject::owned(INTERNAL_ERROR, e.to_string(), None::<()>))
+            }
+            RelayPayload::Abort(id) => {
+                self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).abort((group_id, from, id));
+                Ok(RawValue::NULL.to_owned())
             }
         }
     }
@@ -277,6 +314,7 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
     }
 
     async fn member_left(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()> {
+        self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).forget(group_id, user_id);
         let Some(slot) = self.shared.groups.get(&group_id).map(|s| s.clone()) else { return Ok(()) };
         {
             let mut view = slot.write().await;
@@ -291,9 +329,89 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
     }
 }
 
-/// Past [`MAX_BODY_BYTES`] a body is `LimitExceeded`, as in the browser.
+impl<H: MemberHandler> Adapter<H> {
+    /// A whole broadcast from `from`: to the handler, if the group allows it.
+    async fn broadcast_in(&self, group_id: GroupId, from: UserId, me: Option<UserId>, body: Body) {
+        match (self.shared.view(group_id).await, me) {
+            (Some(view), Some(me)) if view.may_broadcast(from, me) => self.handler.on_broadcast(group_id, from, body),
+            _ => debug!(%group_id, %from, "dropped a broadcast the group does not allow"),
+        }
+    }
+
+    /// A whole unicast from `from`: the handler's reply, as the answer; a
+    /// reply larger than one relay goes as a transfer the answer names.
+    async fn unicast_in(
+        &self,
+        group_id: GroupId,
+        from: UserId,
+        me: Option<UserId>,
+        body: Body,
+    ) -> RpcResult<Box<RawValue>> {
+        let (Some(view), Some(me)) = (self.shared.view(group_id).await, me) else {
+            return Err(ErrorCode::NotAMember.into());
+        };
+        if !view.may_unicast(from, me) {
+            return Err(ErrorCode::PermissionDenied.into());
+        }
+        let reply = self.handler.on_unicast(group_id, from, body).await?;
+        check_size(&reply).map_err(ErrorObjectOwned::from)?;
+        let answer = if reply.len() <= MAX_BODY_BYTES {
+            UnicastAnswer::Body(reply)
+        } else {
+            let client = self.shared.client.get().and_then(Weak::upgrade);
+            let Some(client) = client else { return Err(ErrorCode::PeerGone.into()) };
+            let id = self.shared.transfer_ids.fetch_add(1, Ordering::Relaxed);
+            // Sent after this answer is on its way; the requester takes the
+            // chunks in either order.
+            tokio::spawn(async move {
+                if let Err(e) = send_transfer(&client, group_id, from, id, ChunkKind::Reply, &reply).await {
+                    debug!(%group_id, %from, error = %e, "a chunked reply did not get through");
+                }
+            });
+            UnicastAnswer::Chunked { chunked: id }
+        };
+        to_raw_value(&answer).map_err(|e| ErrorObject::owned(INTERNAL_ERROR, e.to_string(), None::<()>))
+    }
+}
+
+/// Past [`MAX_MESSAGE_BYTES`] a body is `LimitExceeded`, as in the browser.
 fn check_size(body: &Body) -> Result<(), ErrorCode> {
-    if body.len() > MAX_BODY_BYTES { Err(ErrorCode::LimitExceeded) } else { Ok(()) }
+    if body.len() > MAX_MESSAGE_BYTES { Err(ErrorCode::LimitExceeded) } else { Ok(()) }
+}
+
+/// Relays `body` to `target` as transfer `id`, at most
+/// [`transfer::WINDOW`] chunks unanswered; resolves with the answer to the
+/// last chunk. On an error the peer is told to drop what it holds.
+async fn send_transfer(
+    client: &Client,
+    group_id: GroupId,
+    target: UserId,
+    id: u32,
+    kind: ChunkKind,
+    body: &Body,
+) -> Result<Box<RawValue>, Error> {
+    let sent = async {
+        let mut unanswered = FuturesOrdered::new();
+        let mut last = RawValue::NULL.to_owned();
+        for chunk in transfer::chunks(id, kind, body) {
+            if unanswered.len() == transfer::WINDOW
+                && let Some(answer) = unanswered.next().await
+            {
+                last = answer?;
+            }
+            let payload = to_raw_value(&RelayPayload::Chunk(chunk))?;
+            unanswered.push_back(client.relay(group_id, target, payload));
+        }
+        while let Some(answer) = unanswered.next().await {
+            last = answer?;
+        }
+        Ok::<_, Error>(last)
+    }
+    .await;
+    if sent.is_err() {
+        let _ = client.relay_notification(group_id, target, &RelayPayload::Abort(id)).await;
+    }
+    sent
 }
 
 /// [`Member::connect`] failed.
@@ -383,7 +501,15 @@ impl MemberBuilder {
     /// Connects to `url` (e.g. `ws://127.0.0.1:3001/ws`) and calls `init`.
     pub async fn connect(self, url: &str, handler: impl MemberHandler) -> Result<Member, StartError> {
         let mesh = (!self.no_webrtc).then(|| Mesh::new(self.rtc));
-        let shared = Arc::new(Shared { me: OnceLock::new(), client: OnceLock::new(), groups: DashMap::new(), mesh });
+        let shared = Arc::new(Shared {
+            me: OnceLock::new(),
+            client: OnceLock::new(),
+            groups: DashMap::new(),
+            mesh,
+            incoming: Mutex::default(),
+            replies: Mutex::default(),
+            transfer_ids: AtomicU32::new(0),
+        });
         let handler = Arc::new(handler);
         let adapter = Adapter { shared: shared.clone(), handler: handler.clone() };
         let client = Arc::new(self.client.connect(url, adapter).await?);
@@ -394,6 +520,15 @@ impl MemberBuilder {
         if let Some(mesh) = &shared.mesh {
             mesh.start(id, Arc::downgrade(&client), Arc::new(Delivery { shared: Arc::downgrade(&shared), handler }));
         }
+        // Stalled transfers are dropped while the member lives.
+        let swept = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(STALL_TIMEOUT / 3).await;
+                let Some(shared) = swept.upgrade() else { break };
+                shared.sweep();
+            }
+        });
         Ok(Member { id, client, shared })
     }
 }
@@ -508,6 +643,15 @@ impl Member {
             return Err(local(ErrorCode::PermissionDenied, message));
         }
         let body = self.body(data)?;
+        if body.len() > MAX_BODY_BYTES {
+            // Links carry at most one relay's worth: larger messages go
+            // through the server as transfers.
+            for target in targets {
+                let id = self.shared.transfer_ids.fetch_add(1, Ordering::Relaxed);
+                send_transfer(&self.client, group_id, target, id, ChunkKind::Broadcast, &body).await?;
+            }
+            return Ok(());
+        }
         let payload = to_raw_value(&RelayPayload::Broadcast(body.clone()))?;
         for target in targets {
             // On the link to the target, which relays it when it must.
@@ -536,17 +680,40 @@ impl Member {
             return Err(local(ErrorCode::PermissionDenied, format!("this capability forbids unicasts to {target}")));
         }
         let body = self.body(data)?;
-        if let Some(mesh) = &self.shared.mesh {
-            let (reply_to, reply) = oneshot::channel();
-            if mesh.send(group_id, target, Outgoing::Unicast(body.clone(), reply_to)).is_ok() {
-                return reply.await.unwrap_or_else(|_| Err(local(ErrorCode::PeerGone, format!("{target} left"))));
+        let answer = if body.len() > MAX_BODY_BYTES {
+            // As for broadcasts: through the server, as a transfer.
+            let id = self.shared.transfer_ids.fetch_add(1, Ordering::Relaxed);
+            send_transfer(&self.client, group_id, target, id, ChunkKind::Unicast, &body).await?
+        } else {
+            if let Some(mesh) = &self.shared.mesh {
+                let (reply_to, reply) = oneshot::channel();
+                if mesh.send(group_id, target, Outgoing::Unicast(body.clone(), reply_to)).is_ok() {
+                    return reply.await.unwrap_or_else(|_| Err(local(ErrorCode::PeerGone, format!("{target} left"))));
+                }
+            }
+            self.client.relay(group_id, target, to_raw_value(&RelayPayload::Unicast(body))?).await?
+        };
+        let answer: UnicastAnswer = serde_json::from_str(answer.get()).map_err(|e| {
+            Error::Call(ErrorObject::owned(INTERNAL_ERROR, format!("malformed unicast reply: {e}"), None::<()>))
+        })?;
+        match answer {
+            UnicastAnswer::Body(reply) => Ok(reply),
+            UnicastAnswer::Chunked { chunked } => self.chunked_reply((group_id, target, chunked)).await,
+        }
+    }
+
+    /// Waits for the chunked reply `key`; `RelayTimeout` when it stalls.
+    async fn chunked_reply(&self, key: TransferKey) -> Result<Body, Error> {
+        let mut reply = self.shared.replies.lock().unwrap_or_else(|e| e.into_inner()).wait(key);
+        loop {
+            match tokio::time::timeout(STALL_TIMEOUT, &mut reply).await {
+                Ok(Ok(body)) => return Ok(body),
+                Ok(Err(_)) => return Err(local(ErrorCode::PeerGone, format!("{} left before it replied", key.1))),
+                // Still coming in: the transfer's own stall timeout applies.
+                Err(_) if self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) => {}
+                Err(_) => return Err(local(ErrorCode::RelayTimeout, format!("{} did not send its reply", key.1))),
             }
         }
-        let payload = to_raw_value(&RelayPayload::Unicast(body))?;
-        let reply = self.client.relay(group_id, target, payload).await?;
-        serde_json::from_str(reply.get()).map_err(|e| {
-            Error::Call(ErrorObject::owned(INTERNAL_ERROR, format!("malformed unicast reply: {e}"), None::<()>))
-        })
     }
 
     /// Closes the links and the connection; see [`Client::close`].
@@ -570,7 +737,7 @@ impl Member {
     fn body(&self, data: impl Into<Body>) -> Result<Body, Error> {
         let body = data.into();
         check_size(&body).map_err(|code| {
-            local(code, format!("a message may carry at most {MAX_BODY_BYTES} bytes, not {}", body.len()))
+            local(code, format!("a message may carry at most {MAX_MESSAGE_BYTES} bytes, not {}", body.len()))
         })?;
         Ok(body)
     }

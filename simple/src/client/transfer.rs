@@ -1,0 +1,285 @@
+//! Large messages through the relay, as the browser client sends them
+//! (`RelayChunk` in `interfaces/api.d.ts`): a body larger than
+//! [`MAX_BODY_BYTES`](super::payload::MAX_BODY_BYTES) travels as numbered
+//! [`Chunk`]s, each a relay request the receiver answers once it holds it.
+//! No socket here: [`chunks`] cuts a body, [`Assemblies`] puts bodies back
+//! together, [`Replies`] matches chunked replies to the unicasts waiting for
+//! them; [`Member`](super::Member) does the relaying.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
+use tokio::sync::oneshot;
+use webrtc_p2p_interfaces::{ErrorCode, GroupId, UserId};
+
+use super::payload::{Body, Chunk, ChunkKind};
+use crate::wire::code::INVALID_PARAMS;
+
+/// The bytes of one chunk: base64 and the JSON-RPC envelope keep a relay
+/// near 171 KiB, well under the server's 1 MiB message limit (and a small
+/// message relayed meanwhile waits behind little).
+pub const CHUNK_BYTES: usize = 128 * 1024;
+/// Chunks of one transfer unanswered at once: what waits in the server for
+/// one receiver stays near this many chunks, and the sender's message rate
+/// follows the receiver's pace.
+pub const WINDOW: usize = 2;
+/// The largest message a [`Member`](super::Member) sends or takes (the
+/// browser's default `maxMessageBytes`).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// An incoming transfer that gets no chunk for this long is dropped; a
+/// chunked reply that does not come in this long fails its unicast.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `body` as the chunks of transfer `id`, made one at a time as they are
+/// taken (only the one being sent is copied).
+pub fn chunks(id: u32, kind: ChunkKind, body: &Body) -> impl Iterator<Item = Chunk> + '_ {
+    let text = matches!(body, Body::Text(_));
+    let size = body.len() as u64;
+    body.as_bytes().chunks(CHUNK_BYTES).zip(0u64..).map(move |(part, seq)| {
+        let first = seq == 0;
+        Chunk {
+            id,
+            seq,
+            base64: part.to_vec(),
+            kind: first.then_some(kind),
+            text: first.then_some(text),
+            size: first.then_some(size),
+        }
+    })
+}
+
+/// One message being put back together.
+#[derive(Debug)]
+struct Assembly {
+    kind: ChunkKind,
+    text: bool,
+    size: usize,
+    next_seq: u64,
+    /// Never longer than `size`.
+    bytes: Vec<u8>,
+    last_chunk: Instant,
+}
+
+/// Whose transfer: the group it came in, its sender, its id.
+pub type TransferKey = (GroupId, UserId, u32);
+
+/// Incoming transfers, each in a buffer of at most its announced size.
+#[derive(Debug, Default)]
+pub struct Assemblies {
+    open: HashMap<TransferKey, Assembly>,
+}
+
+fn invalid(message: String) -> ErrorObjectOwned {
+    ErrorObject::owned(INVALID_PARAMS, message, None::<()>)
+}
+
+impl Assemblies {
+    /// Takes one chunk: `Ok(None)` while the message is incomplete, the
+    /// whole message with its last chunk. A size over `max` is
+    /// `LimitExceeded` before anything is held; a chunk out of order, past
+    /// the announced size, for no open transfer, or text that is not UTF-8
+    /// is `InvalidParams`, and the transfer is dropped.
+    pub fn accept(
+        &mut self,
+        key: TransferKey,
+        chunk: Chunk,
+        max: usize,
+        now: Instant,
+    ) -> Result<Option<(ChunkKind, Body)>, ErrorObjectOwned> {
+        if chunk.seq == 0 {
+            self.open.remove(&key);
+            let (Some(kind), Some(text), Some(size)) = (chunk.kind, chunk.text, chunk.size) else {
+                return Err(invalid("the first chunk must say kind, text and size".into()));
+            };
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            if size > max {
+                return Err(ErrorObject::owned(
+                    ErrorCode::LimitExceeded.code(),
+                    format!("this member takes messages of at most {max} bytes, not {size}"),
+                    None::<()>,
+                ));
+            }
+            let bytes = Vec::with_capacity(size);
+            self.open.insert(key, Assembly { kind, text, size, next_seq: 0, bytes, last_chunk: now });
+        }
+        let Some(assembly) = self.open.get_mut(&key) else {
+            return Err(invalid(format!("no transfer {} from {}", key.2, key.1)));
+        };
+        if chunk.seq != assembly.next_seq || assembly.bytes.len() + chunk.base64.len() > assembly.size {
+            self.open.remove(&key);
+            return Err(invalid(format!("chunk {} of transfer {} is out of order or too long", chunk.seq, key.2)));
+        }
+        assembly.next_seq += 1;
+        assembly.last_chunk = now;
+        assembly.bytes.extend_from_slice(&chunk.base64);
+        if assembly.bytes.len() < assembly.size {
+            return Ok(None);
+        }
+        let Some(Assembly { kind, text, bytes, .. }) = self.open.remove(&key) else { return Ok(None) };
+        let body = if text {
+            Body::Text(String::from_utf8(bytes).map_err(|_| invalid("a text message is not UTF-8".into()))?)
+        } else {
+            Body::Bytes(bytes)
+        };
+        Ok(Some((kind, body)))
+    }
+
+    /// The sender gave the transfer up.
+    pub fn abort(&mut self, key: TransferKey) {
+        self.open.remove(&key);
+    }
+
+    /// `member` left `group_id`: what it was sending is dropped.
+    pub fn forget(&mut self, group_id: GroupId, member: UserId) {
+        self.open.retain(|&(group, from, _), _| (group, from) != (group_id, member));
+    }
+
+    /// Drops the transfers that got no chunk for [`STALL_TIMEOUT`].
+    pub fn sweep(&mut self, now: Instant) {
+        self.open.retain(|_, assembly| now.duration_since(assembly.last_chunk) < STALL_TIMEOUT);
+    }
+
+    /// Whether `key` is being put together.
+    pub fn contains(&self, key: &TransferKey) -> bool {
+        self.open.contains_key(key)
+    }
+
+    /// How many transfers are being put together.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+/// A chunked reply: a unicast waiting for it, or the reply, come before the
+/// unicast's answer named it.
+#[derive(Debug)]
+enum Reply {
+    Waiting(oneshot::Sender<Body>),
+    Arrived(Body, Instant),
+}
+
+/// Chunked replies and the unicasts waiting for them.
+#[derive(Debug, Default)]
+pub struct Replies {
+    by_key: HashMap<TransferKey, Reply>,
+}
+
+impl Replies {
+    /// The answer said the reply is transfer `key`: resolves with it.
+    pub fn wait(&mut self, key: TransferKey) -> oneshot::Receiver<Body> {
+        let (sender, receiver) = oneshot::channel();
+        match self.by_key.remove(&key) {
+            Some(Reply::Arrived(body, _)) => {
+                let _ = sender.send(body);
+            }
+            _ => {
+                self.by_key.insert(key, Reply::Waiting(sender));
+            }
+        }
+        receiver
+    }
+
+    /// Reply transfer `key` is whole.
+    pub fn arrived(&mut self, key: TransferKey, body: Body, now: Instant) {
+        match self.by_key.remove(&key) {
+            Some(Reply::Waiting(sender)) => {
+                let _ = sender.send(body);
+            }
+            _ => {
+                self.by_key.insert(key, Reply::Arrived(body, now));
+            }
+        }
+    }
+
+    /// Forgets replies no one claimed in [`STALL_TIMEOUT`], and waits whose
+    /// unicast is over.
+    pub fn sweep(&mut self, now: Instant) {
+        self.by_key.retain(|_, reply| match reply {
+            Reply::Waiting(sender) => !sender.is_closed(),
+            Reply::Arrived(_, at) => now.duration_since(*at) < STALL_TIMEOUT,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> TransferKey {
+        (GroupId::random(), UserId::random(), 7)
+    }
+
+    #[test]
+    fn chunks_put_back_together_give_the_body_and_only_the_first_announces_it() {
+        let body = Body::Text("✓".repeat(CHUNK_BYTES));
+        let parts: Vec<Chunk> = chunks(7, ChunkKind::Unicast, &body).collect();
+        assert_eq!(parts.len(), 3, "3 bytes a character: 3 chunks");
+        assert_eq!(
+            (parts[0].kind, parts[0].text, parts[0].size),
+            (Some(ChunkKind::Unicast), Some(true), Some(3 * CHUNK_BYTES as u64))
+        );
+        assert!(parts[1..].iter().all(|c| c.kind.is_none() && c.size.is_none()));
+        let (mut assemblies, key, now) = (Assemblies::default(), key(), Instant::now());
+        let mut whole = None;
+        for chunk in parts {
+            assert!(whole.is_none());
+            whole = assemblies.accept(key, chunk, MAX_MESSAGE_BYTES, now).expect("accepted");
+        }
+        assert_eq!(whole, Some((ChunkKind::Unicast, body)));
+        assert!(assemblies.is_empty());
+    }
+
+    #[test]
+    fn oversized_out_of_order_and_overlong_transfers_are_refused_and_dropped() {
+        let body = Body::Bytes(vec![1; 2 * CHUNK_BYTES]);
+        let (key, now) = (key(), Instant::now());
+        let mut assemblies = Assemblies::default();
+        let first = chunks(7, ChunkKind::Broadcast, &body).next().expect("a chunk");
+        let refused = assemblies.accept(key, first.clone(), CHUNK_BYTES, now).expect_err("too large");
+        assert_eq!(refused.code(), ErrorCode::LimitExceeded.code());
+        assert!(assemblies.is_empty(), "nothing is held for a refused transfer");
+
+        assemblies.accept(key, first.clone(), MAX_MESSAGE_BYTES, now).expect("first");
+        let skipped = Chunk { seq: 2, ..first.clone() };
+        assert_eq!(assemblies.accept(key, skipped, MAX_MESSAGE_BYTES, now).expect_err("gap").code(), INVALID_PARAMS);
+        assert!(assemblies.is_empty());
+
+        assemblies.accept(key, first.clone(), MAX_MESSAGE_BYTES, now).expect("first");
+        let overlong = Chunk { seq: 1, base64: vec![0; CHUNK_BYTES + 1], kind: None, text: None, size: None, ..first };
+        assert_eq!(
+            assemblies.accept(key, overlong, MAX_MESSAGE_BYTES, now).expect_err("too long").code(),
+            INVALID_PARAMS
+        );
+        assert!(assemblies.is_empty());
+    }
+
+    #[test]
+    fn a_transfer_without_chunks_for_the_stall_timeout_is_swept() {
+        let body = Body::Bytes(vec![1; 2 * CHUNK_BYTES]);
+        let (key, start) = (key(), Instant::now());
+        let mut assemblies = Assemblies::default();
+        let first = chunks(7, ChunkKind::Broadcast, &body).next().expect("a chunk");
+        assemblies.accept(key, first, MAX_MESSAGE_BYTES, start).expect("first");
+        assemblies.sweep(start + STALL_TIMEOUT - Duration::from_secs(1));
+        assert_eq!(assemblies.len(), 1);
+        assemblies.sweep(start + STALL_TIMEOUT);
+        assert!(assemblies.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_chunked_reply_reaches_its_unicast_in_either_order() {
+        let mut replies = Replies::default();
+        let (early, late) = (key(), key());
+        replies.arrived(early, Body::Text("came first".into()), Instant::now());
+        assert_eq!(replies.wait(early).await.expect("reply"), Body::Text("came first".into()));
+        let waiting = replies.wait(late);
+        replies.arrived(late, Body::Text("came second".into()), Instant::now());
+        assert_eq!(waiting.await.expect("reply"), Body::Text("came second".into()));
+    }
+}
