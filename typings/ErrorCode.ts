@@ -24,6 +24,8 @@ export const ErrorCode = {
   LimitExceeded: -32010,
   /** resume failed: start afresh with init. */
   ResumeFailed: -32012,
+  /** unauthorized: no valid join token. */
+  Unauthorized: -32013,
   /** invalid answer: the target's answer is not a JSON-RPC response. */
   InvalidAnswer: -32014,
 } as const;

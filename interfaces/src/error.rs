@@ -43,6 +43,11 @@ pub enum ErrorCode {
     /// is over: the client starts afresh with `init`.
     #[error("resume failed: start afresh with init")]
     ResumeFailed,
+    /// `init` on a server with an auth secret without a valid join token:
+    /// missing, malformed, badly signed, of another algorithm, expired or
+    /// not yet valid.
+    #[error("unauthorized: no valid join token")]
+    Unauthorized,
     /// The target answered a relay with something that is not a JSON-RPC
     /// response (no `jsonrpc`, both or neither of `result` and `error`, or
     /// an `error` that is not an object).
@@ -52,7 +57,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All variants, in code order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::NotInitialized,
         Self::AlreadyInitialized,
         Self::GroupNotFound,
@@ -64,11 +69,12 @@ impl ErrorCode {
         Self::Busy,
         Self::LimitExceeded,
         Self::ResumeFailed,
+        Self::Unauthorized,
         Self::InvalidAnswer,
     ];
 
-    /// The JSON-RPC error code, -32001 to -32010, -32012 and -32014 (-32011
-    /// is the clients' NoWebRtc; -32013 is kept for authorization).
+    /// The JSON-RPC error code, -32001 to -32010, and -32012 to -32014
+    /// (-32011 is the clients' NoWebRtc).
     pub const fn code(self) -> i32 {
         match self {
             Self::NotInitialized => -32001,
@@ -82,6 +88,7 @@ impl ErrorCode {
             Self::Busy => -32009,
             Self::LimitExceeded => -32010,
             Self::ResumeFailed => -32012,
+            Self::Unauthorized => -32013,
             Self::InvalidAnswer => -32014,
         }
     }
@@ -106,6 +113,7 @@ impl ErrorCode {
             Self::Busy => "Busy",
             Self::LimitExceeded => "LimitExceeded",
             Self::ResumeFailed => "ResumeFailed",
+            Self::Unauthorized => "Unauthorized",
             Self::InvalidAnswer => "InvalidAnswer",
         }
     }
@@ -130,7 +138,7 @@ mod tests {
     fn codes_are_the_protocols_in_order() {
         let codes: Vec<i32> = ErrorCode::ALL.into_iter().map(ErrorCode::code).collect();
         let mut want: Vec<i32> = (1..=10).map(|i| -32000 - i).collect();
-        want.extend([-32012, -32014]);
+        want.extend([-32012, -32013, -32014]);
         assert_eq!(codes, want);
         for e in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_code(e.code()), Some(e));

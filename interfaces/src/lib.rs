@@ -26,7 +26,8 @@ pub use capability::{Capability, Exchange};
 pub use error::ErrorCode;
 pub use ids::{GroupId, InvalidId, UserId};
 pub use rpc::{
-    IceServer, JoinResult, PeerClient, PeerServer, ResumeResult, SessionFacts, SignalingClient, SignalingServer, method,
+    IceServer, JoinResult, MemberInfo, Members, PeerClient, PeerServer, ResumeResult, SessionFacts, SignalingClient,
+    SignalingServer, method,
 };
 
 /// The default listen address of the server.

@@ -98,6 +98,41 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     })
 }
 
+/// A member and what the app said about it: an element of `get_members`
+/// with `"info": true` on a server with an auth secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct MemberInfo {
+    /// The member.
+    pub user_id: UserId,
+    /// The `info` claim of the member's join token; `null` when it had none.
+    #[cfg_attr(test, ts(type = "unknown"))]
+    pub info: Option<serde_json::Value>,
+}
+
+/// What `get_members` answers: the ids alone, or (asked `"info": true` on a
+/// server with an auth secret) each member with its `info`. Either way in
+/// join order, the owner first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub enum Members {
+    /// `[user_id, …]`: what every server answers without `"info": true`.
+    Ids(Vec<UserId>),
+    /// `[{"user_id", "info"}, …]`.
+    WithInfo(Vec<MemberInfo>),
+}
+
+impl Members {
+    /// The members' ids, in order, whichever form came.
+    pub fn ids(&self) -> Vec<UserId> {
+        match self {
+            Self::Ids(ids) => ids.clone(),
+            Self::WithInfo(members) => members.iter().map(|m| m.user_id).collect(),
+        }
+    }
+}
+
 /// The answer to `resume`: the session is back on this connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
@@ -129,8 +164,13 @@ pub struct ResumeResult {
 pub trait Signaling {
     /// Registers the connection and returns the caller's user id. Answered
     /// once per connection; a second call is `AlreadyInitialized`.
+    ///
+    /// On a server with an auth secret, `token` is required: a JWT (HS256)
+    /// whose claims say what this user may do; a missing or invalid one is
+    /// `Unauthorized`, and the connection may try again until its init
+    /// timeout. Without an auth secret it is ignored.
     #[method(name = "init", with_extensions)]
-    async fn init(&self) -> RpcResult<UserId>;
+    async fn init(&self, token: Option<String>) -> RpcResult<UserId>;
 
     /// Makes a group with the caller as owner and first member.
     /// `capability` defaults to [`Capability::DEFAULT`].
@@ -148,8 +188,10 @@ pub trait Signaling {
     async fn leave(&self, group_id: GroupId) -> RpcResult<()>;
 
     /// The group's members in join order, the caller included, owner first.
+    /// With `info: Some(true)` on a server with an auth secret, each with its
+    /// `info` ([`Members::WithInfo`]); otherwise the ids.
     #[method(name = "get_members", with_extensions)]
-    async fn get_members(&self, group_id: GroupId) -> RpcResult<Vec<UserId>>;
+    async fn get_members(&self, group_id: GroupId, info: Option<bool>) -> RpcResult<Members>;
 
     /// Sends `data` to `user_id` (a member of `group_id`) through the server,
     /// which calls `relay` on the target with the caller's id stamped as the
@@ -183,11 +225,31 @@ pub trait Peer {
     #[method(name = "relay")]
     async fn on_relay(&self, group_id: GroupId, from_user_id: UserId, data: Box<RawValue>) -> RpcResult<Box<RawValue>>;
 
-    /// `user_id` joined `group_id` (sent to every other member).
+    /// `user_id` joined `group_id` (sent to every other member). On a server
+    /// with an auth secret, `info` is the joiner's `info` claim (`null` when
+    /// it had none); other servers send no third param (`None`).
     #[method(name = "member_joined")]
-    async fn member_joined(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()>;
+    async fn member_joined(&self, group_id: GroupId, user_id: UserId, info: Option<serde_json::Value>)
+    -> RpcResult<()>;
 
     /// `user_id` left `group_id`, or disconnected (sent to every remaining member).
     #[method(name = "member_left")]
     async fn member_left(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn members_read_as_ids_or_with_info() {
+        let u = UserId::from_u128(1);
+        let ids: Members = serde_json::from_value(json!([u])).unwrap();
+        assert_eq!(ids, Members::Ids(vec![u]));
+        let with: Members = serde_json::from_value(json!([{"user_id": u, "info": {"n": 1}}])).unwrap();
+        assert_eq!(with, Members::WithInfo(vec![MemberInfo { user_id: u, info: Some(json!({"n": 1})) }]));
+        assert_eq!(with.ids(), ids.ids());
+    }
 }

@@ -10,7 +10,10 @@ use crate::payload::{
     Body, Chunk, ChunkKind, IceCandidate, MAX_BODY_BYTES, NO_WEBRTC, RelayPayload, SdpType, SessionDescription, Signal,
     UnicastAnswer,
 };
-use crate::{Capability, ErrorCode, Exchange, GroupId, IceServer, JoinResult, ResumeResult, SessionFacts, UserId};
+use crate::{
+    Capability, ErrorCode, Exchange, GroupId, IceServer, JoinResult, MemberInfo, Members, ResumeResult, SessionFacts,
+    UserId,
+};
 
 /// `ErrorCode` as a TS const object + type: ts-rs would write the variant
 /// names, but the wire carries the numeric codes.
@@ -84,6 +87,8 @@ fn generated() -> Vec<(&'static str, String)> {
         ("SessionFacts.ts", ts(SessionFacts::export_to_string(&cfg))),
         ("IceServer.ts", ts(IceServer::export_to_string(&cfg))),
         ("ResumeResult.ts", ts(ResumeResult::export_to_string(&cfg))),
+        ("MemberInfo.ts", ts(MemberInfo::export_to_string(&cfg))),
+        ("Members.ts", ts(Members::export_to_string(&cfg))),
         ("ErrorCode.ts", error_code_ts()),
         ("pairRule.json", pair_rule_json()),
     ]

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use webrtc_p2p_simple::Limits;
+use webrtc_p2p_simple::auth::TokenVerifier;
+use webrtc_p2p_simple::ice::{DEFAULT_TURN_TTL, IceConfig, Turn};
+use webrtc_p2p_simple::{Access, Limits};
 
 const D: Limits = Limits::DEFAULT;
 
@@ -22,8 +24,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// webrtc-p2p signaling server: JSON-RPC 2.0 over WebSocket at /ws, the demo
-/// page at /, the client bundle at /webrtc-p2p.js.
+/// The server's configuration (the binary's `Cli` adds its subcommands).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "webrtc-p2p-server", version, about)]
 pub struct Config {
@@ -134,6 +135,36 @@ pub struct Config {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "WEBRTC_P2P_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// The secret join tokens are signed with (HS256). Set, init requires a
+    /// valid token, whose claims say who may create and join which groups.
+    #[arg(long, env = "WEBRTC_P2P_AUTH_SECRET", hide_env_values = true, value_parser = non_empty, global = true)]
+    pub auth_secret: Option<String>,
+
+    /// A STUN server URL handed to clients (`stun:host:port`); repeatable
+    /// (comma-separated in the environment).
+    #[arg(long = "stun-url", env = "WEBRTC_P2P_STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+
+    /// A TURN server URL handed to clients with fresh credentials
+    /// (`turn:host:3478?transport=udp`, `turns:…`); repeatable
+    /// (comma-separated in the environment). Needs --turn-secret.
+    #[arg(long = "turn-url", env = "WEBRTC_P2P_TURN_URLS", value_delimiter = ',', requires = "turn_secret")]
+    pub turn_urls: Vec<String>,
+
+    /// The TURN servers' shared secret (coturn: use-auth-secret,
+    /// static-auth-secret): credentials are the TURN REST API's.
+    #[arg(long, env = "WEBRTC_P2P_TURN_SECRET", hide_env_values = true, value_parser = non_empty, requires = "turn_urls")]
+    pub turn_secret: Option<String>,
+
+    /// How long TURN credentials last; clients fetch fresh ones before.
+    #[arg(long, env = "WEBRTC_P2P_TURN_TTL", default_value_t = dur(DEFAULT_TURN_TTL))]
+    pub turn_ttl: humantime::Duration,
+}
+
+/// A secret must not be empty: an empty one is a mistake, not a choice.
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.is_empty() { Err("must not be empty".into()) } else { Ok(s.to_owned()) }
 }
 
 impl Config {
@@ -157,6 +188,18 @@ impl Config {
             header_timeout: self.header_timeout.into(),
             resume_window: self.resume_window.into(),
             resume_buffer: self.resume_buffer,
+        }
+    }
+
+    /// The join tokens and ICE servers these flags set.
+    pub fn access(&self) -> Access {
+        let turn = self
+            .turn_secret
+            .as_ref()
+            .map(|secret| Turn::new(self.turn_urls.clone(), secret.as_bytes(), self.turn_ttl.into()));
+        Access {
+            tokens: self.auth_secret.as_ref().map(|secret| TokenVerifier::new(secret.as_bytes())),
+            ice: IceConfig { stun_urls: self.stun_urls.clone(), turn },
         }
     }
 
@@ -198,5 +241,29 @@ mod tests {
         assert!(Config::from_flags(["--tls-cert", "c.pem"]).is_err());
         assert!(Config::from_flags(["--tls-key", "k.pem"]).is_err());
         assert!(Config::from_flags(["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+    }
+
+    #[test]
+    fn turn_needs_url_and_secret_and_secrets_are_never_empty() {
+        assert!(Config::from_flags(["--turn-url", "turn:t:3478"]).is_err());
+        assert!(Config::from_flags(["--turn-secret", "s"]).is_err());
+        assert!(Config::from_flags(["--auth-secret", ""]).is_err());
+        let config = Config::from_flags([
+            "--turn-url",
+            "turn:a:3478",
+            "--turn-url",
+            "turns:b:5349",
+            "--turn-secret",
+            "s",
+            "--stun-url",
+            "stun:a:3478",
+        ])
+        .unwrap();
+        assert_eq!(config.turn_urls, ["turn:a:3478", "turns:b:5349"]);
+        assert_eq!(config.turn_ttl, dur(DEFAULT_TURN_TTL));
+        let access = config.access();
+        assert!(access.tokens.is_none());
+        assert_eq!(access.ice.stun_urls, ["stun:a:3478"]);
+        assert!(access.ice.turn.is_some());
     }
 }

@@ -117,7 +117,8 @@ impl Server {
         let metrics = Arc::new(metrics::Metrics::new());
         let resume_key =
             config.resume_secret.as_deref().map_or_else(ResumeKey::random, |s| ResumeKey::new(s.as_bytes()));
-        let hub = Hub::with_router(LocalRouter::default(), config.limits(), metrics.clone(), resume_key);
+        let hub =
+            Hub::with_router(LocalRouter::default(), config.limits(), config.access(), metrics.clone(), resume_key);
         let methods = hub.clone().into_rpc().into();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins, config.require_origin));

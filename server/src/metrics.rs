@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use webrtc_p2p_interfaces::ErrorCode;
+use webrtc_p2p_simple::auth::AuthFailure;
 use webrtc_p2p_simple::wire::code;
 use webrtc_p2p_simple::{CloseReason, HubStats, Limit, Observer, RelayOutcome, ResumeFailure, SessionEvent};
 
@@ -80,6 +81,8 @@ pub(crate) struct Metrics {
     expired: Counter,
     /// By [`ResumeFailure::ALL`]'s order.
     resume_failures: Vec<Counter>,
+    /// By [`AuthFailure::ALL`]'s order.
+    auth_failures: Vec<Counter>,
 }
 
 impl Metrics {
@@ -107,6 +110,8 @@ impl Metrics {
         let refused =
             family(&mut registry, "refused", "Messages, calls and connections refused, by the limit that refused them");
         let closes = family(&mut registry, "closes", "WebSocket connections closed, by close code");
+        let auth_failures =
+            family(&mut registry, "auth_failures", "Join tokens refused at init (Unauthorized), by reason");
 
         let suspended = Counter::default();
         registry.register(
@@ -136,6 +141,8 @@ impl Metrics {
             ResumeFailure::ALL.iter().map(|r| failures.get_or_create_owned(&[("reason", r.name())])).collect();
         let relays = RelayOutcome::ALL.iter().map(|o| relays.get_or_create_owned(&[("outcome", o.name())])).collect();
         let refused = Limit::ALL.iter().map(|l| refused.get_or_create_owned(&[("limit", l.name())])).collect();
+        let auth_failures =
+            AuthFailure::ALL.iter().map(|r| auth_failures.get_or_create_owned(&[("reason", r.name())])).collect();
         for code in CLOSE_CODES {
             let _ = closes.get_or_create(&[("code", close_label(code))]);
         }
@@ -156,6 +163,7 @@ impl Metrics {
             resumed,
             expired,
             resume_failures,
+            auth_failures,
         }
     }
 
@@ -245,6 +253,14 @@ impl Observer for Metrics {
             }
         }
     }
+
+    fn auth_failed(&self, reason: AuthFailure) {
+        if let Some(counter) =
+            AuthFailure::ALL.iter().position(|r| *r == reason).and_then(|at| self.auth_failures.get(at))
+        {
+            counter.inc();
+        }
+    }
 }
 
 /// A family of counters by one label, registered.
@@ -274,6 +290,7 @@ mod tests {
         assert_eq!(error_label(-32001), "NotInitialized");
         assert_eq!(error_label(-32602), "InvalidParams");
         assert_eq!(error_label(42), "other");
+        assert_eq!(error_label(-32013), "Unauthorized");
         assert_eq!(close_label(4000), "other");
     }
 

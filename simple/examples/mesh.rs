@@ -83,7 +83,12 @@ impl PeerServer for MeshPeer {
         Err(ErrorObject::owned(INVALID_PARAMS, "neither an offer nor a candidate", None::<()>))
     }
 
-    async fn member_joined(&self, _group_id: GroupId, _user_id: UserId) -> RpcResult<()> {
+    async fn member_joined(
+        &self,
+        _group_id: GroupId,
+        _user_id: UserId,
+        _info: Option<serde_json::Value>,
+    ) -> RpcResult<()> {
         Ok(())
     }
 
@@ -126,7 +131,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for index in 0..args.peers.into() {
         let handler = MeshPeer { index, candidates: candidates_tx.clone() };
         let client = Client::connect(&args.url, handler).await?;
-        let id = client.init().await?;
+        let id = client.init(None).await?;
         peers.push(Peer { id, client: Arc::new(client) });
     }
     let names: HashMap<UserId, usize> = peers.iter().enumerate().map(|(n, p)| (p.id, n)).collect();
@@ -193,7 +198,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 /// the offer as a relay request, the candidates as relay notifications.
 async fn join_and_offer(peer: &Peer, group: GroupId) -> Result<Vec<Offer>, jsonrpsee::core::client::Error> {
     peer.client.join(group).await?;
-    let members = peer.client.get_members(group).await?;
+    let members = peer.client.get_members(group, None).await?.ids();
     let earlier = members.iter().take_while(|&&m| m != peer.id).copied();
     try_join_all(earlier.map(|to| offer(peer, group, to))).await
 }

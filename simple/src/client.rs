@@ -38,7 +38,12 @@
 //!     ) -> RpcResult<Box<RawValue>> {
 //!         Ok(data)
 //!     }
-//!     async fn member_joined(&self, _group_id: GroupId, _user_id: UserId) -> RpcResult<()> {
+//!     async fn member_joined(
+//!         &self,
+//!         _group_id: GroupId,
+//!         _user_id: UserId,
+//!         _info: Option<serde_json::Value>,
+//!     ) -> RpcResult<()> {
 //!         Ok(())
 //!     }
 //!     async fn member_left(&self, _group_id: GroupId, _user_id: UserId) -> RpcResult<()> {
@@ -48,10 +53,11 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = Client::connect("ws://127.0.0.1:3001/ws", Echo).await?;
-//! let me = client.init().await?;
+//! let me = client.init(None).await?; // `Some(token)` on a server with an auth secret
 //! let group = client.create(None).await?; // others join with this id
+//! let ice_servers = client.session().await?.ice_servers; // for a WebRTC stack of your own
 //!
-//! for peer in client.get_members(group).await?.into_iter().filter(|&m| m != me) {
+//! for peer in client.get_members(group, None).await?.ids().into_iter().filter(|&m| m != me) {
 //!     let offer = serde_json::value::to_raw_value(&serde_json::json!({"type": "offer", "sdp": "…"}))?;
 //!     let _answer = client.relay(group, peer, offer).await?;
 //!     // Fire-and-forget, as ICE candidates are trickled.
@@ -176,6 +182,8 @@ pub struct ClientBuilder {
     max_concurrent_handlers: usize,
     /// Largest frame or message accepted from the server.
     max_message_size: usize,
+    /// The join token [`Member`] sends with `init`.
+    token: Option<String>,
 }
 
 impl Default for ClientBuilder {
@@ -184,6 +192,7 @@ impl Default for ClientBuilder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
             max_message_size: Limits::DEFAULT.max_message_size,
+            token: None,
         }
     }
 }
@@ -209,6 +218,14 @@ impl ClientBuilder {
     /// Default 1 MiB, the server's own default limit.
     pub fn max_message_size(mut self, max: usize) -> Self {
         self.max_message_size = max;
+        self
+    }
+
+    /// The join token for a server with an auth secret, which [`Member`]
+    /// sends with `init`. A bare [`Client`] calls `init` itself and passes
+    /// its token there: `client.init(Some(token))`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use webrtc_p2p_interfaces::{Capability, ErrorCode, UserId};
 
 use crate::peer::PeerHandle;
+use crate::router::Introduction;
 
-/// A member's place in a group: who, and how to reach them.
+/// A member's place in a group: who, how to reach them, and what the
+/// others are told about them.
 #[derive(Debug, Clone)]
 pub(crate) struct Seat {
     pub(crate) user: UserId,
     pub(crate) target: Arc<PeerHandle>,
+    pub(crate) intro: Introduction,
 }
 
 /// A group's state.
@@ -92,7 +95,8 @@ mod tests {
     use super::*;
 
     fn member(n: u128) -> Seat {
-        Seat { user: UserId::from_u128(n), target: Arc::new(PeerHandle::new(1, Duration::from_secs(1))) }
+        let target = Arc::new(PeerHandle::new(1, Duration::from_secs(1)));
+        Seat { user: UserId::from_u128(n), target, intro: Introduction::Id }
     }
 
     fn group(cap: u8, n: u128) -> Group {

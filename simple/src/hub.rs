@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 use dashmap::DashMap;
 use jsonrpsee::core::RpcResult;
@@ -17,13 +18,15 @@ use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::value::RawValue;
 use tracing::debug;
 use webrtc_p2p_interfaces::{
-    Capability, ErrorCode, GroupId, JoinResult, ResumeResult, SessionFacts, SignalingServer, UserId, method,
+    Capability, ErrorCode, GroupId, JoinResult, Members, ResumeResult, SessionFacts, SignalingServer, UserId, method,
 };
 
+use crate::auth::{Grants, TokenVerifier};
+use crate::ice::IceConfig;
 use crate::limits::{Limits, RateLimiter};
 use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobserved};
 use crate::peer::{CallFailed, CloseReason, PeerHandle};
-use crate::router::{LocalRouter, Router, Target};
+use crate::router::{Entrant, Introduction, LocalRouter, Router, Target};
 use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
 use crate::wire::{self, InBatch, IsNotification, Passthrough};
 
@@ -35,6 +38,9 @@ pub struct Session {
     peer: Arc<PeerHandle>,
     /// Set by `init`, once.
     user: OnceLock<UserId>,
+    /// What the user may do (its join token's claims), set by `init` just
+    /// before `user`. Belongs to the session: a resumed one keeps it.
+    grants: OnceLock<Arc<Grants>>,
     /// The groups this user is in, for the per-user limit and for leaving
     /// them all on disconnect.
     groups: Mutex<Vec<GroupId>>,
@@ -59,6 +65,7 @@ impl Session {
         Self {
             peer,
             user: OnceLock::new(),
+            grants: OnceLock::new(),
             groups: Mutex::default(),
             relays_in_flight: AtomicUsize::new(0),
             epoch: OnceLock::new(),
@@ -101,6 +108,11 @@ impl Session {
         self.user().ok_or(ErrorCode::NotInitialized)
     }
 
+    /// The user's grants; none at all if they were somehow never set.
+    fn grants(&self) -> Option<&Grants> {
+        self.grants.get().map(|g| &**g)
+    }
+
     fn lock_groups(&self) -> std::sync::MutexGuard<'_, Vec<GroupId>> {
         // Every critical section is one push/retain/take: poisoning is moot.
         self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -133,6 +145,18 @@ pub struct HubStats {
     pub groups: usize,
 }
 
+/// Who may connect and what they are given: the join tokens' verifier and
+/// the ICE servers `session` hands out. The default is a v1 server: no
+/// tokens, anyone may do anything, no ICE servers.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// Set with an auth secret: `init` requires a valid token, and members
+    /// carry their token's `info` on the wire.
+    pub tokens: Option<TokenVerifier>,
+    /// The STUN and TURN servers.
+    pub ice: IceConfig,
+}
+
 /// Every user and group of one server, over the router `R`.
 #[derive(Debug)]
 pub struct Hub<R = LocalRouter> {
@@ -161,6 +185,10 @@ struct Shared<R> {
     resumable: DashMap<UserId, Arc<Session>>,
     /// Signs and checks resume tickets.
     resume_key: ResumeKey,
+    /// Join tokens and ICE servers.
+    access: Access,
+    /// The grants of every session on a server without an auth secret.
+    everything: Arc<Grants>,
 }
 
 impl Hub {
@@ -172,14 +200,21 @@ impl Hub {
     /// An empty hub in this process's memory, enforcing `limits` and telling
     /// `observer` how each relay ended.
     pub fn with_observer(limits: Limits, observer: Arc<dyn Observer>) -> Self {
-        Self::with_router(LocalRouter::default(), limits, observer, ResumeKey::random())
+        Self::with_router(LocalRouter::default(), limits, Access::default(), observer, ResumeKey::random())
     }
 }
 
 impl<R: Router> Hub<R> {
-    /// A hub over `router`, enforcing `limits`, telling `observer` how
-    /// each relay ended, and signing resume tickets with `resume_key`.
-    pub fn with_router(router: R, limits: Limits, observer: Arc<dyn Observer>, resume_key: ResumeKey) -> Self {
+    /// A hub over `router`, enforcing `limits` and `access`, telling
+    /// `observer` how each relay ended and why join tokens were refused, and
+    /// signing resume tickets with `resume_key`.
+    pub fn with_router(
+        router: R,
+        limits: Limits,
+        access: Access,
+        observer: Arc<dyn Observer>,
+        resume_key: ResumeKey,
+    ) -> Self {
         let shared = Shared {
             limits,
             router,
@@ -187,8 +222,32 @@ impl<R: Router> Hub<R> {
             observer,
             resumable: DashMap::new(),
             resume_key,
+            access,
+            everything: Arc::new(Grants::everything()),
         };
         Self { shared: Arc::new(shared) }
+    }
+
+    /// Whether `init` requires a join token (the server has an auth secret).
+    fn with_tokens(&self) -> bool {
+        self.shared.access.tokens.is_some()
+    }
+
+    /// The grants of `token`, or `Unauthorized` (counted by reason).
+    fn grants(&self, token: Option<&str>) -> Result<Arc<Grants>, ErrorCode> {
+        let Some(tokens) = &self.shared.access.tokens else {
+            return Ok(self.shared.everything.clone());
+        };
+        tokens.verify(token).map(Arc::new).map_err(|reason| {
+            debug!(reason = reason.name(), "join token refused");
+            self.shared.observer.auth_failed(reason);
+            ErrorCode::Unauthorized
+        })
+    }
+
+    /// How the others will know this session's user.
+    fn introduction(&self, grants: &Grants) -> Introduction {
+        if self.with_tokens() { Introduction::Info(grants.info.clone()) } else { Introduction::Id }
     }
 
     /// The limits this hub enforces.
@@ -241,7 +300,8 @@ impl<R: Router> Hub<R> {
             let expires_ms = unix_ms().saturating_add(resume_window_ms.saturating_mul(TICKET_WINDOWS));
             resume_ticket = self.shared.resume_key.issue(Ticket { user, epoch, expires_ms });
         }
-        Ok(SessionFacts { user_id: user, resume_ticket, resume_window_ms, ice_servers: Vec::new() })
+        let ice_servers = self.shared.access.ice.servers(user, SystemTime::now());
+        Ok(SessionFacts { user_id: user, resume_ticket, resume_window_ms, ice_servers })
     }
 
     /// `resume`: the session `ticket` names moves to the connection behind
@@ -327,11 +387,13 @@ fn session(ext: &Extensions) -> Result<&Arc<Session>, ErrorObjectOwned> {
 
 #[jsonrpsee::core::async_trait]
 impl<R: Router> SignalingServer for Hub<R> {
-    async fn init(&self, ext: &Extensions) -> RpcResult<UserId> {
+    async fn init(&self, ext: &Extensions, token: Option<String>) -> RpcResult<UserId> {
         let session = session(ext)?;
         if session.user().is_some() {
             return Err(ErrorCode::AlreadyInitialized.into());
         }
+        // Set before `user`, which is what marks the session initialised.
+        let _ = session.grants.set(self.grants(token.as_deref())?);
         let user = self.shared.router.init(session.peer.clone()).await?;
         // Requests of one connection start one at a time, and `init` is
         // ready when first polled, so nobody else can have set it since the
@@ -344,10 +406,12 @@ impl<R: Router> SignalingServer for Hub<R> {
     async fn create(&self, ext: &Extensions, capability: Option<Capability>) -> RpcResult<GroupId> {
         let session = session(ext)?;
         let user = session.initialized()?;
+        let grants = session.grants().filter(|g| g.create).ok_or(ErrorCode::PermissionDenied)?;
         if session.lock_groups().len() >= self.shared.limits.max_groups_per_user {
             return Err(ErrorCode::LimitExceeded.into());
         }
-        let group_id = self.shared.router.create(user, capability.unwrap_or_default()).await?;
+        let intro = self.introduction(grants);
+        let group_id = self.shared.router.create(user, capability.unwrap_or_default(), intro).await?;
         session.lock_groups().push(group_id);
         Ok(group_id)
     }
@@ -357,7 +421,9 @@ impl<R: Router> SignalingServer for Hub<R> {
         let user = session.initialized()?;
         let limits = &self.shared.limits;
         let room = session.lock_groups().len() < limits.max_groups_per_user;
-        let joined = self.shared.router.join(group_id, user, room, limits.max_members_per_group).await?;
+        let grants = session.grants().ok_or(ErrorCode::NotInitialized)?;
+        let entrant = Entrant { user, granted: grants.may_join(group_id), room, intro: self.introduction(grants) };
+        let joined = self.shared.router.join(group_id, entrant, limits.max_members_per_group).await?;
         if joined.added {
             session.lock_groups().push(group_id);
         }
@@ -374,9 +440,12 @@ impl<R: Router> SignalingServer for Hub<R> {
         Ok(())
     }
 
-    async fn get_members(&self, ext: &Extensions, group_id: GroupId) -> RpcResult<Vec<UserId>> {
+    /// With `info` on a server without join tokens, `info` is ignored, as
+    /// v1 ignores params it does not know.
+    async fn get_members(&self, ext: &Extensions, group_id: GroupId, info: Option<bool>) -> RpcResult<Members> {
         let user = session(ext)?.initialized()?;
-        Ok(self.shared.router.get_members(group_id, user).await?)
+        let with_info = info.unwrap_or(false) && self.with_tokens();
+        Ok(self.shared.router.get_members(group_id, user, with_info).await?)
     }
 
     async fn relay(
@@ -500,7 +569,7 @@ mod tests {
 
     async fn user(hub: &Hub) -> (Arc<Session>, Extensions, UserId) {
         let (session, ext) = connect();
-        let id = hub.init(&ext).await.unwrap();
+        let id = hub.init(&ext, None).await.unwrap();
         (session, ext, id)
     }
 
@@ -526,7 +595,11 @@ mod tests {
         assert_eq!(frames(&a), [note("member_joined", ub), note("member_joined", uc), note("member_left", ub)]);
         assert_eq!(frames(&b), [note("member_joined", uc)]);
         assert_eq!(frames(&c), [note("member_left", ub)]);
-        assert_eq!(hub.get_members(&ec, g).await.unwrap(), [ua, uc]);
+        assert_eq!(
+            hub.get_members(&ec, g, Some(true)).await.unwrap(),
+            Members::Ids(vec![ua, uc]),
+            "no tokens: no info"
+        );
     }
 
     #[tokio::test]
@@ -534,8 +607,8 @@ mod tests {
         let hub = Hub::new(Limits::DEFAULT);
         let (_s, ext) = connect();
         assert_eq!(code(hub.create(&ext, None).await), Some(ErrorCode::NotInitialized));
-        hub.init(&ext).await.unwrap();
-        assert_eq!(code(hub.init(&ext).await), Some(ErrorCode::AlreadyInitialized));
+        hub.init(&ext, None).await.unwrap();
+        assert_eq!(code(hub.init(&ext, None).await), Some(ErrorCode::AlreadyInitialized));
         assert_eq!(hub.stats(), HubStats { users: 1, groups: 0 });
     }
 
@@ -550,7 +623,7 @@ mod tests {
         hub.disconnect(&a, CloseReason::NORMAL).await;
         assert!(a.peer().is_closed());
         assert_eq!(hub.stats(), HubStats { users: 1, groups: 1 });
-        assert_eq!(hub.get_members(&eb, shared).await.unwrap(), [ub], "b is owner now");
+        assert_eq!(hub.get_members(&eb, shared, None).await.unwrap(), Members::Ids(vec![ub]), "b is owner now");
         assert_eq!(frames(&b).len(), 1, "member_left");
         hub.disconnect(&b, CloseReason::NORMAL).await;
         assert_eq!(hub.stats(), HubStats { users: 0, groups: 0 });

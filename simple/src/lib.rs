@@ -3,8 +3,10 @@
 //! framing both ends share.
 //!
 //! # Layout
-//! - `hub`: `Hub`, the `Signaling` methods over a router, and `Session`
-//!   (one connection's signaling state).
+//! - `hub`: `Hub`, the `Signaling` methods over a router, `Session` (one
+//!   session's signaling state) and `Access` (join tokens, ICE servers).
+//! - `auth`: join tokens: `TokenVerifier` (HS256 JWTs), `Claims`, `Grants`.
+//! - `ice`: `IceConfig`, the STUN/TURN servers and TURN REST credentials.
 //! - `router`: `Router`, what the hub needs from the rest of the service
 //!   (users' sessions, delivery through a `Target`, group state), and
 //!   `LocalRouter`, all of it in this process's memory.
@@ -34,10 +36,12 @@
 //!   payloads, on WebRTC DataChannels (`client/rtc`: str0m links, one tokio
 //!   task each) or over the server's relay.
 
+pub mod auth;
 pub mod client;
 mod dispatch;
 mod group;
 mod hub;
+pub mod ice;
 mod limits;
 mod observe;
 mod peer;
@@ -49,9 +53,9 @@ pub use client::{
     Client, ClientBuilder, ConnectError, ConnectionState, Disconnected, Member, MemberBuilder, MemberHandler, app_error,
 };
 pub use dispatch::{Dispatch, Endpoint, Running};
-pub use hub::{Hub, HubStats, Session};
+pub use hub::{Access, Hub, HubStats, Session};
 pub use limits::{Limit, Limits, RateLimiter};
 pub use observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent};
 pub use peer::{Answer, Attached, CallFailed, CloseReason, PeerHandle};
-pub use router::{Joined, LocalRouter, Router, Target};
+pub use router::{Entrant, Introduction, Joined, LocalRouter, Router, Target};
 pub use ticket::{ResumeKey, Ticket, TicketError};

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::auth::AuthFailure;
 use crate::limits::Limit;
 
 /// How a `relay` ended, as its caller saw it.
@@ -107,6 +108,9 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
 
     /// Something happened to a resumable session.
     fn session_event(&self, _event: SessionEvent) {}
+
+    /// `init` refused a join token (`Unauthorized`).
+    fn auth_failed(&self, _reason: AuthFailure) {}
 }
 
 /// The observer of a hub or dispatch nobody observes.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, UserId, method};
+use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, MemberInfo, Members, UserId, method};
 
 use crate::group::{Added, Group, Seat};
 use crate::hub::HubStats;
@@ -53,6 +53,26 @@ impl Target for Arc<PeerHandle> {
     }
 }
 
+/// What the other members learn about a member besides its id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Introduction {
+    /// Nothing: a server without join tokens (`member_joined` has two params).
+    #[default]
+    Id,
+    /// Its join token's `info` (`member_joined`'s third param, `null` for
+    /// `None`; `get_members` with `info: true`).
+    Info(Option<Arc<serde_json::Value>>),
+}
+
+impl Introduction {
+    fn info(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::Id | Self::Info(None) => None,
+            Self::Info(Some(info)) => Some((**info).clone()),
+        }
+    }
+}
+
 /// What [`Router::join`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Joined {
@@ -65,6 +85,19 @@ pub struct Joined {
     /// How many members were told (`member_joined`): the fan-out the joiner
     /// is charged for.
     pub told: usize,
+}
+
+/// Who wants to join a group, and what the hub decided about it.
+#[derive(Debug, Clone)]
+pub struct Entrant {
+    /// The user.
+    pub user: UserId,
+    /// Its join token lets it join this group.
+    pub granted: bool,
+    /// It may be in one more group.
+    pub room: bool,
+    /// What the other members are told about it.
+    pub intro: Introduction,
 }
 
 /// Users, their sessions and the groups, for one hub.
@@ -85,18 +118,24 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
     /// Releases `user`'s id; call after it left its groups.
     fn remove(&self, user: UserId) -> impl Future<Output = ()> + Send;
 
-    /// Makes a group with `owner` as owner and first member (`create`).
-    fn create(&self, owner: UserId, capability: Capability) -> impl Future<Output = Result<GroupId, ErrorCode>> + Send;
+    /// Makes a group with `owner` as owner and first member (`create`),
+    /// introduced to later members by `intro`.
+    fn create(
+        &self,
+        owner: UserId,
+        capability: Capability,
+        intro: Introduction,
+    ) -> impl Future<Output = Result<GroupId, ErrorCode>> + Send;
 
-    /// Adds `user` to the group and tells the other members (`join`).
-    /// Checked in this order: the group exists (GroupNotFound); the user is
-    /// in already (nothing changes); `room` says the user may be in one more
+    /// Adds `entrant` to the group and tells the other members (`join`),
+    /// with its introduction. Checked in this order: the group exists
+    /// (GroupNotFound); the user is in already (nothing changes); its join
+    /// token grants this group (PermissionDenied); it may be in one more
     /// group, and the group has fewer than `max_members` (LimitExceeded).
     fn join(
         &self,
         group: GroupId,
-        user: UserId,
-        room: bool,
+        entrant: Entrant,
         max_members: usize,
     ) -> impl Future<Output = Result<Joined, ErrorCode>> + Send;
 
@@ -107,8 +146,13 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
     fn leave(&self, group: GroupId, user: UserId) -> impl Future<Output = Result<usize, ErrorCode>> + Send;
 
     /// The group's members in join order, owner first, for a member of it
-    /// (`get_members`).
-    fn get_members(&self, group: GroupId, user: UserId) -> impl Future<Output = Result<Vec<UserId>, ErrorCode>> + Send;
+    /// (`get_members`); each with its `info` when `with_info`.
+    fn get_members(
+        &self,
+        group: GroupId,
+        user: UserId,
+        with_info: bool,
+    ) -> impl Future<Output = Result<Members, ErrorCode>> + Send;
 
     /// Where a relay from `from` to `to` in the group goes, checked in the
     /// protocol's order: GroupNotFound, NotAMember (caller), UserNotFound
@@ -159,31 +203,42 @@ impl Router for LocalRouter {
         self.users.remove(&user);
     }
 
-    async fn create(&self, owner: UserId, capability: Capability) -> Result<GroupId, ErrorCode> {
+    async fn create(&self, owner: UserId, capability: Capability, intro: Introduction) -> Result<GroupId, ErrorCode> {
         let target = self.users.get(&owner).map(|target| target.clone()).ok_or(ErrorCode::NotInitialized)?;
         loop {
             let id = GroupId::random();
             if let Entry::Vacant(slot) = self.groups.entry(id) {
-                slot.insert(Group::new(capability, Seat { user: owner, target }));
+                slot.insert(Group::new(capability, Seat { user: owner, target, intro }));
                 return Ok(id);
             }
         }
     }
 
-    async fn join(&self, group_id: GroupId, user: UserId, room: bool, max_members: usize) -> Result<Joined, ErrorCode> {
+    async fn join(&self, group_id: GroupId, entrant: Entrant, max_members: usize) -> Result<Joined, ErrorCode> {
+        let Entrant { user, granted, room, intro } = entrant;
         let mut group = self.groups.get_mut(&group_id).ok_or(ErrorCode::GroupNotFound)?;
         let mut joined =
             Joined { owner: group.owner().unwrap_or(user), capability: group.capability, added: false, told: 0 };
         if group.seat(user).is_some() {
             return Ok(joined);
         }
+        if !granted {
+            return Err(ErrorCode::PermissionDenied);
+        }
         if !room {
             return Err(ErrorCode::LimitExceeded);
         }
         let target = self.users.get(&user).map(|target| target.clone()).ok_or(ErrorCode::NotInitialized)?;
-        if group.add(Seat { user, target }, max_members)? == Added::Joined {
+        let params = match &intro {
+            Introduction::Id => tell_params(group_id, user),
+            Introduction::Info(info) => {
+                let info = info.as_deref().map_or_else(|| "null".to_owned(), serde_json::Value::to_string);
+                format!("[\"{group_id}\",\"{user}\",{info}]")
+            }
+        };
+        if group.add(Seat { user, target, intro }, max_members)? == Added::Joined {
             joined.added = true;
-            joined.told = tell_members(&group, user, method::MEMBER_JOINED, group_id);
+            joined.told = tell_members(&group, user, method::MEMBER_JOINED, &params);
         }
         Ok(joined)
     }
@@ -197,13 +252,17 @@ impl Router for LocalRouter {
             entry.remove();
             return Ok(0);
         }
-        Ok(tell_members(entry.get(), user, method::MEMBER_LEFT, group_id))
+        Ok(tell_members(entry.get(), user, method::MEMBER_LEFT, &tell_params(group_id, user)))
     }
 
-    async fn get_members(&self, group_id: GroupId, user: UserId) -> Result<Vec<UserId>, ErrorCode> {
+    async fn get_members(&self, group_id: GroupId, user: UserId, with_info: bool) -> Result<Members, ErrorCode> {
         let group = self.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
         group.seat(user).ok_or(ErrorCode::NotAMember)?;
-        Ok(group.members())
+        if !with_info {
+            return Ok(Members::Ids(group.members()));
+        }
+        let members = group.seats.iter().map(|s| MemberInfo { user_id: s.user, info: s.intro.info() });
+        Ok(Members::WithInfo(members.collect()))
     }
 
     async fn route(&self, group_id: GroupId, from: UserId, to: UserId) -> Result<Arc<PeerHandle>, ErrorCode> {
@@ -216,17 +275,22 @@ impl Router for LocalRouter {
     }
 }
 
-/// Sends `method(group_id, user)` to every member but `user`. Called under
-/// the group's lock, so notifications go out in the order changes happened.
-/// Returns how many were told.
-fn tell_members(group: &Group, user: UserId, method: &str, group_id: GroupId) -> usize {
+/// `[group_id, user_id]`.
+fn tell_params(group_id: GroupId, user: UserId) -> String {
     let mut params = String::with_capacity(72);
     let _ = write!(params, "[\"{group_id}\",\"{user}\"]");
+    params
+}
+
+/// Sends `method(params)` to every member but `user`. Called under the
+/// group's lock, so notifications go out in the order changes happened.
+/// Returns how many were told.
+fn tell_members(group: &Group, user: UserId, method: &str, params: &str) -> usize {
     let mut told = 0;
     for seat in group.seats.iter().filter(|s| s.user != user) {
         // A member whose queue is full is being disconnected; its own cleanup
         // takes it out of the group.
-        let _ = seat.target.notify(method, &params);
+        let _ = seat.target.notify(method, params);
         told += 1;
     }
     told

@@ -118,7 +118,12 @@ impl PeerServer for TestPeer {
         Ok(data)
     }
 
-    async fn member_joined(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()> {
+    async fn member_joined(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        _info: Option<serde_json::Value>,
+    ) -> RpcResult<()> {
         let _ = self.seen.send(Seen::Joined(group_id, user_id));
         Ok(())
     }
@@ -152,7 +157,7 @@ impl Member {
     /// Connected and initialised.
     async fn user(server: &TestServer) -> (Self, UserId) {
         let member = Self::connect(server).await;
-        let id = within("init", member.client.init()).await.expect("init");
+        let id = within("init", member.client.init(None)).await.expect("init");
         (member, id)
     }
 
@@ -200,8 +205,8 @@ async fn every_signaling_method_works_through_the_generated_stubs() {
     assert_eq!(joined, JoinResult { owner: a_id, capability: Capability::UNICAST_OWNER });
     assert_eq!(a.next_seen().await, Seen::Joined(star, b_id));
 
-    assert_eq!(a.client.get_members(group).await.unwrap(), vec![a_id, b_id]);
-    assert_eq!(b.client.get_members(group).await.unwrap(), vec![a_id, b_id]);
+    assert_eq!(a.client.get_members(group, None).await.unwrap().ids(), vec![a_id, b_id]);
+    assert_eq!(b.client.get_members(group, None).await.unwrap().ids(), vec![a_id, b_id]);
 
     let answer = a.client.relay(group, b_id, raw(json!({"sdp": "offer"}))).await.unwrap();
     assert_eq!(value(&answer), json!({"sdp": "offer"}));
@@ -209,7 +214,7 @@ async fn every_signaling_method_works_through_the_generated_stubs() {
 
     b.client.leave(group).await.unwrap();
     assert_eq!(a.next_seen().await, Seen::Left(group, b_id));
-    assert_eq!(a.client.get_members(group).await.unwrap(), vec![a_id]);
+    assert_eq!(a.client.get_members(group, None).await.unwrap().ids(), vec![a_id]);
 }
 
 #[tokio::test]
@@ -220,9 +225,9 @@ async fn each_error_code_reaches_the_caller_as_a_typed_error() {
 
     let fresh = Member::connect(&server).await;
     assert_eq!(code_of(fresh.client.create(None).await), Some(ErrorCode::NotInitialized));
-    assert_eq!(code_of(a.client.init().await), Some(ErrorCode::AlreadyInitialized));
+    assert_eq!(code_of(a.client.init(None).await), Some(ErrorCode::AlreadyInitialized));
     assert_eq!(code_of(a.client.join(GroupId::random()).await), Some(ErrorCode::GroupNotFound));
-    assert_eq!(code_of(c.client.get_members(group).await), Some(ErrorCode::NotAMember));
+    assert_eq!(code_of(c.client.get_members(group, None).await), Some(ErrorCode::NotAMember));
     let to_stranger = a.client.relay(group, UserId::random(), raw(json!(1))).await;
     assert_eq!(code_of(to_stranger), Some(ErrorCode::UserNotFound));
 
@@ -340,7 +345,7 @@ async fn requests_past_the_handler_limit_are_answered_busy() {
     let server = TestServer::start(&[]).await;
     let (mut a, a_id) = Member::user(&server).await;
     let mut b = Member::connect_with(&server, Client::builder().max_concurrent_handlers(1)).await;
-    let b_id = b.client.init().await.unwrap();
+    let b_id = b.client.init(None).await.unwrap();
     let group = a.client.create(None).await.unwrap();
     b.client.join(group).await.unwrap();
     assert_eq!(a.next_seen().await, Seen::Joined(group, b_id));
@@ -359,7 +364,7 @@ async fn a_call_times_out_after_the_configured_request_timeout() {
     let server = TestServer::start(&[]).await;
     let (_a, _, _b, b_id, group) = pair(&server).await;
     let impatient = Member::connect_with(&server, Client::builder().request_timeout(Duration::from_millis(200))).await;
-    impatient.client.init().await.unwrap();
+    impatient.client.init(None).await.unwrap();
     impatient.client.join(group).await.unwrap();
     let error = within("the timeout", impatient.client.relay(group, b_id, raw(json!("never")))).await.unwrap_err();
     assert!(matches!(error, Error::RequestTimeout), "{error}");
@@ -387,7 +392,7 @@ async fn pending_calls_fail_within_a_second_of_the_server_closing_on_shutdown() 
     }
     let reason = timeout_at(deadline, b_closed).await.expect("closed() resolved within a second");
     assert!(matches!(&reason, Disconnected::Server { code: 1001, .. }), "{reason}");
-    let after = within("a call after the end", a.client.get_members(group)).await.unwrap_err();
+    let after = within("a call after the end", a.client.get_members(group, None)).await.unwrap_err();
     assert!(matches!(after, Error::RestartNeeded(_)), "{after}");
     assert!(!a.client.is_connected());
 }
@@ -415,7 +420,7 @@ async fn pending_calls_fail_at_once_when_the_server_hangs_up() {
     let pending: Vec<_> = (0..4)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.init().await })
+            tokio::spawn(async move { client.init(None).await })
         })
         .collect();
     within("the fake server to read the requests", all_read).await.unwrap();
@@ -450,7 +455,7 @@ async fn close_sends_what_was_queued_first_and_ends_every_call() {
     assert_eq!(within("closed()", closed).await, Disconnected::Local);
     assert!(within("the pending relay", pending).await.unwrap().is_err());
     assert!(!a.client.is_connected());
-    let after = within("a call after close", a.client.get_members(group)).await.unwrap_err();
+    let after = within("a call after close", a.client.get_members(group, None)).await.unwrap_err();
     assert!(matches!(after, Error::RestartNeeded(_)), "{after}");
 }
 

@@ -138,7 +138,12 @@ impl PeerServer for BrowserWire {
         Ok(to_raw_value(&if unicast { json!({"text": "browser"}) } else { Value::Null }).expect("JSON"))
     }
 
-    async fn member_joined(&self, _group_id: GroupId, _user_id: UserId) -> RpcResult<()> {
+    async fn member_joined(
+        &self,
+        _group_id: GroupId,
+        _user_id: UserId,
+        _info: Option<serde_json::Value>,
+    ) -> RpcResult<()> {
         Ok(())
     }
 
@@ -158,7 +163,7 @@ impl Browser {
     async fn connect(server: &TestServer) -> Self {
         let (tx, relayed) = mpsc::unbounded_channel();
         let client = within("connect", Client::connect(&server.url, BrowserWire(tx))).await.expect("connect");
-        let id = within("init", client.init()).await.expect("init");
+        let id = within("init", client.init(None)).await.expect("init");
         Self { client, id, relayed }
     }
 

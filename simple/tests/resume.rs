@@ -134,7 +134,7 @@ impl PeerServer for Recorder {
         Ok(data)
     }
 
-    async fn member_joined(&self, _: GroupId, user_id: UserId) -> RpcResult<()> {
+    async fn member_joined(&self, _: GroupId, user_id: UserId, _info: Option<serde_json::Value>) -> RpcResult<()> {
         let _ = self.0.send(Seen::Joined(user_id));
         Ok(())
     }
@@ -156,7 +156,7 @@ impl Member {
     async fn join(url: &str, resumable: bool) -> Self {
         let (tx, seen) = mpsc::unbounded_channel();
         let client = within("connect", Client::connect(url, Recorder(tx))).await.expect("connect");
-        let id = within("init", client.init()).await.expect("init");
+        let id = within("init", client.init(None)).await.expect("init");
         if resumable {
             let facts = within("session", client.session()).await.expect("session");
             assert_eq!(facts.user_id, id);
@@ -261,7 +261,7 @@ async fn relays_both_ways_arrive_exactly_once_in_order_across_twenty_cuts() {
 
     // Same user, same group, nobody left.
     assert_eq!(a.client.session().await.expect("session").user_id, a.id);
-    assert_eq!(a.client.get_members(group).await.expect("members"), [a.id, b.id]);
+    assert_eq!(a.client.get_members(group, None).await.expect("members").ids(), [a.id, b.id]);
     assert!(b.seen.try_recv().is_err(), "b saw nothing else (no member_left)");
     took.sort();
     eprintln!(
@@ -342,14 +342,14 @@ async fn an_overflowed_resume_buffer_resumes_without_replay() {
         b.client.relay_notification(group, a.id, format!("{n:0>200}")).await.expect("notification");
     }
     // A round trip on b's connection: the server has handled all 30.
-    b.client.get_members(group).await.expect("members");
+    b.client.get_members(group, None).await.expect("members");
     proxy.set_down(false);
     assert_eq!(
         a.state_becomes(|s| matches!(s, ConnectionState::Resumed { .. })).await,
         ConnectionState::Resumed { replayed: false }
     );
     // The application refreshes what it knows, and carries on.
-    assert_eq!(a.client.get_members(group).await.expect("members"), [a.id, b.id]);
+    assert_eq!(a.client.get_members(group, None).await.expect("members").ids(), [a.id, b.id]);
     b.client.relay_notification(group, a.id, "after").await.expect("notification");
     assert_eq!(a.next_seen().await, Seen::Relay(b.id, json!("after")));
 }

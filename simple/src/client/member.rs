@@ -32,7 +32,7 @@ use serde_json::value::{RawValue, to_raw_value};
 use tokio::sync::{RwLock, oneshot};
 use tracing::debug;
 use webrtc_p2p_interfaces::{
-    Capability, ErrorCode, Exchange, GroupId, JoinResult, PeerServer, SignalingClient, UserId,
+    Capability, ErrorCode, Exchange, GroupId, JoinResult, PeerServer, SessionFacts, SignalingClient, UserId,
 };
 
 use super::payload::{Body, ChunkKind, MAX_BODY_BYTES, RelayPayload, Signal, UnicastAnswer, no_webrtc};
@@ -243,7 +243,7 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
                 // not heard of joined a moment ago (its offer can overtake
                 // our `get_members`).
                 if self.shared.view(group_id).await.is_some_and(|view| !view.members.contains(&from)) {
-                    self.member_joined(group_id, from).await?;
+                    self.member_joined(group_id, from, None).await?;
                 }
                 // `join` opens its links once it has the member list: an
                 // offer may come in between, and finds its link opened here.
@@ -293,7 +293,12 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
         }
     }
 
-    async fn member_joined(&self, group_id: GroupId, user_id: UserId) -> RpcResult<()> {
+    async fn member_joined(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        _info: Option<serde_json::Value>,
+    ) -> RpcResult<()> {
         let (Some(slot), Some(&me)) = (self.shared.groups.get(&group_id).map(|s| s.clone()), self.shared.me.get())
         else {
             return Ok(());
@@ -512,8 +517,9 @@ impl MemberBuilder {
         });
         let handler = Arc::new(handler);
         let adapter = Adapter { shared: shared.clone(), handler: handler.clone() };
+        let token = self.client.token.clone();
         let client = Arc::new(self.client.connect(url, adapter).await?);
-        let id = client.init().await?;
+        let id = client.init(token).await?;
         // All are fresh: nothing else sets them.
         let _ = shared.me.set(id);
         let _ = shared.client.set(Arc::downgrade(&client));
@@ -559,6 +565,13 @@ impl Member {
         self.id
     }
 
+    /// This session's facts: the ICE servers (a member without WebRTC has
+    /// no use for them, a program that brings its own WebRTC does) and the
+    /// resume ticket.
+    pub async fn session(&self) -> Result<SessionFacts, Error> {
+        self.client.session().await
+    }
+
     /// The connection underneath, for the raw signaling calls.
     pub fn client(&self) -> &Client {
         &self.client
@@ -579,7 +592,7 @@ impl Member {
         let mut view = slot.write().await;
         let joined = async {
             let JoinResult { capability, .. } = self.client.join(group_id).await?;
-            let members = self.client.get_members(group_id).await?;
+            let members = self.client.get_members(group_id, None).await?.ids();
             Ok::<_, Error>(View { capability, members })
         }
         .await;
