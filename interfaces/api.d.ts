@@ -132,6 +132,13 @@ export enum ErrorCode {
    * session is over): the session has ended.
    */
   ResumeFailed = -32012,
+  /**
+   * `join()` on a server with an auth secret: the `token` option is
+   * missing, malformed, badly signed, expired or not yet valid.
+   * (`createGroup`/`joinGroup` that the token does not grant reject with
+   * `PermissionDenied`.)
+   */
+  Unauthorized = -32013,
   /** The member answered a relay with something that is not a JSON-RPC response. */
   InvalidAnswer = -32014,
 }
@@ -156,7 +163,19 @@ export interface IServiceInfo {
 
 /** Knobs of `new SimpleService(url, options)`; every one is optional. */
 export interface ServiceOptions {
-  /** Passed to every RTCPeerConnection; default `{ iceServers: [] }`. */
+  /**
+   * The join token an app's backend minted for this user (a JWT), for a
+   * server with an auth secret: it says whether this user may create
+   * groups, which groups it may join, and what other members are told about
+   * it (`IGroup.memberInfo`). A server without an auth secret ignores it.
+   */
+  readonly token?: string;
+  /**
+   * Passed to every RTCPeerConnection; default `{ iceServers: [] }`. The
+   * ICE servers the server hands out (STUN, and TURN with short-lived
+   * credentials, fetched after `init` and refreshed before they expire) are
+   * added to `iceServers`.
+   */
   readonly rtcConfig?: RTCConfiguration;
   /** How long a link may stay `'connecting'` before it is relayed; default 10 000 ms. */
   readonly connectTimeoutMs?: number;
@@ -224,6 +243,12 @@ export interface IGroup {
   owner(): UserId;
   /** User ids in join order, this member included, the owner first. */
   members(): UserId[];
+  /**
+   * What the app's backend said about `member`: the `info` claim of its
+   * join token (any JSON). `undefined` when it had none, for a non-member,
+   * and on a server without join tokens.
+   */
+  memberInfo(member: UserId): unknown;
   /** The state of the link to `member` (`'closed'` for a non-member or itself). */
   linkState(member: UserId): LinkState;
 

@@ -51,7 +51,10 @@ const ui = {
 };
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
-const service = new SimpleService(wsUrl);
+// A server with an auth secret wants a join token: the app that links here
+// puts one in `?token=`.
+const token = new URLSearchParams(location.search).get('token');
+const service = new SimpleService(wsUrl, token === null ? {} : { token });
 let self: UserId | undefined;
 let group: IGroup | undefined;
 /** The last round-trip time measured to each member, shown beside it. */
@@ -208,7 +211,8 @@ function enter(joined: IGroup): void {
   joined.onlinkstatechange = () => renderMembers();
 
   if (location.hash !== `#${joined.id()}`) history.replaceState(null, '', `#${joined.id()}`);
-  ui.shareLink.value = location.href;
+  // Without `?token=`: a token is this user's own, not for sharing.
+  ui.shareLink.value = `${location.origin}${location.pathname}${location.hash}`;
   const capability = joined.capability();
   ui.groupMode.textContent =
     (capability & (GroupCapability.BroadcastEveryone | GroupCapability.UnicastEveryone)) !== 0 ? 'full mesh' : 'owner only';

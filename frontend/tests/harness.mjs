@@ -11,10 +11,10 @@ import { chromium } from 'playwright-core';
 export const SERVER_BIN =
   process.env.WEBRTC_P2P_SERVER_BIN ?? fileURLToPath(new URL('../../target/debug/webrtc-p2p-server', import.meta.url));
 
-const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 
 /** frontend/README.md: without the loopback flag no candidate pairs on 127.0.0.1. */
-const CHROMIUM_ARGS = [
+export const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--disable-gpu',
   '--disable-quic',
@@ -32,11 +32,13 @@ const SERVER_START_TIMEOUT_MS = 30_000;
 const POLL_MS = 5;
 
 /**
- * Starts the server binary on an ephemeral loopback port and waits for its
- * one stdout line, `listening on 127.0.0.1:PORT`.
+ * Starts the server binary on an ephemeral port (of `host`, loopback by
+ * default) and waits for its one stdout line, `listening on HOST:PORT`.
+ * `wrap` prefixes the command (e.g. `ip netns exec NAME`).
  */
-export async function startServer(extraArgs = []) {
-  const child = spawn(SERVER_BIN, ['--listen', '127.0.0.1:0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startServer(extraArgs = [], { host = '127.0.0.1', wrap = [] } = {}) {
+  const [command, ...args] = [...wrap, SERVER_BIN, '--listen', `${host}:0`, ...extraArgs];
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   // A test process that dies must not leave its server behind.
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);

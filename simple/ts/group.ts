@@ -42,7 +42,7 @@ export interface GroupHost {
   readonly forceRelay: (peer: UserId) => boolean;
   /** Opens a link to one peer (an RTCPeerConnection in the browser). */
   readonly openLink: LinkFactory;
-  call(method: string, params: unknown[]): Promise<unknown>;
+  call(method: string, params: unknown[] | Record<string, unknown>): Promise<unknown>;
   notify(method: string, params: unknown[]): void;
   /** The group is over for this member (left, or the session closed). */
   forget(group: Group): void;
@@ -58,6 +58,8 @@ export class Group implements IGroup {
   private rules: Rules;
   /** Join order, as the server's `get_members`: the owner first. */
   private memberList: UserId[];
+  /** The members' join-token `info`, for those that have one. */
+  private readonly info = new Map<UserId, unknown>();
   private readonly links = new Map<UserId, Link>();
   /** Per peer, what waits for its link to leave 'connecting'. */
   private readonly outboxes = new Outboxes();
@@ -118,6 +120,10 @@ export class Group implements IGroup {
 
   members(): UserId[] {
     return [...this.memberList];
+  }
+
+  memberInfo(member: UserId): unknown {
+    return this.info.get(member);
   }
 
   linkState(member: UserId): LinkState {
@@ -210,14 +216,21 @@ export class Group implements IGroup {
   }
 
   /** The member list from `get_members`: it supersedes what came before it. */
-  setMembers(members: UserId[]): void {
+  setMembers(members: UserId[], info: ReadonlyMap<UserId, unknown> = new Map()): void {
     this.memberList = [...members];
+    for (const [member, value] of info) this.info.set(member, value);
     for (const member of members) this.departed.delete(member);
     this.reconcile();
   }
 
-  memberJoined(member: UserId): void {
+  /** Members' `info` learnt after the fact; the member list stays as it is. */
+  learnInfo(info: ReadonlyMap<UserId, unknown>): void {
+    for (const [member, value] of info) if (this.memberList.includes(member)) this.info.set(member, value);
+  }
+
+  memberJoined(member: UserId, info?: unknown): void {
     this.departed.delete(member);
+    if (info !== undefined && info !== null) this.info.set(member, info);
     if (this.ended !== undefined || this.memberList.includes(member)) return;
     this.memberList.push(member);
     this.reconcile();
@@ -228,6 +241,7 @@ export class Group implements IGroup {
     this.departed.add(member);
     if (this.ended !== undefined || !this.memberList.includes(member)) return;
     this.memberList = this.memberList.filter((m) => m !== member);
+    this.info.delete(member);
     // The earliest-joined remaining member becomes owner, as on the server.
     const [first] = this.memberList;
     if (member === this.rules.owner && first !== undefined) this.rules = { ...this.rules, owner: first };

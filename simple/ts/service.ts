@@ -1,7 +1,7 @@
 /**
  * `SimpleService`: one WebSocket session with the signaling server, spoken
  * as a JSON-RPC 2.0 peer (json-rpc-2.0's server-and-client): it calls
- * `init`, `create`, `join`, `leave`, `get_members` and `relay`, and answers
+ * `init`, `session`, `create`, `join`, `leave`, `get_members` and `relay`, and answers
  * the server's `relay` requests and member notifications by handing them to
  * the right `Group`.
  */
@@ -19,12 +19,37 @@ import { generateCertificate, withCertificate } from './certificate';
 import { Group, type GroupHost } from './group';
 import { RtcLink } from './link';
 import { DEFAULT_MAX_MESSAGE_BYTES } from './transfer';
-import { parseGroupEvent, parseId, parseIds, parseJoinResult, parseRelayRequest } from './wire';
+import {
+  type GroupEvent,
+  parseGroupEvent,
+  parseId,
+  parseJoinResult,
+  parseMembers,
+  parseRelayRequest,
+  parseSessionFacts,
+} from './wire';
 
 /** How long a link may stay 'connecting' before its messages go through the server. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** How long a DataChannel unicast waits for its reply (the server's relay timeout is the same). */
 export const DEFAULT_UNICAST_TIMEOUT_MS = 10_000;
+
+/**
+ * How long before the server's TURN credentials expire the service fetches
+ * fresh ones (at most half their lifetime before).
+ */
+const SESSION_REFRESH_MARGIN_MS = 60_000;
+/** The longest delay `setTimeout` takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** When the earliest TURN credential expires: usernames are `"<unix expiry>:<user_id>"`. */
+function credentialsExpireAt(servers: readonly RTCIceServer[]): number | undefined {
+  const expiries = servers.flatMap(({ username }) => {
+    const seconds = /^(\d+):/.exec(username ?? '')?.[1];
+    return seconds === undefined ? [] : [Number(seconds) * 1000];
+  });
+  return expiries.length === 0 ? undefined : Math.min(...expiries);
+}
 
 /** The live part of a service: exists from `join()` until the session ends. */
 interface Connection {
@@ -42,6 +67,10 @@ export class SimpleService implements IService {
   private closed = false;
   /** Started with the session, shared by every link of every group (see certificate.ts). */
   private certificate: Promise<RTCCertificate | undefined> | undefined;
+  /** The server's ICE servers (`session`), added to every RTCPeerConnection's. */
+  private iceServers: RTCIceServer[] = [];
+  /** Fetches fresh `session` facts before the TURN credentials expire. */
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly groups = new Map<GroupId, Group>();
   /**
    * Groups whose `join` is on its way: a relay for one of them waits for it,
@@ -76,6 +105,12 @@ export class SimpleService implements IService {
     const id = parseId(await host.call('create', [capability]));
     const group = new Group(id, host.self, capability, [host.self], host);
     this.groups.set(id, group);
+    // Our own `info` (on a server with join tokens) comes from the server
+    // too; nothing waits for it.
+    host
+      .call('get_members', { group_id: id, info: true })
+      .then((members) => group.learnInfo(parseMembers(members).info))
+      .catch(() => undefined);
     group.handOver();
     return group;
   }
@@ -93,13 +128,14 @@ export class SimpleService implements IService {
     const { owner, capability } = parseJoinResult(await host.call('join', [id]));
     // Asked first, so that the question is on its way while the group opens
     // its first link; the answer is handled after this task, group in place.
-    const members = host.call('get_members', [id]);
+    const members = host.call('get_members', { group_id: id, info: true });
     // Registered before `get_members` answers so that peers' offers find it;
     // the member list is completed by the answer.
     const group = new Group(id, owner, capability, owner === host.self ? [owner] : [owner, host.self], host);
     this.groups.set(id, group);
     try {
-      group.setMembers(parseIds(await members));
+      const { ids, info } = parseMembers(await members);
+      group.setMembers(ids, info);
     } catch (error) {
       const failure = toRpcError(error);
       group.end(failure);
@@ -123,8 +159,10 @@ export class SimpleService implements IService {
       }),
     );
     rpc.addMethod('relay', (params: unknown) => this.onRelay(params));
-    rpc.addMethod('member_joined', (params: unknown) => this.onMemberEvent(params, (group, user) => group.memberJoined(user)));
-    rpc.addMethod('member_left', (params: unknown) => this.onMemberEvent(params, (group, user) => group.memberLeft(user)));
+    rpc.addMethod('member_joined', (params: unknown) =>
+      this.onMemberEvent(params, (group, event) => group.memberJoined(event.userId, event.info)),
+    );
+    rpc.addMethod('member_left', (params: unknown) => this.onMemberEvent(params, (group, event) => group.memberLeft(event.userId)));
     this.connection = { socket, rpc };
 
     socket.onmessage = ({ data }) => this.onFrame(rpc, data);
@@ -133,9 +171,32 @@ export class SimpleService implements IService {
       socket.onopen = () => resolve();
       socket.onerror = () => reject(new RpcError(ErrorCode.ConnectionClosed, `cannot connect to ${this.url}`));
     });
-    const self = parseId(await this.call('init', []));
+    const token = this.options.token;
+    const self = parseId(await this.call('init', token === undefined ? [] : [token]));
     this.self = self;
+    // Before any RTCPeerConnection exists, so that every one gets them.
+    await this.fetchSessionFacts();
     return this.info();
+  }
+
+  /** Takes the server's ICE servers and schedules the next fetch before their credentials expire. */
+  private async fetchSessionFacts(): Promise<void> {
+    let facts;
+    try {
+      facts = parseSessionFacts(await this.call('session', []));
+    } catch (error) {
+      // A v1 server has no `session`: no ICE servers from it.
+      if (toRpcError(error).code === ErrorCode.MethodNotFound) return;
+      throw error;
+    }
+    this.iceServers = facts.iceServers;
+    const expires = credentialsExpireAt(facts.iceServers);
+    if (expires === undefined || this.closed) return;
+    const left = expires - Date.now();
+    const delay = Math.min(MAX_TIMER_MS, Math.max(1_000, left - Math.min(SESSION_REFRESH_MARGIN_MS, left / 2)));
+    clearTimeout(this.refreshTimer);
+    // A failed refresh means the connection is going: shutDown() follows.
+    this.refreshTimer = setTimeout(() => this.fetchSessionFacts().catch(() => undefined), delay);
   }
 
   private onFrame(rpc: JSONRPCServerAndClient, data: unknown): void {
@@ -160,11 +221,11 @@ export class SimpleService implements IService {
     }
   }
 
-  private onMemberEvent(params: unknown, apply: (group: Group, user: UserId) => void): void {
+  private onMemberEvent(params: unknown, apply: (group: Group, event: GroupEvent) => void): void {
     const event = parseGroupEvent(params);
     if (event === undefined) throw new JSONRPCErrorException('expected [group_id, user_id]', ErrorCode.InvalidParams);
     const group = this.groups.get(event.groupId);
-    if (group !== undefined) apply(group, event.userId);
+    if (group !== undefined) apply(group, event);
   }
 
   /** What a group needs of this service, once `join()` resolved. */
@@ -177,11 +238,13 @@ export class SimpleService implements IService {
   }
 
   private makeHost(self: UserId, certificate: RTCCertificate | undefined): GroupHost {
-    const rtcConfig = this.options.rtcConfig ?? { iceServers: [] };
+    const own = this.options.rtcConfig ?? { iceServers: [] };
+    const served = (): RTCIceServer[] => this.iceServers;
     return {
       self,
+      // The caller's ICE servers and the server's latest ones.
       get rtcConfig(): RTCConfiguration {
-        return withCertificate(rtcConfig, certificate);
+        return withCertificate({ ...own, iceServers: [...(own.iceServers ?? []), ...served()] }, certificate);
       },
       connectTimeoutMs: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       unicastTimeoutMs: this.options.unicastTimeoutMs ?? DEFAULT_UNICAST_TIMEOUT_MS,
@@ -196,7 +259,7 @@ export class SimpleService implements IService {
     };
   }
 
-  private async call(method: string, params: unknown[]): Promise<unknown> {
+  private async call(method: string, params: unknown[] | Record<string, unknown>): Promise<unknown> {
     const connection = this.connection;
     if (connection === undefined || this.closed) throw new RpcError(ErrorCode.ConnectionClosed, 'not connected');
     try {
@@ -219,6 +282,7 @@ export class SimpleService implements IService {
   private shutDown(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.refreshTimer);
     this.connection?.rpc.rejectAllPendingRequests(reason);
     const gone = new RpcError(ErrorCode.ConnectionClosed, reason);
     for (const group of [...this.groups.values()]) group.end(gone);

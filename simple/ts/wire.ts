@@ -14,10 +14,26 @@ export interface RelayRequest {
   readonly data: unknown;
 }
 
-/** A `member_joined` / `member_left` notification: `[group_id, user_id]`. */
+/**
+ * A `member_joined` / `member_left` notification: `[group_id, user_id]`;
+ * `member_joined` on a server with join tokens adds the joiner's `info`.
+ */
 export interface GroupEvent {
   readonly groupId: GroupId;
   readonly userId: UserId;
+  /** `undefined` when the server sent none, or `null`. */
+  readonly info: unknown;
+}
+
+/** `get_members`: the ids, and the `info` of those that have one. */
+export interface MemberList {
+  readonly ids: UserId[];
+  readonly info: ReadonlyMap<UserId, unknown>;
+}
+
+/** The ICE servers of a `session` answer. */
+export interface SessionFacts {
+  readonly iceServers: RTCIceServer[];
 }
 
 /** User and group ids: 32 lowercase hex digits. */
@@ -36,9 +52,35 @@ export function parseId(value: unknown): UserId & GroupId {
   return value;
 }
 
-export function parseIds(value: unknown): UserId[] {
-  if (!Array.isArray(value) || !value.every(isId)) throw contractBroken('an invalid member list');
-  return value;
+/** `[user_id, …]`, or `[{"user_id", "info"}, …]` when asked with `"info": true` (servers with join tokens). */
+export function parseMembers(value: unknown): MemberList {
+  if (Array.isArray(value) && value.every(isId)) return { ids: value, info: new Map() };
+  if (!Array.isArray(value)) throw contractBroken('an invalid member list');
+  const ids: UserId[] = [];
+  const info = new Map<UserId, unknown>();
+  for (const member of value) {
+    const { user_id: id, info: memberInfo } = (typeof member === 'object' && member !== null ? member : {}) as Record<string, unknown>;
+    if (!isId(id)) throw contractBroken('an invalid member list');
+    ids.push(id);
+    if (memberInfo !== undefined && memberInfo !== null) info.set(id, memberInfo);
+  }
+  return { ids, info };
+}
+
+function isIceServer(value: unknown): value is RTCIceServer {
+  if (typeof value !== 'object' || value === null) return false;
+  const { urls, username, credential } = value as Record<string, unknown>;
+  const urlsOk = typeof urls === 'string' || (Array.isArray(urls) && urls.every((u) => typeof u === 'string'));
+  return urlsOk && ['string', 'undefined'].includes(typeof username) && ['string', 'undefined'].includes(typeof credential);
+}
+
+/** A `session` answer; only its ICE servers are used here. */
+export function parseSessionFacts(value: unknown): SessionFacts {
+  if (typeof value === 'object' && value !== null) {
+    const { ice_servers: iceServers } = value as Record<string, unknown>;
+    if (Array.isArray(iceServers) && iceServers.every(isIceServer)) return { iceServers };
+  }
+  throw contractBroken('invalid session facts');
 }
 
 export function parseJoinResult(value: unknown): JoinResult {
@@ -68,6 +110,6 @@ export function parseRelayRequest(params: unknown): RelayRequest {
 }
 
 export function parseGroupEvent(params: unknown): GroupEvent | undefined {
-  const [groupId, userId] = positional(params, ['group_id', 'user_id']);
-  return isId(groupId) && isId(userId) ? { groupId, userId } : undefined;
+  const [groupId, userId, info] = positional(params, ['group_id', 'user_id', 'info']);
+  return isId(groupId) && isId(userId) ? { groupId, userId, info } : undefined;
 }
