@@ -17,9 +17,10 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, PeerServer, SignalingClient, UserId};
 use webrtc_p2p_server::{Config, Server};
+use webrtc_p2p_simple::auth::Claims;
 use webrtc_p2p_simple::client::payload::{Body, MAX_BODY_BYTES, NO_WEBRTC};
 use webrtc_p2p_simple::client::transfer::MAX_MESSAGE_BYTES;
-use webrtc_p2p_simple::client::{Member, MemberHandler};
+use webrtc_p2p_simple::client::{Member, MemberHandler, StartError};
 use webrtc_p2p_simple::{Client, app_error};
 
 /// How long any expected event may take before the test fails.
@@ -38,7 +39,12 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> Self {
-        let server = Server::bind(Config::from_flags(["--listen", "127.0.0.1:0"]).expect("flags")).await.expect("bind");
+        Self::with_flags(&[]).await
+    }
+
+    async fn with_flags(flags: &[&str]) -> Self {
+        let config = Config::from_flags(["--listen", "127.0.0.1:0"].iter().chain(flags)).expect("flags");
+        let server = Server::bind(config).await.expect("bind");
         let url = format!("ws://{}/ws", server.local_addr().expect("bound address"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
@@ -398,4 +404,27 @@ async fn dropping_a_member_closes_its_connection() {
     // The server saw the connection go: the others are told it left.
     assert_eq!(observer.next().await, Heard::Left(group, id));
     assert_eq!(observer.member.members(group).await, vec![observer.id()]);
+}
+
+#[tokio::test]
+async fn a_member_brings_its_join_token_and_reads_the_session_facts() {
+    let secret = "the member test's auth secret";
+    let turn = ["--turn-url", "turn:turn.example:3478", "--turn-secret", "a turn secret"];
+    let server = TestServer::with_flags(&[&["--auth-secret", secret][..], &turn[..]].concat()).await;
+
+    let refused = within("init without a token", Member::connect(&server.url, Deaf)).await.err();
+    let Some(StartError::Init(error)) = refused else { panic!("init should fail: {refused:?}") };
+    assert_eq!(app_error(&error), Some(ErrorCode::Unauthorized));
+
+    let token = Claims { create: true, ..Claims::expiring_in(Duration::from_secs(60)) }.sign(secret.as_bytes());
+    let member = within("init with a token", Member::connect_with(Client::builder().token(token), &server.url, Deaf))
+        .await
+        .expect("a valid token");
+    within("create", member.create(None)).await.expect("create: true");
+    let facts = within("session", member.session()).await.expect("session facts");
+    assert_eq!(facts.user_id, member.id());
+    assert_eq!(facts.ice_servers.len(), 1);
+    assert_eq!(facts.ice_servers[0].urls, ["turn:turn.example:3478"]);
+    let username = facts.ice_servers[0].username.clone().expect("a TURN username");
+    assert!(username.ends_with(&format!(":{}", member.id())), "{username}");
 }
