@@ -95,11 +95,12 @@ export type Received = string | Uint8Array;
 
 /**
  * Every code an `RpcError` carries. The standard JSON-RPC codes and the
- * server's application codes (-32001..-32010, -32012, -32014) keep their wire meaning; the
- * client raises the same codes for the same conditions it detects itself
- * (e.g. a unicast to a non-member is `UserNotFound`, a DataChannel unicast
- * that gets no answer in time is `RelayTimeout`). `ConnectionClosed` is the
- * only code that never travels: the WebSocket is gone.
+ * server's application codes (-32001..-32010, -32012..-32014) keep their
+ * wire meaning; the client raises the same codes for the same conditions it
+ * detects itself (e.g. a unicast to a non-member is `UserNotFound`, a
+ * DataChannel unicast that gets no answer in time is `RelayTimeout`).
+ * `ConnectionClosed` is the only code that never travels: the WebSocket is
+ * gone.
  */
 export enum ErrorCode {
   ParseError = -32700,
