@@ -5,8 +5,11 @@
 // server binary's own `token` subcommand.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { Peer, SERVER_BIN, WAIT_MS, setUp, waitForMesh } from './harness.mjs';
+import { Peer, SERVER_BIN, WAIT_MS, setUp, startServer, waitForMesh } from './harness.mjs';
 
 const SECRET = 'the auth secret of the token browser tests';
 
@@ -78,6 +81,24 @@ test("members see each other's info, and a token grants only what it says", asyn
   await Promise.all([owner, guest, plain].map((peer) => peer.close()));
 });
 
+test("a token minted by the README's Node example is accepted", async () => {
+  // The example itself, cut from the README, so that it cannot rot.
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const example = /```js\n(import \{ createHmac \}[\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(example, 'the README has the Node minting example');
+  const dir = mkdtempSync(join(tmpdir(), 'webrtc-p2p-readme-'));
+  try {
+    writeFileSync(join(dir, 'mint.mjs'), example);
+    const { joinToken } = await import(join(dir, 'mint.mjs'));
+    const token = joinToken(SECRET, { create: true, info: { name: 'Ada' } });
+    const peer = await Peer.open(env.context, env.server, { options: { token } });
+    await peer.create();
+    await peer.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("the demo page takes its token from ?token= and does not share it", async () => {
   const page = await env.context.newPage();
   page.on('pageerror', (error) => console.error(`[demo page error] ${error.message}`));
@@ -88,4 +109,49 @@ test("the demo page takes its token from ?token= and does not share it", async (
   const link = await page.locator('#share-link').inputValue();
   assert.match(link, /^http:\/\/127\.0\.0\.1:\d+\/#[0-9a-f]{32}$/);
   await page.close();
+});
+
+test('the TURN credentials from session reach every RTCPeerConnection and are fetched again before they expire', async () => {
+  // No TURN server answers here: this is about what the client asks and uses.
+  const server = await startServer(['--turn-url', 'turn:127.0.0.1:9?transport=udp', '--turn-secret', 's', '--turn-ttl', '3s']);
+  const context = await env.browser.newContext();
+  try {
+    await context.grantPermissions(['camera', 'microphone']);
+    // Every frame the page sends, and every RTCPeerConnection's configuration.
+    await context.addInitScript(() => {
+      window.sent = [];
+      const send = WebSocket.prototype.send;
+      WebSocket.prototype.send = function (data) {
+        window.sent.push(String(data));
+        return send.call(this, data);
+      };
+      window.configurations = [];
+      const Native = window.RTCPeerConnection;
+      window.RTCPeerConnection = class extends Native {
+        constructor(configuration) {
+          super(configuration);
+          window.configurations.push(configuration);
+        }
+      };
+    });
+    const options = { rtcConfig: { iceServers: [{ urls: 'stun:127.0.0.1:9' }] } };
+    const a = await Peer.open(context, server, { options });
+    const b = await Peer.open(context, server, { options });
+    await b.join(await a.create());
+    await a.page.waitForFunction(() => window.configurations.length > 0, null, { timeout: WAIT_MS });
+    const [first] = await a.page.evaluate(() => window.configurations);
+    assert.equal(first.iceServers[0].urls, 'stun:127.0.0.1:9', "the caller's own come first");
+    assert.deepEqual(first.iceServers[1].urls, ['turn:127.0.0.1:9?transport=udp']);
+    assert.match(first.iceServers[1].username, new RegExp(`^\\d+:${a.id}$`));
+    // A 3 s credential is fetched again halfway through its life.
+    await a.page.waitForFunction(
+      () => window.sent.filter((frame) => JSON.parse(frame).method === 'session').length >= 2,
+      null,
+      { polling: 50, timeout: WAIT_MS },
+    );
+    await Promise.all([a.close(), b.close()]);
+  } finally {
+    await context.close();
+    await server.stop();
+  }
 });
