@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, env = "WEBRTC_P2P_MAX_QUEUED_BYTES", default_value_t = D.max_queued_bytes)]
     pub max_queued_bytes: usize,
 
+    /// Bytes the whole server may hold for its clients (queued frames, resume
+    /// buffers, unwritten and half-read messages). A frame over 64 KiB that
+    /// does not fit is refused (Busy); once spent, new connections get 503
+    /// and a message over 64 KiB arriving closes with 1013. Smaller ones go on.
+    #[arg(long, env = "WEBRTC_P2P_MAX_MEMORY", default_value_t = D.max_memory)]
+    pub max_memory: usize,
     /// Requests in one batch; a longer batch gets one -32600.
     #[arg(long, env = "WEBRTC_P2P_MAX_BATCH_LEN", default_value_t = D.max_batch_len)]
     pub max_batch_len: usize,
@@ -188,6 +194,7 @@ impl Config {
             header_timeout: self.header_timeout.into(),
             resume_window: self.resume_window.into(),
             resume_buffer: self.resume_buffer,
+            max_memory: self.max_memory,
         }
     }
 

@@ -24,13 +24,18 @@ use webrtc_p2p_simple::{CloseReason, Dispatch, Limits, PeerHandle, Session};
 
 use crate::App;
 use crate::metrics::ConnectionSlot;
-
-/// The upgraded connection under the WebSocket.
-type Io = TokioIo<hyper::upgrade::Upgraded>;
+use crate::stream::{Io, MemorySpent};
 
 /// How often a draining connection looks whether anything still waits
 /// (calls to the client have no "none left" event to await).
 const DRAIN_CHECK: Duration = Duration::from_millis(10);
+
+/// A message read or written larger than this (or a burst of frames written
+/// between two flushes), and the WebSocket is rebuilt with fresh buffers once
+/// it is between messages: tungstenite keeps the largest read and write
+/// buffers a connection ever needed, ~1 MiB each after one message of the
+/// size limit, for as long as the connection lives.
+const SHRINK_ABOVE: usize = 16 * 1024;
 
 /// Serves one upgraded WebSocket until it closes, for whatever reason;
 /// `slot` (the connection's place under the connection cap) is given back
@@ -40,7 +45,7 @@ const DRAIN_CHECK: Duration = Duration::from_millis(10);
 /// first, so it does not also sit in an argument slot of each future layer
 /// of every connection.
 pub(crate) fn serve(
-    io: Io,
+    io: TokioIo<hyper::upgrade::Upgraded>,
     config: WebSocketConfig,
     app: App,
     slot: ConnectionSlot,
@@ -48,6 +53,7 @@ pub(crate) fn serve(
     let conn = app.next_connection_id();
     let span = debug_span!("conn", id = conn.0);
     async move {
+        let io = Io::new(io, app.memory.clone());
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let socket = Box::new(Socket::new(ws, app.hub.limits().ping_interval));
         let suspended = run(socket, &app, conn).await;
@@ -85,7 +91,8 @@ async fn await_resume(app: &App, session: &Session, generation: u64) {
 async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(Arc<Session>, u64)> {
     let limits = app.hub.limits();
     let peer = PeerHandle::new(limits.max_queued_frames, limits.relay_timeout)
-        .with_byte_limits(limits.max_queued_bytes, limits.max_message_size);
+        .with_byte_limits(limits.max_queued_bytes, limits.max_message_size)
+        .with_memory(app.memory.clone());
     let mut session = Arc::new(Session::new(Arc::new(peer)));
     let mut generation = 0;
     let (dispatch, reason) = loop {
@@ -175,13 +182,36 @@ struct Socket {
     /// A ping went out to learn that written frames arrived (resumable
     /// sessions only) and its pong has not come back: one at a time.
     ack_pending: bool,
+    /// tungstenite's buffers may have grown past [`SHRINK_ABOVE`]: the
+    /// WebSocket is rebuilt once it is between messages and flushed.
+    shrink: bool,
+}
+
+/// What the connection's socket has for the read loop.
+enum Event {
+    /// The client's next message, or the error or end of stream.
+    Message(Option<Result<Message, tungstenite::Error>>),
+    /// The WebSocket is between messages, flushed, with large buffers:
+    /// time to [`Socket::rebuild`] it.
+    Shrink,
 }
 
 impl Socket {
     fn new(ws: WebSocketStream<Io>, ping_interval: Duration) -> Self {
         let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self { ws, unflushed: false, ping, generation: 0, ack_pending: false }
+        Self { ws, unflushed: false, ping, generation: 0, ack_pending: false, shrink: false }
+    }
+
+    /// A fresh WebSocket over the same connection, with small buffers.
+    /// Only between messages, with everything flushed: then tungstenite's
+    /// buffers hold nothing but capacity, and its state is that of a new
+    /// connection.
+    async fn rebuild(&mut self) {
+        let io = self.ws.get_mut().take();
+        let config = *self.ws.get_config();
+        self.ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        self.shrink = false;
     }
 
     /// Writes, without waiting, a due ping and what is queued (up to
@@ -211,6 +241,9 @@ impl Socket {
                         Poll::Pending => break,
                     }
                 };
+                let io = self.ws.get_mut();
+                io.feeding(message.len());
+                self.shrink |= io.unflushed() > SHRINK_ABOVE;
                 self.ws.start_send_unpin(message)?;
                 self.unflushed = true;
                 fed += 1;
@@ -219,7 +252,10 @@ impl Socket {
                 return Ok(());
             }
             match self.ws.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    self.ws.get_mut().flushed();
+                }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(()),
             }
@@ -229,16 +265,30 @@ impl Socket {
         }
     }
 
-    /// The client's next message, writing whatever is queued meanwhile.
-    fn next<'a>(
-        &'a mut self,
-        peer: &'a PeerHandle,
-    ) -> impl Future<Output = Option<Result<Message, tungstenite::Error>>> + 'a {
+    /// The client's next message, writing whatever is queued meanwhile; or
+    /// the moment to shrink the WebSocket's buffers.
+    fn next<'a>(&'a mut self, peer: &'a PeerHandle) -> impl Future<Output = Event> + 'a {
         poll_fn(move |cx| {
             if let Err(e) = self.poll_write(cx, peer) {
-                return Poll::Ready(Some(Err(e)));
+                return Poll::Ready(Event::Message(Some(Err(e))));
             }
-            self.ws.poll_next_unpin(cx)
+            if self.shrink && self.ws.get_ref().between_messages() {
+                match self.ws.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.unflushed = false;
+                        self.ws.get_mut().flushed();
+                        return Poll::Ready(Event::Shrink);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Event::Message(Some(Err(e)))),
+                    Poll::Pending => {}
+                }
+            }
+            let message = std::task::ready!(self.ws.poll_next_unpin(cx));
+            if let Some(Ok(message)) = &message {
+                self.ws.get_mut().delivered();
+                self.shrink |= message.len() > SHRINK_ABOVE;
+            }
+            Poll::Ready(Event::Message(message))
         })
     }
 
@@ -289,6 +339,7 @@ impl Socket {
     /// discards up to `max_bytes` until the client closes its side too.
     async fn linger(&mut self, max_bytes: usize) {
         let io = self.ws.get_mut();
+        io.stop_following();
         if io.shutdown().await.is_err() {
             return;
         }
@@ -320,14 +371,30 @@ async fn read_loop(
     let mut shutdown = app.shutdown.clone();
     // Set when shutdown starts: until then, answers still count.
     let mut drain_until: Option<Instant> = None;
+    // The socket said it is time to rebuild the WebSocket (done out of the
+    // `select!`, whose output may hold the shutdown flag's lock).
+    let mut shrink = false;
 
     loop {
+        if std::mem::take(&mut shrink) {
+            socket.rebuild().await;
+        }
         if drain_until.is_some() && peer.pending_calls() == 0 && dispatch.running().is_idle() {
             return Ended::Closed(CloseReason::SHUTDOWN);
         }
         tokio::select! {
-            message = socket.next(peer) => {
-                idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+            event = socket.next(peer) => {
+                let Event::Message(message) = event else {
+                    shrink = true;
+                    continue;
+                };
+                // Pings and pongs between the fragments of a message do not
+                // keep it alive: a message must arrive within the idle
+                // timeout, so a half-sent one cannot hold its buffers forever.
+                let control = matches!(message, Some(Ok(Message::Ping(_) | Message::Pong(_))));
+                if !control || !socket.ws.get_ref().fragmented() {
+                    idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                }
                 match message {
                     Some(Ok(Message::Text(text))) => counted(session, generation, || dispatch.text(text.as_str())),
                     Some(Ok(Message::Binary(bytes))) => counted(session, generation, || dispatch.binary(&bytes)),
@@ -381,6 +448,7 @@ fn counted(session: &Session, generation: u64, handle: impl FnOnce()) {
 fn close_reason(e: tungstenite::Error) -> CloseReason {
     match e {
         tungstenite::Error::Capacity(_) => CloseReason::MESSAGE_TOO_BIG,
+        tungstenite::Error::Io(e) if e.get_ref().is_some_and(|e| e.is::<MemorySpent>()) => CloseReason::MEMORY,
         tungstenite::Error::Utf8(_) => CloseReason::INVALID_UTF8,
         // EOF without a close frame: the network, not the client, ended it.
         tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseReason::LOST,

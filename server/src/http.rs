@@ -116,6 +116,11 @@ async fn upgrade(State(app): State<App>, mut request: Request) -> Response {
         app.metrics.refused(Limit::Origin);
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
+    if app.memory.is_spent() {
+        app.metrics.refused(Limit::Memory);
+        let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECS)];
+        return (StatusCode::SERVICE_UNAVAILABLE, retry, "server memory budget spent\n").into_response();
+    }
     let Some(slot) = app.metrics.open_connection(app.hub.limits().max_connections) else {
         app.metrics.refused(Limit::Connections);
         let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECS)];
@@ -170,6 +175,6 @@ fn websocket_config(max: usize) -> WebSocketConfig {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let body = app.metrics.render(app.hub.stats(), app.hub.relays_in_flight());
+    let body = app.metrics.render(app.hub.stats(), app.hub.relays_in_flight(), app.memory.used());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

@@ -9,6 +9,9 @@
 //! - `connection`: one WebSocket, served by one task that reads (each frame
 //!   handed to simple's `Dispatch`), writes the connection's queue and
 //!   pings, then cleans up on every exit path.
+//! - `stream`: `Io`, the connection under tungstenite: follows the frames
+//!   read (when tungstenite's buffers may be rebuilt small) and charges the
+//!   memory budget.
 //! - `metrics`: the Prometheus figures behind `/metrics`, fed through
 //!   simple's `Observer`.
 //! - `origin`: the `--allowed-origin` policy.
@@ -27,6 +30,7 @@ mod connection;
 mod http;
 mod metrics;
 mod origin;
+mod stream;
 mod tls;
 
 use std::future::Future;
@@ -41,7 +45,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use webrtc_p2p_interfaces::SignalingServer;
-use webrtc_p2p_simple::{Hub, Limits, LocalRouter, ResumeKey};
+use webrtc_p2p_simple::{Hub, Limits, LocalRouter, MemoryBudget, ResumeKey};
 
 pub use config::{Config, LogFormat};
 pub use webrtc_p2p_simple::HubStats;
@@ -68,6 +72,8 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Which browser origins may open `/ws`.
     pub(crate) origins: Arc<origin::OriginPolicy>,
+    /// The bytes every connection holds for its client, against `--max-memory`.
+    pub(crate) memory: Arc<MemoryBudget>,
 }
 
 impl App {
@@ -122,6 +128,7 @@ impl Server {
         let methods = hub.clone().into_rpc().into();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins, config.require_origin));
+        let memory = Arc::new(MemoryBudget::new(config.max_memory));
         let app = App {
             hub,
             methods,
@@ -130,6 +137,7 @@ impl Server {
             config: Arc::new(config),
             metrics,
             origins,
+            memory,
         };
         Ok(Self { listener, app, shutdown, tls })
     }

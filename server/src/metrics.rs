@@ -40,7 +40,7 @@ fn error_label(code: i32) -> &'static str {
 
 /// The close codes the server sends, and 1006 for a connection that ended
 /// without a close frame.
-const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 4001];
+const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1013, 4001];
 
 fn close_label(code: u16) -> &'static str {
     match code {
@@ -51,6 +51,7 @@ fn close_label(code: u16) -> &'static str {
         1007 => "1007",
         1008 => "1008",
         1009 => "1009",
+        1013 => "1013",
         4001 => "4001",
         _ => "other",
     }
@@ -66,6 +67,7 @@ pub(crate) struct Metrics {
     users: Gauge,
     groups: Gauge,
     relays_in_flight: Gauge,
+    memory: Gauge,
     connections_total: Counter,
     /// By [`RelayOutcome::ALL`]'s order: counted on every relay, so each is
     /// held directly rather than looked up in its family.
@@ -98,6 +100,8 @@ impl Metrics {
         registry.register("groups", "Live groups", groups.clone());
         let relays_in_flight = Gauge::default();
         registry.register("relays_in_flight", "Relays waiting for their target's answer", relays_in_flight.clone());
+        let memory = Gauge::default();
+        registry.register("memory_bytes", "Bytes held for clients, counted against --max-memory", memory.clone());
         let relays = family(&mut registry, "relays", "Relays by how they ended");
         // 0.5 ms to ~16 s: loopback answers up to a relay timeout.
         let relay_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
@@ -153,6 +157,7 @@ impl Metrics {
             users,
             groups,
             relays_in_flight,
+            memory,
             connections_total,
             relays,
             relay_seconds,
@@ -186,6 +191,7 @@ impl Metrics {
         self.closes.get_or_create(&[("code", close_label(reason.code))]).inc();
         let limit = match reason {
             CloseReason::MESSAGE_TOO_BIG => Limit::MessageSize,
+            CloseReason::MEMORY => Limit::Memory,
             CloseReason::SLOW_CONSUMER => Limit::QueuedFrames,
             CloseReason::INIT_TIMEOUT => Limit::InitTimeout,
             CloseReason::IDLE_TIMEOUT => Limit::IdleTimeout,
@@ -195,12 +201,13 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read now.
-    pub(crate) fn render(&self, hub: HubStats, relays_in_flight: usize) -> String {
+    pub(crate) fn render(&self, hub: HubStats, relays_in_flight: usize, memory: usize) -> String {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.connections_gauge.set(gauge(self.connections.load(Ordering::Acquire)));
         self.users.set(gauge(hub.users));
         self.groups.set(gauge(hub.groups));
         self.relays_in_flight.set(gauge(relays_in_flight));
+        self.memory.set(gauge(memory));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -23,6 +23,7 @@ use webrtc_p2p_interfaces::ErrorCode;
 
 use crate::hub::{Hub, Session};
 use crate::limits::{Limit, RateLimiter};
+use crate::memory;
 use crate::observe::{Observer, Unobserved};
 use crate::router::Router;
 use crate::wire::{self, Incoming, Reply, Request, Response, Started, code};
@@ -55,6 +56,10 @@ impl Endpoint for Arc<Session> {
         // under a longer id) becomes an error it can read, with its id.
         let frame = if frame.len() > peer.max_frame_size() {
             too_large(wire::response_id(&frame), peer.max_frame_size()).frame
+        } else if !peer.admits(frame.len()) {
+            // Too large for what the server's memory budget has left: Busy
+            // in its place, which is small and always fits.
+            Reply::error(wire::response_id(&frame), memory::REFUSAL_CODE, memory::REFUSAL).frame
         } else {
             frame
         };

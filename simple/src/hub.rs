@@ -24,6 +24,7 @@ use webrtc_p2p_interfaces::{
 use crate::auth::{Grants, TokenVerifier};
 use crate::ice::IceConfig;
 use crate::limits::{Limits, RateLimiter};
+use crate::memory;
 use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobserved};
 use crate::peer::{CallFailed, CloseReason, PeerHandle};
 use crate::router::{Entrant, Introduction, LocalRouter, Router, Target};
@@ -532,6 +533,9 @@ impl<R: Router> Hub<R> {
             Err(CallFailed::Timeout) => (RelayOutcome::Timeout, Err(ErrorCode::RelayTimeout.into())),
             Err(CallFailed::Gone) => (RelayOutcome::PeerGone, Err(ErrorCode::PeerGone.into())),
             Err(CallFailed::TooLarge) => (RelayOutcome::Refused, Err(too_large(self.shared.limits.max_message_size))),
+            Err(CallFailed::MemoryBudget) => {
+                (RelayOutcome::Busy, Err(ErrorObjectOwned::owned(memory::REFUSAL_CODE, memory::REFUSAL, None::<()>)))
+            }
         }
     }
 }

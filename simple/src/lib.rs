@@ -25,6 +25,8 @@
 //!   the fuzz target alike; `Endpoint`, where its answers go.
 //! - `limits`: `Limits`, every limit and its default; `Limit`, the one that
 //!   refused something; `RateLimiter`.
+//! - `memory`: `MemoryBudget`, the bytes the whole server holds for its
+//!   clients, and what it refuses past `--max-memory`.
 //! - `observe`: `Observer`, how the hub and the dispatch report relay
 //!   outcomes, error answers and refusals (the server's metrics).
 //! - `client`: `Client`, a Rust program as a group member: the generated
@@ -43,6 +45,7 @@ mod group;
 mod hub;
 pub mod ice;
 mod limits;
+mod memory;
 mod observe;
 mod peer;
 mod router;
@@ -55,6 +58,7 @@ pub use client::{
 pub use dispatch::{Dispatch, Endpoint, Running};
 pub use hub::{Access, Hub, HubStats, Session};
 pub use limits::{Limit, Limits, RateLimiter};
+pub use memory::MemoryBudget;
 pub use observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent};
 pub use peer::{Answer, Attached, CallFailed, CloseReason, PeerHandle};
 pub use router::{Entrant, Introduction, Joined, LocalRouter, Router, Target};

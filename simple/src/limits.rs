@@ -74,6 +74,14 @@ pub struct Limits {
     /// it is suspended). Past it the oldest are dropped and the next resume
     /// says `replayed: false`. Default 256 KiB.
     pub resume_buffer: usize,
+    /// Bytes the whole server may hold for its clients (frames waiting for
+    /// them, what resumable sessions keep, what sockets still have to
+    /// write, messages being read). A frame larger than 64 KiB that would
+    /// take it past the budget is refused (Busy for a relay or an answer);
+    /// once it is spent, new connections get 503 and a message over 64 KiB
+    /// arriving closes its connection with 1013. Smaller frames always go
+    /// on. Default 1 GiB.
+    pub max_memory: usize,
 }
 
 impl Limits {
@@ -96,6 +104,7 @@ impl Limits {
         header_timeout: Duration::from_secs(10),
         resume_window: Duration::from_secs(30),
         resume_buffer: 256 << 10,
+        max_memory: 1 << 30,
     };
 
     /// Frames written per flush at most, by the server's connections and the
@@ -167,11 +176,14 @@ pub enum Limit {
     /// A create or join past `max_groups_per_user` or
     /// `max_members_per_group` (LimitExceeded).
     GroupLimits,
+    /// An upgrade, a relay, an answer or a message being read past
+    /// `max_memory` (503, Busy, or close 1013).
+    Memory,
 }
 
 impl Limit {
     /// Every limit, for metrics that list them all from the start.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Connections,
         Self::Origin,
         Self::HeaderTimeout,
@@ -183,6 +195,7 @@ impl Limit {
         Self::Rate,
         Self::RelaysInFlight,
         Self::GroupLimits,
+        Self::Memory,
     ];
 
     /// A short lowercase name, for metric labels and logs.
@@ -199,6 +212,7 @@ impl Limit {
             Self::Rate => "rate",
             Self::RelaysInFlight => "relays_in_flight",
             Self::GroupLimits => "group_limits",
+            Self::Memory => "memory",
         }
     }
 }

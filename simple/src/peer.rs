@@ -4,14 +4,16 @@
 //! [`Target`](crate::Target) for a client of this process.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, oneshot};
 
+use crate::memory::MemoryBudget;
 use crate::wire;
 
 /// Why a connection was closed, as its WebSocket close frame says it.
@@ -40,6 +42,9 @@ impl CloseReason {
     pub const SLOW_CONSUMER: Self = Self { code: 1008, reason: "slow consumer: outgoing queue full" };
     /// A frame or message over the size limit.
     pub const MESSAGE_TOO_BIG: Self = Self { code: 1009, reason: "message too big" };
+    /// A large message arrived while the server's memory budget was spent
+    /// (RFC 6455's "Try Again Later").
+    pub const MEMORY: Self = Self { code: 1013, reason: "server memory budget spent: try again later" };
     /// The connection ended without a close frame (reset, EOF): never sent,
     /// as nobody is there to read it; such an end may suspend the session.
     pub const LOST: Self = Self { code: 1006, reason: "connection lost" };
@@ -59,6 +64,10 @@ pub enum CallFailed {
     /// The frame would exceed the message size the peer was promised.
     #[error("the frame is larger than the peer accepts")]
     TooLarge,
+    /// The frame is larger than [`MemoryBudget::SMALL`] and the server's
+    /// memory budget cannot take it now.
+    #[error("the server's memory budget is spent")]
+    MemoryBudget,
 }
 
 /// A peer's answer to a call: its result or its error object, both raw.
@@ -91,6 +100,8 @@ struct Outbox {
     /// Set once the client called `session`: what resume needs. Boxed, so
     /// that sessions without it pay one pointer.
     replay: Option<Box<Replay>>,
+    /// What the server's memory budget counts for this outbox now.
+    charged: usize,
 }
 
 /// What a resumable session keeps so that a new connection can carry on
@@ -157,6 +168,9 @@ pub struct PeerHandle {
     closed: OnceLock<CloseReason>,
     /// Wakes whoever waits in [`closed`](Self::closed).
     closing: Notify,
+    /// The server's memory budget, charged with what waits here; `None`
+    /// (no budget) for handles outside a server.
+    memory: Option<Arc<MemoryBudget>>,
 }
 
 impl PeerHandle {
@@ -174,7 +188,21 @@ impl PeerHandle {
             call_timeout,
             closed: OnceLock::new(),
             closing: Notify::new(),
+            memory: None,
         }
+    }
+
+    /// Charges what waits here to the server's memory budget, and refuses
+    /// frames it cannot take ([`CallFailed::MemoryBudget`]).
+    #[must_use]
+    pub fn with_memory(mut self, memory: Arc<MemoryBudget>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// Whether the server's memory budget takes a frame of `len` bytes now.
+    pub fn admits(&self, len: usize) -> bool {
+        self.memory.as_ref().is_none_or(|memory| memory.admits(len))
     }
 
     /// Bounds the queue in bytes as well as in frames, and the frames it
@@ -202,6 +230,9 @@ impl PeerHandle {
     pub fn send_frame(&self, frame: String) -> Result<(), CallFailed> {
         if frame.len() > self.max_frame_size {
             return Err(CallFailed::TooLarge);
+        }
+        if !self.admits(frame.len()) {
+            return Err(CallFailed::MemoryBudget);
         }
         let mut outbox = self.lock_outbox();
         if outbox.sealed {
@@ -553,9 +584,12 @@ impl PeerHandle {
         self.lock_pending().as_ref().map_or(0, HashMap::len)
     }
 
-    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+    /// The outbox, locked; the memory budget is charged with what it holds
+    /// once the lock is released.
+    fn lock_outbox(&self) -> OutboxGuard<'_> {
         // Each critical section is one push, pop or reset: poisoning is moot.
-        self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let outbox = self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        OutboxGuard { outbox, memory: self.memory.as_deref() }
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Answer>>>> {
@@ -565,7 +599,49 @@ impl PeerHandle {
     }
 }
 
+impl Drop for PeerHandle {
+    fn drop(&mut self) {
+        if let Some(memory) = &self.memory {
+            let outbox = self.outbox.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            memory.recharge(&mut outbox.charged, 0);
+        }
+    }
+}
+
+/// The locked outbox; on release, the memory budget learns what it holds.
+struct OutboxGuard<'a> {
+    outbox: MutexGuard<'a, Outbox>,
+    memory: Option<&'a MemoryBudget>,
+}
+
+impl Deref for OutboxGuard<'_> {
+    type Target = Outbox;
+    fn deref(&self) -> &Outbox {
+        &self.outbox
+    }
+}
+
+impl DerefMut for OutboxGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+}
+
+impl Drop for OutboxGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(memory) = self.memory {
+            let held = self.outbox.held();
+            memory.recharge(&mut self.outbox.charged, held);
+        }
+    }
+}
+
 impl Outbox {
+    /// Bytes of frames held: waiting to be written, and kept for replay.
+    fn held(&self) -> usize {
+        self.replay.as_ref().map_or(self.bytes, |replay| replay.bytes.max(self.bytes))
+    }
+
     /// The next frame to write; kept for replay when the session is resumable.
     fn take(&mut self) -> Option<String> {
         let frame = self.frames.pop_front()?;
