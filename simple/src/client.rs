@@ -17,7 +17,7 @@
 //! relay to it at once, and hands their broadcasts and unicasts to a
 //! [`MemberHandler`].
 //! Messages larger than one relay travel through the server in chunks
-//! ([`transfer`]), up to [`transfer::MAX_MESSAGE_BYTES`], both ways.
+//! ([`transfer`]), up to [`MemberBuilder::max_message_bytes`] (64 MiB by default), both ways.
 //!
 //! ```no_run
 //! use jsonrpsee::core::{RpcResult, async_trait};

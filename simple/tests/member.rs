@@ -19,7 +19,7 @@ use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, PeerServer, Signalin
 use webrtc_p2p_server::{Config, Server};
 use webrtc_p2p_simple::auth::Claims;
 use webrtc_p2p_simple::client::payload::{Body, MAX_BODY_BYTES, NO_WEBRTC};
-use webrtc_p2p_simple::client::transfer::MAX_MESSAGE_BYTES;
+use webrtc_p2p_simple::client::transfer::DEFAULT_MAX_MESSAGE_BYTES;
 use webrtc_p2p_simple::client::{Member, MemberHandler, StartError};
 use webrtc_p2p_simple::{Client, app_error};
 
@@ -347,7 +347,7 @@ async fn errors_the_member_finds_itself_carry_the_browser_codes() {
     assert_eq!(app_error(&to_self.unwrap_err()), Some(ErrorCode::UserNotFound));
     let to_outsider = rust.member.unicast(group, outsider.id, "you").await;
     assert_eq!(app_error(&to_outsider.unwrap_err()), Some(ErrorCode::UserNotFound));
-    let too_big = rust.member.broadcast(group, vec![0u8; MAX_MESSAGE_BYTES + 1]).await;
+    let too_big = rust.member.broadcast(group, vec![0u8; DEFAULT_MAX_MESSAGE_BYTES + 1]).await;
     assert_eq!(app_error(&too_big.unwrap_err()), Some(ErrorCode::LimitExceeded));
 
     // A member whose handler keeps the defaults answers MethodNotFound.

@@ -37,7 +37,7 @@ use webrtc_p2p_interfaces::{
 
 use super::payload::{Body, ChunkKind, MAX_BODY_BYTES, RelayPayload, Signal, UnicastAnswer, no_webrtc};
 use super::rtc::{Answer, Delivered, Inbound, LinkState, Mesh, Outgoing, RtcConfig, local};
-use super::transfer::{self, Assemblies, MAX_MESSAGE_BYTES, Replies, STALL_TIMEOUT, TransferKey};
+use super::transfer::{self, Assemblies, DEFAULT_MAX_MESSAGE_BYTES, Replies, STALL_TIMEOUT, TransferKey};
 use super::{Client, ClientBuilder, ConnectError, Disconnected};
 use crate::wire::code::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
 
@@ -131,6 +131,8 @@ struct Shared {
     replies: Mutex<Replies>,
     /// The id of this member's next transfer.
     transfer_ids: AtomicU32,
+    /// The largest message sent or taken ([`MemberBuilder::max_message_bytes`]).
+    max_message_bytes: usize,
 }
 
 impl Shared {
@@ -266,7 +268,7 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
                 let whole = self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).accept(
                     key,
                     chunk,
-                    MAX_MESSAGE_BYTES,
+                    self.shared.max_message_bytes,
                     Instant::now(),
                 )?;
                 match whole {
@@ -359,7 +361,7 @@ impl<H: MemberHandler> Adapter<H> {
             return Err(ErrorCode::PermissionDenied.into());
         }
         let reply = self.handler.on_unicast(group_id, from, body).await?;
-        check_size(&reply).map_err(ErrorObjectOwned::from)?;
+        check_size(&reply, self.shared.max_message_bytes).map_err(ErrorObjectOwned::from)?;
         let answer = if reply.len() <= MAX_BODY_BYTES {
             UnicastAnswer::Body(reply)
         } else {
@@ -379,9 +381,9 @@ impl<H: MemberHandler> Adapter<H> {
     }
 }
 
-/// Past [`MAX_MESSAGE_BYTES`] a body is `LimitExceeded`, as in the browser.
-fn check_size(body: &Body) -> Result<(), ErrorCode> {
-    if body.len() > MAX_MESSAGE_BYTES { Err(ErrorCode::LimitExceeded) } else { Ok(()) }
+/// Past `max_message_bytes` a body is `LimitExceeded`, as in the browser.
+fn check_size(body: &Body, max_message_bytes: usize) -> Result<(), ErrorCode> {
+    if body.len() > max_message_bytes { Err(ErrorCode::LimitExceeded) } else { Ok(()) }
 }
 
 /// Relays `body` to `target` as transfer `id`, at most
@@ -475,12 +477,25 @@ pub struct Member {
 
 /// Settings of a [`Member`] other than the defaults: the client's, and
 /// whether and how it makes direct links.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemberBuilder {
     client: ClientBuilder,
     rtc: RtcConfig,
     /// Set by [`Self::no_webrtc`].
     no_webrtc: bool,
+    /// Set by [`Self::max_message_bytes`].
+    max_message_bytes: usize,
+}
+
+impl Default for MemberBuilder {
+    fn default() -> Self {
+        Self {
+            client: ClientBuilder::default(),
+            rtc: RtcConfig::default(),
+            no_webrtc: false,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
 }
 
 impl MemberBuilder {
@@ -503,6 +518,14 @@ impl MemberBuilder {
         self
     }
 
+    /// The largest message this member sends or takes, in bytes (the
+    /// browser's `maxMessageBytes` option); larger ones are LimitExceeded.
+    /// Default [`DEFAULT_MAX_MESSAGE_BYTES`] (64 MiB).
+    pub fn max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
+    }
+
     /// Connects to `url` (e.g. `ws://127.0.0.1:3001/ws`) and calls `init`.
     pub async fn connect(self, url: &str, handler: impl MemberHandler) -> Result<Member, StartError> {
         let mesh = (!self.no_webrtc).then(|| Mesh::new(self.rtc));
@@ -514,6 +537,7 @@ impl MemberBuilder {
             incoming: Mutex::default(),
             replies: Mutex::default(),
             transfer_ids: AtomicU32::new(0),
+            max_message_bytes: self.max_message_bytes,
         });
         let handler = Arc::new(handler);
         let adapter = Adapter { shared: shared.clone(), handler: handler.clone() };
@@ -749,9 +773,9 @@ impl Member {
 
     fn body(&self, data: impl Into<Body>) -> Result<Body, Error> {
         let body = data.into();
-        check_size(&body).map_err(|code| {
-            local(code, format!("a message may carry at most {MAX_MESSAGE_BYTES} bytes, not {}", body.len()))
-        })?;
+        let max = self.shared.max_message_bytes;
+        check_size(&body, max)
+            .map_err(|code| local(code, format!("a message may carry at most {max} bytes, not {}", body.len())))?;
         Ok(body)
     }
 }

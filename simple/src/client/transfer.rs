@@ -24,9 +24,10 @@ pub const CHUNK_BYTES: usize = 128 * 1024;
 /// one receiver stays near this many chunks, and the sender's message rate
 /// follows the receiver's pace.
 pub const WINDOW: usize = 2;
-/// The largest message a [`Member`](super::Member) sends or takes (the
-/// browser's default `maxMessageBytes`).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// The largest message a [`Member`](super::Member) sends or takes unless
+/// [`MemberBuilder::max_message_bytes`](super::MemberBuilder::max_message_bytes)
+/// says otherwise: the browser's `DEFAULT_MAX_MESSAGE_BYTES`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// An incoming transfer that gets no chunk for this long is dropped; a
 /// chunked reply that does not come in this long fails its unicast.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -229,7 +230,7 @@ mod tests {
         let mut whole = None;
         for chunk in parts {
             assert!(whole.is_none());
-            whole = assemblies.accept(key, chunk, MAX_MESSAGE_BYTES, now).expect("accepted");
+            whole = assemblies.accept(key, chunk, DEFAULT_MAX_MESSAGE_BYTES, now).expect("accepted");
         }
         assert_eq!(whole, Some((ChunkKind::Unicast, body)));
         assert!(assemblies.is_empty());
@@ -245,15 +246,18 @@ mod tests {
         assert_eq!(refused.code(), ErrorCode::LimitExceeded.code());
         assert!(assemblies.is_empty(), "nothing is held for a refused transfer");
 
-        assemblies.accept(key, first.clone(), MAX_MESSAGE_BYTES, now).expect("first");
+        assemblies.accept(key, first.clone(), DEFAULT_MAX_MESSAGE_BYTES, now).expect("first");
         let skipped = Chunk { seq: 2, ..first.clone() };
-        assert_eq!(assemblies.accept(key, skipped, MAX_MESSAGE_BYTES, now).expect_err("gap").code(), INVALID_PARAMS);
+        assert_eq!(
+            assemblies.accept(key, skipped, DEFAULT_MAX_MESSAGE_BYTES, now).expect_err("gap").code(),
+            INVALID_PARAMS
+        );
         assert!(assemblies.is_empty());
 
-        assemblies.accept(key, first.clone(), MAX_MESSAGE_BYTES, now).expect("first");
+        assemblies.accept(key, first.clone(), DEFAULT_MAX_MESSAGE_BYTES, now).expect("first");
         let overlong = Chunk { seq: 1, base64: vec![0; CHUNK_BYTES + 1], kind: None, text: None, size: None, ..first };
         assert_eq!(
-            assemblies.accept(key, overlong, MAX_MESSAGE_BYTES, now).expect_err("too long").code(),
+            assemblies.accept(key, overlong, DEFAULT_MAX_MESSAGE_BYTES, now).expect_err("too long").code(),
             INVALID_PARAMS
         );
         assert!(assemblies.is_empty());
@@ -265,7 +269,7 @@ mod tests {
         let (key, start) = (key(), Instant::now());
         let mut assemblies = Assemblies::default();
         let first = chunks(7, ChunkKind::Broadcast, &body).next().expect("a chunk");
-        assemblies.accept(key, first, MAX_MESSAGE_BYTES, start).expect("first");
+        assemblies.accept(key, first, DEFAULT_MAX_MESSAGE_BYTES, start).expect("first");
         assemblies.sweep(start + STALL_TIMEOUT - Duration::from_secs(1));
         assert_eq!(assemblies.len(), 1);
         assemblies.sweep(start + STALL_TIMEOUT);
