@@ -44,7 +44,9 @@ async fn pair(url: &str) -> (Raw, Raw, String, Value) {
 /// tungstenite's read and write buffers at that size for its whole life
 /// (~2 MiB per connection). Now it is rebuilt with small ones once it is
 /// between messages: 32 connections that each sent and received one
-/// 1 MiB message and went idle hold less than 128 KiB each.
+/// 1 MiB message and went idle grew the server by ~2,200 KiB each before,
+/// 40 to 230 KiB now (what glibc keeps of the freed buffers varies); the
+/// bound is 512 KiB.
 #[tokio::test]
 async fn idle_connections_give_back_the_buffers_of_a_large_message() {
     const PAIRS: usize = 16;
@@ -64,7 +66,7 @@ async fn idle_connections_give_back_the_buffers_of_a_large_message() {
         assert_eq!(answer["result"].as_str().map(str::len), Some(data.len()));
     }
     let connections = (2 * PAIRS) as u64;
-    let bound = before + connections * 128;
+    let bound = before + connections * 512;
     let deadline = Instant::now() + PATIENCE;
     let mut after = rss_kib(&server);
     while after > bound && Instant::now() < deadline {
@@ -79,12 +81,13 @@ async fn idle_connections_give_back_the_buffers_of_a_large_message() {
 
 /// Finding 3, the unfinished message: 512 KiB of a fragmented message and
 /// then only pongs kept its buffers (~1 MiB) as long as the client
-/// answered pings. Pongs between fragments no longer count as activity: the
-/// message must arrive within the idle timeout, or the connection closes.
+/// answered pings (still open after 5 s of a 1 s idle timeout before).
+/// Pongs between fragments no longer count as activity: the message must
+/// arrive within the idle timeout, or the connection closes.
 #[tokio::test]
 async fn a_message_left_half_sent_does_not_outlive_the_idle_timeout() {
-    let server = TestServer::with_flags(&["--idle-timeout", "1s", "--ping-interval", "200ms"]).await;
-    let mut client = WireClient::connect(server.addr, "").await;
+    let (_server, addr) = common::spawn_binary(&["--idle-timeout", "1s", "--ping-interval", "200ms"]).await;
+    let mut client = WireClient::connect(addr, "").await;
     client.send(true, opcode::TEXT, br#"{"jsonrpc":"2.0","id":1,"method":"init"}"#).await;
     assert!(client.json().await["result"].is_string());
     client.send(false, opcode::TEXT, &[b' '; 512 * 1024]).await;
