@@ -282,7 +282,8 @@ export interface IGroup {
 /**
  * Peer-to-peer payloads: what two clients exchange. Not needed to use the
  * API; written down so that another client can interoperate (the Rust
- * client's `simple::client::payload` speaks the relayed part).
+ * client's `Member` speaks all of it: `simple::client::payload` through
+ * the server, its links on DataChannels).
  *
  * Through the server, the `data` of a `relay` is one `RelayPayload`:
  * - an offer goes as a `relay` *request*

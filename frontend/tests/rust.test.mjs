@@ -131,3 +131,51 @@ test('a forced fallback between a page and a Rust peer gives relayed links with 
     await page.close();
   }
 });
+
+test('large messages between a page and a Rust peer go in chunks on their direct link, both ways', async () => {
+  const page = await Peer.open(env.context, env.server);
+  const rust = await startRust(env.server.wsUrl);
+  try {
+    const groupId = await page.create();
+    rust.send(`join ${groupId}`);
+    await rust.waitForLine(new RegExp(`^joined ${groupId}$`));
+    await page.waitForLinks([page.id, rust.id], 'direct');
+    await rust.waitForLine(new RegExp(`^link ${page.id} direct$`));
+
+    // Page → Rust, and back: the peer answers a unicast with what it
+    // carried, so 10 MiB of bytes and ~3.4 MiB of text come back as the
+    // Rust peer's own transfers.
+    const echoed = await page.page.evaluate(async (target) => {
+      const sha256 = async (data) => {
+        const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+        return Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
+      };
+      const bytes = new Uint8Array(10 * 1024 * 1024);
+      for (let i = 0; i < bytes.length; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
+      const text = 'aé✓b'.repeat(500_000);
+      const group = window.peer.group;
+      const bytesBack = await group.unicast(target, bytes);
+      const textBack = await group.unicast(target, text);
+      return {
+        bytes: bytesBack instanceof Uint8Array && (await sha256(bytesBack)) === (await sha256(bytes)),
+        text: textBack === text,
+      };
+    }, rust.id);
+    assert.deepEqual(echoed, { bytes: true, text: true });
+    await rust.waitForLine(new RegExp(`^unicast ${page.id} <10485760 bytes>$`));
+
+    // Rust → page: a 3 MiB broadcast.
+    const big = 'r'.repeat(3 * 1024 * 1024);
+    rust.send(`send ${big}`);
+    await rust.waitForLine(/^sent$/);
+    await page.page.waitForFunction(
+      ({ from, size }) => window.peer.received.some((m) => m.from === from && m.data.text?.length === size),
+      { from: rust.id, size: big.length },
+    );
+    // Still direct: nothing fell back to the relay on the way.
+    assert.equal((await page.view()).links[rust.id], 'direct');
+  } finally {
+    await rust.kill();
+    await page.close();
+  }
+});

@@ -16,8 +16,10 @@
 //! Rust members ([`rtc`]) or, built without WebRTC, tells them so that they
 //! relay to it at once, and hands their broadcasts and unicasts to a
 //! [`MemberHandler`].
-//! Messages larger than one relay travel through the server in chunks
-//! ([`transfer`]), up to [`MemberBuilder::max_message_bytes`] (64 MiB by default), both ways.
+//! Messages larger than one relay go in chunks, up to
+//! [`MemberBuilder::max_message_bytes`] (64 MiB by default), both ways: on
+//! a direct link as DataChannel transfers (`rtc`), otherwise through the
+//! server ([`transfer`]).
 //!
 //! ```no_run
 //! use jsonrpsee::core::{RpcResult, async_trait};

@@ -220,6 +220,40 @@ async fn two_rust_members_talk_on_a_data_channel_not_through_the_server() {
     assert_eq!(server.relays().await, relays_before, "a unicast went through the server");
 }
 
+/// Messages larger than one frame go on the channel as transfers (a start
+/// frame, then chunks), both ways, and never through the server; a small
+/// message sent behind a large one does not wait for all of it; past the
+/// receiver's `max_message_bytes`, LimitExceeded.
+#[tokio::test]
+async fn large_messages_go_on_the_data_channel_in_chunks() {
+    let server = TestServer::start().await;
+    let (mut a, mut b, group) = direct_pair(&server).await;
+    let (a_id, b_id) = (a.id(), b.id());
+    let relays_before = server.relays().await;
+
+    // Not a multiple of the chunk size, every byte value.
+    let bytes: Vec<u8> = (0..10 * 1024 * 1024 + 17).map(|i: u32| (i % 251) as u8).collect();
+    within("broadcast", a.member.broadcast(group, bytes.clone())).await.expect("broadcast");
+    within("broadcast", a.member.broadcast(group, "small, sent after")).await.expect("broadcast");
+    assert_eq!(b.broadcast_from(a_id).await, Body::Text("small, sent after".into()), "not behind 10 MiB");
+    assert_eq!(b.broadcast_from(a_id).await, Body::Bytes(bytes.clone()));
+
+    let mut reversed = bytes.clone();
+    reversed.reverse();
+    let reply = within("unicast", b.member.unicast(group, a_id, bytes)).await.expect("reply");
+    assert_eq!(reply, Body::Bytes(reversed), "a large reply comes back in chunks too");
+    let text = "größer ✓ ".repeat(400_000);
+    let reply = within("unicast", a.member.unicast(group, b_id, text.clone())).await.expect("reply");
+    assert_eq!(reply, Body::Text(format!("re:{text}")));
+    assert_eq!(server.relays().await, relays_before, "a large message went through the server");
+
+    let small = Rust::connect(&server, Member::builder().rtc(loopback()).max_message_bytes(1024 * 1024)).await;
+    within("join", small.member.join(group)).await.expect("join");
+    a.link(small.id(), LinkState::Direct).await;
+    let too_large = within("unicast", a.member.unicast(group, small.id(), vec![0u8; 2 * 1024 * 1024])).await;
+    assert_eq!(app_error(&too_large.expect_err("over its limit")), Some(ErrorCode::LimitExceeded));
+}
+
 #[tokio::test]
 async fn broadcasts_on_a_channel_arrive_once_and_in_order() {
     let server = TestServer::start().await;

@@ -220,10 +220,7 @@ impl<H: MemberHandler> Inbound for Delivery<H> {
                 return Err(ErrorCode::PermissionDenied.into());
             }
             let reply = handler.on_unicast(group_id, from, body).await?;
-            // A link carries one frame per reply, at most one relay's worth.
-            if reply.len() > MAX_BODY_BYTES {
-                return Err(ErrorCode::LimitExceeded.into());
-            }
+            check_size(&reply, shared.max_message_bytes)?;
             Ok(reply)
         })
     }
@@ -528,7 +525,7 @@ impl MemberBuilder {
 
     /// Connects to `url` (e.g. `ws://127.0.0.1:3001/ws`) and calls `init`.
     pub async fn connect(self, url: &str, handler: impl MemberHandler) -> Result<Member, StartError> {
-        let mesh = (!self.no_webrtc).then(|| Mesh::new(self.rtc));
+        let mesh = (!self.no_webrtc).then(|| Mesh::new(self.rtc, self.max_message_bytes));
         let shared = Arc::new(Shared {
             me: OnceLock::new(),
             client: OnceLock::new(),
@@ -681,9 +678,19 @@ impl Member {
         }
         let body = self.body(data)?;
         if body.len() > MAX_BODY_BYTES {
-            // Links carry at most one relay's worth: larger messages go
-            // through the server as transfers.
+            // A direct link sends it in chunks on its DataChannel; any other
+            // goes through the server as a transfer.
             for target in targets {
+                if self.direct(group_id, target) {
+                    let sent = self
+                        .shared
+                        .mesh
+                        .as_ref()
+                        .map(|mesh| mesh.send(group_id, target, Outgoing::Broadcast(body.clone())));
+                    if matches!(sent, Some(Ok(()))) {
+                        continue;
+                    }
+                }
                 let id = self.shared.transfer_ids.fetch_add(1, Ordering::Relaxed);
                 send_transfer(&self.client, group_id, target, id, ChunkKind::Broadcast, &body).await?;
             }
@@ -717,8 +724,9 @@ impl Member {
             return Err(local(ErrorCode::PermissionDenied, format!("this capability forbids unicasts to {target}")));
         }
         let body = self.body(data)?;
-        let answer = if body.len() > MAX_BODY_BYTES {
-            // As for broadcasts: through the server, as a transfer.
+        let answer = if body.len() > MAX_BODY_BYTES && !self.direct(group_id, target) {
+            // As for broadcasts: through the server, as a transfer, unless
+            // the link is direct.
             let id = self.shared.transfer_ids.fetch_add(1, Ordering::Relaxed);
             send_transfer(&self.client, group_id, target, id, ChunkKind::Unicast, &body).await?
         } else {
@@ -764,6 +772,11 @@ impl Member {
     /// Resolves once the connection has ended; see [`Client::closed`].
     pub fn closed(&self) -> impl Future<Output = Disconnected> + Send + 'static {
         self.client.closed()
+    }
+
+    /// Whether the link to `peer` is on a DataChannel now.
+    fn direct(&self, group_id: GroupId, peer: UserId) -> bool {
+        self.shared.mesh.as_ref().is_some_and(|mesh| mesh.state(group_id, peer) == LinkState::Direct)
     }
 
     async fn view(&self, group_id: GroupId) -> Result<View, Error> {

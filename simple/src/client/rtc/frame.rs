@@ -1,6 +1,7 @@
 //! One DataChannel message: a 6-byte header, then the payload (the format
 //! of `interfaces/api.d.ts`, "Peer-to-peer payloads", and of
-//! `simple/ts/payload.ts`).
+//! `simple/ts/payload.ts`); a message larger than `MAX_BODY_BYTES` goes as
+//! a transfer: a start frame, then chunk frames.
 
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde::{Deserialize, Serialize};
@@ -21,9 +22,92 @@ pub(super) enum Kind {
     Error = 3,
 }
 
+/// Byte 0 of a transfer's frames.
+const START: u8 = 4;
+const CHUNK: u8 = 5;
+const ABORT: u8 = 6;
+
+/// A start frame: the header, then the message's kind (1 byte), request id
+/// and size (4 bytes each, big-endian).
+const START_BYTES: usize = 15;
+
 /// Byte 1 of a frame.
 const TEXT: u8 = 0;
 const BYTES: u8 = 1;
+
+/// What a transfer carries, as its start frame announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Announcement {
+    /// The whole message's kind: a broadcast, a request or a reply.
+    pub(super) kind: Kind,
+    /// The request id of a request or a reply; 0 for a broadcast.
+    pub(super) request_id: u32,
+    /// Whether the message's bytes are UTF-8 text.
+    pub(super) text: bool,
+    /// The message's bytes.
+    pub(super) size: u32,
+}
+
+impl Announcement {
+    /// The start frame of transfer `id`.
+    pub(super) fn encode(&self, id: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(START_BYTES);
+        out.push(START);
+        out.push(if self.text { TEXT } else { BYTES });
+        out.extend_from_slice(&id.to_be_bytes());
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        out.extend_from_slice(&self.size.to_be_bytes());
+        out
+    }
+}
+
+/// A chunk frame of transfer `id`.
+pub(super) fn chunk_frame(id: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + bytes.len());
+    out.extend_from_slice(&[CHUNK, 0]);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// One DataChannel message: a whole frame, or a part of a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Message {
+    Frame(Frame),
+    Start(u32, Announcement),
+    Chunk(u32, Vec<u8>),
+    Abort(u32),
+}
+
+impl Message {
+    /// The message in `bytes`, or `None` when it is not one of ours (the
+    /// peer's client drops those too).
+    pub(super) fn decode(mut bytes: Vec<u8>) -> Option<Self> {
+        let header: [u8; HEADER_BYTES] = bytes.get(..HEADER_BYTES)?.try_into().ok()?;
+        let id = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+        match header[0] {
+            START => {
+                let start: [u8; START_BYTES] = bytes.get(..START_BYTES)?.try_into().ok()?;
+                let kind = match start[6] {
+                    0 => Kind::Broadcast,
+                    1 => Kind::Request,
+                    2 => Kind::Reply,
+                    _ => return None,
+                };
+                let request_id = u32::from_be_bytes([start[7], start[8], start[9], start[10]]);
+                let size = u32::from_be_bytes([start[11], start[12], start[13], start[14]]);
+                Some(Self::Start(id, Announcement { kind, request_id, text: start[1] == TEXT, size }))
+            }
+            CHUNK => {
+                bytes.drain(..HEADER_BYTES);
+                Some(Self::Chunk(id, bytes))
+            }
+            ABORT => Some(Self::Abort(id)),
+            _ => Frame::decode(bytes).map(Self::Frame),
+        }
+    }
+}
 
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +197,25 @@ mod tests {
         assert_eq!(Frame::decode(vec![4, 0, 0, 0, 0, 0]), None, "unknown kind");
         assert_eq!(Frame::decode(vec![0, 2, 0, 0, 0, 0]), None, "unknown body type");
         assert_eq!(Frame::decode(vec![0, 0, 0, 0, 0, 0, 0xff]), None, "text that is not UTF-8");
+    }
+
+    #[test]
+    fn transfers_are_framed_as_the_browser_frames_them() {
+        let announcement = Announcement { kind: Kind::Request, request_id: 9, text: true, size: 0x0001_0002 };
+        let start = announcement.encode(0x0A0B_0C0D);
+        assert_eq!(start, [4, 0, 10, 11, 12, 13, 1, 0, 0, 0, 9, 0, 1, 0, 2]);
+        assert_eq!(Message::decode(start), Some(Message::Start(0x0A0B_0C0D, announcement)));
+        let chunk = chunk_frame(7, &[1, 2, 3]);
+        assert_eq!(chunk, [5, 0, 0, 0, 0, 7, 1, 2, 3]);
+        assert_eq!(Message::decode(chunk), Some(Message::Chunk(7, vec![1, 2, 3])));
+        assert_eq!(Message::decode(vec![6, 0, 0, 0, 0, 7]), Some(Message::Abort(7)));
+        assert_eq!(
+            Message::decode(vec![4, 1, 0, 0, 0, 7, 3, 0, 0, 0, 0, 0, 0, 0, 1]),
+            None,
+            "an error is never a transfer"
+        );
+        assert_eq!(Message::decode(vec![4, 1, 0, 0, 0, 7]), None, "short start");
+        assert_eq!(Message::decode(vec![7, 0, 0, 0, 0, 0]), None, "unknown kind");
     }
 
     #[test]

@@ -23,17 +23,24 @@ use tokio::time::sleep_until;
 use tracing::debug;
 use webrtc_p2p_interfaces::{ErrorCode, GroupId, SignalingClient, UserId};
 
-use super::frame::{Frame, Kind, error_of};
+use super::frame::{Announcement, Frame, Kind, Message, chunk_frame, error_of};
 use super::{Inbound, LinkState, RtcConfig};
 use crate::client::Client;
 use crate::client::payload::{Body, IceCandidate, MAX_BODY_BYTES, RelayPayload, SdpType, SessionDescription, Signal};
+use crate::client::transfer::STALL_TIMEOUT;
 
 /// The label of the one DataChannel of a link, as the browsers name it.
 const CHANNEL_LABEL: &str = "webrtc-p2p";
 /// Past this many bytes queued in the channel, frames wait in the link until
 /// it drains below the low-water mark (as in the browser's `Link`).
 const CHANNEL_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
-const CHANNEL_LOW_WATER_BYTES: usize = 1024 * 1024;
+const CHANNEL_LOW_WATER_BYTES: usize = 64 * 1024;
+/// A transfer's chunks go on the channel only while less than this is
+/// queued there, so that a small message sent meanwhile waits behind little
+/// (the browser's 256 KiB).
+const TRANSFER_HIGH_WATER_BYTES: usize = 256 * 1024;
+/// The bytes of one chunk frame's payload (the browser's 64 KiB).
+const CHANNEL_CHUNK_BYTES: usize = 64 * 1024;
 /// What str0m may hold unsent across the association: above the high-water
 /// mark plus one largest frame, so a frame the link lets through always fits.
 const SCTP_BUFFER_BYTES: usize = CHANNEL_HIGH_WATER_BYTES + 2 * (MAX_BODY_BYTES + 6);
@@ -74,6 +81,8 @@ pub(crate) struct Context {
     pub(crate) config: Arc<RtcConfig>,
     pub(crate) client: Weak<Client>,
     pub(crate) inbound: Arc<dyn Inbound>,
+    /// The largest message taken (the member's `max_message_bytes`).
+    pub(crate) max_message_bytes: usize,
 }
 
 /// The member's handle on a link. Dropping it closes the link.
@@ -136,6 +145,56 @@ struct P2p {
     early_candidates: Vec<Candidate>,
     /// Frames waiting for the channel to drain, in send order.
     backlog: VecDeque<Vec<u8>>,
+    /// Messages larger than one frame, waiting to go out as chunks, one
+    /// transfer after the other; whole frames go first.
+    transfers: VecDeque<Transfer>,
+    /// Requests whose transfer made progress since the task last looked:
+    /// their reply timeout starts again.
+    progressed: Vec<u32>,
+}
+
+/// A message going out as a transfer: its start frame, then its chunks.
+struct Transfer {
+    id: u32,
+    /// The start frame, until it is written.
+    start: Option<Vec<u8>>,
+    body: Body,
+    /// Bytes of `body` written as chunks.
+    sent: usize,
+    /// The request id, when the message is a unicast request.
+    request: Option<u32>,
+}
+
+impl Transfer {
+    /// The next frame to write.
+    fn next_frame(&self) -> Vec<u8> {
+        match &self.start {
+            Some(start) => start.clone(),
+            None => {
+                let bytes = self.body.as_bytes();
+                let end = bytes.len().min(self.sent + CHANNEL_CHUNK_BYTES);
+                chunk_frame(self.id, &bytes[self.sent..end])
+            }
+        }
+    }
+
+    /// The frame from [`Self::next_frame`] was written; `true` when it was the last.
+    fn advance(&mut self) -> bool {
+        if self.start.take().is_none() {
+            self.sent = self.body.len().min(self.sent + CHANNEL_CHUNK_BYTES);
+        }
+        self.sent >= self.body.len()
+    }
+}
+
+/// A message coming in as a transfer.
+struct Incoming {
+    announcement: Announcement,
+    /// The announced size.
+    size: usize,
+    /// Never longer than `size`.
+    bytes: Vec<u8>,
+    last_chunk: Instant,
 }
 
 impl Drop for P2p {
@@ -165,6 +224,9 @@ struct Task {
     outbox: Vec<Outgoing>,
     in_flight: HashMap<u32, InFlight>,
     last_frame_id: u32,
+    /// Messages coming in as transfers on the channel, by transfer id.
+    transfers_in: HashMap<u32, Incoming>,
+    last_transfer_id: u32,
 }
 
 impl Task {
@@ -186,6 +248,8 @@ impl Task {
             outbox: Vec::new(),
             in_flight: HashMap::new(),
             last_frame_id: 0,
+            transfers_in: HashMap::new(),
+            last_transfer_id: 0,
         }
     }
 
@@ -252,13 +316,17 @@ impl Task {
         if let Some(deadline) = self.in_flight.values().map(|f| f.deadline).min() {
             earlier(deadline);
         }
+        if let Some(last) = self.transfers_in.values().map(|t| t.last_chunk).min() {
+            earlier(last + STALL_TIMEOUT);
+        }
         wake
     }
 
     async fn event(&mut self, event: Event) {
         let Some(p2p) = self.p2p.as_mut() else { return };
+        let channel = p2p.channel;
         match event {
-            Event::ChannelOpen(id, label) if label == CHANNEL_LABEL && p2p.channel.is_none() => {
+            Event::ChannelOpen(id, label) if label == CHANNEL_LABEL && channel.is_none() => {
                 p2p.channel = Some(id);
                 if let Some(mut channel) = p2p.rtc.channel(id) {
                     channel.set_buffered_amount_low_threshold(CHANNEL_LOW_WATER_BYTES);
@@ -268,11 +336,11 @@ impl Task {
                     self.route(message).await;
                 }
             }
-            Event::ChannelData(data) if Some(data.id) == p2p.channel => self.frame(data.data).await,
-            Event::ChannelBufferedAmountLow(id) if Some(id) == p2p.channel && !p2p.flush() => {
+            Event::ChannelData(data) if Some(data.id) == channel => self.message(data.data).await,
+            Event::ChannelBufferedAmountLow(id) if Some(id) == channel && !self.flush_channel() => {
                 self.fall_back().await;
             }
-            Event::ChannelClose(id) if Some(id) == p2p.channel => self.fall_back().await,
+            Event::ChannelClose(id) if Some(id) == channel => self.fall_back().await,
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.fall_back().await,
             _ => {}
         }
@@ -283,16 +351,13 @@ impl Task {
             Command::Send(message) => self.route(message).await,
             Command::Signal(signal) => self.apply(signal).await,
             Command::GiveUp => self.fall_back().await,
-            Command::Reply(id, result) => {
-                let frame = match result {
-                    Ok(body) => Frame { kind: Kind::Reply, id, body },
-                    Err(error) => Frame::error(id, &error),
-                };
-                // A reply whose link died on the way is lost; the caller's timeout tells it.
-                if self.state == LinkState::Direct {
-                    self.send_frame(frame.encode()).await;
-                }
-            }
+            // A reply whose link died on the way is lost; the caller's timeout tells it.
+            Command::Reply(id, result) if self.state == LinkState::Direct => match result {
+                Ok(body) if body.len() > MAX_BODY_BYTES => self.send_transfer(Kind::Reply, id, body).await,
+                Ok(body) => self.send_frame(Frame { kind: Kind::Reply, id, body }.encode()).await,
+                Err(error) => self.send_frame(Frame::error(id, &error).encode()).await,
+            },
+            Command::Reply(..) => {}
         }
     }
 
@@ -312,6 +377,8 @@ impl Task {
             debug!(peer = %self.context.peer, "P2P timed out");
             self.fall_back().await;
         }
+        // A transfer that stopped coming is dropped; a request's sender times out.
+        self.transfers_in.retain(|_, t| now < t.last_chunk + STALL_TIMEOUT);
         let expired: Vec<u32> = self.in_flight.iter().filter(|(_, f)| f.deadline <= now).map(|(&id, _)| id).collect();
         for id in expired {
             if let Some(call) = self.in_flight.remove(&id) {
@@ -433,16 +500,24 @@ impl Task {
         match self.state {
             LinkState::Connecting => self.outbox.push(message),
             LinkState::Direct => match message {
+                Outgoing::Broadcast(body) if body.len() > MAX_BODY_BYTES => {
+                    self.send_transfer(Kind::Broadcast, 0, body).await;
+                }
                 Outgoing::Broadcast(body) => {
                     self.send_frame(Frame { kind: Kind::Broadcast, id: 0, body }.encode()).await
                 }
                 Outgoing::Unicast(body, reply) => {
                     self.last_frame_id = if self.last_frame_id == MAX_FRAME_ID { 1 } else { self.last_frame_id + 1 };
                     let id = self.last_frame_id;
+                    // A transfer's reply timeout starts again with each chunk written.
                     let deadline = Instant::now() + self.context.config.unicast_timeout;
                     self.in_flight.retain(|_, call| !call.reply.is_closed());
                     self.in_flight.insert(id, InFlight { deadline, reply });
-                    self.send_frame(Frame { kind: Kind::Request, id, body }.encode()).await;
+                    if body.len() > MAX_BODY_BYTES {
+                        self.send_transfer(Kind::Request, id, body).await;
+                    } else {
+                        self.send_frame(Frame { kind: Kind::Request, id, body }.encode()).await;
+                    }
                 }
             },
             LinkState::Relayed => self.relay(message).await,
@@ -457,14 +532,60 @@ impl Task {
     async fn send_frame(&mut self, frame: Vec<u8>) {
         let Some(p2p) = self.p2p.as_mut() else { return };
         p2p.backlog.push_back(frame);
-        if !p2p.flush() {
+        if !self.flush_channel() {
             self.fall_back().await;
         }
+    }
+
+    /// Sends a message larger than one frame on the channel as a transfer:
+    /// a start frame, then chunks, written as the channel drains.
+    async fn send_transfer(&mut self, kind: Kind, request_id: u32, body: Body) {
+        let Some(p2p) = self.p2p.as_mut() else { return };
+        // Within the member's max_message_bytes, which a 32-bit size bounds
+        // on the wire.
+        let Ok(size) = u32::try_from(body.len()) else {
+            if let Some(call) = self.in_flight.remove(&request_id).filter(|_| kind == Kind::Request) {
+                let message = format!("a message on a DataChannel carries at most {} bytes", u32::MAX);
+                let _ = call.reply.send(Err(local(ErrorCode::LimitExceeded, message)));
+            }
+            return;
+        };
+        self.last_transfer_id = self.last_transfer_id.wrapping_add(1);
+        let id = self.last_transfer_id;
+        let announcement = Announcement { kind, request_id, text: matches!(body, Body::Text(_)), size };
+        let request = (kind == Kind::Request).then_some(request_id);
+        p2p.transfers.push_back(Transfer { id, start: Some(announcement.encode(id)), body, sent: 0, request });
+        if !self.flush_channel() {
+            self.fall_back().await;
+        }
+    }
+
+    /// Writes what waits for the channel; `false` when the channel is dead.
+    fn flush_channel(&mut self) -> bool {
+        let Some(p2p) = self.p2p.as_mut() else { return true };
+        let alive = p2p.flush();
+        let deadline = Instant::now() + self.context.config.unicast_timeout;
+        for id in p2p.progressed.drain(..) {
+            if let Some(call) = self.in_flight.get_mut(&id) {
+                call.deadline = call.deadline.max(deadline);
+            }
+        }
+        alive
     }
 
     /// Sends one message through the server.
     async fn relay(&self, message: Outgoing) {
         match message {
+            // Only a direct link is handed a message larger than one relay
+            // (the member relays those as transfers itself); one that left
+            // 'direct' while it waited cannot send it.
+            Outgoing::Broadcast(body) if body.len() > MAX_BODY_BYTES => {
+                debug!(peer = %self.context.peer, bytes = body.len(), "the link left 'direct': a large broadcast is lost");
+            }
+            Outgoing::Unicast(body, reply) if body.len() > MAX_BODY_BYTES => {
+                let message = format!("the direct link to {} closed before the message went out", self.context.peer);
+                let _ = reply.send(Err(local(ErrorCode::PeerGone, message)));
+            }
             Outgoing::Broadcast(body) => self.notify(RelayPayload::Broadcast(body)).await,
             Outgoing::Unicast(body, reply) => self.relay_unicast(body, reply),
         }
@@ -505,9 +626,87 @@ impl Task {
         });
     }
 
-    /// A frame from the peer's channel.
-    async fn frame(&mut self, message: Vec<u8>) {
-        let Some(frame) = Frame::decode(message) else { return };
+    /// A message from the peer's channel.
+    async fn message(&mut self, bytes: Vec<u8>) {
+        match Message::decode(bytes) {
+            Some(Message::Frame(frame)) => self.frame(frame).await,
+            Some(Message::Start(id, announcement)) => self.start_transfer(id, announcement).await,
+            Some(Message::Chunk(id, bytes)) => self.chunk(id, bytes).await,
+            Some(Message::Abort(id)) => {
+                self.transfers_in.remove(&id);
+            }
+            None => {}
+        }
+    }
+
+    /// The peer starts a transfer: a buffer of the announced size, or, past
+    /// `max_message_bytes`, LimitExceeded for a request (and for our call,
+    /// when it is the reply to one).
+    async fn start_transfer(&mut self, id: u32, announcement: Announcement) {
+        let size = usize::try_from(announcement.size).unwrap_or(usize::MAX);
+        let max = self.context.max_message_bytes;
+        if size > max {
+            let message = format!("this member takes messages of at most {max} bytes, not {size}");
+            match announcement.kind {
+                Kind::Request => {
+                    let error = ErrorObject::owned(ErrorCode::LimitExceeded.code(), message, None::<()>);
+                    self.send_frame(Frame::error(announcement.request_id, &error).encode()).await;
+                }
+                Kind::Reply => {
+                    if let Some(call) = self.in_flight.remove(&announcement.request_id) {
+                        let _ = call.reply.send(Err(local(ErrorCode::LimitExceeded, message)));
+                    }
+                }
+                Kind::Broadcast | Kind::Error => {}
+            }
+            return;
+        }
+        let now = Instant::now();
+        self.hold_reply(&announcement, now);
+        self.transfers_in.insert(id, Incoming { announcement, size, bytes: Vec::with_capacity(size), last_chunk: now });
+    }
+
+    /// A reply coming in as a transfer keeps its call waiting while chunks
+    /// come (the transfer's stall timeout applies instead).
+    fn hold_reply(&mut self, announcement: &Announcement, now: Instant) {
+        if announcement.kind == Kind::Reply
+            && let Some(call) = self.in_flight.get_mut(&announcement.request_id)
+        {
+            call.deadline = call.deadline.max(now + STALL_TIMEOUT);
+        }
+    }
+
+    /// A chunk of transfer `id`; with its last one the message is handled
+    /// as one whole frame. A chunk past the announced size drops the
+    /// transfer (a request's sender times out).
+    async fn chunk(&mut self, id: u32, bytes: Vec<u8>) {
+        let now = Instant::now();
+        let Some(incoming) = self.transfers_in.get_mut(&id) else { return };
+        if incoming.bytes.len() + bytes.len() > incoming.size {
+            self.transfers_in.remove(&id);
+            return;
+        }
+        incoming.bytes.extend_from_slice(&bytes);
+        incoming.last_chunk = now;
+        let (announcement, whole) = (incoming.announcement, incoming.bytes.len() == incoming.size);
+        self.hold_reply(&announcement, now);
+        if !whole {
+            return;
+        }
+        let Some(Incoming { bytes, .. }) = self.transfers_in.remove(&id) else { return };
+        let body = if announcement.text {
+            match String::from_utf8(bytes) {
+                Ok(text) => Body::Text(text),
+                Err(_) => return,
+            }
+        } else {
+            Body::Bytes(bytes)
+        };
+        self.frame(Frame { kind: announcement.kind, id: announcement.request_id, body }).await;
+    }
+
+    /// A whole frame from the peer.
+    async fn frame(&mut self, frame: Frame) {
         let (group_id, peer) = (self.context.group_id, self.context.peer);
         match frame.kind {
             Kind::Broadcast => self.context.inbound.broadcast(group_id, peer, frame.body).await,
@@ -572,6 +771,7 @@ impl Task {
             }
             p2p.rtc.disconnect();
         }
+        self.transfers_in.clear();
         for (_, call) in std::mem::take(&mut self.in_flight) {
             let message = format!("the link to {} closed before it answered", self.context.peer);
             let _ = call.reply.send(Err(local(ErrorCode::PeerGone, message)));
@@ -621,11 +821,15 @@ impl P2p {
             ignore_offer: false,
             early_candidates: Vec::new(),
             backlog: VecDeque::new(),
+            transfers: VecDeque::new(),
+            progressed: Vec::new(),
         })
     }
 
     /// Writes backlogged frames while the channel is below its high-water
-    /// mark; `false` when the channel is dead.
+    /// mark, then transfers' chunks while it is below theirs (whole frames
+    /// first: a small message never waits behind a whole transfer); `false`
+    /// when the channel is dead.
     fn flush(&mut self) -> bool {
         let Some(id) = self.channel else { return true };
         let Some(mut channel) = self.rtc.channel(id) else { return false };
@@ -636,6 +840,24 @@ impl P2p {
             match channel.write(true, next) {
                 Ok(true) => {
                     self.backlog.pop_front();
+                }
+                Ok(false) => return true,
+                Err(_) => return false,
+            }
+        }
+        while let Some(transfer) = self.transfers.front_mut() {
+            if channel.buffered_amount() >= TRANSFER_HIGH_WATER_BYTES {
+                return true;
+            }
+            match channel.write(true, &transfer.next_frame()) {
+                Ok(true) => {
+                    let done = transfer.advance();
+                    if let Some(request) = transfer.request {
+                        self.progressed.push(request);
+                    }
+                    if done {
+                        self.transfers.pop_front();
+                    }
                 }
                 Ok(false) => return true,
                 Err(_) => return false,

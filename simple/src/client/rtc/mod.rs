@@ -142,6 +142,8 @@ struct Started {
 /// A member's links, one per group and peer.
 pub(crate) struct Mesh {
     config: Arc<RtcConfig>,
+    /// The largest message a link takes (the member's `max_message_bytes`).
+    max_message_bytes: usize,
     started: OnceLock<Started>,
     links: DashMap<(GroupId, UserId), Link>,
 }
@@ -153,8 +155,8 @@ impl fmt::Debug for Mesh {
 }
 
 impl Mesh {
-    pub(crate) fn new(config: RtcConfig) -> Self {
-        Self { config: Arc::new(config), started: OnceLock::new(), links: DashMap::new() }
+    pub(crate) fn new(config: RtcConfig, max_message_bytes: usize) -> Self {
+        Self { config: Arc::new(config), max_message_bytes, started: OnceLock::new(), links: DashMap::new() }
     }
 
     /// Called once, when `init` has answered.
@@ -176,6 +178,7 @@ impl Mesh {
                     config: self.config.clone(),
                     client: started.client.clone(),
                     inbound: started.inbound.clone(),
+                    max_message_bytes: self.max_message_bytes,
                 })
             });
         }
