@@ -24,6 +24,8 @@ const CONNECT_TIMEOUT_MS = 300;
  */
 const SMALL_WITHIN_MS = 100;
 const report = process.env.LARGE_REPORT === '1';
+/** Characters of `make`'s alphabet (1.21 UTF-8 bytes each on average) that make a text just under 64 MiB. */
+const TEXT_CHARS_64_MIB = 52 * MIB;
 
 let env;
 before(async () => {
@@ -251,6 +253,17 @@ for (const path of ['direct', 'relayed']) {
     try {
       await transfer(a, b, { size: 64 * MIB, path });
       await transfer(a, b, { size: 10 * MIB, text: true, unicast: true, path });
+    } finally {
+      await close();
+    }
+  });
+
+  test(`${path}: 10 MiB of bytes (a unicast, its reply as large) and 64 MiB of text arrive whole`, async () => {
+    const { a, b, close } = await pair(path);
+    try {
+      await transfer(a, b, { size: 10 * MIB, unicast: true, path });
+      // Characters of 1 to 3 UTF-8 bytes, ~1.2 on average: just under the 64 MiB limit.
+      await transfer(a, b, { size: TEXT_CHARS_64_MIB, text: true, path });
     } finally {
       await close();
     }
