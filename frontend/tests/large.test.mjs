@@ -64,7 +64,12 @@ function installLarge() {
       const bytesSent = text ? new TextEncoder().encode(state.outgoing).byteLength : size;
       return { hash: await sha256(state.outgoing), bytes: bytesSent };
     },
+    /** Main-thread tasks over 50 ms (the browser's long tasks): `[start, duration]` in ms. */
+    longTasks: [],
     listen() {
+      new PerformanceObserver((list) => {
+        for (const entry of list.getEntries()) state.longTasks.push([performance.timeOrigin + entry.startTime, entry.duration]);
+      }).observe({ type: 'longtask' });
       const group = window.peer.group;
       group.onmessage = async (from, data) => {
         const at = now();
@@ -182,6 +187,19 @@ function sampleServerRss(pid) {
   };
 }
 
+/**
+ * UDP datagrams the kernel dropped so far in this network namespace because
+ * a receiver's socket buffer was full (`RcvbufErrors` in /proc/net/snmp):
+ * on the direct path each is an SCTP packet a page must wait to have
+ * sent again.
+ */
+async function udpDrops() {
+  const snmp = await readFile('/proc/net/snmp', 'utf8');
+  const [names, values] = snmp.split('\n').filter((line) => line.startsWith('Udp: '));
+  const at = names?.split(' ').indexOf('RcvbufErrors') ?? -1;
+  return Number(values?.split(' ')[at] ?? 0);
+}
+
 /** Two pages in one group, their link 'direct' or (P2P blocked) 'relayed'. */
 async function pair(path) {
   const options = { connectTimeoutMs: path === 'relayed' ? CONNECT_TIMEOUT_MS : 20_000 };
@@ -209,7 +227,9 @@ async function transfer(a, b, { size, text = false, unicast = false, path }) {
   const made = await a.page.evaluate(({ size, text }) => window.large.make(size, text), { size, text });
   const memory = await Promise.all([sampleMemory(a.page), sampleMemory(b.page)]);
   const serverRss = sampleServerRss(env.server.pid);
+  const dropsBefore = await udpDrops();
   const result = await a.page.evaluate((target) => window.large.send({ target, smallEveryMs: 50 }), unicast ? b.id : undefined);
+  const drops = (await udpDrops()) - dropsBefore;
   const [sender, receiver] = await Promise.all(memory.map((m) => m.stop()));
   const serverPeak = await serverRss.stop();
   assert.ok(result.ok, `the send failed: ${result.code} ${result.message}`);
@@ -221,16 +241,21 @@ async function transfer(a, b, { size, text = false, unicast = false, path }) {
   assert.deepEqual(result.last, [made.bytes, made.bytes], 'progress ends at the total');
   assert.ok(result.replyOk, 'the large reply came back whole');
   const latencies = await b.page.evaluate(() => window.large.latencies.splice(0));
+  const longTasks = await Promise.all(
+    [a, b].map((peer) => peer.page.evaluate(() => window.large.longTasks.splice(0).map(([, ms]) => Math.round(ms)))),
+  );
   const slowest = Math.max(0, ...latencies);
   const late = latencies.filter((ms) => ms >= SMALL_WITHIN_MS).length;
   const seconds = (result.ended - result.started) / 1000;
   if (report) {
     console.log(`# latencies ${latencies.map((l) => l.toFixed(0)).join(' ')}`);
+    console.log(`# long tasks (ms): sender ${longTasks[0].join(' ') || 'none'}; receiver ${longTasks[1].join(' ') || 'none'}`);
     console.log(
       `# ${path} ${unicast ? 'unicast' : 'broadcast'} ${(size / MIB).toFixed(0)} MiB ${text ? 'text' : 'bytes'}: ` +
         `${(made.bytes / MIB / seconds).toFixed(1)} MiB/s (${seconds.toFixed(2)} s), ` +
         `peak sender ${(sender / MIB).toFixed(0)} MiB, receiver ${(receiver / MIB).toFixed(0)} MiB, ` +
-        `server RSS ${(serverPeak / MIB).toFixed(0)} MiB, small broadcasts ${latencies.length}, late ${late}, slowest ${slowest.toFixed(1)} ms`,
+        `server RSS ${(serverPeak / MIB).toFixed(0)} MiB, small broadcasts ${latencies.length}, late ${late}, slowest ${slowest.toFixed(1)} ms, ` +
+        `UDP datagrams dropped ${drops}`,
     );
   }
   assert.ok(latencies.length >= Math.min(result.small, 1), `small broadcasts arrived: ${latencies.length} of ${result.small}`);
