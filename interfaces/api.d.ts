@@ -197,6 +197,18 @@ export interface ServiceOptions {
   readonly forceRelay?: (peer: UserId) => boolean;
 }
 
+/**
+ * Where a service's connection to the server stands (from `join()` on).
+ * `'reconnecting'`: the WebSocket dropped and the service is resuming the
+ * session (same user id, same groups; nobody else is told), dialing at
+ * once, then after 0.3, 1.2, 2.7 and 4.8 s, then every 7 s (each with up to
+ * half of itself, at most 1 s, of jitter) until the server's resume window
+ * is over; calls and relayed messages wait and then go, each once and in
+ * order; DataChannels carry on. `'closed'`: the session is over (`onclose`
+ * ran).
+ */
+export type ConnectionState = 'connected' | 'reconnecting' | 'closed';
+
 export interface IService {
   /** Opens the WebSocket and calls `init`; resolves with this session's facts. */
   join(): Promise<IServiceInfo>;
@@ -211,8 +223,16 @@ export interface IService {
   createGroup(capability?: GroupCapability | number): Promise<IGroup>;
   /** Joins a group by id; joining a group twice returns the same `IGroup`. */
   joinGroup(id: GroupId): Promise<IGroup>;
-  /** Called once when the session ends, by `close()` or by the network. */
+  /**
+   * Called once when the session ends: by `close()`, or when a dropped
+   * connection could not be resumed (the resume window passed, the server
+   * refused). A drop that is resumed does not end it.
+   */
   onclose: (() => void) | null;
+  /** See `ConnectionState`. */
+  readonly connectionState: ConnectionState;
+  /** Called on every change of `connectionState`. */
+  onconnectionstatechange: ((state: ConnectionState) => void) | null;
 }
 
 /**

@@ -69,10 +69,11 @@ function hue(id: UserId): number {
   return parseInt(id.slice(0, 6), 16) % 360;
 }
 
-function setStatus(status: 'connecting' | 'online' | 'offline'): void {
+function setStatus(status: 'connecting' | 'online' | 'reconnecting…' | 'offline'): void {
   ui.status.textContent = status;
   ui.status.dataset['status'] = status;
-  ui.status.className = `pill pill-${status}`;
+  // Reconnecting looks like connecting: the page is waiting for the server.
+  ui.status.className = `pill pill-${status === 'reconnecting…' ? 'connecting' : status}`;
 }
 
 function showBanner(text: string): void {
@@ -289,6 +290,13 @@ ui.composer.addEventListener('submit', (event) => {
 });
 
 window.addEventListener('hashchange', () => void joinFromHash());
+
+// A dropped connection is resumed by the service itself: same id, same
+// group, DataChannels untouched; the page only tells.
+service.onconnectionstatechange = (state) => {
+  if (state === 'reconnecting') setStatus('reconnecting…');
+  else if (state === 'connected') setStatus('online');
+};
 
 service.onclose = () => {
   setStatus('offline');

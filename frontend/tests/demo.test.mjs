@@ -1,10 +1,11 @@
 // The demo page, driven as a person would: create a group, open its link in
-// another page, chat, ping. Also saves a screenshot to look at.
+// another page, chat, ping, lose the connection for a while. Also saves a
+// screenshot to look at.
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { WAIT_MS, setUp } from './harness.mjs';
+import { WAIT_MS, setUp, startProxy } from './harness.mjs';
 
 const SCREENSHOT = fileURLToPath(new URL('../test-results/demo-4-members.png', import.meta.url));
 const VIEWPORT = { width: 1280, height: 800 };
@@ -114,5 +115,36 @@ test('demo: four members, screenshot saved to test-results/demo-4-members.png', 
     await owner.screenshot({ path: SCREENSHOT });
   } finally {
     await Promise.all(pages.map((page) => page.close()));
+  }
+});
+
+test('demo: a dropped connection shows reconnecting… and recovers without the user', async () => {
+  // The page loads from, and connects through, a proxy the test cuts.
+  const proxy = await startProxy(env.server);
+  const a = await openDemo(`http://${new URL(proxy.server.wsUrl).host}/`);
+  let b;
+  try {
+    await a.locator('#create').click();
+    await a.locator('#room').waitFor({ timeout: WAIT_MS });
+    const { hash } = new URL(await a.locator('#share-link').inputValue());
+    b = await openDemo(`${env.server.httpUrl}/${hash}`);
+    await Promise.all([waitForDirectMembers(a, 2), waitForDirectMembers(b, 2)]);
+
+    proxy.setDown(true);
+    proxy.cut();
+    await a.locator('#status[data-status="reconnecting…"]').waitFor({ timeout: WAIT_MS });
+    // The DataChannel does not need the server: the chat goes on meanwhile.
+    await say(b, 'Still there?');
+    await messageIn(a, 'Still there?');
+    proxy.setDown(false);
+    await a.locator('#status[data-status="online"]').waitFor({ timeout: WAIT_MS });
+    await say(a, 'Back, and never gone');
+    await messageIn(b, 'Back, and never gone');
+    await waitForDirectMembers(b, 2);
+    assert.equal(await b.locator('#messages .system', { hasText: 'left' }).count(), 0);
+    assert.equal(await a.locator('#banner:not([hidden])').count(), 0);
+  } finally {
+    proxy.close();
+    await Promise.all([a.close(), b?.close()]);
   }
 });

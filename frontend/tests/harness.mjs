@@ -314,3 +314,80 @@ export async function waitForMesh(peers, state = 'direct', timeout = WAIT_MS) {
 
 /** All 256 byte values, so that any re-encoding (UTF-8, base64 slip) shows. */
 export const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
+
+/**
+ * A loopback TCP forwarder to `server` that the test controls: `cut()` ends
+ * every connection through it at once (no WebSocket close frame: a network
+ * cut); while `setDown(true)`, new connections are dropped on arrival.
+ * `server` is what `Peer.open` takes: pages load the client from the
+ * server and connect their service through the proxy.
+ */
+export async function startProxy(server) {
+  const net = await import('node:net');
+  const [host, port] = new URL(server.httpUrl).host.split(':');
+  const open = new Set();
+  let down = false;
+  const listener = net.createServer((inbound) => {
+    if (down) return inbound.destroy();
+    const outbound = net.connect(Number(port), host);
+    const pair = [inbound, outbound];
+    open.add(pair);
+    const end = () => {
+      open.delete(pair);
+      inbound.destroy();
+      outbound.destroy();
+    };
+    for (const socket of pair) {
+      socket.setNoDelay(true);
+      socket.on('error', end);
+      socket.on('close', end);
+    }
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+  });
+  listener.listen(0, '127.0.0.1');
+  await once(listener, 'listening');
+  const address = `127.0.0.1:${listener.address().port}`;
+  return {
+    /** What `Peer.open` takes: the page loads from the server, connects through here. */
+    server: { httpUrl: server.httpUrl, wsUrl: `ws://${address}/ws` },
+    cut() {
+      for (const [inbound, outbound] of [...open]) {
+        inbound.destroy();
+        outbound.destroy();
+      }
+    },
+    setDown(value) {
+      down = value;
+    },
+    close() {
+      this.cut();
+      listener.close();
+    },
+  };
+}
+
+/** Records the service's connection states in the page, with wall-clock times. */
+export function watchConnection(peer) {
+  return peer.page.evaluate(() => {
+    const service = window.peer.service;
+    window.peer.connection = [];
+    service.onconnectionstatechange = (state) =>
+      window.peer.connection.push({ state, at: performance.timeOrigin + performance.now() });
+    service.onclose = () => window.peer.connection.push({ state: 'onclose', at: performance.timeOrigin + performance.now() });
+  });
+}
+
+/** Waits until the page's service reported `state` for the `nth` time (from 1). */
+export function waitForConnection(peer, state, nth = 1, timeout = WAIT_MS) {
+  return peer.page
+    .waitForFunction(
+      ({ state, nth }) => {
+        const seen = window.peer.connection.filter((change) => change.state === state);
+        return seen.length >= nth ? seen[nth - 1].at : false;
+      },
+      { state, nth },
+      { polling: POLL_MS, timeout },
+    )
+    .then((handle) => handle.jsonValue());
+}

@@ -32,6 +32,7 @@ export { MAX_BODY_BYTES } from './payload';
 export { DEFAULT_MAX_MESSAGE_BYTES } from './transfer';
 export { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_UNICAST_TIMEOUT_MS, SimpleService } from './service';
 export type {
+  ConnectionState,
   Data,
   GroupId,
   IGroup,

@@ -31,9 +31,13 @@ export interface MemberList {
   readonly info: ReadonlyMap<UserId, unknown>;
 }
 
-/** The ICE servers of a `session` answer. */
+/** What the client uses of a `session` answer. */
 export interface SessionFacts {
   readonly iceServers: RTCIceServer[];
+  /** For `resume`; empty when the server does not resume. */
+  readonly resumeTicket: string;
+  /** The server's resume window; 0: it does not resume sessions. */
+  readonly resumeWindowMs: number;
 }
 
 /** User and group ids: 32 lowercase hex digits. */
@@ -74,11 +78,18 @@ function isIceServer(value: unknown): value is RTCIceServer {
   return urlsOk && ['string', 'undefined'].includes(typeof username) && ['string', 'undefined'].includes(typeof credential);
 }
 
-/** A `session` answer; only its ICE servers are used here. */
+/** A `session` answer. A server that does not resume may leave the resume fields out. */
 export function parseSessionFacts(value: unknown): SessionFacts {
   if (typeof value === 'object' && value !== null) {
-    const { ice_servers: iceServers } = value as Record<string, unknown>;
-    if (Array.isArray(iceServers) && iceServers.every(isIceServer)) return { iceServers };
+    const { ice_servers: iceServers, resume_ticket: ticket, resume_window_ms: windowMs } = value as Record<string, unknown>;
+    const resumeOk = (ticket === undefined && windowMs === undefined) || (typeof ticket === 'string' && typeof windowMs === 'number');
+    if (Array.isArray(iceServers) && iceServers.every(isIceServer) && resumeOk) {
+      return {
+        iceServers,
+        resumeTicket: typeof ticket === 'string' ? ticket : '',
+        resumeWindowMs: typeof windowMs === 'number' ? windowMs : 0,
+      };
+    }
   }
   throw contractBroken('invalid session facts');
 }
@@ -112,4 +123,19 @@ export function parseRelayRequest(params: unknown): RelayRequest {
 export function parseGroupEvent(params: unknown): GroupEvent | undefined {
   const [groupId, userId, info] = positional(params, ['group_id', 'user_id', 'info']);
   return isId(groupId) && isId(userId) ? { groupId, userId, info } : undefined;
+}
+
+/** `resume`'s answer, as far as the client needs it. */
+export interface Resumed {
+  /** How many of our messages the server received. */
+  readonly received: number;
+  readonly replayed: boolean;
+}
+
+export function parseResumeResult(value: unknown): Resumed {
+  if (typeof value === 'object' && value !== null) {
+    const { received, replayed } = value as Record<string, unknown>;
+    if (typeof received === 'number' && typeof replayed === 'boolean') return { received, replayed };
+  }
+  throw contractBroken('an invalid resume result');
 }

@@ -1,0 +1,345 @@
+// Sessions that survive a dropped WebSocket, in real Chromium: through a
+// loopback proxy the test cuts, a page resumes by itself (same id, same
+// group, nobody told), messages around the cuts arrive exactly once and in
+// order, DataChannels carry on untouched, and a page whose window passes
+// ends for good.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Peer, WAIT_MS, startProxy, startServer, launchBrowser, waitForConnection, waitForMesh, watchConnection } from './harness.mjs';
+
+let env;
+let server;
+before(async () => {
+  server = await startServer(['--resume-window', '30s', '--rate-limit', '0']);
+  env = await launchBrowser();
+});
+after(async () => {
+  await env?.browser.close();
+  await server?.stop();
+});
+
+/**
+ * Broadcasts numbered strings from the page, 10 every 20 ms (at most 500/s,
+ * which a page on a loaded machine reads without falling behind by more
+ * than the server keeps for a resume): at least `count`, and on until
+ * `stopSending`; `sent` resolves with how many.
+ */
+function startSending(peer, count, prefix = '') {
+  return peer.page.evaluate(
+    ({ count, prefix }) => {
+      window.peer.stop = false;
+      window.peer.sent = 0;
+      window.peer.sending = (async () => {
+        let i = 0;
+        for (; i < count || !window.peer.stop; i++) {
+          await window.peer.group.broadcast(`${prefix}${i}`);
+          window.peer.sent = i + 1;
+          if (i % 10 === 9) await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        return i;
+      })();
+    },
+    { count, prefix },
+  );
+}
+
+/** Waits until the page has broadcast `count` messages. */
+function sentAtLeast(peer, count) {
+  return peer.page.waitForFunction((count) => window.peer.sent >= count, count, { polling: 5, timeout: WAIT_MS });
+}
+
+/** One of the server's /metrics figures (0 when absent). */
+async function metric(server, name) {
+  const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? 0 : Number(line.slice(name.length + 1));
+}
+
+/**
+ * Waits until a /metrics figure reads `value`: the server counts a resume
+ * once its answer is out, so the page may see the resume first.
+ */
+async function metricSettlesAt(server, name, value, timeout = WAIT_MS) {
+  const until = Date.now() + timeout;
+  let seen = await metric(server, name);
+  while (seen !== value && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    seen = await metric(server, name);
+  }
+  assert.equal(seen, value, name);
+}
+
+function stopSending(peer) {
+  return peer.page.evaluate(() => {
+    window.peer.stop = true;
+  });
+}
+
+function sent(peer) {
+  return peer.page.evaluate(() => window.peer.sending);
+}
+
+/** The texts `peer` received from `from`, in arrival order, once `count` arrived. */
+async function receivedFrom(peer, from, count) {
+  await peer.page.waitForFunction(
+    ({ from, count }) => window.peer.received.filter((m) => m.from === from).length >= count,
+    { from, count },
+    { polling: 10, timeout: WAIT_MS },
+  );
+  return (await peer.received()).filter((m) => m.from === from).map((m) => m.data);
+}
+
+const numbered = (count, prefix = '') => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
+
+test('a page cut 20 times resumes each time; relayed messages both ways arrive exactly once, in order', async () => {
+  const CUTS = 20;
+  // Messages the cut page sends between two cuts: 20 × 250 from each page,
+  // over 10,000 in all, every one of them around a cut.
+  const BETWEEN = 250;
+  const proxy = await startProxy(server);
+  // Relayed links: every message goes through the server, and so through the cuts.
+  const options = { connectTimeoutMs: 200 };
+  const a = await Peer.open(env.context, proxy.server, { options });
+  const b = await Peer.open(env.context, server, { options });
+  try {
+    await a.forceRelayWith(b.id);
+    await b.forceRelayWith(a.id);
+    const groupId = await a.create();
+    await b.join(groupId);
+    await a.waitForLinks([a.id, b.id], 'relayed');
+    await b.waitForLinks([a.id, b.id], 'relayed');
+    await watchConnection(a);
+
+    const resumedBefore = await metric(server, 'webrtc_p2p_sessions_resumed_total{replayed="true"}');
+    await startSending(a, CUTS * BETWEEN);
+    await startSending(b, CUTS * BETWEEN);
+    const took = [];
+    for (let cut = 1; cut <= CUTS; cut++) {
+      await sentAtLeast(a, cut * BETWEEN);
+      const at = Date.now();
+      proxy.cut();
+      const resumedAt = await waitForConnection(a, 'connected', cut);
+      took.push(resumedAt - at);
+    }
+    await stopSending(a);
+    await stopSending(b);
+    const fromA = await sent(a);
+    const fromB = await sent(b);
+    // Every resume replayed exactly (none lost what it had to send again).
+    await metricSettlesAt(server, 'webrtc_p2p_sessions_resumed_total{replayed="true"}', resumedBefore + CUTS);
+    assert.equal(await metric(server, 'webrtc_p2p_sessions_resumed_total{replayed="false"}'), 0);
+    assert.deepEqual(await receivedFrom(b, a.id, fromA), numbered(fromA));
+    assert.deepEqual(await receivedFrom(a, b.id, fromB), numbered(fromB));
+    assert.equal(await a.page.evaluate(() => window.peer.service.info().id()), a.id);
+    assert.deepEqual((await b.view()).members, [a.id, b.id]);
+    assert.deepEqual((await b.events()).filter((e) => e.type === 'leave'), []);
+    took.sort((x, y) => x - y);
+    console.log(
+      `resume figures (browser): ${CUTS} cuts, cut to resumed median ${took[CUTS >> 1].toFixed(1)} ms ` +
+        `(min ${took[0].toFixed(1)}, max ${took[CUTS - 1].toFixed(1)}); ${fromA + fromB} messages, 0 lost, 0 duplicated`,
+    );
+  } finally {
+    proxy.close();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test('a mesh of 4 keeps its DataChannels through a 5 s outage of one socket, and a page joining meanwhile links up after', async () => {
+  const OUTAGE_MS = 5_000;
+  const COUNT = 50;
+  const proxy = await startProxy(server);
+  const peers = [
+    await Peer.open(env.context, server),
+    await Peer.open(env.context, server),
+    await Peer.open(env.context, server),
+    await Peer.open(env.context, proxy.server),
+  ];
+  const cutPage = peers[3];
+  let late;
+  try {
+    const groupId = await peers[0].create();
+    for (const peer of peers.slice(1)) await peer.join(groupId);
+    await waitForMesh(peers);
+    await watchConnection(cutPage);
+
+    proxy.setDown(true);
+    const cutAt = Date.now();
+    proxy.cut();
+    await waitForConnection(cutPage, 'reconnecting');
+    // Every page broadcasts over its DataChannels while the socket is down.
+    await Promise.all(peers.map((peer, i) => startSending(peer, COUNT, `${i}:`)));
+    await Promise.all(peers.map(stopSending));
+    const counts = await Promise.all(peers.map(sent));
+    for (const [j, peer] of peers.entries()) {
+      for (const [i, sender] of peers.entries()) {
+        if (i !== j) assert.deepEqual(await receivedFrom(peer, sender.id, counts[i]), numbered(counts[i], `${i}:`));
+      }
+    }
+    // A page joins meanwhile: its links to the others form, the one to the
+    // cut page waits for the resume.
+    late = await Peer.open(env.context, server);
+    await late.join(groupId);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, cutAt + OUTAGE_MS - Date.now())));
+    proxy.setDown(false);
+    await waitForConnection(cutPage, 'connected');
+    await waitForMesh([...peers, late]);
+
+    // Nothing was renegotiated, and nobody left.
+    for (const peer of peers) {
+      const events = await peer.events();
+      const relinked = events.filter(
+        (e) => e.type === 'link' && e.at > cutAt && peers.some((p) => p.id === e.member),
+      );
+      assert.deepEqual(relinked, [], `no link among the four changed after the cut (${peer.id})`);
+      assert.deepEqual(events.filter((e) => e.type === 'leave'), []);
+    }
+    assert.equal(await cutPage.page.evaluate(() => window.peer.service.connectionState), 'connected');
+  } finally {
+    proxy.close();
+    await Promise.all([...peers, ...(late ? [late] : [])].map((peer) => peer.close()));
+  }
+});
+
+test('when the resume window passes, the page ends (onclose) and the others see it leave', async () => {
+  const short = await startServer(['--resume-window', '1s']);
+  const proxy = await startProxy(short);
+  const a = await Peer.open(env.context, proxy.server);
+  const b = await Peer.open(env.context, short);
+  try {
+    const groupId = await a.create();
+    await b.join(groupId);
+    await watchConnection(a);
+    proxy.setDown(true);
+    proxy.cut();
+    await waitForConnection(a, 'reconnecting');
+    await waitForConnection(a, 'onclose');
+    assert.equal(await a.page.evaluate(() => window.peer.service.connectionState), 'closed');
+    await b.waitForView((view, gone) => !view.members.includes(gone), a.id);
+    assert.equal((await b.events()).filter((e) => e.type === 'leave' && e.member === a.id).length, 1);
+  } finally {
+    proxy.close();
+    await Promise.all([a.close(), b.close()]);
+    await short.stop();
+  }
+});
+
+test('a relayed unicast to a page whose socket is down is answered after the resume and reaches its caller', async () => {
+  const proxy = await startProxy(server);
+  const options = { connectTimeoutMs: 200 };
+  const a = await Peer.open(env.context, proxy.server, { options });
+  const b = await Peer.open(env.context, server, { options });
+  try {
+    await a.forceRelayWith(b.id);
+    await b.forceRelayWith(a.id);
+    const groupId = await a.create();
+    await b.join(groupId);
+    await a.waitForLinks([a.id, b.id], 'relayed');
+    await b.waitForLinks([a.id, b.id], 'relayed');
+    await watchConnection(a);
+    proxy.setDown(true);
+    proxy.cut();
+    await waitForConnection(a, 'reconnecting');
+    const reply = b.unicast(a.id, 'while you were away');
+    // The relay waits on the server for the page to come back.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    proxy.setDown(false);
+    await waitForConnection(a, 'connected');
+    assert.deepEqual(await reply, { reply: 're:while you were away', isBytes: false });
+    assert.deepEqual((await b.events()).filter((e) => e.type === 'leave'), []);
+  } finally {
+    proxy.close();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test('after a resume the server could not replay, the page asks for its members again and links up with a newcomer', async () => {
+  // A tiny resume buffer: what the others send during the outage overflows it.
+  const small = await startServer(['--resume-window', '30s', '--resume-buffer', '2048', '--rate-limit', '0']);
+  const proxy = await startProxy(small);
+  const options = { connectTimeoutMs: 2_000 };
+  const a = await Peer.open(env.context, proxy.server, { options });
+  const b = await Peer.open(env.context, small, { options });
+  const leaver = await Peer.open(env.context, small, { options });
+  let late;
+  try {
+    await a.forceRelayWith(b.id);
+    await b.forceRelayWith(a.id);
+    const groupId = await a.create();
+    await b.join(groupId);
+    await leaver.join(groupId);
+    await a.waitForView((view, ids) => ids.every((id) => view.members.includes(id)), [b.id, leaver.id]);
+    // b's broadcasts go to a through the server, and so into its resume buffer.
+    await b.waitForView((view, a) => view.links[a] === 'relayed', a.id);
+    await watchConnection(a);
+
+    proxy.setDown(true);
+    proxy.cut();
+    await waitForConnection(a, 'reconnecting');
+    for (let i = 0; i < 50; i++) await b.broadcast(`lost ${i} ${'x'.repeat(100)}`);
+    await leaver.leave();
+    late = await Peer.open(env.context, small, { options });
+    await late.join(groupId);
+    proxy.setDown(false);
+    await waitForConnection(a, 'connected');
+
+    await metricSettlesAt(small, 'webrtc_p2p_sessions_resumed_total{replayed="false"}', 1);
+    await a.waitForView((view, ids) => view.members.length === ids.length && ids.every((id) => view.members.includes(id)), [
+      a.id,
+      b.id,
+      late.id,
+    ]);
+    const events = await a.events();
+    assert.equal(events.filter((e) => e.type === 'leave' && e.member === leaver.id).length, 1);
+    assert.equal(events.filter((e) => e.type === 'join' && e.member === late.id).length, 1);
+    assert.equal(await a.page.evaluate(() => window.peer.service.info().id()), a.id);
+    // Messages flow both ways with the newcomer, whatever its link became.
+    await late.broadcast('hello from the newcomer');
+    await a.waitForMessage(late.id, 'hello from the newcomer');
+    await a.broadcast('hello from the resumed page');
+    await late.waitForMessage(a.id, 'hello from the resumed page');
+  } finally {
+    proxy.close();
+    await Promise.all([a, b, leaver, ...(late ? [late] : [])].map((peer) => peer.close()));
+    await small.stop();
+  }
+});
+
+test('a clean close ends the session at once: the others see the page leave long before the window', async () => {
+  const a = await Peer.open(env.context, server);
+  const b = await Peer.open(env.context, server);
+  try {
+    const groupId = await a.create();
+    await b.join(groupId);
+    await watchConnection(a);
+    await a.page.evaluate(() => window.peer.service.close());
+    await waitForConnection(a, 'onclose');
+    // The window is 30 s: a leave within 10 s is the close's, not the window's.
+    await b.waitForView((view, gone) => !view.members.includes(gone), a.id, 10_000);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test('with --resume-window 0 a cut ends the session as in v1', async () => {
+  const off = await startServer(['--resume-window', '0']);
+  const proxy = await startProxy(off);
+  const a = await Peer.open(env.context, proxy.server);
+  const b = await Peer.open(env.context, off);
+  try {
+    const groupId = await a.create();
+    await b.join(groupId);
+    await watchConnection(a);
+    proxy.cut();
+    await waitForConnection(a, 'onclose');
+    assert.deepEqual(
+      (await a.page.evaluate(() => window.peer.connection)).map((change) => change.state),
+      ['closed', 'onclose'],
+      'no reconnecting: the page ends at once',
+    );
+    await b.waitForView((view, gone) => !view.members.includes(gone), a.id);
+  } finally {
+    proxy.close();
+    await Promise.all([a.close(), b.close()]);
+    await off.stop();
+  }
+});
