@@ -2,8 +2,9 @@
 //! proxy the test controls, connections are cut mid-traffic, and relays and
 //! notifications in both directions still arrive exactly once, in order;
 //! the user keeps its id and groups; the others see nobody leave. Also the
-//! window passing, a clean close, resume turned off, and a resume buffer
-//! that overflowed.
+//! window passing, a clean close, resume turned off, a resume buffer that
+//! overflowed, and a `Member` that resumes by itself and refreshes its view
+//! after a resume without replay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use webrtc_p2p_interfaces::{GroupId, PeerServer, SignalingClient, UserId};
 use webrtc_p2p_server::{Config, Server};
+use webrtc_p2p_simple::client::payload::Body;
+use webrtc_p2p_simple::client::{self, MemberHandler};
 use webrtc_p2p_simple::{Client, ConnectionState, Disconnected};
 
 /// How long any expected event may take before the test fails.
@@ -352,4 +355,81 @@ async fn an_overflowed_resume_buffer_resumes_without_replay() {
     assert_eq!(a.client.get_members(group, None).await.expect("members").ids(), [a.id, b.id]);
     b.client.relay_notification(group, a.id, "after").await.expect("notification");
     assert_eq!(a.next_seen().await, Seen::Relay(b.id, json!("after")));
+}
+
+/// Tells the test what a `client::Member`'s handler hears: member events,
+/// and broadcasts (as their text).
+struct Heard(mpsc::UnboundedSender<Seen>);
+
+impl MemberHandler for Heard {
+    fn on_broadcast(&self, _: GroupId, from: UserId, body: Body) {
+        if let Body::Text(text) = body {
+            let _ = self.0.send(Seen::Relay(from, json!(text)));
+        }
+    }
+
+    fn on_member_joined(&self, _: GroupId, member: UserId) {
+        let _ = self.0.send(Seen::Joined(member));
+    }
+
+    fn on_member_left(&self, _: GroupId, member: UserId) {
+        let _ = self.0.send(Seen::Left(member));
+    }
+}
+
+async fn heard_next(heard: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    within("the member's handler", heard.recv()).await.expect("handler gone")
+}
+
+#[tokio::test]
+async fn a_member_resumes_by_itself_and_after_a_resume_without_replay_learns_who_left_and_joined() {
+    let server = TestServer::start(&["--resume-window", "10s", "--resume-buffer", "2000"]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let (tx, mut heard) = mpsc::unbounded_channel();
+    let member = within("connect", client::Member::builder().no_webrtc().connect(&proxy.url(), Heard(tx)))
+        .await
+        .expect("connect");
+    let group = member.create(None).await.expect("create");
+    let stays = Member::join(&server.url(), false).await;
+    stays.client.join(group).await.expect("join");
+    let leaver = Member::join(&server.url(), false).await;
+    leaver.client.join(group).await.expect("join");
+    assert_eq!(heard_next(&mut heard).await, Seen::Joined(stays.id));
+    assert_eq!(heard_next(&mut heard).await, Seen::Joined(leaver.id));
+    let mut state = member.client().connection_state();
+
+    // A cut: the member resumes by itself (it called `session`), nobody is told.
+    proxy.cut();
+    let resumed = within("resumed", state.wait_for(|s| matches!(s, ConnectionState::Resumed { .. }))).await;
+    assert_eq!(*resumed.expect("state"), ConnectionState::Resumed { replayed: true });
+
+    // A longer outage in which its resume buffer overflows while one member
+    // leaves and another joins: those events are lost with the rest.
+    proxy.set_down(true);
+    proxy.cut();
+    within("reconnecting", state.wait_for(|s| *s == ConnectionState::Reconnecting)).await.expect("state");
+    leaver.client.leave(group).await.expect("leave");
+    let newcomer = Member::join(&server.url(), false).await;
+    newcomer.client.join(group).await.expect("join");
+    for n in 0..30 {
+        stays.client.relay_notification(group, member.id(), format!("{n:0>200}")).await.expect("notification");
+    }
+    // A round trip on stays' connection: the server has handled all 30.
+    stays.client.get_members(group, None).await.expect("members");
+    proxy.set_down(false);
+    let resumed = within("resumed", state.wait_for(|s| matches!(s, ConnectionState::Resumed { .. }))).await;
+    assert_eq!(*resumed.expect("state"), ConnectionState::Resumed { replayed: false });
+
+    // The member asked for the members again and told its handler.
+    assert_eq!(heard_next(&mut heard).await, Seen::Left(leaver.id));
+    assert_eq!(heard_next(&mut heard).await, Seen::Joined(newcomer.id));
+    assert_eq!(member.members(group).await, [member.id(), stays.id, newcomer.id]);
+    // And carries on, with the same id.
+    newcomer
+        .client
+        .relay_notification(group, member.id(), json!({"broadcast": {"text": "after"}}))
+        .await
+        .expect("notification");
+    assert_eq!(heard_next(&mut heard).await, Seen::Relay(newcomer.id, json!("after")));
+    assert_eq!(member.client().session().await.expect("session").user_id, member.id());
 }

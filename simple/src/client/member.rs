@@ -170,6 +170,54 @@ impl Shared {
         }
     }
 
+    /// After a resume without replay, member events in between may be lost:
+    /// each group's members are asked for again (the view locked meanwhile,
+    /// so that member events arriving meanwhile apply after the list, as in
+    /// `join`), the handler is told who left and who joined, and the links
+    /// follow. A group this member is no longer in is forgotten.
+    async fn refresh(&self, client: &Client, handler: &impl MemberHandler) {
+        let Some(&me) = self.me.get() else { return };
+        let groups: Vec<(GroupId, Slot)> =
+            self.groups.iter().map(|entry| (*entry.key(), entry.value().clone())).collect();
+        for (group_id, slot) in groups {
+            let mut view = slot.write().await;
+            let Some(known) = view.as_mut() else { continue };
+            let members = match client.get_members(group_id, None).await.map(|members| members.ids()) {
+                Ok(members) => members,
+                Err(e) if matches!(super::app_error(&e), Some(ErrorCode::NotAMember | ErrorCode::GroupNotFound)) => {
+                    *view = None;
+                    drop(view);
+                    self.groups.remove_if(&group_id, |_, s| Arc::ptr_eq(s, &slot));
+                    if let Some(mesh) = &self.mesh {
+                        mesh.close(Some(group_id));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    debug!(%group_id, error = %e, "could not ask for the members again after a resume");
+                    continue;
+                }
+            };
+            let left: Vec<UserId> = known.members.iter().copied().filter(|m| !members.contains(m)).collect();
+            let joined: Vec<UserId> = members.iter().copied().filter(|m| !known.members.contains(m)).collect();
+            known.members = members;
+            let newcomers: Vec<UserId> = joined.iter().copied().filter(|&m| known.may_link(me, m)).collect();
+            drop(view);
+            for &member in &left {
+                self.incoming.lock().unwrap_or_else(|e| e.into_inner()).forget(group_id, member);
+            }
+            if let Err(e) = self.reconcile(group_id, &newcomers).await {
+                debug!(%group_id, error = %e, "could not tell the newcomers this member has no WebRTC");
+            }
+            for member in left {
+                handler.on_member_left(group_id, member);
+            }
+            for member in joined {
+                handler.on_member_joined(group_id, member);
+            }
+        }
+    }
+
     /// Tells each of `members` that this member has no WebRTC.
     async fn declare(&self, group_id: GroupId, members: &[UserId]) -> Result<(), Error> {
         let Some(client) = self.client.get().and_then(Weak::upgrade) else { return Ok(()) };
@@ -541,6 +589,17 @@ impl MemberBuilder {
         let token = self.client.token.clone();
         let client = Arc::new(self.client.connect(url, adapter).await?);
         let id = client.init(token).await?;
+        // With a ticket the client resumes a dropped connection by itself; a
+        // server without `session` (v1) leaves the member v1: a drop ends it.
+        if let Err(e) = client.session().await {
+            debug!(error = %e, "no session facts: a dropped connection will end this member");
+        }
+        tokio::spawn(refresh_after_resumes(
+            client.conn.resumes_without_replay(),
+            Arc::downgrade(&shared),
+            Arc::downgrade(&client),
+            handler.clone(),
+        ));
         // All are fresh: nothing else sets them.
         let _ = shared.me.set(id);
         let _ = shared.client.set(Arc::downgrade(&client));
@@ -557,6 +616,20 @@ impl MemberBuilder {
             }
         });
         Ok(Member { id, client, shared })
+    }
+}
+
+/// Refreshes the member's view after each resume without replay, for as
+/// long as the member and its connection live.
+async fn refresh_after_resumes(
+    mut unreplayed: tokio::sync::watch::Receiver<u64>,
+    shared: Weak<Shared>,
+    client: Weak<Client>,
+    handler: Arc<impl MemberHandler>,
+) {
+    while unreplayed.changed().await.is_ok() {
+        let (Some(shared), Some(client)) = (shared.upgrade(), client.upgrade()) else { return };
+        shared.refresh(&client, &*handler).await;
     }
 }
 

@@ -103,6 +103,10 @@ pub(super) struct Conn {
     state: watch::Sender<State>,
     /// What the application sees: connected, reconnecting, closed.
     connection: watch::Sender<ConnectionState>,
+    /// How many resumes came back without replay: a counter rather than
+    /// `connection`'s latest state, so that a `Member` refreshes after each
+    /// one even when the next drop follows before it looks.
+    unreplayed: watch::Sender<u64>,
     /// What resume needs; see the module doc.
     session: Mutex<Resumable>,
     /// Where to dial again, and how.
@@ -287,6 +291,11 @@ impl Conn {
         self.connection.subscribe()
     }
 
+    /// The count of resumes without replay so far; it changes with each.
+    pub(super) fn resumes_without_replay(&self) -> watch::Receiver<u64> {
+        self.unreplayed.subscribe()
+    }
+
     /// Queues a frame without waiting (see [`OUTBOX_CAPACITY`]).
     fn push(&self, frame: String) {
         match self.outbox.try_send(frame) {
@@ -347,6 +356,7 @@ pub(super) fn split(
         outbox,
         state: watch::Sender::new(State::default()),
         connection: watch::Sender::new(ConnectionState::Connected),
+        unreplayed: watch::Sender::new(0),
         session: Mutex::default(),
         url: url.to_owned(),
         config,
@@ -520,6 +530,9 @@ impl Receiver {
                     self.stream = stream;
                     // Written again: the server's count says which.
                     let _ = self.conn.links.send(link);
+                    if !result.replayed {
+                        self.conn.unreplayed.send_modify(|n| *n += 1);
+                    }
                     self.conn.connection.send_replace(ConnectionState::Resumed { replayed: result.replayed });
                     return true;
                 }
