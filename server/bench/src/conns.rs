@@ -1,5 +1,7 @@
 //! The conns scenario: N connections, each initialised, held idle; what each
-//! costs the server in resident memory, and whether all stayed open.
+//! costs the server in resident memory, and whether all stayed open. With
+//! `resume`, each also calls `session`, so that the server keeps what a
+//! resume needs for it (its resume buffer, trimmed by pongs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,7 +50,7 @@ impl Held {
     }
 }
 
-pub(crate) async fn run(plan: &Plan, progress: &Progress, n: usize) -> Result<Section> {
+pub(crate) async fn run(plan: &Plan, progress: &Progress, n: usize, resume: bool) -> Result<Section> {
     // This side and the process under test each need a descriptor per connection.
     if let Some(limit) = procs::open_files_limit()
         && limit < n + 200
@@ -58,16 +60,16 @@ pub(crate) async fn run(plan: &Plan, progress: &Progress, n: usize) -> Result<Se
         );
     }
     let server = plan.start_server()?;
-    let on_server = hold(&server, Target::Server, n, progress).await?;
+    let on_server = hold(&server, Target::Server, n, resume, progress).await?;
     drop(server);
     let forwarder = plan.start_forwarder()?;
-    let on_forwarder = hold(&forwarder, Target::Forwarder, n, progress).await?;
+    let on_forwarder = hold(&forwarder, Target::Forwarder, n, false, progress).await?;
     drop(forwarder);
-    Ok(section(&on_server, &on_forwarder))
+    Ok(section(&on_server, &on_forwarder, resume))
 }
 
-fn section(server: &Held, forwarder: &Held) -> Section {
-    let scenario = format!("conns N={}", server.n);
+fn section(server: &Held, forwarder: &Held, resume: bool) -> Section {
+    let scenario = format!("conns N={}{}", server.n, if resume { " (resume on)" } else { "" });
     let (s, f) = (server.bytes_per_conn(), forwarder.bytes_per_conn());
     let rows = vec![
         Row::new(&scenario, "RSS / connection", fmt_kib(s), fmt_kib(f), format!("{:.2}", s / f))
@@ -94,18 +96,20 @@ fn section(server: &Held, forwarder: &Held) -> Section {
             "bytes_per_conn": h.bytes_per_conn(), "open_seconds": h.open_seconds,
         })
     };
-    let json = json!({"scenario": "conns", "n": server.n, "server": held(server), "forwarder": held(forwarder)});
+    let json = json!({
+        "scenario": "conns", "n": server.n, "resume": resume, "server": held(server), "forwarder": held(forwarder),
+    });
     Section { rows, json, plot: None }
 }
 
-async fn hold(child: &Child, target: Target, n: usize, progress: &Progress) -> Result<Held> {
+async fn hold(child: &Child, target: Target, n: usize, resume: bool, progress: &Progress) -> Result<Held> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before_kib = procs::rss_kib(child.pid)?;
     let closed = Arc::new(AtomicUsize::new(0));
     let (stop, stopped) = watch::channel(false);
     let started = std::time::Instant::now();
     let mut opened = 0;
-    let mut connecting = stream::iter(0..n).map(|i| open(child, target, i)).buffer_unordered(CONCURRENCY);
+    let mut connecting = stream::iter(0..n).map(|i| open(child, target, i, resume)).buffer_unordered(CONCURRENCY);
     while let Some(ws) = connecting.next().await {
         tokio::spawn(keep(ws?, closed.clone(), stopped.clone()));
         opened += 1;
@@ -123,11 +127,14 @@ async fn hold(child: &Child, target: Target, n: usize, progress: &Progress) -> R
     Ok(Held { n, open: open.min(fds), rss_before_kib, rss_after_kib, open_seconds })
 }
 
-async fn open(child: &Child, target: Target, i: usize) -> Result<Ws> {
+async fn open(child: &Child, target: Target, i: usize, resume: bool) -> Result<Ws> {
     within(CONNECT_TIMEOUT, "opening a connection", async {
         let mut caller = Caller::connect(&child.url(PAIR_BASE + i / 2)).await?;
         if target == Target::Server {
             caller.init().await?;
+            if resume {
+                caller.call("session", json!([])).await?;
+            }
         }
         Ok(caller.ws)
     })

@@ -99,6 +99,10 @@ enum Command {
         /// How many connections.
         #[arg(long, short = 'n', default_value_t = 19_000)]
         n: usize,
+        /// Each connection also calls `session`: a resumable session, whose
+        /// resume buffer the server keeps (trimmed as pongs come back).
+        #[arg(long)]
+        resume: bool,
     },
     /// G groups × M members join at once and signal every pair.
     Storm {
@@ -151,7 +155,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::All { conns, no_mesh } => rt.block_on(async {
             out.add(relay::run(&plan, opts, &out.progress, 1, 1).await?)?;
             out.add(relay::run(&plan, opts, &out.progress, 32, 8).await?)?;
-            out.add(conns::run(&plan, &out.progress, conns).await?)?;
+            out.add(conns::run(&plan, &out.progress, conns, false).await?)?;
             out.add(storm::run(&plan, &out.progress, 200, 8).await?)?;
             if !no_mesh {
                 out.add(mesh::run(&plan, &out.progress, 5).await?)?;
@@ -162,7 +166,7 @@ fn run(cli: Cli) -> Result<()> {
             let section = rt.block_on(relay::run(&plan, opts, progress, pairs, window))?;
             out.add(section)?;
         }
-        Command::Conns { n } => out.add(rt.block_on(conns::run(&plan, progress, n))?)?,
+        Command::Conns { n, resume } => out.add(rt.block_on(conns::run(&plan, progress, n, resume))?)?,
         Command::Storm { groups, members } => out.add(rt.block_on(storm::run(&plan, progress, groups, members))?)?,
         Command::Mesh { repeats } => out.add(rt.block_on(mesh::run(&plan, progress, repeats))?)?,
         Command::Forwarder { .. } => unreachable!("handled above"),
