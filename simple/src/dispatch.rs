@@ -19,9 +19,9 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::warn;
-use webrtc_p2p_interfaces::ErrorCode;
+use webrtc_p2p_interfaces::{ErrorCode, method};
 
-use crate::hub::{Hub, Session};
+use crate::hub::{Hub, Session, StartRelay};
 use crate::limits::{Limit, RateLimiter};
 use crate::memory;
 use crate::observe::{Observer, Unobserved};
@@ -44,6 +44,12 @@ pub trait Endpoint: Clone + Send + Sync + 'static {
     /// within it.
     fn max_frame_size(&self) -> usize {
         usize::MAX
+    }
+
+    /// The hub session behind this end, if it is a server's connection: its
+    /// `relay` requests then skip the method table (see [`Hub::start_relay`]).
+    fn session(&self) -> Option<&Arc<Session>> {
+        None
     }
 }
 
@@ -76,6 +82,10 @@ impl Endpoint for Arc<Session> {
         self.peer().complete(response);
     }
 
+    fn session(&self) -> Option<&Arc<Session>> {
+        Some(self)
+    }
+
     fn extensions(&self) -> Extensions {
         // Built per request rather than cloned from one kept per connection:
         // the same two allocations per request, and none held by idle
@@ -104,6 +114,8 @@ pub struct Dispatch<E> {
     max_batch_len: usize,
     /// Requests started and not yet answered.
     running: Running,
+    /// The hub behind `methods`, when they are its `Signaling` methods.
+    hub: Option<Arc<dyn StartRelay>>,
 }
 
 impl<E: Endpoint> Dispatch<E> {
@@ -118,6 +130,7 @@ impl<E: Endpoint> Dispatch<E> {
             rate: None,
             max_batch_len: usize::MAX,
             running: Running::new(usize::MAX),
+            hub: None,
         }
     }
 
@@ -240,6 +253,15 @@ impl<E: Endpoint> Dispatch<E> {
     }
 
     fn start(&self, request: Request<'_>) -> Started {
+        // The hot path, a relay between two clients of this server, goes
+        // straight to the hub: same checks, answers and metrics, about half
+        // the allocations (bench).
+        if request.method == method::RELAY
+            && let (Some(hub), Some(session), Some(params)) = (&self.hub, self.endpoint.session(), request.params)
+            && let Some(started) = hub.start_relay(session, request.id, params)
+        {
+            return started;
+        }
         wire::start(&self.methods, request, self.conn, self.endpoint.extensions())
     }
 
@@ -287,6 +309,7 @@ impl Dispatch<Arc<Session>> {
             observer: hub.observer().clone(),
             rate,
             max_batch_len: limits.max_batch_len,
+            hub: Some(Arc::new(hub.clone())),
             ..Self::new(methods, conn, session)
         }
     }

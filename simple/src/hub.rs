@@ -7,6 +7,7 @@
 //! disconnect) is kept here; it is never locked across an await.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
@@ -29,7 +30,7 @@ use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobse
 use crate::peer::{CallFailed, CloseReason, PeerHandle};
 use crate::router::{Entrant, Introduction, LocalRouter, Router, Target};
 use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
-use crate::wire::{self, InBatch, IsNotification, Passthrough};
+use crate::wire::{self, InBatch, IsNotification, Passthrough, RawAnswer, Started};
 
 /// One connection's signaling state; the transport puts an `Arc` of it in
 /// the connection's [`Extensions`], where the `Signaling` methods find it.
@@ -457,9 +458,39 @@ impl<R: Router> SignalingServer for Hub<R> {
         data: Box<RawValue>,
     ) -> RpcResult<Box<RawValue>> {
         let started = tokio::time::Instant::now();
-        let (outcome, answer) = self.relay_observed(ext, group_id, user_id, data).await;
+        let (outcome, answer) = match session(ext) {
+            Ok(session) => {
+                let notification = ext.get::<IsNotification>().is_some();
+                let relay = self.relay_observed(session.clone(), notification, group_id, user_id, &data);
+                // A waiting relay holds its data once (in jsonrpsee's params),
+                // not in this copy, nor in the target's params once queued.
+                drop(data);
+                relay.await
+            }
+            Err(e) => (RelayOutcome::Refused, Err(e)),
+        };
         self.shared.observer.relay_done(outcome, started.elapsed());
-        answer
+        // The target's answer, result or error object, passes through to the
+        // caller exactly as it came (a malformed one arrives as InvalidAnswer).
+        let passthrough = ext.get::<Passthrough>();
+        match answer {
+            Ok(Ok(result)) => match passthrough {
+                Some(passthrough) => {
+                    passthrough.set(Ok(result));
+                    Ok(RawValue::NULL.to_owned())
+                }
+                None => Ok(result),
+            },
+            Ok(Err(error)) => {
+                let parsed = serde_json::from_str::<ErrorObjectOwned>(error.get())
+                    .unwrap_or_else(|_| ErrorObjectOwned::owned(0, "", None::<()>));
+                if let Some(passthrough) = passthrough {
+                    passthrough.set(Err(error));
+                }
+                Err(parsed)
+            }
+            Err(ours) => Err(ours),
+        }
     }
 
     async fn session(&self, ext: &Extensions) -> RpcResult<SessionFacts> {
@@ -471,20 +502,74 @@ impl<R: Router> SignalingServer for Hub<R> {
     }
 }
 
+/// `relay`'s params when they are the plain array `[group_id, user_id, data]`.
+#[derive(serde::Deserialize)]
+struct RelayArgs<'a>(GroupId, UserId, #[serde(borrow)] &'a RawValue);
+
+/// Starts `relay` requests without jsonrpsee's method table; what a
+/// connection's [`Dispatch`](crate::Dispatch) holds of its hub, whatever
+/// the router.
+pub(crate) trait StartRelay: Send + Sync + std::fmt::Debug {
+    /// See [`Hub::start_relay`].
+    fn start_relay(&self, session: &Arc<Session>, id: Option<&RawValue>, params: &RawValue) -> Option<Started>;
+}
+
+impl<R: Router> StartRelay for Hub<R> {
+    fn start_relay(&self, session: &Arc<Session>, id: Option<&RawValue>, params: &RawValue) -> Option<Started> {
+        Hub::start_relay(self, session, id, params)
+    }
+}
+
 impl<R: Router> Hub<R> {
-    /// `relay`, and how it ended.
-    async fn relay_observed(
+    /// Starts a `relay` request or notification from `session`'s client
+    /// without jsonrpsee's method table: no params copy, no `Extensions`, and
+    /// the target's answer goes into the reply as the raw JSON it sent. The
+    /// same checks in the same order, the same outcome to the observer and
+    /// the same frames as [`SignalingServer::relay`] through the table (a
+    /// test compares the two). `None` unless `params` is that plain array: the
+    /// table's own parser then answers, with its own error for bad params.
+    pub fn start_relay(&self, session: &Arc<Session>, id: Option<&RawValue>, params: &RawValue) -> Option<Started> {
+        let RelayArgs(group_id, user_id, data) = serde_json::from_str(params.get()).ok()?;
+        let relay = self.relay_observed(session.clone(), id.is_none(), group_id, user_id, data);
+        let observer = self.shared.observer.clone();
+        let answer = async move {
+            let started = tokio::time::Instant::now();
+            let (outcome, answer) = relay.await;
+            observer.relay_done(outcome, started.elapsed());
+            answer
+        };
+        Some(wire::start_future(id.map(RawValue::to_owned), answer))
+    }
+}
+
+impl<R: Router> Hub<R> {
+    /// `relay` from `session`'s client, and how it ended. A future that owns
+    /// what it needs: `data` is copied into the target's params at once, so
+    /// that the caller's frame need not outlive the call.
+    fn relay_observed(
         &self,
-        ext: &Extensions,
+        session: Arc<Session>,
+        notification: bool,
         group_id: GroupId,
         user_id: UserId,
-        data: Box<RawValue>,
-    ) -> (RelayOutcome, RpcResult<Box<RawValue>>) {
+        data: &RawValue,
+    ) -> impl Future<Output = (RelayOutcome, RelayAnswer)> + Send + 'static {
+        let params = session.user().map(|from| relay_params(group_id, from, data));
+        let hub = self.clone();
+        async move { hub.relay_routed(&session, notification, group_id, user_id, params.unwrap_or_default()).await }
+    }
+
+    /// [`relay_observed`](Self::relay_observed) once the target's params are
+    /// written (empty when the session has no user yet, which fails first).
+    async fn relay_routed(
+        &self,
+        session: &Session,
+        notification: bool,
+        group_id: GroupId,
+        user_id: UserId,
+        params: String,
+    ) -> (RelayOutcome, RelayAnswer) {
         let refused = |e: ErrorObjectOwned| (RelayOutcome::Refused, Err(e));
-        let session = match session(ext) {
-            Ok(session) => session,
-            Err(e) => return refused(e),
-        };
         // The sender's id is stamped by the server, never taken from the client.
         let from = match session.initialized() {
             Ok(from) => from,
@@ -494,14 +579,10 @@ impl<R: Router> Hub<R> {
             Ok(target) => target,
             Err(e) => return refused(e.into()),
         };
-        let params = relay_params(group_id, from, &data);
-        // A waiting relay holds its data once (in jsonrpsee's params), not in
-        // this copy, nor in `params` once the frame is queued.
-        drop(data);
-        if ext.get::<IsNotification>().is_some() {
+        if notification {
             // Nobody waits for an answer, so a gone target is nobody's error.
             let _ = target.notify(method::RELAY, &params);
-            return (RelayOutcome::Forwarded, Ok(RawValue::NULL.to_owned()));
+            return (RelayOutcome::Forwarded, Ok(Ok(RawValue::NULL.to_owned())));
         }
         let Some(_in_flight) = session.begin_relay(self.shared.limits.max_relays_in_flight) else {
             return (RelayOutcome::Busy, Err(ErrorCode::Busy.into()));
@@ -511,25 +592,9 @@ impl<R: Router> Hub<R> {
         // Straight to the target rather than through the generated
         // `PeerClient::on_relay` stub: no param builder, and no second copy
         // (and re-parse) of the answer: measured on the bench.
-        // The target's answer, result or error object, passes through to the
-        // caller exactly as it came (a malformed one arrives as InvalidAnswer).
-        let passthrough = ext.get::<Passthrough>();
         match target.call(method::RELAY, params).await {
-            Ok(Ok(answer)) => match passthrough {
-                Some(passthrough) => {
-                    passthrough.set(Ok(answer));
-                    (RelayOutcome::Answered, Ok(RawValue::NULL.to_owned()))
-                }
-                None => (RelayOutcome::Answered, Ok(answer)),
-            },
-            Ok(Err(error)) => {
-                let parsed = serde_json::from_str::<ErrorObjectOwned>(error.get())
-                    .unwrap_or_else(|_| ErrorObjectOwned::owned(0, "", None::<()>));
-                if let Some(passthrough) = passthrough {
-                    passthrough.set(Err(error));
-                }
-                (RelayOutcome::TargetError, Err(parsed))
-            }
+            Ok(Ok(result)) => (RelayOutcome::Answered, Ok(Ok(result))),
+            Ok(Err(error)) => (RelayOutcome::TargetError, Ok(Err(error))),
             Err(CallFailed::Timeout) => (RelayOutcome::Timeout, Err(ErrorCode::RelayTimeout.into())),
             Err(CallFailed::Gone) => (RelayOutcome::PeerGone, Err(ErrorCode::PeerGone.into())),
             Err(CallFailed::TooLarge) => (RelayOutcome::Refused, Err(too_large(self.shared.limits.max_message_size))),
@@ -539,6 +604,10 @@ impl<R: Router> Hub<R> {
         }
     }
 }
+
+/// How a relay ends for its caller: the target's own answer (its result or
+/// its error object, raw, to pass through unchanged), or an error of ours.
+type RelayAnswer = Result<RawAnswer, ErrorObjectOwned>;
 
 /// LimitExceeded for a relay whose forwarded frame (the server's own id and
 /// the sender's id in place of the caller's) would be larger than the
@@ -645,6 +714,152 @@ mod tests {
         hub.join(&ea, g).await.expect("already in: nothing changes, at the limit too");
         hub.join(&eb, g).await.unwrap();
         assert_eq!(code(hub.join(&ec, g).await), Some(ErrorCode::LimitExceeded), "the group is full");
+    }
+
+    /// Tells which way each relay ended.
+    #[derive(Debug, Default)]
+    struct Outcomes(Mutex<Vec<RelayOutcome>>);
+
+    impl Observer for Outcomes {
+        fn relay_done(&self, outcome: RelayOutcome, _elapsed: Duration) {
+            self.0.lock().unwrap().push(outcome);
+        }
+    }
+
+    /// What one relay did, seen from outside: the reply frame and its error
+    /// code, the frame the target got (our id blanked: ours count up), and
+    /// the outcome the observer was told.
+    type Seen = (Option<(String, Option<i32>)>, Option<String>, Option<RelayOutcome>);
+
+    /// Starts a relay from `from` directly or through the method table, lets
+    /// `target` answer with `answer` (a `result` or `error` member), and
+    /// says what happened.
+    async fn relay_seen(
+        hub: &Hub,
+        outcomes: &Outcomes,
+        (from, target): (&Arc<Session>, &Session),
+        (id, params): (Option<&str>, &str),
+        answer: &str,
+        direct: bool,
+    ) -> Seen {
+        let id = id.map(|id| RawValue::from_string(id.to_owned()).unwrap());
+        let params = RawValue::from_string(params.to_owned()).unwrap();
+        let started = if direct {
+            hub.start_relay(from, id.as_deref(), &params).expect("a plain array")
+        } else {
+            let methods = hub.clone().into_rpc().into();
+            let request = wire::Request { id: id.as_deref(), method: method::RELAY.into(), params: Some(&params) };
+            wire::start(&methods, request, jsonrpsee::core::server::ConnectionId(0), from.extensions())
+        };
+        let sent = target.peer().try_next_frame();
+        if let Some(frame) = &sent
+            && let Some(at) = frame.find(r#""id":"s"#)
+        {
+            let our_id = &frame[at + 5..at + 5 + frame[at + 6..].find('"').unwrap() + 2];
+            let response = format!(r#"{{"jsonrpc":"2.0","id":{our_id},{answer}}}"#);
+            let wire::Incoming::Response(response) = wire::classify(&response) else { panic!("{response}") };
+            target.peer().complete(&response);
+        }
+        let reply = match started {
+            Started::Done(reply) => reply,
+            Started::Running(future) => future.await,
+        };
+        let blank = |frame: String| match frame.find(r#""id":"s"#) {
+            Some(at) => {
+                let end = at + 6 + frame[at + 6..].find('"').unwrap();
+                format!("{}\"s\"{}", &frame[..at + 5], &frame[end + 1..])
+            }
+            None => frame,
+        };
+        (reply.map(|r| (r.frame, r.error)), sent.map(blank), outcomes.0.lock().unwrap().pop())
+    }
+
+    #[tokio::test]
+    async fn a_direct_relay_answers_exactly_as_the_method_table_does() {
+        let outcomes = Arc::new(Outcomes::default());
+        let hub = Hub::with_observer(Limits::DEFAULT, outcomes.clone());
+        let (a, ea, _) = user(&hub).await;
+        let (b, eb, ub) = user(&hub).await;
+        let (stranger, _, us) = user(&hub).await;
+        let (nobody, _) = connect();
+        // A target promised small messages: a relay that would not fit is
+        // refused at the caller, never sent.
+        let small = Arc::new(Session::new(Arc::new(
+            PeerHandle::new(64, Duration::from_secs(1)).with_byte_limits(usize::MAX, 200),
+        )));
+        let us_small = hub.init(&small.extensions()).await.unwrap();
+        let g = hub.create(&ea, None).await.unwrap();
+        hub.join(&eb, g).await.unwrap();
+        hub.join(&small.extensions(), g).await.unwrap();
+        let _ = (frames(&a), frames(&b));
+        let to_b = format!(r#"["{g}","{ub}",{{"sdp":"v=0\r\n","type":"offer"}}]"#);
+        let spaced = format!(r#"[ "{g}" , "{ub}" , [1, {{"a": null}}] ]"#);
+        let to_stranger = format!(r#"["{g}","{us}",{{}}]"#);
+        let unknown_group = format!(r#"["{}","{ub}",{{}}]"#, GroupId::random());
+        let to_small = format!(r#"["{g}","{us_small}","{}"]"#, "x".repeat(40));
+        let too_large_for_small = format!(r#"["{g}","{us_small}","{}"]"#, "x".repeat(200));
+        let result = r#""result":{"type":"answer","sdp":"v=0"}"#;
+        let odd_error = r#""error":{"code":-32000,"message":"no","data":[1],"extra":{"why":true}}"#;
+        let malformed = [r#""error":5"#, r#""result":1,"error":{"code":1}"#, r#""error":[{"code":1}]"#];
+        let invalid_answer = Some(ErrorCode::InvalidAnswer.code());
+        let limit_exceeded = Some(ErrorCode::LimitExceeded.code());
+        // Who relays to whom, how, what the target answers, and the reply's
+        // error code (`None`: a result; not checked for a notification).
+        type Case<'a> = (&'a Arc<Session>, &'a Session, Option<&'a str>, &'a str, &'a str, Option<i32>);
+        let cases: [Case<'_>; 18] = [
+            (&a, &b, Some("7"), &to_b, result, None),
+            (&a, &b, Some(r#""x\"y""#), &spaced, result, None),
+            (&a, &b, Some("-1.5e3"), &to_b, result, None),
+            (&a, &b, Some("null"), &to_b, result, None),
+            (&a, &b, Some("8"), &to_b, r#""error":{"code":-32000,"message":"no","data":[1]}"#, Some(-32000)),
+            (&a, &b, Some("9"), &to_b, odd_error, Some(-32000)),
+            (&a, &b, Some("10"), &to_b, r#""error":{"code":"x"}"#, Some(0)),
+            (&a, &b, Some("11"), &to_b, malformed[0], invalid_answer),
+            (&a, &b, Some(r#""m""#), &to_b, malformed[1], invalid_answer),
+            (&a, &b, Some("12"), &to_b, malformed[2], invalid_answer),
+            (&a, &b, None, &to_b, result, None),
+            (&a, &b, Some("13"), &to_stranger, result, Some(ErrorCode::UserNotFound.code())),
+            (&a, &b, Some("14"), &unknown_group, result, Some(ErrorCode::GroupNotFound.code())),
+            (&stranger, &b, Some("15"), &to_b, result, Some(ErrorCode::NotAMember.code())),
+            (&nobody, &b, Some("16"), &to_b, result, Some(ErrorCode::NotInitialized.code())),
+            (&nobody, &b, None, &to_b, result, None),
+            (&a, &small, Some("17"), &to_small, result, None),
+            (&a, &small, Some("18"), &too_large_for_small, result, limit_exceeded),
+        ];
+        for (from, target, id, params, answer, code) in cases {
+            let direct = relay_seen(&hub, &outcomes, (from, target), (id, params), answer, true).await;
+            let table = relay_seen(&hub, &outcomes, (from, target), (id, params), answer, false).await;
+            assert_eq!(direct, table, "{id:?} {params} answered with {answer}");
+            assert!(direct.2.is_some(), "{id:?} {params}: the observer was told");
+            if id.is_some() {
+                assert_eq!(
+                    direct.0.as_ref().map(|(_, code)| *code),
+                    Some(code),
+                    "{id:?} {params} answered with {answer}"
+                );
+            }
+        }
+        assert_eq!(hub.relays_in_flight(), 0);
+
+        // Any error object reaches the caller exactly as the target sent it.
+        let (frame, ..) = relay_seen(&hub, &outcomes, (&a, &b), (Some("1"), &to_b), odd_error, true).await.0.unwrap();
+        assert_eq!(frame, format!(r#"{{"jsonrpc":"2.0","id":1,{odd_error}}}"#));
+        // A relay too large for its target never reaches it.
+        let (_, sent, outcome) =
+            relay_seen(&hub, &outcomes, (&a, &small), (Some("1"), &too_large_for_small), result, true).await;
+        assert_eq!((sent, outcome), (None, Some(RelayOutcome::Refused)));
+
+        // A target that is gone fails both ways alike.
+        b.peer().close(CloseReason::NORMAL);
+        let direct = relay_seen(&hub, &outcomes, (&a, &b), (Some("1"), &to_b), result, true).await;
+        let table = relay_seen(&hub, &outcomes, (&a, &b), (Some("1"), &to_b), result, false).await;
+        assert_eq!(direct, table);
+        assert_eq!(direct.2, Some(RelayOutcome::PeerGone));
+
+        // Anything but the plain array is left to the method table's parser.
+        for params in [format!(r#"{{"group_id":"{g}","user_id":"{ub}","data":1}}"#), format!(r#"["{g}","{ub}"]"#)] {
+            assert!(hub.start_relay(&a, None, &RawValue::from_string(params).unwrap()).is_none());
+        }
     }
 
     #[test]

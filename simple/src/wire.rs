@@ -412,12 +412,52 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
     }
 }
 
+/// Runs a method's own future, `answer`, up to its first await, as [`start`]
+/// runs jsonrpsee's: on the caller's stack, its answer framed by [`reply`],
+/// a panic answered with -32603. One allocation: the future and the id it
+/// answers live in one box.
+pub fn start_future<F>(id: Option<Box<RawValue>>, answer: F) -> Started
+where
+    F: Future<Output = Result<RawAnswer, ErrorObjectOwned>> + Send + 'static,
+{
+    let mut future = Box::pin(async move {
+        match AssertUnwindSafe(answer).catch_unwind().await {
+            Ok(answer) => reply(id.as_deref(), answer),
+            Err(_) => id.as_deref().map(|id| handler_failed(Some(id))),
+        }
+    });
+    // A first poll with a no-op waker is sound, as in `start`.
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(reply) => Started::Done(reply),
+        Poll::Pending => Started::Running(future),
+    }
+}
+
+/// A method's answer to `id` (none for a notification), framed byte for
+/// byte as [`start`] frames it: a raw answer (a result, or any error
+/// object) goes in exactly as it is, as through a [`Passthrough`]; an
+/// error of ours as jsonrpsee writes it.
+pub fn reply(id: Option<&RawValue>, answer: Result<RawAnswer, ErrorObjectOwned>) -> Option<Reply> {
+    let id = id?;
+    Some(match answer {
+        Ok(answer) => raw_reply(id.get(), answer),
+        Err(error) => {
+            let code = error.code();
+            Reply { frame: respond(MethodResponse::error(Id::Null, error), id), error: Some(code) }
+        }
+    })
+}
+
 /// The answer for a request whose handler panicked.
 fn finish_panicked(id: Option<&RawValue>, echo: Echo) -> Option<Reply> {
     match echo {
         Echo::Nothing => None,
-        _ => Some(Reply::error(id, code::INTERNAL_ERROR, "internal error: the handler failed")),
+        _ => Some(handler_failed(id)),
     }
+}
+
+fn handler_failed(id: Option<&RawValue>) -> Reply {
+    Reply::error(id, code::INTERNAL_ERROR, "internal error: the handler failed")
 }
 
 /// How a response gets the caller's id.
