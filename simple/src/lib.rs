@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - `hub`: `Hub`, the `Signaling` methods over a router, `Session` (one
-//!   session's signaling state) and `Access` (join tokens, ICE servers).
+//!   session's signaling state) and `Access` (join tokens, ICE servers);
+//!   `Hub::start_relay`, the relay hot path that skips the method table and
+//!   answers exactly as it would.
 //! - `auth`: join tokens: `TokenVerifier` (HS256 JWTs), `Claims`, `Grants`.
 //! - `ice`: `IceConfig`, the STUN/TURN servers and TURN REST credentials.
 //! - `router`: `Router`, what the hub needs from the rest of the service
@@ -20,8 +22,9 @@
 //! - `wire`: JSON-RPC frames: classify incoming, build outgoing, start a
 //!   request in a jsonrpsee method table.
 //! - `dispatch`: `Dispatch`, what one end of a connection does with each
-//!   frame it reads (rate limit, start, spawn, batches, requests running,
-//!   error codes), for the server's connections, the client's transport and
+//!   frame it reads (rate limit, start (a server's relays through
+//!   `Hub::start_relay`), spawn, batches, requests running, error codes),
+//!   for the server's connections, the client's transport and
 //!   the fuzz target alike; `Endpoint`, where its answers go.
 //! - `limits`: `Limits`, every limit and its default; `Limit`, the one that
 //!   refused something; `RateLimiter`.

@@ -145,25 +145,6 @@ impl Plan {
         }
         Ok(Counters { cpu: self.cpu_seconds(pid)?, switches })
     }
-
-    /// Counts `pid`'s system calls for `window` with `perf stat` (on a
-    /// thread; `None` when perf cannot, e.g. without tracepoint access).
-    pub(crate) fn count_syscalls(&self, pid: u32, window: Duration) -> std::thread::JoinHandle<Option<u64>> {
-        let pid = pid.to_string();
-        let seconds = format!("{:.3}", window.as_secs_f64());
-        std::thread::spawn(move || {
-            let output = Command::new("perf")
-                .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", &pid, "--", "sleep", &seconds])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .output()
-                .ok()?;
-            // CSV on stderr: `COUNT,,raw_syscalls:sys_enter,…`.
-            let text = String::from_utf8(output.stderr).ok()?;
-            let line = text.lines().find(|l| l.contains("raw_syscalls:sys_enter"))?;
-            line.split(',').next()?.trim().parse().ok()
-        })
-    }
 }
 
 /// `pid`'s resident set in KiB, from /proc/PID/status.

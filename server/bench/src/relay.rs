@@ -34,9 +34,6 @@ struct Measurement {
     per_second: f64,
     /// Round trips per CPU-second of the process under test.
     per_cpu_second: f64,
-    /// System calls of the process under test per round trip (NaN when
-    /// perf could not count them).
-    syscalls: f64,
     /// Its threads' context switches per round trip.
     switches: f64,
     /// Round-trip latencies in µs, sorted.
@@ -53,7 +50,7 @@ impl Measurement {
         json!({
             "round_trips_per_s": self.per_second,
             "round_trips_per_cpu_s": self.per_cpu_second,
-            "syscalls_per_round_trip": self.syscalls, "switches_per_round_trip": self.switches,
+            "switches_per_round_trip": self.switches,
             "p50_us": self.quantile(0.5), "p90_us": self.quantile(0.9),
             "p99_us": self.quantile(0.99), "max_us": self.quantile(1.0),
         })
@@ -65,7 +62,6 @@ impl Measurement {
 struct Figures {
     per_second: f64,
     per_cpu_second: f64,
-    syscalls: f64,
     switches: f64,
     p50: f64,
     p90: f64,
@@ -80,7 +76,6 @@ impl Figures {
         Self {
             per_second: med(&|m| m.per_second),
             per_cpu_second: med(&|m| m.per_cpu_second),
-            syscalls: med(&|m| m.syscalls),
             switches: med(&|m| m.switches),
             p50: med(&|m| m.quantile(0.5)),
             p90: med(&|m| m.quantile(0.9)),
@@ -94,7 +89,7 @@ impl Figures {
             "round_trips_per_s": self.per_second,
             "round_trips_per_cpu_s": self.per_cpu_second,
             "cpu_us_per_round_trip": 1e6 / self.per_cpu_second,
-            "syscalls_per_round_trip": self.syscalls, "switches_per_round_trip": self.switches,
+            "switches_per_round_trip": self.switches,
             "p50_us": self.p50, "p90_us": self.p90, "p99_us": self.p99, "max_us": self.max,
         })
     }
@@ -163,13 +158,6 @@ fn section(pairs: usize, window: usize, duration: Duration, runs: &[(Target, Mea
             format!("{:.1}", 1e6 / s.per_cpu_second),
             format!("{:.1}", 1e6 / f.per_cpu_second),
             ratio(f.per_cpu_second, s.per_cpu_second),
-        ),
-        Row::new(
-            &scenario,
-            "syscalls / round trip",
-            format!("{:.2}", s.syscalls),
-            format!("{:.2}", f.syscalls),
-            ratio(s.syscalls, f.syscalls),
         ),
         Row::new(
             &scenario,
@@ -244,7 +232,6 @@ async fn measure(
     }
 
     sleep_until(t0).await;
-    let syscalls = plan.count_syscalls(child.pid, duration);
     let (counters0, done0) = (plan.counters(child.pid)?, completed.load(Ordering::Relaxed));
     let started = Instant::now();
     let mut tick = started;
@@ -257,7 +244,6 @@ async fn measure(
     sleep_until(t1).await;
     let (counters1, done1) = (plan.counters(child.pid)?, completed.load(Ordering::Relaxed));
     let elapsed = started.elapsed().as_secs_f64();
-    let syscalls = syscalls.join().ok().flatten();
 
     let mut latencies = Vec::new();
     for caller in callers {
@@ -275,7 +261,6 @@ async fn measure(
     Ok(Measurement {
         per_second: round_trips / elapsed,
         per_cpu_second: round_trips / cpu,
-        syscalls: syscalls.map_or(f64::NAN, per_round_trip),
         switches: per_round_trip(used.switches),
         latencies,
     })
