@@ -95,7 +95,8 @@ export type Received = string | Uint8Array;
 
 /**
  * Every code an `RpcError` carries. The standard JSON-RPC codes and the
- * server's application codes (-32001..-32010, -32012..-32014) keep their
+ * server's application codes (-32001..-32010, -32012..-32014,
+ * -32800) keep their
  * wire meaning; the client raises the same codes for the same conditions it
  * detects itself (e.g. a unicast to a non-member is `UserNotFound`, a
  * DataChannel unicast that gets no answer in time is `RelayTimeout`).
@@ -142,6 +143,8 @@ export enum ErrorCode {
   Unauthorized = -32013,
   /** The member answered a relay with something that is not a JSON-RPC response. */
   InvalidAnswer = -32014,
+  /** A relay its caller cancelled with `$/cancelRequest` (LSP's code). */
+  RequestCancelled = -32800,
 }
 
 /**

@@ -28,6 +28,8 @@ export const ErrorCode = {
   Unauthorized: -32013,
   /** invalid answer: the target's answer is not a JSON-RPC response. */
   InvalidAnswer: -32014,
+  /** request cancelled. */
+  RequestCancelled: -32800,
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -53,11 +53,16 @@ pub enum ErrorCode {
     /// an `error` that is not an object).
     #[error("invalid answer: the target's answer is not a JSON-RPC response")]
     InvalidAnswer,
+    /// The caller cancelled the relay (`$/cancelRequest`) before the target
+    /// answered. The code is LSP's, so that stock clients that cancel (such
+    /// as vscode-jsonrpc) recognise it.
+    #[error("request cancelled")]
+    RequestCancelled,
 }
 
 impl ErrorCode {
     /// All variants, in code order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::NotInitialized,
         Self::AlreadyInitialized,
         Self::GroupNotFound,
@@ -71,10 +76,11 @@ impl ErrorCode {
         Self::ResumeFailed,
         Self::Unauthorized,
         Self::InvalidAnswer,
+        Self::RequestCancelled,
     ];
 
-    /// The JSON-RPC error code, -32001 to -32010, and -32012 to -32014
-    /// (-32011 is the clients' NoWebRtc).
+    /// The JSON-RPC error code: -32001 to -32010, -32012 to -32014 (-32011
+    /// is the clients' NoWebRtc), and LSP's -32800.
     pub const fn code(self) -> i32 {
         match self {
             Self::NotInitialized => -32001,
@@ -90,6 +96,7 @@ impl ErrorCode {
             Self::ResumeFailed => -32012,
             Self::Unauthorized => -32013,
             Self::InvalidAnswer => -32014,
+            Self::RequestCancelled => -32800,
         }
     }
 
@@ -115,6 +122,7 @@ impl ErrorCode {
             Self::ResumeFailed => "ResumeFailed",
             Self::Unauthorized => "Unauthorized",
             Self::InvalidAnswer => "InvalidAnswer",
+            Self::RequestCancelled => "RequestCancelled",
         }
     }
 
@@ -138,7 +146,7 @@ mod tests {
     fn codes_are_the_protocols_in_order() {
         let codes: Vec<i32> = ErrorCode::ALL.into_iter().map(ErrorCode::code).collect();
         let mut want: Vec<i32> = (1..=10).map(|i| -32000 - i).collect();
-        want.extend([-32012, -32013, -32014]);
+        want.extend([-32012, -32013, -32014, -32800]);
         assert_eq!(codes, want);
         for e in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_code(e.code()), Some(e));

@@ -13,6 +13,8 @@
 //! - `payload`: what clients relay to each other (`RelayPayload`, `Body`),
 //!   `NO_WEBRTC` and `MAX_BODY_BYTES`: a convention between clients, not
 //!   read by the server.
+//! - `OPENRPC`: the protocol as an OpenRPC document (`openrpc.json`), which
+//!   the tests hold to the traits.
 
 mod capability;
 mod error;
@@ -29,6 +31,13 @@ pub use rpc::{
     IceServer, JoinResult, MemberInfo, Members, PeerClient, PeerServer, ResumeResult, SessionFacts, SignalingClient,
     SignalingServer, method,
 };
+
+/// The protocol as an OpenRPC 1.3 document: `methods` are what clients call
+/// on the server, `x-client-methods` what the server calls on clients. The
+/// server serves it at `GET /openrpc.json` and answers `rpc.discover` with it;
+/// a test fails when it and the `#[rpc]` traits disagree on a method or a
+/// parameter name.
+pub const OPENRPC: &str = include_str!("../openrpc.json");
 
 /// The default listen address of the server.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";

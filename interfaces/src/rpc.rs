@@ -35,6 +35,13 @@ pub mod method {
     /// Client → server, first call of a new connection: take a suspended
     /// session over.
     pub const RESUME: &str = "resume";
+    /// Both directions, a notification `{"id": …}`: the sender no longer
+    /// wants the answer to its request with that id (LSP's name). From a
+    /// client it ends a pending `relay`; from the server it tells the target
+    /// of that relay, naming the server's request id.
+    pub const CANCEL_REQUEST: &str = "$/cancelRequest";
+    /// Client → server: the OpenRPC document of the protocol.
+    pub const DISCOVER: &str = "rpc.discover";
 }
 
 /// The answer to `join`: who owns the group and what it allows.
@@ -213,6 +220,18 @@ pub trait Signaling {
     /// over, is `ResumeFailed`.
     #[method(name = "resume", with_extensions)]
     async fn resume(&self, ticket: String, received: u64) -> RpcResult<ResumeResult>;
+
+    /// Cancels the caller's pending `relay` request whose id is `id` (sent
+    /// as a notification, as LSP's `$/cancelRequest`): the relay is answered
+    /// at once with `RequestCancelled`, its slot among the caller's relays in
+    /// flight is free again, and the target gets `$/cancelRequest` naming the
+    /// request it was sent. An id with no pending relay changes nothing.
+    #[method(name = "$/cancelRequest", with_extensions)]
+    async fn cancel_request(&self, id: Box<RawValue>) -> RpcResult<()>;
+
+    /// The protocol's OpenRPC document ([`crate::OPENRPC`]); needs no `init`.
+    #[method(name = "rpc.discover")]
+    async fn discover(&self) -> RpcResult<Box<RawValue>>;
 }
 
 /// Server → client. `relay` is a request the client answers; the member
@@ -239,7 +258,7 @@ pub trait Peer {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -251,5 +270,46 @@ mod tests {
         let with: Members = serde_json::from_value(json!([{"user_id": u, "info": {"n": 1}}])).unwrap();
         assert_eq!(with, Members::WithInfo(vec![MemberInfo { user_id: u, info: Some(json!({"n": 1})) }]));
         assert_eq!(with.ids(), ids.ids());
+    }
+
+    /// Each `#[method]` of `trait_name` as this file declares it: the wire
+    /// name and the parameter names, in order.
+    fn declared(trait_name: &str) -> Vec<(String, Vec<String>)> {
+        let source = include_str!("rpc.rs");
+        let body = source.split(&format!("pub trait {trait_name} {{")).nth(1).expect("the trait");
+        let body = body.split("\n}\n").next().expect("its body");
+        body.split("#[method(name = \"")
+            .skip(1)
+            .map(|method| {
+                let (name, rest) = method.split_once('"').expect("a quoted name");
+                let params = rest.split_once("(&self").expect("a method taking &self").1;
+                let params = &params[..params.find("->").expect("a return type")];
+                let params = &params[..params.rfind(')').expect("the parameters' end")];
+                let names = params.split(',').filter_map(|p| p.split_once(':')).map(|(n, _)| n.trim().to_owned());
+                (name.to_owned(), names.collect())
+            })
+            .collect()
+    }
+
+    /// The same of a list of OpenRPC method objects.
+    fn documented(methods: &Value) -> Vec<(String, Vec<String>)> {
+        let name = |v: &Value| v["name"].as_str().expect("a name").to_owned();
+        let methods = methods.as_array().expect("a list of methods");
+        methods.iter().map(|m| (name(m), m["params"].as_array().expect("params").iter().map(name).collect())).collect()
+    }
+
+    #[test]
+    fn the_openrpc_document_lists_every_method_of_the_traits_with_its_parameters() {
+        let document: Value = serde_json::from_str(crate::OPENRPC).expect("openrpc.json is JSON");
+        let signaling = declared("Signaling");
+        assert!(signaling.len() >= 8 && declared("Peer").len() >= 3, "the parser found {signaling:?}");
+        assert_eq!(documented(&document["methods"]), signaling, "interfaces/openrpc.json `methods` vs Signaling");
+        assert_eq!(documented(&document["x-client-methods"]), declared("Peer"), "`x-client-methods` vs Peer");
+        let errors = document["components"]["errors"].as_object().expect("errors");
+        for code in crate::ErrorCode::ALL {
+            assert_eq!(errors[code.name()]["code"], code.code(), "{code:?} in components/errors");
+            assert_eq!(errors[code.name()]["message"], code.to_string(), "{code:?} in components/errors");
+        }
+        assert_eq!(errors.len(), crate::ErrorCode::ALL.len());
     }
 }

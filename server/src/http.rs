@@ -1,6 +1,7 @@
 //! The HTTP side: one accepted TCP connection (TLS if configured, HTTP/1.1
 //! with a header timeout and upgrades), and the routes: the WebSocket
-//! upgrade at `/ws`, `/healthz`, `/metrics`, and the embedded assets.
+//! upgrade at `/ws`, `/healthz`, `/metrics`, `/openrpc.json`, and the
+//! embedded assets.
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -100,6 +101,7 @@ pub(crate) fn router(app: App) -> Router {
         .route(webrtc_p2p_interfaces::WS_PATH, get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/openrpc.json", get(openrpc))
         .with_state(app)
         .merge(assets::router())
 }
@@ -177,4 +179,12 @@ fn websocket_config(max: usize) -> WebSocketConfig {
 async fn metrics(State(app): State<App>) -> Response {
     let body = app.metrics.render(app.hub.stats(), app.hub.relays_in_flight(), app.memory.used());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+/// `GET /openrpc.json`: the protocol's OpenRPC document, readable from any origin.
+async fn openrpc() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        webrtc_p2p_interfaces::OPENRPC,
+    )
 }

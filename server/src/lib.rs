@@ -23,6 +23,34 @@
 //! The group logic (`Hub` over a `Router`), the dispatch, the JSON-RPC
 //! framing and every limit (`Limits`) live in `webrtc-p2p-simple`; the
 //! contract in `webrtc-p2p-interfaces`.
+//!
+//! # Example
+//!
+//! The server inside your own tokio program: flags as on the command line,
+//! a port the OS picks, and your own shutdown signal (the binary uses
+//! SIGTERM/SIGINT).
+//!
+//! ```
+//! use webrtc_p2p_server::{Config, HubStats, Server};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let config = Config::from_flags(["--listen", "127.0.0.1:0", "--max-members-per-group", "16"])
+//!     .expect("valid flags");
+//! let server = Server::bind(config).await?;
+//! println!("clients connect to ws://{}/ws", server.local_addr()?);
+//! let hub = server.hub();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let serving = tokio::spawn(server.serve(async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! assert_eq!(hub.stats(), HubStats { users: 0, groups: 0 });
+//! let _ = stop.send(());
+//! serving.await.expect("the server task")?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod assets;
 pub mod config;

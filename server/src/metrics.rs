@@ -221,7 +221,11 @@ impl Observer for Metrics {
             counter.inc();
         }
         match outcome {
-            RelayOutcome::Answered | RelayOutcome::TargetError | RelayOutcome::Timeout | RelayOutcome::PeerGone => {
+            RelayOutcome::Answered
+            | RelayOutcome::TargetError
+            | RelayOutcome::Timeout
+            | RelayOutcome::PeerGone
+            | RelayOutcome::Cancelled => {
                 self.relay_seconds.observe(elapsed.as_secs_f64());
             }
             RelayOutcome::Busy => self.refused(Limit::RelaysInFlight),

@@ -5,6 +5,7 @@ mod common;
 
 use common::{Raw, TestServer, group_of_three};
 use serde_json::{Value, json};
+use webrtc_p2p_interfaces::SignalingServer;
 use webrtc_p2p_simple::HubStats;
 
 const NOT_INITIALIZED: i64 = -32001;
@@ -398,4 +399,18 @@ async fn groups_per_user_and_members_per_group_are_limited() {
     a.ok("leave", json!([g2])).await;
     a.ok("join", json!([g3])).await;
     let _ = (g4, Raw::connect);
+}
+
+#[tokio::test]
+async fn rpc_discover_answers_the_openrpc_document_and_it_lists_exactly_the_methods_served() {
+    let server = TestServer::start().await;
+    let mut client = server.connect().await;
+    let document = client.ok("rpc.discover", json!([])).await;
+    assert_eq!(document, serde_json::from_str::<Value>(webrtc_p2p_interfaces::OPENRPC).unwrap());
+    let name = |m: &Value| m["name"].as_str().unwrap().to_owned();
+    let mut listed: Vec<_> = document["methods"].as_array().unwrap().iter().map(name).collect();
+    let mut served: Vec<_> = server.hub.clone().into_rpc().method_names().map(str::to_owned).collect();
+    listed.sort();
+    served.sort();
+    assert_eq!(listed, served);
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 const RELAY_TIMEOUT: i64 = -32007;
 const PEER_GONE: i64 = -32008;
 const BUSY: i64 = -32009;
+const REQUEST_CANCELLED: i64 = -32800;
 
 /// `from` offers to `to` and gets an answer, then both trickle two ICE
 /// candidates as notifications; each side checks exactly what it received.
@@ -182,4 +183,34 @@ async fn relays_in_both_directions_at_once_do_not_deadlock() {
     assert_eq!(a.response(ida).await["result"], "b answers");
     assert_eq!(b.response(idb).await["result"], "a answers");
     let _ = Value::Null;
+}
+
+#[tokio::test]
+async fn a_cancelled_relay_is_answered_at_once_frees_its_slot_and_the_target_is_told() {
+    let server = TestServer::with_flags(&["--max-relays-in-flight", "1"]).await; // relay timeout 10 s
+    let (group, [(mut a, ua), (mut b, _), _c]) = group_of_three(&server).await;
+    b.send(json!({"jsonrpc": "2.0", "id": "offer-1", "method": "relay", "params": [group, ua, "offer"]})).await;
+    let forwarded = a.incoming("relay").await;
+    assert_eq!(b.err("relay", json!([group, ua, "second"])).await, BUSY, "the one slot is taken");
+
+    // An id with nothing pending changes nothing; the right one ends the relay.
+    b.notify("$/cancelRequest", json!({"id": "offer-2"})).await;
+    let started = Instant::now();
+    b.notify("$/cancelRequest", json!({"id": "offer-1"})).await;
+    let cancelled = b.next_matching(|m| m["id"] == "offer-1").await;
+    assert_eq!(cancelled["error"]["code"], REQUEST_CANCELLED, "{cancelled}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    let told = a.incoming("$/cancelRequest").await;
+    assert_eq!(told["params"], json!({"id": forwarded["id"]}), "the id the target was sent");
+    assert!(told.get("id").is_none(), "a notification: {told}");
+
+    // The slot is free again, and the target's late answer reaches nobody.
+    a.answer(&forwarded, json!("too late")).await;
+    let id = b.request("relay", json!([group, ua, "third"])).await;
+    let request = a.incoming("relay").await;
+    a.answer(&request, json!("ok")).await;
+    assert_eq!(b.response(id).await["result"], "ok");
+    a.nothing_pending().await;
+    b.nothing_pending().await;
+    server.metric_settles_at("webrtc_p2p_relays_total{outcome=\"cancelled\"}", 1.0).await;
 }

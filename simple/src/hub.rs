@@ -6,9 +6,10 @@
 //! A session's own group list (the per-user limit, and what to leave on
 //! disconnect) is kept here; it is never locked across an await.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -17,6 +18,7 @@ use jsonrpsee::core::RpcResult;
 use jsonrpsee::core::server::Extensions;
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 use tracing::debug;
 use webrtc_p2p_interfaces::{
     Capability, ErrorCode, GroupId, JoinResult, Members, ResumeResult, SessionFacts, SignalingServer, UserId, method,
@@ -30,7 +32,7 @@ use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobse
 use crate::peer::{CallFailed, CloseReason, PeerHandle};
 use crate::router::{Entrant, Introduction, LocalRouter, Router, Target};
 use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
-use crate::wire::{self, InBatch, IsNotification, Passthrough, RawAnswer, Started};
+use crate::wire::{self, InBatch, IsNotification, Passthrough, RawAnswer, RequestId, Started};
 
 /// One connection's signaling state; the transport puts an `Arc` of it in
 /// the connection's [`Extensions`], where the `Signaling` methods find it.
@@ -59,6 +61,11 @@ pub struct Session {
     /// notifications a join or leave makes the server send to the other
     /// members are charged to it (fan-out costs the one who causes it).
     rate: OnceLock<Arc<RateLimiter>>,
+    /// Those relays by the id the client gave them, for `$/cancelRequest`:
+    /// a registration's number (so that a relay whose id was reused removes
+    /// only its own entry) and what cancels it.
+    cancels: Mutex<Cancels>,
+    next_registration: AtomicU64,
 }
 
 impl Session {
@@ -73,6 +80,8 @@ impl Session {
             epoch: OnceLock::new(),
             resumed: Mutex::default(),
             rate: OnceLock::new(),
+            cancels: Mutex::default(),
+            next_registration: AtomicU64::new(0),
         }
     }
 
@@ -120,6 +129,32 @@ impl Session {
         self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lock_cancels(&self) -> std::sync::MutexGuard<'_, Cancels> {
+        // One insert or remove per critical section: poisoning is moot.
+        self.cancels.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes the relay whose request id is written `key` cancellable while
+    /// the guard lives; the future completes when `$/cancelRequest` names
+    /// it. A later relay with the same id takes the name over.
+    fn cancellable(&self, key: Box<str>) -> (Cancellable<'_>, impl Future<Output = ()> + use<>) {
+        let registration = self.next_registration.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lock_cancels().insert(key.clone(), (registration, tx));
+        // A sender dropped without a cancel (its name taken over) never cancels.
+        let cancelled = async move {
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        (Cancellable { session: self, key, registration }, cancelled)
+    }
+
+    /// Cancels the pending relay with request id `id`; whether there was one.
+    fn cancel(&self, id: &RawValue) -> bool {
+        self.lock_cancels().remove(id.get()).is_some_and(|(_, tx)| tx.send(()).is_ok())
+    }
+
     /// Counts a relay in flight for as long as the guard lives; `None` when
     /// `limit` are in flight already.
     fn begin_relay(&self, limit: usize) -> Option<InFlight<'_>> {
@@ -131,6 +166,26 @@ impl Session {
 }
 
 struct InFlight<'a>(&'a AtomicUsize);
+
+/// A session's cancellable relays: by request id, the registration's number
+/// and what cancels it.
+type Cancels = HashMap<Box<str>, (u64, oneshot::Sender<()>)>;
+
+/// A relay's entry among its session's cancellable relays, removed on drop.
+struct Cancellable<'a> {
+    session: &'a Session,
+    key: Box<str>,
+    registration: u64,
+}
+
+impl Drop for Cancellable<'_> {
+    fn drop(&mut self) {
+        let mut cancels = self.session.lock_cancels();
+        if cancels.get(&self.key).is_some_and(|(registration, _)| *registration == self.registration) {
+            cancels.remove(&self.key);
+        }
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -461,7 +516,8 @@ impl<R: Router> SignalingServer for Hub<R> {
         let (outcome, answer) = match session(ext) {
             Ok(session) => {
                 let notification = ext.get::<IsNotification>().is_some();
-                let relay = self.relay_observed(session.clone(), notification, group_id, user_id, &data);
+                let id = ext.get::<RequestId>().map(|RequestId(id)| &**id);
+                let relay = self.relay_observed(session.clone(), notification, id, group_id, user_id, &data);
                 // A waiting relay holds its data once (in jsonrpsee's params),
                 // not in this copy, nor in the target's params once queued.
                 drop(data);
@@ -500,6 +556,16 @@ impl<R: Router> SignalingServer for Hub<R> {
     async fn resume(&self, ext: &Extensions, ticket: String, received: u64) -> RpcResult<ResumeResult> {
         self.resume_session(session(ext)?, ext.get::<InBatch>().is_some(), &ticket, received)
     }
+
+    async fn cancel_request(&self, ext: &Extensions, id: Box<RawValue>) -> RpcResult<()> {
+        session(ext)?.cancel(&id);
+        Ok(())
+    }
+
+    async fn discover(&self) -> RpcResult<Box<RawValue>> {
+        RawValue::from_string(webrtc_p2p_interfaces::OPENRPC.to_owned())
+            .map_err(|_| ErrorObjectOwned::owned(wire::code::INTERNAL_ERROR, "openrpc.json is not JSON", None::<()>))
+    }
 }
 
 /// `relay`'s params when they are the plain array `[group_id, user_id, data]`.
@@ -530,7 +596,7 @@ impl<R: Router> Hub<R> {
     /// table's own parser then answers, with its own error for bad params.
     pub fn start_relay(&self, session: &Arc<Session>, id: Option<&RawValue>, params: &RawValue) -> Option<Started> {
         let RelayArgs(group_id, user_id, data) = serde_json::from_str(params.get()).ok()?;
-        let relay = self.relay_observed(session.clone(), id.is_none(), group_id, user_id, data);
+        let relay = self.relay_observed(session.clone(), id.is_none(), id, group_id, user_id, data);
         let observer = self.shared.observer.clone();
         let answer = async move {
             let started = tokio::time::Instant::now();
@@ -543,20 +609,27 @@ impl<R: Router> Hub<R> {
 }
 
 impl<R: Router> Hub<R> {
-    /// `relay` from `session`'s client, and how it ended. A future that owns
-    /// what it needs: `data` is copied into the target's params at once, so
-    /// that the caller's frame need not outlive the call.
+    /// `relay` from `session`'s client, and how it ended; `id` is the
+    /// caller's request id, by which `$/cancelRequest` finds the relay,
+    /// whichever way it was started. A future that owns what it needs:
+    /// `data` is copied into the target's params and `id` into a cancel key
+    /// at once, so that the caller's frame need not outlive the call.
     fn relay_observed(
         &self,
         session: Arc<Session>,
         notification: bool,
+        id: Option<&RawValue>,
         group_id: GroupId,
         user_id: UserId,
         data: &RawValue,
     ) -> impl Future<Output = (RelayOutcome, RelayAnswer)> + Send + 'static {
         let params = session.user().map(|from| relay_params(group_id, from, data));
+        let cancel_key = id.map(|id| Box::<str>::from(id.get()));
         let hub = self.clone();
-        async move { hub.relay_routed(&session, notification, group_id, user_id, params.unwrap_or_default()).await }
+        async move {
+            let params = params.unwrap_or_default();
+            hub.relay_routed(&session, notification, cancel_key, group_id, user_id, params).await
+        }
     }
 
     /// [`relay_observed`](Self::relay_observed) once the target's params are
@@ -565,6 +638,7 @@ impl<R: Router> Hub<R> {
         &self,
         session: &Session,
         notification: bool,
+        cancel_key: Option<Box<str>>,
         group_id: GroupId,
         user_id: UserId,
         params: String,
@@ -592,7 +666,16 @@ impl<R: Router> Hub<R> {
         // Straight to the target rather than through the generated
         // `PeerClient::on_relay` stub: no param builder, and no second copy
         // (and re-parse) of the answer: measured on the bench.
-        match target.call(method::RELAY, params).await {
+        // Registered before the first await, so a `$/cancelRequest` read
+        // right after the relay finds it.
+        let (_cancellable, cancelled) = match cancel_key {
+            Some(key) => {
+                let (guard, cancelled) = session.cancellable(key);
+                (Some(guard), futures_util::future::Either::Left(cancelled))
+            }
+            None => (None, futures_util::future::Either::Right(std::future::pending())),
+        };
+        match target.call(method::RELAY, params, cancelled).await {
             Ok(Ok(result)) => (RelayOutcome::Answered, Ok(Ok(result))),
             Ok(Err(error)) => (RelayOutcome::TargetError, Ok(Err(error))),
             Err(CallFailed::Timeout) => (RelayOutcome::Timeout, Err(ErrorCode::RelayTimeout.into())),
@@ -601,6 +684,7 @@ impl<R: Router> Hub<R> {
             Err(CallFailed::MemoryBudget) => {
                 (RelayOutcome::Busy, Err(ErrorObjectOwned::owned(memory::REFUSAL_CODE, memory::REFUSAL, None::<()>)))
             }
+            Err(CallFailed::Cancelled) => (RelayOutcome::Cancelled, Err(ErrorCode::RequestCancelled.into())),
         }
     }
 }
@@ -787,7 +871,7 @@ mod tests {
         let small = Arc::new(Session::new(Arc::new(
             PeerHandle::new(64, Duration::from_secs(1)).with_byte_limits(usize::MAX, 200),
         )));
-        let us_small = hub.init(&small.extensions()).await.unwrap();
+        let us_small = hub.init(&small.extensions(), None).await.unwrap();
         let g = hub.create(&ea, None).await.unwrap();
         hub.join(&eb, g).await.unwrap();
         hub.join(&small.extensions(), g).await.unwrap();

@@ -19,6 +19,8 @@ pub enum RelayOutcome {
     Timeout,
     /// PeerGone: the target disconnected before answering.
     PeerGone,
+    /// RequestCancelled: the caller cancelled it (`$/cancelRequest`) first.
+    Cancelled,
     /// Busy: the caller had too many relays in flight.
     Busy,
     /// Refused before reaching anyone: not initialised, no such group, not
@@ -30,8 +32,16 @@ pub enum RelayOutcome {
 
 impl RelayOutcome {
     /// Every outcome, for metrics that list them all from the start.
-    pub const ALL: [Self; 7] =
-        [Self::Answered, Self::TargetError, Self::Timeout, Self::PeerGone, Self::Busy, Self::Refused, Self::Forwarded];
+    pub const ALL: [Self; 8] = [
+        Self::Answered,
+        Self::TargetError,
+        Self::Timeout,
+        Self::PeerGone,
+        Self::Cancelled,
+        Self::Busy,
+        Self::Refused,
+        Self::Forwarded,
+    ];
 
     /// A short lowercase name, for metric labels and logs.
     pub const fn name(self) -> &'static str {
@@ -40,6 +50,7 @@ impl RelayOutcome {
             Self::TargetError => "target_error",
             Self::Timeout => "timeout",
             Self::PeerGone => "peer_gone",
+            Self::Cancelled => "cancelled",
             Self::Busy => "busy",
             Self::Refused => "refused",
             Self::Forwarded => "forwarded",

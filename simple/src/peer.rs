@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, oneshot};
 
+use webrtc_p2p_interfaces::method::CANCEL_REQUEST;
+
 use crate::memory::MemoryBudget;
 use crate::wire;
 
@@ -68,6 +70,9 @@ pub enum CallFailed {
     /// memory budget cannot take it now.
     #[error("the server's memory budget is spent")]
     MemoryBudget,
+    /// The caller gave up first (the peer was told with `$/cancelRequest`).
+    #[error("the call was cancelled")]
+    Cancelled,
 }
 
 /// A peer's answer to a call: its result or its error object, both raw.
@@ -510,6 +515,18 @@ impl PeerHandle {
     /// Params given by value are dropped once the frame is queued, so a
     /// waiting call holds no copy of them.
     pub async fn call(&self, method: &str, params: impl AsRef<str>) -> Result<Answer, CallFailed> {
+        self.call_until(method, params, std::future::pending()).await
+    }
+
+    /// [`call`](Self::call) that gives up when `cancelled` completes first:
+    /// the peer gets `$/cancelRequest` with the call's id, and a late answer
+    /// is dropped like any answer nobody waits for.
+    pub async fn call_until(
+        &self,
+        method: &str,
+        params: impl AsRef<str>,
+        cancelled: impl Future<Output = ()>,
+    ) -> Result<Answer, CallFailed> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.lock_pending().as_mut() {
@@ -520,10 +537,17 @@ impl PeerHandle {
         let frame = wire::call_frame(id, method, params.as_ref());
         drop(params);
         self.send_frame(frame)?;
-        let answer = match tokio::time::timeout(self.call_timeout, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(CallFailed::Gone),
-            Err(_) => Err(CallFailed::Timeout),
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(self.call_timeout, rx) => match answer {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) => Err(CallFailed::Gone),
+                Err(_) => Err(CallFailed::Timeout),
+            },
+            () = cancelled => {
+                // The peer may be gone already; then there is nobody to tell.
+                let _ = self.notify(CANCEL_REQUEST, &format!(r#"{{"id":"s{id}"}}"#));
+                Err(CallFailed::Cancelled)
+            }
         };
         drop(waiting);
         answer

@@ -35,11 +35,18 @@ pub trait Target: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// the caller vouches for). Never waits.
     fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed>;
 
-    /// Calls `method` and waits for the answer. Everything before the first
+    /// Calls `method` and waits for the answer, or until `cancelled`
+    /// completes: then the target is told (`$/cancelRequest`) and the call
+    /// fails with [`CallFailed::Cancelled`]. Everything before the first
     /// await (queueing the frame included) happens on the caller's stack, so
     /// calls keep the order in which they were made.
     /// `params` is taken by value so that a waiting call need not hold it.
-    fn call(&self, method: &str, params: String) -> impl Future<Output = Result<Answer, CallFailed>> + Send;
+    fn call(
+        &self,
+        method: &str,
+        params: String,
+        cancelled: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = Result<Answer, CallFailed>> + Send;
 }
 
 /// A client connected to this process.
@@ -48,8 +55,13 @@ impl Target for Arc<PeerHandle> {
         PeerHandle::notify(self, method, params)
     }
 
-    fn call(&self, method: &str, params: String) -> impl Future<Output = Result<Answer, CallFailed>> + Send {
-        PeerHandle::call(self, method, params)
+    fn call(
+        &self,
+        method: &str,
+        params: String,
+        cancelled: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = Result<Answer, CallFailed>> + Send {
+        PeerHandle::call_until(self, method, params, cancelled)
     }
 }
 

@@ -352,6 +352,11 @@ pub struct InBatch;
 #[derive(Debug, Clone, Copy)]
 pub struct IsNotification;
 
+/// A call's id as the client wrote it, in its [`Extensions`], so that a
+/// `relay` can be found again by `$/cancelRequest`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Box<RawValue>);
+
 /// Runs `request` through `methods` up to its first await, on the caller's
 /// stack. Whatever a method does before awaiting (such as queueing a relay to
 /// its target) therefore happens in the order requests arrived; a method
@@ -367,10 +372,13 @@ pub fn start(methods: &Methods, request: Request<'_>, conn: ConnectionId, mut ex
             ext.insert(IsNotification);
             (Id::Null, Echo::Nothing)
         }
-        Some(raw) => match plain_number(raw) {
-            Some(n) => (Id::Number(n), Echo::Written(n)),
-            None => (Id::Null, Echo::Raw(raw.to_owned())),
-        },
+        Some(raw) => {
+            ext.insert(RequestId(raw.to_owned()));
+            match plain_number(raw) {
+                Some(n) => (Id::Number(n), Echo::Written(n)),
+                None => (Id::Null, Echo::Raw(raw.to_owned())),
+            }
+        }
     };
     let params = Params::new(request.params.map(RawValue::get)).into_owned();
     // A handler that panics must cost its caller one -32603, not the whole

@@ -374,7 +374,7 @@ pub(super) fn split(
 }
 
 /// The handlers' answers go on the writer's queue. Responses never reach
-/// the dispatch: [`Receiver`] hands them to jsonrpsee.
+/// the dispatch: `Receiver` hands them to jsonrpsee.
 impl Endpoint for Arc<Conn> {
     fn send(&self, frame: String) {
         self.push(frame);
