@@ -48,6 +48,8 @@ const ui = {
   messages: element<HTMLOListElement>('messages'),
   composer: element<HTMLFormElement>('composer'),
   messageInput: element<HTMLInputElement>('message-input'),
+  send: element<HTMLButtonElement>('send'),
+  chatScope: element<HTMLSpanElement>('chat-scope'),
 };
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
@@ -57,6 +59,8 @@ const token = new URLSearchParams(location.search).get('token');
 const service = new SimpleService(wsUrl, token === null ? {} : { token });
 let self: UserId | undefined;
 let group: IGroup | undefined;
+/** The group's owner as last shown, to say when it changes. */
+let shownOwner: UserId | undefined;
 /** The last round-trip time measured to each member, shown beside it. */
 const rtts = new Map<UserId, string>();
 
@@ -93,9 +97,22 @@ function avatar(id: UserId): HTMLSpanElement {
   return badge;
 }
 
+/** In a star (owner-only) group a member's broadcast reaches the owner alone: say so. */
+function chatScope(current: IGroup): string {
+  const mesh = (current.capability() & GroupCapability.BroadcastEveryone) !== 0;
+  if (mesh) return 'broadcast to the group';
+  return current.owner() === self ? 'reaches every member (star)' : 'reaches only the owner (star)';
+}
+
 function renderMembers(): void {
   const current = group;
   if (current === undefined) return;
+  const owner = current.owner();
+  if (shownOwner !== undefined && owner !== shownOwner) {
+    addNotice(owner === self ? 'You are now the owner.' : `${short(owner)} is now the owner.`);
+  }
+  shownOwner = owner;
+  ui.chatScope.textContent = chatScope(current);
   const members = current.members();
   ui.memberCount.textContent = String(members.length);
   ui.members.replaceChildren(
@@ -186,7 +203,9 @@ async function pingMember(member: UserId): Promise<void> {
   const started = performance.now();
   try {
     await current.unicast(member, PING);
-    rtts.set(member, `${(performance.now() - started).toFixed(1)} ms`);
+    // The path it took: a DataChannel, or the server's relay.
+    const path = current.linkState(member) === 'direct' ? 'direct' : 'relayed';
+    rtts.set(member, `${(performance.now() - started).toFixed(1)} ms · ${path}`);
   } catch (error) {
     rtts.set(member, errorText(error));
   }
@@ -195,6 +214,7 @@ async function pingMember(member: UserId): Promise<void> {
 
 function enter(joined: IGroup): void {
   group = joined;
+  shownOwner = undefined;
   rtts.clear();
   joined.onmessage = (from, data) => {
     if (typeof data === 'string') addMessage(from, data);
@@ -219,6 +239,9 @@ function enter(joined: IGroup): void {
     (capability & (GroupCapability.BroadcastEveryone | GroupCapability.UnicastEveryone)) !== 0 ? 'full mesh' : 'owner only';
   ui.messages.replaceChildren();
   addNotice(joined.owner() === self ? 'You created the group. Share the link to invite people.' : 'You joined the group.');
+  if ((capability & GroupCapability.BroadcastEveryone) === 0 && joined.owner() !== self) {
+    addNotice('In this group members talk through the owner: your messages reach only the owner.');
+  }
   ui.lobby.hidden = true;
   ui.room.hidden = false;
   renderMembers();
@@ -300,6 +323,10 @@ service.onconnectionstatechange = (state) => {
 
 service.onclose = () => {
   setStatus('offline');
+  // Nothing can be sent any more: no "sent" bubble that then fails.
+  ui.messageInput.disabled = true;
+  ui.send.disabled = true;
+  ui.messageInput.placeholder = 'Offline: the server is gone';
   showBanner('The connection to the server closed. Reload the page to reconnect.');
 };
 

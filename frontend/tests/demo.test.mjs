@@ -5,9 +5,10 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { WAIT_MS, setUp, startProxy } from './harness.mjs';
+import { WAIT_MS, setUp, startProxy, startServer } from './harness.mjs';
 
-const SCREENSHOT = fileURLToPath(new URL('../test-results/demo-4-members.png', import.meta.url));
+const RESULTS = new URL('../test-results/', import.meta.url);
+const SCREENSHOT = fileURLToPath(new URL('demo-4-members.png', RESULTS));
 const VIEWPORT = { width: 1280, height: 800 };
 
 let env;
@@ -16,9 +17,9 @@ before(async () => {
 });
 after(() => env?.tearDown());
 
-async function openDemo(url = `${env.server.httpUrl}/`) {
+async function openDemo(url = `${env.server.httpUrl}/`, viewport = VIEWPORT) {
   const page = await env.context.newPage();
-  await page.setViewportSize(VIEWPORT);
+  await page.setViewportSize(viewport);
   page.on('pageerror', (error) => console.error(`[demo page error] ${error.message}`));
   await page.goto(url);
   await page.locator('#status[data-status="online"]').waitFor({ timeout: WAIT_MS });
@@ -26,8 +27,9 @@ async function openDemo(url = `${env.server.httpUrl}/`) {
 }
 
 /** Creates a group on a fresh demo page; resolves with the page and the share link. */
-async function createGroup() {
-  const page = await openDemo();
+async function createGroup({ capability = '10', server = env.server } = {}) {
+  const page = await openDemo(`${server.httpUrl}/`);
+  await page.locator('#capability').selectOption(capability);
   await page.locator('#create').click();
   await page.locator('#room').waitFor({ timeout: WAIT_MS });
   const link = await page.locator('#share-link').inputValue();
@@ -79,7 +81,7 @@ test('demo: create a group, join it by its link, chat and ping', async () => {
     await a.bringToFront();
     await a.locator(`#members li[data-member="${idB}"] .ping`).click();
     await a
-      .locator(`#members li[data-member="${idB}"] .rtt`, { hasText: /^\d+\.\d ms$/ })
+      .locator(`#members li[data-member="${idB}"] .rtt`, { hasText: /^\d+\.\d ms · direct$/ })
       .waitFor({ timeout: WAIT_MS });
 
     await b.locator('#leave').click();
@@ -109,7 +111,7 @@ test('demo: four members, screenshot saved to test-results/demo-4-members.png', 
     await owner.bringToFront();
     for (const id of ids.slice(1)) {
       await owner.locator(`#members li[data-member="${id}"] .ping`).click();
-      await owner.locator(`#members li[data-member="${id}"] .rtt`, { hasText: / ms$/ }).waitFor({ timeout: WAIT_MS });
+      await owner.locator(`#members li[data-member="${id}"] .rtt`, { hasText: / ms · direct$/ }).waitFor({ timeout: WAIT_MS });
     }
     await mkdir(fileURLToPath(new URL('../test-results/', import.meta.url)), { recursive: true });
     await owner.screenshot({ path: SCREENSHOT });
@@ -146,5 +148,99 @@ test('demo: a dropped connection shows reconnecting… and recovers without the 
   } finally {
     proxy.close();
     await Promise.all([a.close(), b?.close()]);
+  }
+});
+
+/**
+ * What a person would see as broken layout: the page scrolls sideways, or a
+ * control of the sidebar sticks out of its card. Returns the problems found.
+ */
+function layoutProblems(page) {
+  return page.evaluate(() => {
+    const problems = [];
+    const root = document.documentElement;
+    if (root.scrollWidth > window.innerWidth) problems.push(`scrolls sideways: ${root.scrollWidth} > ${window.innerWidth}`);
+    for (const control of document.querySelectorAll('.side button, .side input, .side .state, .side .rtt')) {
+      const card = control.closest('.card').getBoundingClientRect();
+      const box = control.getBoundingClientRect();
+      if (box.left < card.left - 0.5 || box.right > card.right + 0.5) {
+        problems.push(`${control.className || control.id || control.tagName} [${box.left}, ${box.right}] outside its card [${card.left}, ${card.right}]`);
+      }
+    }
+    const side = document.querySelector('.side').getBoundingClientRect();
+    const chat = document.querySelector('.chat').getBoundingClientRect();
+    const sideBySide = chat.top < side.bottom && chat.left >= side.left;
+    if (sideBySide && side.right > chat.left) problems.push(`the sidebar [.., ${side.right}] runs under the chat [${chat.left}, ..]`);
+    return problems;
+  });
+}
+
+test("demo: a non-owner's view and phone widths fit, screenshots saved to test-results/", async () => {
+  const { page: owner, link } = await createGroup();
+  const member = await openDemo(link);
+  const third = await openDemo(link);
+  try {
+    await Promise.all([owner, member, third].map((page) => waitForDirectMembers(page, 3)));
+    const ownerId = await owner.locator('#self-id').getAttribute('title');
+    await member.bringToFront();
+    await member.locator(`#members li[data-member="${ownerId}"] .ping`).click();
+    await member.locator(`#members li[data-member="${ownerId}"] .rtt`, { hasText: / ms · direct$/ }).waitFor({ timeout: WAIT_MS });
+    await mkdir(fileURLToPath(RESULTS), { recursive: true });
+    for (const [width, height, name] of [
+      [1280, 800, 'demo-non-owner.png'],
+      [390, 844, 'demo-390.png'],
+      [360, 740, 'demo-360.png'],
+    ]) {
+      await member.setViewportSize({ width, height });
+      assert.deepEqual(await layoutProblems(member), [], `at ${width} px`);
+      await member.screenshot({ path: fileURLToPath(new URL(name, RESULTS)), fullPage: true });
+    }
+  } finally {
+    await Promise.all([owner, member, third].map((page) => page.close()));
+  }
+});
+
+test('demo: a star group says where messages go and who owns it, and the legend names every state', async () => {
+  const { page: owner } = await createGroup({ capability: '5' });
+  const link = await owner.locator('#share-link').inputValue();
+  const b = await openDemo(link);
+  const c = await openDemo(link);
+  try {
+    // Members are linked to the owner only: the link between b and c is "no link".
+    await b.waitForFunction(
+      () =>
+        document.querySelectorAll('#members .state[data-state="direct"]').length === 1 &&
+        document.querySelectorAll('#members .state[data-state="closed"]').length === 1,
+      null,
+      { polling: 5, timeout: WAIT_MS },
+    );
+    assert.match(await b.locator('.legend').innerText(), /direct.*relayed.*connecting.*no link/s);
+    assert.equal(await b.locator('#chat-scope').innerText(), 'reaches only the owner (star)');
+    assert.equal(await owner.locator('#chat-scope').innerText(), 'reaches every member (star)');
+    await b.locator('#messages .system', { hasText: 'your messages reach only the owner' }).waitFor({ timeout: WAIT_MS });
+
+    const idB = await b.locator('#self-id').getAttribute('title');
+    await owner.bringToFront();
+    await owner.locator('#leave').click();
+    await b.locator('#messages .system', { hasText: 'You are now the owner.' }).waitFor({ timeout: WAIT_MS });
+    await c.locator('#messages .system', { hasText: `${idB.slice(0, 8)} is now the owner.` }).waitFor({ timeout: WAIT_MS });
+    assert.equal(await b.locator('#chat-scope').innerText(), 'reaches every member (star)');
+  } finally {
+    await Promise.all([owner, b, c].map((page) => page.close()));
+  }
+});
+
+test('demo: when the server is gone the message box is disabled, not a "sent" bubble that fails', async () => {
+  const server = await startServer();
+  const { page } = await createGroup({ server });
+  try {
+    assert.equal(await page.locator('#message-input').isDisabled(), false);
+    await server.stop();
+    await page.locator('#status[data-status="offline"]').waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.locator('#message-input').isDisabled(), true);
+    assert.equal(await page.locator('#send').isDisabled(), true);
+  } finally {
+    await page.close();
+    await server.stop();
   }
 });
