@@ -946,6 +946,42 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_relay_is_cancelled_by_its_request_id_whichever_way_it_started() {
+        let outcomes = Arc::new(Outcomes::default());
+        let hub = Hub::with_observer(Limits::DEFAULT, outcomes.clone());
+        let (a, ea, _) = user(&hub).await;
+        let (b, eb, ub) = user(&hub).await;
+        let g = hub.create(&ea, None).await.unwrap();
+        hub.join(&eb, g).await.unwrap();
+        let _ = frames(&a);
+        let params = RawValue::from_string(format!(r#"["{g}","{ub}",{{}}]"#)).unwrap();
+        let id = RawValue::from_string(r#""offer-1""#.to_owned()).unwrap();
+        for direct in [true, false] {
+            let started = if direct {
+                hub.start_relay(&a, Some(&id), &params).expect("a plain array")
+            } else {
+                let methods = hub.clone().into_rpc().into();
+                let request = wire::Request { id: Some(&id), method: method::RELAY.into(), params: Some(&params) };
+                wire::start(&methods, request, jsonrpsee::core::server::ConnectionId(0), a.extensions())
+            };
+            let Started::Running(reply) = started else { panic!("answered before the target was") };
+            let forwarded: serde_json::Value = serde_json::from_str(&b.peer().try_next_frame().unwrap()).unwrap();
+            assert_eq!(hub.relays_in_flight(), 1);
+
+            // Another id changes nothing; the caller's own id ends the relay.
+            hub.cancel_request(&ea, RawValue::from_string(r#""offer-2""#.to_owned()).unwrap()).await.unwrap();
+            hub.cancel_request(&ea, id.clone()).await.unwrap();
+            let reply = reply.await.expect("a call is answered");
+            assert_eq!(reply.error, Some(ErrorCode::RequestCancelled.code()), "direct: {direct}, {}", reply.frame);
+            assert!(reply.frame.contains(r#""id":"offer-1""#), "{}", reply.frame);
+            assert_eq!(outcomes.0.lock().unwrap().pop(), Some(RelayOutcome::Cancelled));
+            assert_eq!(hub.relays_in_flight(), 0, "the slot is free again");
+            let told = serde_json::json!({"jsonrpc": "2.0", "method": method::CANCEL_REQUEST, "params": {"id": forwarded["id"]}});
+            assert_eq!(frames(&b), [told], "direct: {direct}");
+        }
+    }
+
     #[test]
     fn relays_in_flight_are_counted_until_their_guard_drops() {
         let (s, _) = connect();
