@@ -134,6 +134,12 @@ pub struct Config {
     #[arg(long, env = "WEBRTC_P2P_RESUME_SECRET", hide_env_values = true)]
     pub resume_secret: Option<String>,
 
+    /// Redis URL (`redis://host:port`): nodes started with the same one are
+    /// one service, their groups spanning nodes. Without it everything stays
+    /// in this process's memory.
+    #[arg(long, env = "WEBRTC_P2P_REDIS")]
+    pub redis: Option<String>,
+
     /// PEM certificate chain; with --tls-key, serve wss:// and https:// only.
     #[arg(long, env = "WEBRTC_P2P_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

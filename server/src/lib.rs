@@ -12,6 +12,10 @@
 //! - `stream`: `Io`, the connection under tungstenite: follows the frames
 //!   read (when tungstenite's buffers may be rebuilt small) and charges the
 //!   memory budget.
+//! - `cluster`: `NodeRouter`, the router the server runs with: in memory
+//!   (the default), or `RedisRouter` with `--redis`, which makes the nodes
+//!   sharing one Redis one service (groups, relays and notifications span
+//!   nodes).
 //! - `metrics`: the Prometheus figures behind `/metrics`, fed through
 //!   simple's `Observer`.
 //! - `origin`: the `--allowed-origin` policy.
@@ -53,6 +57,7 @@
 //! ```
 
 mod assets;
+pub mod cluster;
 pub mod config;
 mod connection;
 mod http;
@@ -75,6 +80,8 @@ use tracing::{info, warn};
 use webrtc_p2p_interfaces::SignalingServer;
 use webrtc_p2p_simple::{Hub, Limits, LocalRouter, MemoryBudget, ResumeKey};
 
+use crate::cluster::{NodeRouter, RedisRouter};
+
 pub use config::{Config, LogFormat};
 pub use webrtc_p2p_simple::HubStats;
 
@@ -86,7 +93,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub(crate) struct App {
     /// Users and groups.
-    pub(crate) hub: Hub,
+    pub(crate) hub: Hub<NodeRouter>,
     /// The `Signaling` method table jsonrpsee generated, bound to `hub`.
     pub(crate) methods: Methods,
     /// Flips to `true` once, when the server shuts down; every connection
@@ -139,11 +146,12 @@ impl Server {
     /// Binds `config.listen` (and reads the TLS files, if any).
     pub async fn bind(config: Config) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
-        Self::from_listener(listener, config)
+        Self::from_listener(listener, config).await
     }
 
-    /// Serves on an already bound listener; fails only on unreadable TLS files.
-    pub fn from_listener(listener: TcpListener, config: Config) -> std::io::Result<Self> {
+    /// Serves on an already bound listener; fails only on unreadable TLS
+    /// files, or a `--redis` that cannot be reached.
+    pub async fn from_listener(listener: TcpListener, config: Config) -> std::io::Result<Self> {
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
@@ -151,8 +159,13 @@ impl Server {
         let metrics = Arc::new(metrics::Metrics::new());
         let resume_key =
             config.resume_secret.as_deref().map_or_else(ResumeKey::random, |s| ResumeKey::new(s.as_bytes()));
-        let hub =
-            Hub::with_router(LocalRouter::default(), config.limits(), config.access(), metrics.clone(), resume_key);
+        let router = match &config.redis {
+            Some(url) => NodeRouter::Redis(
+                RedisRouter::connect(url, config.relay_timeout.into()).await.map_err(std::io::Error::other)?,
+            ),
+            None => NodeRouter::Local(LocalRouter::default()),
+        };
+        let hub = Hub::with_router(router, config.limits(), config.access(), metrics.clone(), resume_key);
         let methods = hub.clone().into_rpc().into();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let origins = Arc::new(origin::OriginPolicy::new(&config.allowed_origins, config.require_origin));
@@ -176,7 +189,7 @@ impl Server {
     }
 
     /// A handle on the users and groups, for stats.
-    pub fn hub(&self) -> Hub {
+    pub fn hub(&self) -> Hub<NodeRouter> {
         self.app.hub.clone()
     }
 

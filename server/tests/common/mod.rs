@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use webrtc_p2p_server::cluster::NodeRouter;
 use webrtc_p2p_server::{Config, Server};
 use webrtc_p2p_simple::{Hub, HubStats};
 
@@ -22,7 +23,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub hub: Hub,
+    pub hub: Hub<NodeRouter>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }

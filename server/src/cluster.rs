@@ -1,0 +1,865 @@
+//! Many nodes, one service: `RedisRouter`, the [`Router`] of a node started
+//! with `--redis`, and `NodeRouter`, the router a server runs with (in
+//! memory without `--redis`, exactly as a single server).
+//!
+//! What lives in Redis (every key under [`PREFIX`]):
+//! - `user:{id}` → the node holding that user's session (set once, on `init`,
+//!   so ids stay unique across nodes); `users:{node}`, a node's users;
+//! - per group, under one hash tag: `{g:id}:m`, the members in join order
+//!   (owner first); `{g:id}:n`, member → node; `{g:id}:c`, the capability.
+//!   Every change is one Lua script, so join order, the member limit, owner
+//!   hand-over and "gone when empty" hold under concurrent joins on
+//!   different nodes; the script also publishes `member_joined`/`member_left`
+//!   to the members' nodes, so every member on every node sees changes in
+//!   the order they took effect (Redis runs scripts one at a time and
+//!   delivers a connection's publishes in order); `memberships:{node}`, the
+//!   groups of a node's users;
+//! - `nodes`, the nodes, and `alive:{node}`, a node's heartbeat, refreshed
+//!   every [`HEARTBEAT`] with a TTL of [`HEARTBEAT_TTL`]. Each node looks at
+//!   the others' on every beat; the first to find one gone reaps it (one
+//!   script): its users leave their groups, as on a disconnect, and their
+//!   ids are released.
+//!
+//! Each node subscribes to its own channel, `node:{node}`. A relay to a
+//! member on another node is published there (a notification, or a call with
+//! a correlation id and the time left), and the answer comes back on the
+//! caller's node channel. One publisher task per node sends everything in
+//! the order it was queued, and each node handles its channel in order, so
+//! a pair's relays keep their order across nodes. Delivery to a session on
+//! this node goes straight to its handle, with no publish.
+//!
+//! Redis unavailable: the operations that need it answer Busy, the client
+//! retries; nothing is half changed (each change is one script).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo, PushKind, Script, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, MemberInfo, Members, UserId};
+use webrtc_p2p_simple::{
+    Answer, CallFailed, Entrant, HubStats, Introduction, Joined, LocalRouter, PeerHandle, Router, Target,
+};
+
+/// Every key and channel this service uses starts with it.
+pub const PREFIX: &str = "webrtc-p2p:";
+/// How often a node refreshes its heartbeat key.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a heartbeat key lives without a refresh.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
+/// Messages one publish pipeline carries at most.
+const MAX_BATCH: usize = 256;
+/// How long one Redis command may take before the call counts as failed
+/// (Busy) rather than waiting for a Redis that is gone.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The router a server runs with.
+#[derive(Debug)]
+pub enum NodeRouter {
+    /// One process, everything in memory (no `--redis`).
+    Local(LocalRouter),
+    /// One node of a cluster sharing a Redis.
+    Redis(RedisRouter),
+}
+
+/// How a [`NodeRouter`] reaches a session.
+#[derive(Debug, Clone)]
+pub enum NodeTarget {
+    /// A client connected to this process.
+    Local(Arc<PeerHandle>),
+    /// A user whose session is on another node.
+    Remote(Remote),
+}
+
+impl Target for NodeTarget {
+    fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
+        match self {
+            Self::Local(peer) => peer.notify(method, params),
+            Self::Remote(remote) => remote.notify(method, params),
+        }
+    }
+
+    async fn call(&self, method: &str, params: String) -> Result<Answer, CallFailed> {
+        match self {
+            Self::Local(peer) => peer.call(method, params).await,
+            Self::Remote(remote) => remote.call(method, params).await,
+        }
+    }
+}
+
+impl Router for NodeRouter {
+    type Target = NodeTarget;
+
+    async fn init(&self, peer: Arc<PeerHandle>) -> Result<UserId, ErrorCode> {
+        match self {
+            Self::Local(r) => r.init(peer).await,
+            Self::Redis(r) => r.init(peer).await,
+        }
+    }
+
+    async fn find(&self, user: UserId) -> Option<NodeTarget> {
+        match self {
+            Self::Local(r) => r.find(user).await.map(NodeTarget::Local),
+            Self::Redis(r) => r.find(user).await,
+        }
+    }
+
+    async fn remove(&self, user: UserId) {
+        match self {
+            Self::Local(r) => r.remove(user).await,
+            Self::Redis(r) => r.remove(user).await,
+        }
+    }
+
+    async fn create(&self, owner: UserId, capability: Capability, intro: Introduction) -> Result<GroupId, ErrorCode> {
+        match self {
+            Self::Local(r) => r.create(owner, capability, intro).await,
+            Self::Redis(r) => r.create(owner, capability, intro).await,
+        }
+    }
+
+    async fn join(&self, group: GroupId, entrant: Entrant, max_members: usize) -> Result<Joined, ErrorCode> {
+        match self {
+            Self::Local(r) => r.join(group, entrant, max_members).await,
+            Self::Redis(r) => r.join(group, entrant, max_members).await,
+        }
+    }
+
+    async fn leave(&self, group: GroupId, user: UserId) -> Result<usize, ErrorCode> {
+        match self {
+            Self::Local(r) => r.leave(group, user).await,
+            Self::Redis(r) => r.leave(group, user).await,
+        }
+    }
+
+    async fn get_members(&self, group: GroupId, user: UserId, with_info: bool) -> Result<Members, ErrorCode> {
+        match self {
+            Self::Local(r) => r.get_members(group, user, with_info).await,
+            Self::Redis(r) => r.get_members(group, user, with_info).await,
+        }
+    }
+
+    async fn route(&self, group: GroupId, from: UserId, to: UserId) -> Result<NodeTarget, ErrorCode> {
+        match self {
+            Self::Local(r) => r.route(group, from, to).await.map(NodeTarget::Local),
+            Self::Redis(r) => r.route(group, from, to).await,
+        }
+    }
+
+    fn stats(&self) -> HubStats {
+        match self {
+            Self::Local(r) => r.stats(),
+            Self::Redis(r) => r.stats(),
+        }
+    }
+}
+
+/// A message on a node's channel.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t")]
+enum Message {
+    /// Send `m(p)` as a notification to each of `to` (users of the node).
+    #[serde(rename = "n")]
+    Notify { to: Vec<UserId>, m: String, p: String },
+    /// Call `m(p)` on `to` and answer to node `from` with `id`, within `ms`.
+    #[serde(rename = "c")]
+    Call { id: u64, from: String, to: UserId, m: String, p: String, ms: u64 },
+    /// The answer to the call `id` this node made.
+    #[serde(rename = "a")]
+    Answer { id: u64, a: Reply },
+}
+
+/// How a call made through another node ended. The answer travels as JSON
+/// text: `Message` is an internally tagged enum, which serde buffers, and a
+/// `RawValue` cannot be read back from that buffer.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    #[serde(rename = "ok")]
+    Result(String),
+    #[serde(rename = "err")]
+    Error(String),
+    #[serde(rename = "gone")]
+    Gone,
+    #[serde(rename = "timeout")]
+    Timeout,
+    #[serde(rename = "large")]
+    TooLarge,
+    #[serde(rename = "memory")]
+    MemoryBudget,
+}
+
+/// A message waiting for the publisher, and the call to fail if it cannot go.
+#[derive(Debug)]
+struct Outgoing {
+    channel: String,
+    payload: String,
+    call: Option<u64>,
+}
+
+/// A user whose session is on another node.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    node: Arc<str>,
+    user: UserId,
+    shared: Arc<Shared>,
+}
+
+impl Remote {
+    fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
+        let message = Message::Notify { to: vec![self.user], m: method.to_owned(), p: params.to_owned() };
+        self.shared.publish(&self.node, &message, None)
+    }
+
+    async fn call(&self, method: &str, params: String) -> Result<Answer, CallFailed> {
+        let shared = &self.shared;
+        let id = shared.next_call.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        shared.lock_calls().insert(id, (self.node.clone(), tx));
+        let forget = Forget { shared, id };
+        let ms = u64::try_from(shared.call_timeout.as_millis()).unwrap_or(u64::MAX);
+        let message =
+            Message::Call { id, from: shared.node.to_string(), to: self.user, m: method.to_owned(), p: params, ms };
+        shared.publish(&self.node, &message, Some(id))?;
+        let answer = tokio::time::timeout(shared.call_timeout, rx).await;
+        drop(forget);
+        match answer {
+            Ok(Ok(Reply::Result(result))) => RawValue::from_string(result).map(Ok).map_err(|_| CallFailed::Gone),
+            Ok(Ok(Reply::Error(error))) => RawValue::from_string(error).map(Err).map_err(|_| CallFailed::Gone),
+            Ok(Ok(Reply::Timeout)) | Err(_) => Err(CallFailed::Timeout),
+            Ok(Ok(Reply::TooLarge)) => Err(CallFailed::TooLarge),
+            Ok(Ok(Reply::MemoryBudget)) => Err(CallFailed::MemoryBudget),
+            Ok(Ok(Reply::Gone) | Err(_)) => Err(CallFailed::Gone),
+        }
+    }
+}
+
+/// Takes a call's waiter out of the table however the call ends.
+struct Forget<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.shared.lock_calls().remove(&self.id);
+    }
+}
+
+/// Calls made to other nodes, by correlation id: the node each went to, and
+/// where its answer goes.
+type Waiting = HashMap<u64, (Arc<str>, oneshot::Sender<Reply>)>;
+
+/// What the router's handles share with its tasks.
+#[derive(Debug)]
+struct Shared {
+    /// This node's id.
+    node: Arc<str>,
+    /// Sessions on this node.
+    users: DashMap<UserId, Arc<PeerHandle>>,
+    /// Calls this node made to other nodes, waiting for the answer, and
+    /// the node each went to.
+    calls: Mutex<Waiting>,
+    next_call: AtomicU64,
+    /// How long a relay waits for its answer.
+    call_timeout: Duration,
+    /// Everything to publish, in order, for the publisher task.
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl Shared {
+    fn lock_calls(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        // Every critical section is one insert or remove: poisoning is moot.
+        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publish(&self, node: &str, message: &Message, call: Option<u64>) -> Result<(), CallFailed> {
+        let payload = serde_json::to_string(message).map_err(|_| CallFailed::Gone)?;
+        let outgoing = Outgoing { channel: channel(node), payload, call };
+        self.outgoing.send(outgoing).map_err(|_| CallFailed::Gone)
+    }
+
+    fn answer(&self, id: u64, reply: Reply) {
+        if let Some((_, tx)) = self.lock_calls().remove(&id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Fails (PeerGone) every call waiting on a node not in `alive`.
+    fn fail_calls_to_nodes_but(&self, alive: &[&str]) {
+        let mut calls = self.lock_calls();
+        let gone: Vec<u64> =
+            calls.iter().filter(|(_, (node, _))| !alive.contains(&&**node)).map(|(id, _)| *id).collect();
+        for id in gone {
+            if let Some((_, tx)) = calls.remove(&id) {
+                let _ = tx.send(Reply::Gone);
+            }
+        }
+    }
+}
+
+fn channel(node: &str) -> String {
+    format!("{PREFIX}node:{node}")
+}
+
+fn user_key(user: UserId) -> String {
+    format!("{PREFIX}user:{user}")
+}
+
+/// A group's four keys: members in order, member → node, capability,
+/// member → its `info` as JSON text (members introduced by their join
+/// token's `info` only).
+fn group_keys(group: GroupId) -> [String; 4] {
+    ["m", "n", "c", "i"].map(|k| format!("{PREFIX}{{g:{group}}}:{k}"))
+}
+
+/// An introduction as scripts keep it: empty for [`Introduction::Id`], else
+/// the `info` as JSON text (`null` for none).
+fn intro_text(intro: &Introduction) -> String {
+    match intro {
+        Introduction::Id => String::new(),
+        Introduction::Info(info) => info.as_deref().map_or_else(|| "null".to_owned(), serde_json::Value::to_string),
+    }
+}
+
+/// What every script shares. Keys are made from `prefix` (ARGV[1]): a
+/// group's keys as [`group_keys`] does, `memberships:{node}` ("group user"
+/// entries of a node's users, for the reaper), `users:{node}` (its users).
+const COMMON: &str = r#"
+local function group_keys(prefix, group)
+  local base = prefix .. '{g:' .. group .. '}:'
+  return base .. 'm', base .. 'n', base .. 'c', base .. 'i'
+end
+
+-- Publishes method(params) to the nodes of every member but user, one
+-- message per node. Returns how many members were told.
+local function tell(prefix, nodes_key, user, method, params)
+  local by_node = {}
+  local told = 0
+  local flat = redis.call('HGETALL', nodes_key)
+  for i = 1, #flat, 2 do
+    if flat[i] ~= user then
+      local node = flat[i + 1]
+      by_node[node] = by_node[node] or {}
+      table.insert(by_node[node], flat[i])
+      told = told + 1
+    end
+  end
+  for node, users in pairs(by_node) do
+    redis.call('PUBLISH', prefix .. 'node:' .. node, cjson.encode({t = 'n', to = users, m = method, p = params}))
+  end
+  return told
+end
+
+-- How many members were told (0: the group is gone), -1 no such group,
+-- -2 not a member.
+local function leave(prefix, group, user)
+  local m, n, c, i = group_keys(prefix, group)
+  if redis.call('EXISTS', c) == 0 then return -1 end
+  local node = redis.call('HGET', n, user)
+  if not node then return -2 end
+  redis.call('HDEL', n, user)
+  redis.call('HDEL', i, user)
+  redis.call('SREM', prefix .. 'memberships:' .. node, group .. ' ' .. user)
+  redis.call('LREM', m, 1, user)
+  if redis.call('LLEN', m) == 0 then
+    redis.call('DEL', m, n, c, i)
+    return 0
+  end
+  return tell(prefix, n, user, 'member_left', '["' .. group .. '","' .. user .. '"]')
+end
+
+-- intro: '' (ids only), or the member's info as JSON text.
+local function add(prefix, group, user, node, intro)
+  local m, n, _, i = group_keys(prefix, group)
+  redis.call('RPUSH', m, user)
+  redis.call('HSET', n, user, node)
+  if intro ~= '' then redis.call('HSET', i, user, intro) end
+  redis.call('SADD', prefix .. 'memberships:' .. node, group .. ' ' .. user)
+end
+"#;
+
+/// ARGV: prefix, user, node. 1: the id is this node's now; 0: taken.
+const INIT: &str = r"
+if redis.call('SET', ARGV[1] .. 'user:' .. ARGV[2], ARGV[3], 'NX') then
+  redis.call('SADD', ARGV[1] .. 'users:' .. ARGV[3], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// ARGV: prefix, user, node.
+const REMOVE: &str = r"
+redis.call('DEL', ARGV[1] .. 'user:' .. ARGV[2])
+redis.call('SREM', ARGV[1] .. 'users:' .. ARGV[3], ARGV[2])
+return 1
+";
+
+/// ARGV: prefix, group, owner, node, capability, intro (see `add` in
+/// [`COMMON`]). 1 made, 0 the id is taken.
+const CREATE: &str = r"
+local m, n, c = group_keys(ARGV[1], ARGV[2])
+if redis.call('EXISTS', c) == 1 then return 0 end
+redis.call('SET', c, ARGV[5])
+add(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6])
+return 1
+";
+
+/// ARGV: prefix, group, user, node, granted (0/1), room (0/1), max
+/// members, intro (see `add` in [`COMMON`]), `member_joined`'s params.
+/// Returns {status, owner, capability, told}: status 1 joined, 0 in
+/// already, -1 no such group, -2 limit, -3 not granted (then owner and
+/// capability are empty: a Lua `false` would end the reply there).
+const JOIN: &str = r"
+local m, n, c = group_keys(ARGV[1], ARGV[2])
+local cap = redis.call('GET', c)
+if not cap then return {-1, '', '', 0} end
+local owner = redis.call('LINDEX', m, 0)
+if redis.call('HEXISTS', n, ARGV[3]) == 1 then return {0, owner, cap, 0} end
+if ARGV[5] == '0' then return {-3, '', '', 0} end
+if ARGV[6] == '0' or redis.call('LLEN', m) >= tonumber(ARGV[7]) then return {-2, '', '', 0} end
+local told = tell(ARGV[1], n, ARGV[3], 'member_joined', ARGV[9])
+add(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[8])
+return {1, owner, cap, told}
+";
+
+/// ARGV: prefix, group, user. See `leave` in [`COMMON`].
+const LEAVE: &str = r"
+return leave(ARGV[1], ARGV[2], ARGV[3])
+";
+
+/// ARGV: prefix, node. Once the node's heartbeat is gone, exactly one
+/// reaper takes its users out of their groups (the others told) and
+/// releases their ids. 1 reaped, 0 nothing to do.
+const REAP: &str = r"
+local prefix, node = ARGV[1], ARGV[2]
+if redis.call('EXISTS', prefix .. 'alive:' .. node) == 1 then return 0 end
+if redis.call('SREM', prefix .. 'nodes', node) == 0 then return 0 end
+for _, entry in ipairs(redis.call('SMEMBERS', prefix .. 'memberships:' .. node)) do
+  local group, user = string.match(entry, '(%S+) (%S+)')
+  leave(prefix, group, user)
+end
+for _, user in ipairs(redis.call('SMEMBERS', prefix .. 'users:' .. node)) do
+  redis.call('DEL', prefix .. 'user:' .. user)
+end
+redis.call('DEL', prefix .. 'memberships:' .. node, prefix .. 'users:' .. node)
+return 1
+";
+
+/// The node's scripts, loaded by SHA (EVALSHA, EVAL the first time).
+#[derive(Debug)]
+struct Scripts {
+    init: Script,
+    remove: Script,
+    create: Script,
+    join: Script,
+    leave: Script,
+    reap: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}{body}"));
+        Self {
+            init: Script::new(INIT),
+            remove: Script::new(REMOVE),
+            create: with_common(CREATE),
+            join: with_common(JOIN),
+            leave: with_common(LEAVE),
+            reap: with_common(REAP),
+        }
+    }
+}
+
+/// The router of one node of a cluster: group state and the user registry in
+/// Redis, sessions of this node in memory.
+#[derive(Debug)]
+pub struct RedisRouter {
+    shared: Arc<Shared>,
+    redis: ConnectionManager,
+    scripts: Arc<Scripts>,
+    /// Groups with members on this node, and how many: the node's stats.
+    local_groups: DashMap<GroupId, usize>,
+    /// Ends the node's tasks when the router goes.
+    _tasks: Tasks,
+}
+
+/// The node's background tasks, aborted on drop.
+#[derive(Debug)]
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl RedisRouter {
+    /// Connects to the Redis at `url`, subscribes to this node's channel and
+    /// starts the heartbeat; relays wait `call_timeout` for their answer.
+    pub async fn connect(url: &str, call_timeout: Duration) -> redis::RedisResult<Self> {
+        let info: redis::ConnectionInfo = url.parse()?;
+        // Subscriptions on the connection manager (re-made after every
+        // reconnect) need RESP3's push messages.
+        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info)?;
+        let (pushes, pushed) = mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(pushes)
+            .set_automatic_resubscription()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_max_delay(Duration::from_secs(1));
+        let mut redis = client.get_connection_manager_with_config(config).await?;
+        let node: Arc<str> =
+            format!("{:016x}", getrandom::u64().map_err(|e| std::io::Error::other(e.to_string()))?).into();
+        redis.subscribe(channel(&node)).await?;
+        let (outgoing, queued) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            node: node.clone(),
+            users: DashMap::new(),
+            calls: Mutex::default(),
+            next_call: AtomicU64::new(1),
+            call_timeout,
+            outgoing,
+        });
+        let scripts = Arc::new(Scripts::new());
+        let tasks = Tasks(vec![
+            tokio::spawn(publisher(redis.clone(), queued, shared.clone())),
+            tokio::spawn(receiver(pushed, shared.clone())),
+            tokio::spawn(heartbeat(redis.clone(), shared.clone(), scripts.clone())),
+        ]);
+        debug!(%node, "joined the cluster");
+        Ok(Self { shared, redis, scripts, local_groups: DashMap::new(), _tasks: tasks })
+    }
+
+    /// This node's id in the cluster.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    fn local_group_added(&self, group: GroupId) {
+        *self.local_groups.entry(group).or_insert(0) += 1;
+    }
+
+    fn local_group_removed(&self, group: GroupId) {
+        if let Entry::Occupied(mut entry) = self.local_groups.entry(group) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+
+    fn target(&self, node: &str, user: UserId) -> Option<NodeTarget> {
+        if *node == *self.shared.node {
+            return self.shared.users.get(&user).map(|peer| NodeTarget::Local(peer.clone()));
+        }
+        Some(NodeTarget::Remote(Remote { node: node.into(), user, shared: self.shared.clone() }))
+    }
+}
+
+/// Redis failing is the caller's Busy: try again later.
+fn unavailable(error: redis::RedisError) -> ErrorCode {
+    warn!(%error, "redis unavailable");
+    ErrorCode::Busy
+}
+
+impl Router for RedisRouter {
+    type Target = NodeTarget;
+
+    async fn init(&self, peer: Arc<PeerHandle>) -> Result<UserId, ErrorCode> {
+        loop {
+            let id = UserId::random();
+            let set: i64 = self
+                .scripts
+                .init
+                .arg(PREFIX)
+                .arg(id.to_string())
+                .arg(&*self.shared.node)
+                .invoke_async(&mut self.redis())
+                .await
+                .map_err(unavailable)?;
+            if set == 1 {
+                self.shared.users.insert(id, peer);
+                return Ok(id);
+            }
+        }
+    }
+
+    async fn find(&self, user: UserId) -> Option<NodeTarget> {
+        if let Some(peer) = self.shared.users.get(&user) {
+            return Some(NodeTarget::Local(peer.clone()));
+        }
+        let node: Option<String> = self.redis().get(user_key(user)).await.ok()?;
+        self.target(&node?, user)
+    }
+
+    async fn remove(&self, user: UserId) {
+        self.shared.users.remove(&user);
+        let mut redis = self.redis();
+        let mut removed = self.scripts.remove.arg(PREFIX);
+        removed.arg(user.to_string()).arg(&*self.shared.node);
+        if let Err(error) = removed.invoke_async::<()>(&mut redis).await {
+            warn!(%error, %user, "could not release the user id");
+        }
+    }
+
+    async fn create(&self, owner: UserId, capability: Capability, intro: Introduction) -> Result<GroupId, ErrorCode> {
+        let intro = intro_text(&intro);
+        loop {
+            let id = GroupId::random();
+            let created: i64 = self
+                .scripts
+                .create
+                .arg(PREFIX)
+                .arg(id.to_string())
+                .arg(owner.to_string())
+                .arg(&*self.shared.node)
+                .arg(capability.bits())
+                .arg(&intro)
+                .invoke_async(&mut self.redis())
+                .await
+                .map_err(unavailable)?;
+            if created == 1 {
+                self.local_group_added(id);
+                return Ok(id);
+            }
+        }
+    }
+
+    async fn join(&self, group: GroupId, entrant: Entrant, max_members: usize) -> Result<Joined, ErrorCode> {
+        let Entrant { user, granted, room, intro } = entrant;
+        let params = match &intro {
+            Introduction::Id => format!("[\"{group}\",\"{user}\"]"),
+            Introduction::Info(_) => format!("[\"{group}\",\"{user}\",{}]", intro_text(&intro)),
+        };
+        let (status, owner, capability, told): (i64, String, String, usize) = self
+            .scripts
+            .join
+            .arg(PREFIX)
+            .arg(group.to_string())
+            .arg(user.to_string())
+            .arg(&*self.shared.node)
+            .arg(u8::from(granted))
+            .arg(u8::from(room))
+            .arg(max_members)
+            .arg(intro_text(&intro))
+            .arg(params)
+            .invoke_async(&mut self.redis())
+            .await
+            .map_err(unavailable)?;
+        match status {
+            -1 => return Err(ErrorCode::GroupNotFound),
+            -2 => return Err(ErrorCode::LimitExceeded),
+            -3 => return Err(ErrorCode::PermissionDenied),
+            _ => {}
+        }
+        let owner = owner.parse().map_err(|_| ErrorCode::GroupNotFound)?;
+        let capability = capability.parse().ok().and_then(Capability::from_bits).ok_or(ErrorCode::GroupNotFound)?;
+        let added = status == 1;
+        if added {
+            self.local_group_added(group);
+        }
+        Ok(Joined { owner, capability, added, told })
+    }
+
+    async fn leave(&self, group: GroupId, user: UserId) -> Result<usize, ErrorCode> {
+        let status: i64 = self
+            .scripts
+            .leave
+            .arg(PREFIX)
+            .arg(group.to_string())
+            .arg(user.to_string())
+            .invoke_async(&mut self.redis())
+            .await
+            .map_err(unavailable)?;
+        match status {
+            -1 => Err(ErrorCode::GroupNotFound),
+            -2 => Err(ErrorCode::NotAMember),
+            told => {
+                self.local_group_removed(group);
+                Ok(usize::try_from(told).unwrap_or(0))
+            }
+        }
+    }
+
+    async fn get_members(&self, group: GroupId, user: UserId, with_info: bool) -> Result<Members, ErrorCode> {
+        let [members, nodes, _, intros] = group_keys(group);
+        let (list, is_member, intros): (Vec<String>, bool, HashMap<String, String>) = redis::pipe()
+            .atomic()
+            .lrange(members, 0, -1)
+            .hexists(nodes, user.to_string())
+            .hgetall(intros)
+            .query_async(&mut self.redis())
+            .await
+            .map_err(unavailable)?;
+        if list.is_empty() {
+            return Err(ErrorCode::GroupNotFound);
+        }
+        if !is_member {
+            return Err(ErrorCode::NotAMember);
+        }
+        let ids = list.iter().filter_map(|m| m.parse().ok());
+        if !with_info {
+            return Ok(Members::Ids(ids.collect()));
+        }
+        let info = |user: &UserId| {
+            let text = intros.get(&user.to_string())?;
+            serde_json::from_str::<Option<serde_json::Value>>(text).ok().flatten()
+        };
+        Ok(Members::WithInfo(ids.map(|user_id| MemberInfo { info: info(&user_id), user_id }).collect()))
+    }
+
+    async fn route(&self, group: GroupId, from: UserId, to: UserId) -> Result<NodeTarget, ErrorCode> {
+        let [members, nodes, capability, _] = group_keys(group);
+        let (capability, owner, from_node, to_node): (Option<u8>, Option<String>, Option<String>, Option<String>) =
+            redis::pipe()
+                .atomic()
+                .get(capability)
+                .lindex(members, 0)
+                .hget(&nodes, from.to_string())
+                .hget(&nodes, to.to_string())
+                .query_async(&mut self.redis())
+                .await
+                .map_err(unavailable)?;
+        let capability = capability.and_then(Capability::from_bits).ok_or(ErrorCode::GroupNotFound)?;
+        from_node.ok_or(ErrorCode::NotAMember)?;
+        let to_node = to_node.ok_or(ErrorCode::UserNotFound)?;
+        let owner: Option<UserId> = owner.and_then(|o| o.parse().ok());
+        if !capability.allows_pair(owner == Some(from) || owner == Some(to)) {
+            return Err(ErrorCode::PermissionDenied);
+        }
+        // A member whose session is gone from this node is about to leave.
+        self.target(&to_node, to).ok_or(ErrorCode::UserNotFound)
+    }
+
+    fn stats(&self) -> HubStats {
+        HubStats { users: self.shared.users.len(), groups: self.local_groups.len() }
+    }
+}
+
+/// Publishes what is queued, in order, a pipeline per batch. A batch Redis
+/// refuses is lost: its calls fail at once with PeerGone, its notifications
+/// are dropped (as for a client that went away).
+async fn publisher(mut redis: ConnectionManager, mut queued: mpsc::UnboundedReceiver<Outgoing>, shared: Arc<Shared>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for message in &batch {
+            pipe.publish(&message.channel, &message.payload).ignore();
+        }
+        if let Err(error) = pipe.query_async::<()>(&mut redis).await {
+            warn!(%error, lost = batch.len(), "publish failed");
+            for call in batch.iter().filter_map(|m| m.call) {
+                shared.answer(call, Reply::Gone);
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Handles this node's channel, one message at a time, in order.
+async fn receiver(mut pushed: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
+    while let Some(push) = pushed.recv().await {
+        if push.kind != PushKind::Message {
+            continue;
+        }
+        let Some(Value::BulkString(payload)) = push.data.get(1) else { continue };
+        match serde_json::from_slice::<Message>(payload) {
+            Ok(message) => handle(message, &shared),
+            Err(error) => warn!(%error, "unreadable cluster message"),
+        }
+    }
+}
+
+fn handle(message: Message, shared: &Arc<Shared>) {
+    match message {
+        Message::Notify { to, m, p } => {
+            for user in to {
+                if let Some(peer) = shared.users.get(&user) {
+                    // A full queue disconnects that client; its cleanup
+                    // takes it out of its groups.
+                    let _ = peer.notify(&m, &p);
+                }
+            }
+        }
+        Message::Call { id, from, to, m, p, ms } => {
+            let Some(peer) = shared.users.get(&to).map(|peer| peer.clone()) else {
+                let _ = shared.publish(&from, &Message::Answer { id, a: Reply::Gone }, None);
+                return;
+            };
+            let answering = shared.clone();
+            let mut call = Box::pin(async move {
+                let reply = match tokio::time::timeout(Duration::from_millis(ms), peer.call(&m, p)).await {
+                    Ok(Ok(Ok(result))) => Reply::Result(result.get().to_owned()),
+                    Ok(Ok(Err(error))) => Reply::Error(error.get().to_owned()),
+                    Ok(Err(CallFailed::Gone)) => Reply::Gone,
+                    Ok(Err(CallFailed::Timeout)) | Err(_) => Reply::Timeout,
+                    Ok(Err(CallFailed::TooLarge)) => Reply::TooLarge,
+                    Ok(Err(CallFailed::MemoryBudget)) => Reply::MemoryBudget,
+                };
+                let _ = answering.publish(&from, &Message::Answer { id, a: reply }, None);
+            });
+            // The first poll queues the frame to the client: done here, so
+            // calls reach the client in the order they came; the wait for
+            // the answer goes on in its own task.
+            if call.as_mut().poll(&mut Context::from_waker(Waker::noop())) == Poll::Pending {
+                tokio::spawn(call);
+            }
+        }
+        Message::Answer { id, a } => shared.answer(id, a),
+    }
+}
+
+/// Keeps `alive:{node}` set while the node runs, and reaps the nodes whose
+/// heartbeat is gone: a node that stopped is noticed within
+/// [`HEARTBEAT_TTL`] + [`HEARTBEAT`].
+async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: Arc<Scripts>) {
+    let node = shared.node.clone();
+    let alive = |node: &str| format!("{PREFIX}alive:{node}");
+    let nodes = format!("{PREFIX}nodes");
+    let ttl = u64::try_from(HEARTBEAT_TTL.as_millis()).unwrap_or(u64::MAX);
+    let mut every = tokio::time::interval(HEARTBEAT);
+    loop {
+        every.tick().await;
+        let mut beat = redis::pipe();
+        beat.pset_ex(alive(&node), 1, ttl).ignore().sadd(&nodes, &*node).ignore().smembers(&nodes);
+        let members: Vec<String> = match beat.query_async(&mut redis).await {
+            Ok((members,)) => members,
+            Err(error) => {
+                warn!(%error, "heartbeat failed");
+                continue;
+            }
+        };
+        let mut alive_nodes = vec![&*node];
+        for other in members.iter().filter(|other| **other != *node) {
+            match redis.exists::<_, bool>(alive(other)).await {
+                Ok(true) => alive_nodes.push(other),
+                Ok(false) => match scripts.reap.arg(PREFIX).arg(other).invoke_async::<i64>(&mut redis).await {
+                    Ok(1) => warn!(node = %other, "node stopped: its users left their groups"),
+                    Ok(_) => {}
+                    Err(error) => warn!(%error, "reaping failed"),
+                },
+                Err(error) => warn!(%error, "heartbeat failed"),
+            }
+        }
+        // Relays waiting on a node that stopped end now, not at their timeout.
+        shared.fail_calls_to_nodes_but(&alive_nodes);
+    }
+}

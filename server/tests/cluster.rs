@@ -1,0 +1,272 @@
+//! Many nodes, one service: three real servers sharing one real
+//! redis-server (started here on a free loopback port), with the members of
+//! each group spread over the nodes.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Stdio;
+
+use common::{PATIENCE, Raw, TestServer};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+use webrtc_p2p_simple::HubStats;
+use webrtc_p2p_simple::auth::{Claims, GroupGrant};
+
+const NOT_A_MEMBER: i64 = -32004;
+const PEER_GONE: i64 = -32008;
+const BUSY: i64 = -32009;
+const LIMIT_EXCEEDED: i64 = -32010;
+const PERMISSION_DENIED: i64 = -32006;
+
+/// A redis-server of this test's own, without persistence; killed on drop.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        // A free port: bound, then released for redis-server to take.
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        Self::on_port(port).await
+    }
+
+    async fn on_port(port: u16) -> Self {
+        let port_text = port.to_string();
+        let args = ["--port", &port_text, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let mut child = Command::new("redis-server")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = async {
+            while let Some(line) = lines.next_line().await.expect("read redis-server's output") {
+                if line.contains("Ready to accept connections") {
+                    return;
+                }
+            }
+            panic!("redis-server ended before it was ready");
+        };
+        tokio::time::timeout(PATIENCE, ready).await.expect("redis-server ready in time");
+        // Keep reading its output, so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, url: format!("redis://127.0.0.1:{port}") }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    async fn kill(mut self) {
+        self.child.kill().await.expect("kill redis-server");
+    }
+}
+
+async fn nodes(redis: &Redis, n: usize, flags: &[&str]) -> Vec<TestServer> {
+    let mut all = Vec::new();
+    for _ in 0..n {
+        let mut args = vec!["--redis", redis.url.as_str()];
+        args.extend_from_slice(flags);
+        all.push(TestServer::with_flags(&args).await);
+    }
+    all
+}
+
+fn id(value: Value) -> String {
+    value.as_str().expect("an id").to_owned()
+}
+
+#[tokio::test]
+async fn a_group_spans_nodes_with_notifications_relays_and_owner_hand_over() {
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 3, &[]).await;
+    let (mut a, ua) = nodes[0].user().await;
+    let (mut b, ub) = nodes[1].user().await;
+    let (mut c, uc) = nodes[2].user().await;
+
+    let group = id(a.ok("create", json!([])).await);
+    assert_eq!(b.ok("join", json!([group])).await, json!({"owner": ua, "capability": 10}));
+    assert_eq!(a.incoming("member_joined").await["params"], json!([group, ub]));
+    c.ok("join", json!([group])).await;
+    assert_eq!(a.incoming("member_joined").await["params"], json!([group, uc]));
+    assert_eq!(b.incoming("member_joined").await["params"], json!([group, uc]));
+    for member in [&mut a, &mut b, &mut c] {
+        assert_eq!(member.ok("get_members", json!([group])).await, json!([ua, ub, uc]), "every node agrees");
+    }
+
+    // A relay call from node 0 to node 1, answered.
+    let offer = json!({"type": "offer", "sdp": "v=0 a->b"});
+    let call = a.request("relay", json!([group, ub, offer])).await;
+    let request = b.incoming("relay").await;
+    assert_eq!(request["params"], json!([group, ua, offer]));
+    b.answer(&request, json!({"type": "answer"})).await;
+    let answered = a.response(call).await;
+    assert_eq!(answered["result"], json!({"type": "answer"}), "{answered}");
+
+    // From node 2 to node 0: the target's own error passes through unchanged.
+    let call = c.request("relay", json!([group, ua, "x"])).await;
+    let request = a.incoming("relay").await;
+    let error = json!({"code": 4001, "message": "no thanks", "data": [1]});
+    a.send(json!({"jsonrpc": "2.0", "id": request["id"], "error": error})).await;
+    assert_eq!(c.response(call).await["error"], error);
+
+    // Relay notifications across nodes keep their order.
+    for n in 0..50 {
+        b.notify("relay", json!([group, uc, n])).await;
+    }
+    for n in 0..50 {
+        let got = c.incoming("relay").await;
+        assert!(got.get("id").is_none(), "a notification: {got}");
+        assert_eq!(got["params"], json!([group, ub, n]));
+    }
+
+    // The owner's node-0 session goes: ownership passes to b (node 1), and
+    // the others see it leave.
+    drop(a);
+    assert_eq!(b.incoming("member_left").await["params"], json!([group, ua]));
+    assert_eq!(c.incoming("member_left").await["params"], json!([group, ua]));
+    let (mut d, ud) = nodes[0].user().await;
+    assert_eq!(d.ok("join", json!([group])).await, json!({"owner": ub, "capability": 10}));
+    assert_eq!(c.ok("get_members", json!([group])).await, json!([ub, uc, ud]));
+    assert_eq!(c.err("relay", json!([group, ua, "x"])).await, -32005, "a is gone from the group");
+
+    // A call to a member whose client drops before answering: PeerGone.
+    let call = d.request("relay", json!([group, uc, "offer"])).await;
+    c.incoming("relay").await;
+    drop(c);
+    assert_eq!(d.response(call).await["error"]["code"], PEER_GONE);
+
+    b.ok("leave", json!([group])).await;
+    assert_eq!(d.incoming("member_left").await["params"], json!([group, uc]));
+    assert_eq!(d.incoming("member_left").await["params"], json!([group, ub]));
+    assert_eq!(b.err("get_members", json!([group])).await, NOT_A_MEMBER);
+    drop(d);
+    nodes[0].settles_at(HubStats { users: 0, groups: 0 }).await;
+    nodes[1].settles_at(HubStats { users: 1, groups: 0 }).await;
+    nodes[2].settles_at(HubStats { users: 0, groups: 0 }).await;
+    assert_eq!(b.err("join", json!([group])).await, -32003, "gone once empty");
+}
+
+/// A client of `node` initialised with a join token of `claims`, and its id.
+async fn user_with(node: &TestServer, secret: &str, claims: Claims) -> (Raw, String) {
+    let mut client = node.connect().await;
+    let id = id(client.ok("init", json!([claims.sign(secret.as_bytes())])).await);
+    (client, id)
+}
+
+#[tokio::test]
+async fn join_tokens_hold_across_nodes_grants_and_info_included() {
+    const SECRET: &str = "a cluster's auth secret";
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 2, &["--auth-secret", SECRET]).await;
+    let fresh = || Claims::expiring_in(std::time::Duration::from_secs(300));
+    let ada = json!({"name": "Ada", "seat": [1, 2]});
+    let (mut a, ua) = user_with(&nodes[0], SECRET, Claims { create: true, info: Some(ada.clone()), ..fresh() }).await;
+    let group = id(a.ok("create", json!([])).await);
+    let (mut b, ub) =
+        user_with(&nodes[1], SECRET, Claims { groups: GroupGrant::Only(vec![group.parse().expect("id")]), ..fresh() })
+            .await;
+    let (mut c, _) = user_with(&nodes[1], SECRET, Claims { groups: GroupGrant::None, ..fresh() }).await;
+
+    let nowhere = "0123456789abcdef0123456789abcdef";
+    assert_eq!(c.err("join", json!([nowhere])).await, -32003, "GroupNotFound before PermissionDenied");
+    assert_eq!(c.err("join", json!([group])).await, PERMISSION_DENIED);
+    b.ok("join", json!([group])).await;
+    assert_eq!(a.incoming("member_joined").await["params"], json!([group, ub, null]), "no info: null");
+    let with_info = json!([{"user_id": ua, "info": ada}, {"user_id": ub, "info": null}]);
+    for member in [&mut a, &mut b] {
+        assert_eq!(member.ok("get_members", json!({"group_id": group, "info": true})).await, with_info);
+        assert_eq!(member.ok("get_members", json!([group])).await, json!([ua, ub]));
+    }
+    // The owner leaves: its info goes with it.
+    a.ok("leave", json!([group])).await;
+    assert_eq!(b.incoming("member_left").await["params"], json!([group, ua]));
+    let alone = json!([{"user_id": ub, "info": null}]);
+    assert_eq!(b.ok("get_members", json!({"group_id": group, "info": true})).await, alone);
+}
+
+#[tokio::test]
+async fn the_member_limit_holds_under_concurrent_joins_on_different_nodes() {
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 3, &["--max-members-per-group", "4"]).await;
+    let (mut owner, _) = nodes[0].user().await;
+    let nowhere = "0123456789abcdef0123456789abcdef";
+    assert_eq!(owner.err("join", json!([nowhere])).await, -32003);
+    let group = id(owner.ok("create", json!([])).await);
+    let mut joiners: Vec<Raw> = Vec::new();
+    for n in 0..12 {
+        joiners.push(nodes[n % 3].user().await.0);
+    }
+    let joins = joiners.iter_mut().map(|joiner| joiner.call("join", json!([group])));
+    let answers = futures_util::future::join_all(joins).await;
+    let joined = answers.iter().filter(|a| a.get("result").is_some()).count();
+    let refused = answers.iter().filter(|a| a["error"]["code"] == LIMIT_EXCEEDED).count();
+    assert_eq!((joined, refused), (3, 9), "{answers:?}");
+    let members = owner.ok("get_members", json!([group])).await;
+    assert_eq!(members.as_array().map(Vec::len), Some(4));
+    // The owner saw exactly the three joins, in the order of the list.
+    for member in &members.as_array().expect("list")[1..] {
+        assert_eq!(owner.incoming("member_joined").await["params"][1], *member);
+    }
+    owner.nothing_pending().await;
+}
+
+#[tokio::test]
+async fn without_redis_calls_answer_busy_and_the_node_recovers_when_it_returns() {
+    let redis = Redis::start().await;
+    let port = redis.port();
+    let nodes = nodes(&redis, 2, &[]).await;
+    let (mut a, _) = nodes[0].user().await;
+    let (mut b, _) = nodes[1].user().await;
+    let group = id(a.ok("create", json!([])).await);
+    redis.kill().await;
+
+    assert_eq!(a.err("create", json!([])).await, BUSY);
+    assert_eq!(b.err("join", json!([group])).await, BUSY);
+    let mut fresh = nodes[1].connect().await;
+    assert_eq!(fresh.err("init", json!([])).await, BUSY);
+
+    // Back (empty: no persistence), and the nodes with it.
+    let _redis = Redis::on_port(port).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let group = loop {
+        let answer = a.call("create", json!([])).await;
+        if let Some(group) = answer.get("result") {
+            break id(group.clone());
+        }
+        assert_eq!(answer["error"]["code"], BUSY);
+        assert!(tokio::time::Instant::now() < deadline, "redis back, the node still refuses");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    b.ok("join", json!([group])).await;
+    a.incoming("member_joined").await;
+}
+
+#[tokio::test]
+async fn a_node_killed_is_noticed_within_five_seconds_its_users_leave_and_relays_to_them_end() {
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 1, &[]).await;
+    let (mut doomed, addr) = common::spawn_binary(&["--redis", &redis.url]).await;
+    let (mut a, ua) = nodes[0].user().await;
+    let group = id(a.ok("create", json!([])).await);
+    let mut b = Raw::connect(&format!("ws://{addr}/ws")).await;
+    let ub = id(b.ok("init", json!([])).await);
+    assert_eq!(b.ok("join", json!([group])).await["owner"], json!(ua));
+    a.incoming("member_joined").await;
+    let call = a.request("relay", json!([group, ub, "offer"])).await;
+    b.incoming("relay").await;
+
+    doomed.start_kill().expect("kill -9");
+    let killed = std::time::Instant::now();
+    assert_eq!(a.response(call).await["error"]["code"], PEER_GONE, "not left to time out");
+    assert_eq!(a.incoming("member_left").await["params"], json!([group, ub]));
+    let noticed = killed.elapsed();
+    assert!(noticed < std::time::Duration::from_secs(5), "noticed after {noticed:?}");
+    assert_eq!(a.ok("get_members", json!([group])).await, json!([ua]));
+    eprintln!("node death noticed after {noticed:?}");
+}
