@@ -26,7 +26,9 @@
 //! caller's node channel. One publisher task per node sends everything in
 //! the order it was queued, and each node handles its channel in order, so
 //! a pair's relays keep their order across nodes. Delivery to a session on
-//! this node goes straight to its handle, with no publish.
+//! this node goes straight to its handle, with no publish; routing a relay
+//! reads the group from Redis once, then from what the node keeps (see
+//! `Routes`) until a join, a leave or a dropped channel makes it forget.
 //!
 //! Redis unavailable: the operations that need it answer Busy, the client
 //! retries; nothing is half changed (each change is one script).
@@ -273,6 +275,62 @@ struct Shared {
     call_timeout: Duration,
     /// Everything to publish, in order, for the publisher task.
     outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// What relays need of groups with a member on this node, so that a
+    /// relay costs no Redis round trip: see [`Routes`].
+    routes: Routes,
+}
+
+/// What routing a relay needs of one group, read from Redis.
+#[derive(Debug)]
+struct Route {
+    capability: Capability,
+    owner: Option<UserId>,
+    /// Each member's node.
+    nodes: HashMap<UserId, Arc<str>>,
+}
+
+/// Routes of groups one of this node's users relayed in, kept only while
+/// every change to the group reaches this node: a member on this node is
+/// told (through this node's channel) of every join and leave of another,
+/// and its own joins and leaves happen here. Each of those forgets the
+/// group's route, as does losing the channel (what was published meanwhile
+/// is lost). A route read from Redis is kept only if nothing was forgotten
+/// while it was read.
+#[derive(Debug, Default)]
+struct Routes {
+    by_group: DashMap<GroupId, Arc<Route>>,
+    /// Bumped by every forgetting, before the route goes.
+    forgotten: AtomicU64,
+}
+
+impl Routes {
+    fn get(&self, group: GroupId) -> Option<Arc<Route>> {
+        self.by_group.get(&group).map(|route| route.clone())
+    }
+
+    /// A mark to pass to [`keep`](Self::keep), taken before reading Redis.
+    fn mark(&self) -> u64 {
+        self.forgotten.load(Ordering::Acquire)
+    }
+
+    fn keep(&self, group: GroupId, route: Arc<Route>, mark: u64) {
+        // Checked under the entry's lock: a forgetting that bumps the count
+        // after this check removes the route right after.
+        let entry = self.by_group.entry(group);
+        if self.forgotten.load(Ordering::Acquire) == mark {
+            entry.insert(route);
+        }
+    }
+
+    fn forget(&self, group: GroupId) {
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
+        self.by_group.remove(&group);
+    }
+
+    fn forget_all(&self) {
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
+        self.by_group.clear();
+    }
 }
 
 impl Shared {
@@ -533,6 +591,7 @@ impl RedisRouter {
             next_call: AtomicU64::new(1),
             call_timeout,
             outgoing,
+            routes: Routes::default(),
         });
         let scripts = Arc::new(Scripts::new());
         let tasks = Tasks(vec![
@@ -542,6 +601,23 @@ impl RedisRouter {
         ]);
         debug!(%node, "joined the cluster");
         Ok(Self { shared, redis, scripts, local_groups: DashMap::new(), _tasks: tasks })
+    }
+
+    /// The group's capability, owner and members' nodes, read at once.
+    async fn read_route(&self, group: GroupId) -> Result<Route, ErrorCode> {
+        let [members, nodes, capability, _] = group_keys(group);
+        let (capability, owner, nodes): (Option<u8>, Option<String>, HashMap<String, String>) = redis::pipe()
+            .atomic()
+            .get(capability)
+            .lindex(members, 0)
+            .hgetall(nodes)
+            .query_async(&mut self.redis())
+            .await
+            .map_err(unavailable)?;
+        let capability = capability.and_then(Capability::from_bits).ok_or(ErrorCode::GroupNotFound)?;
+        let owner = owner.and_then(|o| o.parse().ok());
+        let nodes = nodes.into_iter().filter_map(|(user, node)| Some((user.parse().ok()?, node.into()))).collect();
+        Ok(Route { capability, owner, nodes })
     }
 
     /// This node's id in the cluster.
@@ -675,6 +751,7 @@ impl Router for RedisRouter {
         let added = status == 1;
         if added {
             self.local_group_added(group);
+            self.shared.routes.forget(group);
         }
         Ok(Joined { owner, capability, added, told })
     }
@@ -694,6 +771,7 @@ impl Router for RedisRouter {
             -2 => Err(ErrorCode::NotAMember),
             told => {
                 self.local_group_removed(group);
+                self.shared.routes.forget(group);
                 Ok(usize::try_from(told).unwrap_or(0))
             }
         }
@@ -727,26 +805,30 @@ impl Router for RedisRouter {
     }
 
     async fn route(&self, group: GroupId, from: UserId, to: UserId) -> Result<NodeTarget, ErrorCode> {
-        let [members, nodes, capability, _] = group_keys(group);
-        let (capability, owner, from_node, to_node): (Option<u8>, Option<String>, Option<String>, Option<String>) =
-            redis::pipe()
-                .atomic()
-                .get(capability)
-                .lindex(members, 0)
-                .hget(&nodes, from.to_string())
-                .hget(&nodes, to.to_string())
-                .query_async(&mut self.redis())
-                .await
-                .map_err(unavailable)?;
-        let capability = capability.and_then(Capability::from_bits).ok_or(ErrorCode::GroupNotFound)?;
-        from_node.ok_or(ErrorCode::NotAMember)?;
-        let to_node = to_node.ok_or(ErrorCode::UserNotFound)?;
-        let owner: Option<UserId> = owner.and_then(|o| o.parse().ok());
-        if !capability.allows_pair(owner == Some(from) || owner == Some(to)) {
+        let routes = &self.shared.routes;
+        let route = match routes.get(group) {
+            Some(route) => route,
+            None => {
+                let mark = routes.mark();
+                let route = Arc::new(self.read_route(group).await?);
+                // `from` is on this node: while it is a member, this node
+                // hears of every change (see `Routes`).
+                if route.nodes.contains_key(&from) {
+                    routes.keep(group, route.clone(), mark);
+                }
+                route
+            }
+        };
+        if !route.nodes.contains_key(&from) {
+            return Err(ErrorCode::NotAMember);
+        }
+        let to_node = route.nodes.get(&to).ok_or(ErrorCode::UserNotFound)?;
+        let owner = route.owner;
+        if !route.capability.allows_pair(owner == Some(from) || owner == Some(to)) {
             return Err(ErrorCode::PermissionDenied);
         }
         // A member whose session is gone from this node is about to leave.
-        self.target(&to_node, to).ok_or(ErrorCode::UserNotFound)
+        self.target(to_node, to).ok_or(ErrorCode::UserNotFound)
     }
 
     fn stats(&self) -> HubStats {
@@ -777,6 +859,10 @@ async fn publisher(mut redis: ConnectionManager, mut queued: mpsc::UnboundedRece
 /// Handles this node's channel, one message at a time, in order.
 async fn receiver(mut pushed: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
     while let Some(push) = pushed.recv().await {
+        if matches!(push.kind, PushKind::Disconnection | PushKind::Subscribe) {
+            // Whatever was published while the channel was down is lost.
+            shared.routes.forget_all();
+        }
         if push.kind != PushKind::Message {
             continue;
         }
@@ -788,9 +874,17 @@ async fn receiver(mut pushed: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Sha
     }
 }
 
+/// The group of a `member_joined`/`member_left` params, `["<group>", …]`.
+fn group_of(params: &str) -> Option<GroupId> {
+    params.strip_prefix("[\"")?.split('"').next()?.parse().ok()
+}
+
 fn handle(message: Message, shared: &Arc<Shared>) {
     match message {
         Message::Notify { to, m, p } => {
+            if let Some(group) = group_of(&p) {
+                shared.routes.forget(group);
+            }
             for user in to {
                 if let Some(peer) = shared.users.get(&user) {
                     // A full queue disconnects that client; its cleanup

@@ -270,3 +270,70 @@ async fn a_node_killed_is_noticed_within_five_seconds_its_users_leave_and_relays
     assert_eq!(a.ok("get_members", json!([group])).await, json!([ua]));
     eprintln!("node death noticed after {noticed:?}");
 }
+
+/// Commands the Redis has processed so far (the INFO asking counts too).
+async fn commands(redis: &Redis) -> u64 {
+    let client = redis::Client::open(redis.url.as_str()).expect("url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connect to redis");
+    let info: String = redis::cmd("INFO").arg("stats").query_async(&mut connection).await.expect("INFO");
+    let line = info.lines().find_map(|l| l.strip_prefix("total_commands_processed:")).expect("the count");
+    line.trim().parse().expect("a number")
+}
+
+/// `rounds` relay calls from `from` to `to` (user id `to_id`), each
+/// answered; the time they took.
+async fn relay_rounds(group: &str, from: &mut Raw, to: &mut Raw, to_id: &str, rounds: usize) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    for n in 0..rounds {
+        let call = from.request("relay", json!([group, to_id, n])).await;
+        let request = to.incoming("relay").await;
+        to.answer(&request, json!(n)).await;
+        assert_eq!(from.response(call).await["result"], json!(n));
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn relays_between_members_on_one_node_cost_no_redis_round_trip_and_changes_still_count() {
+    const ROUNDS: usize = 200;
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 2, &[]).await;
+    let (mut a, _) = nodes[0].user().await;
+    let (mut b, ub) = nodes[0].user().await;
+    let (mut c, uc) = nodes[1].user().await;
+    let group = id(a.ok("create", json!([])).await);
+    b.ok("join", json!([group])).await;
+    a.incoming("member_joined").await;
+    relay_rounds(&group, &mut a, &mut b, &ub, 1).await;
+
+    let before = commands(&redis).await;
+    let took = relay_rounds(&group, &mut a, &mut b, &ub, ROUNDS).await;
+    let used = commands(&redis).await - before;
+    // Without the kept route each relay is a transaction of five commands;
+    // what remains is the nodes' heartbeats (4 commands a second each).
+    assert!(used < 40, "{used} Redis commands for {ROUNDS} same-node relays in {took:?}");
+
+    let single = TestServer::start().await;
+    let (mut sa, _) = single.user().await;
+    let (mut sb, usb) = single.user().await;
+    let single_group = id(sa.ok("create", json!([])).await);
+    sb.ok("join", json!([single_group])).await;
+    let single_took = relay_rounds(&single_group, &mut sa, &mut sb, &usb, ROUNDS).await;
+    eprintln!(
+        "{ROUNDS} same-node relay round trips: cluster {took:?}, single node {single_took:?}; {used} Redis commands meanwhile"
+    );
+
+    // A member joining on the other node is heard of: the route is read
+    // again, and relays reach it.
+    c.ok("join", json!([group])).await;
+    a.incoming("member_joined").await;
+    b.incoming("member_joined").await;
+    relay_rounds(&group, &mut a, &mut c, &uc, 3).await;
+    relay_rounds(&group, &mut c, &mut b, &ub, 3).await;
+    // And leaving there too.
+    c.ok("leave", json!([group])).await;
+    a.incoming("member_left").await;
+    b.incoming("member_left").await;
+    assert_eq!(a.err("relay", json!([group, uc, "x"])).await, -32005);
+    assert_eq!(c.err("relay", json!([group, ub, "x"])).await, NOT_A_MEMBER);
+}
