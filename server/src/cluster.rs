@@ -278,6 +278,17 @@ struct Shared {
     /// What relays need of groups with a member on this node, so that a
     /// relay costs no Redis round trip: see [`Routes`].
     routes: Routes,
+    /// Clean-ups of sessions that ended while Redis was unreachable, in
+    /// order, done again on every heartbeat until Redis takes them: without
+    /// them their users would stay members (ghosts) once Redis is back.
+    unfinished: Mutex<Vec<Unfinished>>,
+}
+
+/// A clean-up Redis did not take.
+#[derive(Debug, Clone, Copy)]
+enum Unfinished {
+    Leave(GroupId, UserId),
+    Remove(UserId),
 }
 
 /// What routing a relay needs of one group, read from Redis.
@@ -334,6 +345,11 @@ impl Routes {
 }
 
 impl Shared {
+    fn lock_unfinished(&self) -> std::sync::MutexGuard<'_, Vec<Unfinished>> {
+        // Every critical section is a push or a take: poisoning is moot.
+        self.unfinished.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock_calls(&self) -> std::sync::MutexGuard<'_, Waiting> {
         // Every critical section is one insert or remove: poisoning is moot.
         self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -578,7 +594,11 @@ impl RedisRouter {
             .set_automatic_resubscription()
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_max_delay(Duration::from_secs(1));
+            .set_max_delay(Duration::from_secs(1))
+            // One quick try, then the call fails (Busy) rather than waiting
+            // through six reconnections: the next command, or the next
+            // heartbeat, tries again.
+            .set_number_of_retries(1);
         let mut redis = client.get_connection_manager_with_config(config).await?;
         let node: Arc<str> =
             format!("{:016x}", getrandom::u64().map_err(|e| std::io::Error::other(e.to_string()))?).into();
@@ -592,6 +612,7 @@ impl RedisRouter {
             call_timeout,
             outgoing,
             routes: Routes::default(),
+            unfinished: Mutex::default(),
         });
         let scripts = Arc::new(Scripts::new());
         let tasks = Tasks(vec![
@@ -692,7 +713,8 @@ impl Router for RedisRouter {
         let mut removed = self.scripts.remove.arg(PREFIX);
         removed.arg(user.to_string()).arg(&*self.shared.node);
         if let Err(error) = removed.invoke_async::<()>(&mut redis).await {
-            warn!(%error, %user, "could not release the user id");
+            warn!(%error, %user, "could not release the user id: again on the next heartbeat");
+            self.shared.lock_unfinished().push(Unfinished::Remove(user));
         }
     }
 
@@ -757,15 +779,27 @@ impl Router for RedisRouter {
     }
 
     async fn leave(&self, group: GroupId, user: UserId) -> Result<usize, ErrorCode> {
-        let status: i64 = self
+        let left = self
             .scripts
             .leave
             .arg(PREFIX)
             .arg(group.to_string())
             .arg(user.to_string())
-            .invoke_async(&mut self.redis())
-            .await
-            .map_err(unavailable)?;
+            .invoke_async::<i64>(&mut self.redis())
+            .await;
+        let status = match left {
+            Ok(status) => status,
+            Err(error) => {
+                // A session that ended (its handle closed first) cannot try
+                // again: the heartbeat does, and its group count goes now.
+                if self.shared.users.get(&user).is_none_or(|peer| peer.is_closed()) {
+                    self.shared.lock_unfinished().push(Unfinished::Leave(group, user));
+                    self.local_group_removed(group);
+                    self.shared.routes.forget(group);
+                }
+                return Err(unavailable(error));
+            }
+        };
         match status {
             -1 => Err(ErrorCode::GroupNotFound),
             -2 => Err(ErrorCode::NotAMember),
@@ -921,6 +955,39 @@ fn handle(message: Message, shared: &Arc<Shared>) {
     }
 }
 
+/// Does again, in order, the clean-ups Redis did not take; keeps those it
+/// still does not.
+async fn finish(redis: &mut ConnectionManager, shared: &Shared, scripts: &Scripts) {
+    let unfinished = std::mem::take(&mut *shared.lock_unfinished());
+    let mut still = Vec::new();
+    for job in unfinished {
+        if !still.is_empty() {
+            // Redis failed just now: keep the order, try next beat.
+            still.push(job);
+            continue;
+        }
+        let done = match job {
+            Unfinished::Leave(group, user) => {
+                let mut leave = scripts.leave.arg(PREFIX);
+                leave.arg(group.to_string()).arg(user.to_string()).invoke_async::<i64>(redis).await.map(drop)
+            }
+            Unfinished::Remove(user) => {
+                let mut remove = scripts.remove.arg(PREFIX);
+                remove.arg(user.to_string()).arg(&*shared.node).invoke_async::<()>(redis).await
+            }
+        };
+        if let Err(error) = done {
+            warn!(%error, "clean-up failed again");
+            still.push(job);
+        }
+    }
+    if !still.is_empty() {
+        let mut unfinished = shared.lock_unfinished();
+        still.append(&mut unfinished);
+        *unfinished = still;
+    }
+}
+
 /// Keeps `alive:{node}` set while the node runs, and reaps the nodes whose
 /// heartbeat is gone: a node that stopped is noticed within
 /// [`HEARTBEAT_TTL`] + [`HEARTBEAT`].
@@ -930,6 +997,11 @@ async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: A
     let nodes = format!("{PREFIX}nodes");
     let ttl = u64::try_from(HEARTBEAT_TTL.as_millis()).unwrap_or(u64::MAX);
     let mut every = tokio::time::interval(HEARTBEAT);
+    // Since when every heartbeat went through. Others are judged only once
+    // that is a heartbeat TTL ago: after Redis was out for a while, every
+    // node's key may have expired, and a live node must get the time to
+    // beat again before anyone calls it stopped.
+    let mut healthy_since: Option<tokio::time::Instant> = None;
     loop {
         every.tick().await;
         let mut beat = redis::pipe();
@@ -938,9 +1010,14 @@ async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: A
             Ok((members,)) => members,
             Err(error) => {
                 warn!(%error, "heartbeat failed");
+                healthy_since = None;
                 continue;
             }
         };
+        finish(&mut redis, &shared, &scripts).await;
+        if healthy_since.get_or_insert_with(tokio::time::Instant::now).elapsed() < HEARTBEAT_TTL {
+            continue;
+        }
         let mut alive_nodes = vec![&*node];
         for other in members.iter().filter(|other| **other != *node) {
             match redis.exists::<_, bool>(alive(other)).await {

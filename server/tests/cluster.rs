@@ -20,7 +20,8 @@ const BUSY: i64 = -32009;
 const LIMIT_EXCEEDED: i64 = -32010;
 const PERMISSION_DENIED: i64 = -32006;
 
-/// A redis-server of this test's own, without persistence; killed on drop.
+/// A redis-server of this test's own, without persistence unless given a
+/// directory; killed on drop.
 struct Redis {
     child: Child,
     url: String,
@@ -30,12 +31,19 @@ impl Redis {
     async fn start() -> Self {
         // A free port: bound, then released for redis-server to take.
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        Self::on_port(port).await
+        Self::on_port(port, None).await
     }
 
-    async fn on_port(port: u16) -> Self {
+    /// On `port`; with `dir`, every write is in its append-only file there
+    /// before Redis answers, and a restart in `dir` finds it all again.
+    async fn on_port(port: u16, dir: Option<&std::path::Path>) -> Self {
         let port_text = port.to_string();
-        let args = ["--port", &port_text, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let mut args = vec!["--port", &port_text, "--bind", "127.0.0.1", "--save", ""];
+        let dir_text = dir.map(|d| d.display().to_string());
+        match &dir_text {
+            Some(dir) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", dir]),
+            None => args.extend(["--appendonly", "no"]),
+        }
         let mut child = Command::new("redis-server")
             .args(args)
             .stdout(Stdio::piped())
@@ -232,7 +240,7 @@ async fn without_redis_calls_answer_busy_and_the_node_recovers_when_it_returns()
     assert_eq!(fresh.err("init", json!([])).await, BUSY);
 
     // Back (empty: no persistence), and the nodes with it.
-    let _redis = Redis::on_port(port).await;
+    let _redis = Redis::on_port(port, None).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let group = loop {
         let answer = a.call("create", json!([])).await;
@@ -336,4 +344,44 @@ async fn relays_between_members_on_one_node_cost_no_redis_round_trip_and_changes
     b.incoming("member_left").await;
     assert_eq!(a.err("relay", json!([group, uc, "x"])).await, -32005);
     assert_eq!(c.err("relay", json!([group, ub, "x"])).await, NOT_A_MEMBER);
+}
+
+#[tokio::test]
+async fn a_session_that_ends_while_redis_is_down_leaves_its_groups_once_redis_is_back_and_nobody_is_reaped() {
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let dir = std::env::temp_dir().join(format!("webrtc-p2p-cluster-test-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory for redis");
+    let redis = Redis::on_port(port, Some(&dir)).await;
+    let nodes = nodes(&redis, 2, &[]).await;
+    let (mut a, ua) = nodes[0].user().await;
+    let (mut b, ub) = nodes[1].user().await;
+    let (mut d, ud) = nodes[1].user().await;
+    let group = id(a.ok("create", json!([])).await);
+    b.ok("join", json!([group])).await;
+    d.ok("join", json!([group])).await;
+    a.incoming("member_joined").await;
+    a.incoming("member_joined").await;
+
+    redis.kill().await;
+    b.close().await;
+    // Node 1 has let b go, though Redis did not hear of it.
+    nodes[1].settles_at(HubStats { users: 1, groups: 1 }).await;
+    // Out longer than a heartbeat lives: every node's key has expired when
+    // Redis is back, and nobody may take a live node for stopped.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+
+    // Back with everything it had: b is still a member there, until node 1
+    // does its clean-up again.
+    let redis = Redis::on_port(port, Some(&dir)).await;
+    assert_eq!(a.incoming("member_left").await["params"], json!([group, ub]));
+    assert_eq!(a.ok("get_members", json!([group])).await, json!([ua, ud]), "no ghost");
+    // A few heartbeats later node 1 is still alive to the others: d is in.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(d.ok("get_members", json!([group])).await, json!([ua, ud]));
+    let call = a.request("relay", json!([group, ud, "still there?"])).await;
+    let request = d.incoming("relay").await;
+    d.answer(&request, json!("yes")).await;
+    assert_eq!(a.response(call).await["result"], json!("yes"));
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
 }
