@@ -90,10 +90,20 @@ impl Target for NodeTarget {
         }
     }
 
-    async fn call(&self, method: &str, params: String) -> Result<Answer, CallFailed> {
+    async fn call(
+        &self,
+        method: &str,
+        params: String,
+        cancelled: impl Future<Output = ()> + Send,
+    ) -> Result<Answer, CallFailed> {
         match self {
-            Self::Local(peer) => peer.call(method, params).await,
-            Self::Remote(remote) => remote.call(method, params).await,
+            Self::Local(peer) => PeerHandle::call_until(peer, method, params, cancelled).await,
+            // The caller stops waiting; the target on the other node is not
+            // told (its answer, if any, finds nobody waiting).
+            Self::Remote(remote) => tokio::select! {
+                answer = remote.call(method, params) => answer,
+                () = cancelled => Err(CallFailed::Cancelled),
+            },
         }
     }
 }
@@ -934,10 +944,11 @@ fn handle(message: Message, shared: &Arc<Shared>) {
             };
             let answering = shared.clone();
             let mut call = Box::pin(async move {
-                let reply = match tokio::time::timeout(Duration::from_millis(ms), peer.call(&m, p)).await {
+                let reply = match tokio::time::timeout(Duration::from_millis(ms), PeerHandle::call(&peer, &m, p)).await
+                {
                     Ok(Ok(Ok(result))) => Reply::Result(result.get().to_owned()),
                     Ok(Ok(Err(error))) => Reply::Error(error.get().to_owned()),
-                    Ok(Err(CallFailed::Gone)) => Reply::Gone,
+                    Ok(Err(CallFailed::Gone | CallFailed::Cancelled)) => Reply::Gone,
                     Ok(Err(CallFailed::Timeout)) | Err(_) => Reply::Timeout,
                     Ok(Err(CallFailed::TooLarge)) => Reply::TooLarge,
                     Ok(Err(CallFailed::MemoryBudget)) => Reply::MemoryBudget,
