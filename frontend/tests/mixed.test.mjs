@@ -4,12 +4,10 @@
 // member is the echo_peer example (simple/examples/echo_peer.rs); the signal
 // itself is also checked against hand-written JSON-RPC members.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { ALL_BYTES, Peer, WAIT_MS, setUp, waitForMesh } from './harness.mjs';
+import { startProcess } from './rust-peer.mjs';
 
 /** Built by `cargo build -p webrtc-p2p-simple --examples` (and by `cargo test --workspace`), or `$WEBRTC_P2P_ECHO_PEER_BIN`. */
 const ECHO_PEER_BIN =
@@ -32,62 +30,9 @@ before(async () => {
 });
 after(() => env?.tearDown());
 
-/**
- * Runs echo_peer in `groupId`; `waitForLine(regex)` resolves with the match
- * of the first stdout line (past or future) that matches.
- */
+/** Runs echo_peer in `groupId`; Ctrl-C (`stop('SIGINT')`) makes it leave its group and close cleanly. */
 function startEchoPeer(wsUrl, groupId) {
-  const child = spawn(ECHO_PEER_BIN, ['--url', wsUrl, '--group', groupId, '--greeting', GREETING], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const killOnExit = () => child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  child.once('exit', () => process.off('exit', killOnExit));
-  const lines = [];
-  const waiters = new Set();
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk) => {
-    stderr = (stderr + chunk).slice(-10_000);
-  });
-  const failed = new Promise((_, reject) => {
-    child.once('error', (error) =>
-      reject(new Error(`cannot start ${ECHO_PEER_BIN} (cargo build -p webrtc-p2p-simple --examples): ${error.message}`)),
-    );
-    child.once('exit', (code, signal) => reject(new Error(`echo_peer exited (${code ?? signal}):\n${stderr}`)));
-  });
-  failed.catch(() => undefined);
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    lines.push(line);
-    for (const waiter of waiters) waiter(line);
-  });
-  return {
-    lines,
-    waitForLine(regex) {
-      const seen = lines.map((line) => regex.exec(line)).find((match) => match !== null);
-      if (seen !== undefined) return Promise.resolve(seen);
-      let waiter;
-      let timer;
-      const matched = new Promise((resolve, reject) => {
-        waiter = (line) => {
-          const match = regex.exec(line);
-          if (match !== null) resolve(match);
-        };
-        timer = setTimeout(() => reject(new Error(`echo_peer printed no line matching ${regex}:\n${lines.join('\n')}`)), WAIT_MS);
-        waiters.add(waiter);
-      });
-      return Promise.race([matched, failed]).finally(() => {
-        waiters.delete(waiter);
-        clearTimeout(timer);
-      });
-    },
-    /** Ctrl-C: it leaves its group and closes cleanly. */
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGINT');
-      await once(child, 'exit');
-    },
-  };
+  return startProcess(ECHO_PEER_BIN, ['--url', wsUrl, '--group', groupId, '--greeting', GREETING], { name: 'echo_peer' });
 }
 
 /** The page's link to `member`: the states it went through, and the ms from 'connecting' to 'relayed'. */
@@ -160,10 +105,10 @@ test('a Rust member (echo_peer) among pages: relayed at once, broadcasts and uni
     await late.waitForMessage(rustId, `${GREETING} (welcome, ${late.id})`);
 
     // Ctrl-C: it leaves, and the pages drop it.
-    await rust.stop();
+    await rust.stop('SIGINT');
     await Promise.all(pages.map((page) => page.waitForView((view, rustId) => !view.members.includes(rustId), rustId)));
   } finally {
-    await rust?.stop();
+    await rust?.stop('SIGINT');
     await Promise.all(pages.map((page) => page.close()));
   }
 });

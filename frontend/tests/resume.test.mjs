@@ -89,6 +89,26 @@ async function receivedFrom(peer, from, count) {
   return (await peer.received()).filter((m) => m.from === from).map((m) => m.data);
 }
 
+/**
+ * Pages `a` (behind a proxy the test cuts, its connection state watched)
+ * and `b` in one group, their link forced relayed: every message between
+ * them goes through the server, and so through the cuts.
+ */
+async function relayedPairThroughProxy() {
+  const proxy = await startProxy(server);
+  const options = { connectTimeoutMs: 200 };
+  const a = await Peer.open(env.context, proxy.server, { options });
+  const b = await Peer.open(env.context, server, { options });
+  await a.forceRelayWith(b.id);
+  await b.forceRelayWith(a.id);
+  const groupId = await a.create();
+  await b.join(groupId);
+  await a.waitForLinks([a.id, b.id], 'relayed');
+  await b.waitForLinks([a.id, b.id], 'relayed');
+  await watchConnection(a);
+  return { proxy, a, b };
+}
+
 const numbered = (count, prefix = '') => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 
 test('a page cut 20 times resumes each time; relayed messages both ways arrive exactly once, in order', async () => {
@@ -96,19 +116,8 @@ test('a page cut 20 times resumes each time; relayed messages both ways arrive e
   // Messages the cut page sends between two cuts: 20 × 250 from each page,
   // over 10,000 in all, every one of them around a cut.
   const BETWEEN = 250;
-  const proxy = await startProxy(server);
-  // Relayed links: every message goes through the server, and so through the cuts.
-  const options = { connectTimeoutMs: 200 };
-  const a = await Peer.open(env.context, proxy.server, { options });
-  const b = await Peer.open(env.context, server, { options });
+  const { proxy, a, b } = await relayedPairThroughProxy();
   try {
-    await a.forceRelayWith(b.id);
-    await b.forceRelayWith(a.id);
-    const groupId = await a.create();
-    await b.join(groupId);
-    await a.waitForLinks([a.id, b.id], 'relayed');
-    await b.waitForLinks([a.id, b.id], 'relayed');
-    await watchConnection(a);
 
     const resumedBefore = await metric(server, 'webrtc_p2p_sessions_resumed_total{replayed="true"}');
     await startSending(a, CUTS * BETWEEN);
@@ -224,24 +233,14 @@ test('when the resume window passes, the page ends (onclose) and the others see 
 });
 
 test('a relayed unicast to a page whose socket is down is answered after the resume and reaches its caller', async () => {
-  const proxy = await startProxy(server);
-  const options = { connectTimeoutMs: 200 };
-  const a = await Peer.open(env.context, proxy.server, { options });
-  const b = await Peer.open(env.context, server, { options });
+  const { proxy, a, b } = await relayedPairThroughProxy();
   try {
-    await a.forceRelayWith(b.id);
-    await b.forceRelayWith(a.id);
-    const groupId = await a.create();
-    await b.join(groupId);
-    await a.waitForLinks([a.id, b.id], 'relayed');
-    await b.waitForLinks([a.id, b.id], 'relayed');
-    await watchConnection(a);
     proxy.setDown(true);
     proxy.cut();
     await waitForConnection(a, 'reconnecting');
     const reply = b.unicast(a.id, 'while you were away');
     // The relay waits on the server for the page to come back.
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await metricSettlesAt(server, 'webrtc_p2p_relays_in_flight', 1);
     proxy.setDown(false);
     await waitForConnection(a, 'connected');
     assert.deepEqual(await reply, { reply: 're:while you were away', isBytes: false });

@@ -13,14 +13,13 @@ export const PEER_BIN =
 export const ID = '[0-9a-f]{32}';
 
 /**
- * Starts a `peer` on loopback. `waitForLine(regex)` resolves with the match
- * of the first stdout line (past or future) that matches; `lines` keeps
- * every line with the ms it was read at.
+ * Runs `bin` with `args`, killed when the test process exits.
+ * `waitForLine(regex, count)` resolves with the match of the `count`th
+ * stdout line (past or future) that matches, and rejects if the process
+ * exits first; `lines` keeps every line with the ms it was read at.
  */
-export async function startRust(wsUrl, args = []) {
-  const child = spawn(PEER_BIN, ['--url', wsUrl, '--ice-address', '127.0.0.1', ...args], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+export function startProcess(bin, args, { name = bin, build = 'cargo build -p webrtc-p2p-simple --examples' } = {}) {
+  const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
   child.once('exit', () => process.off('exit', killOnExit));
@@ -32,20 +31,19 @@ export async function startRust(wsUrl, args = []) {
     stderr = (stderr + chunk).slice(-10_000);
   });
   const failed = new Promise((_, reject) => {
-    child.once('error', (error) =>
-      reject(new Error(`cannot start ${PEER_BIN} (cargo build -p webrtc-p2p-simple --examples): ${error.message}`)),
-    );
-    child.once('exit', (code, signal) => reject(new Error(`peer exited (${code ?? signal}):\n${stderr}`)));
+    child.once('error', (error) => reject(new Error(`cannot start ${bin} (${build}): ${error.message}`)));
+    child.once('exit', (code, signal) => reject(new Error(`${name} exited (${code ?? signal}):\n${stderr}`)));
   });
   failed.catch(() => undefined);
   createInterface({ input: child.stdout }).on('line', (line) => {
     lines.push({ line, at: performance.timeOrigin + performance.now() });
     for (const waiter of waiters) waiter(line);
   });
-  const rust = {
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const process_ = {
     child,
     lines,
-    /** Sends one command line. */
+    /** Sends one line to its stdin. */
     send(command) {
       child.stdin.write(`${command}\n`);
     },
@@ -62,7 +60,7 @@ export async function startRust(wsUrl, args = []) {
           if (match !== null && ++matches === count) resolve(match);
         };
         timer = setTimeout(
-          () => reject(new Error(`peer printed no line matching ${regex}:\n${lines.map((l) => l.line).join('\n')}`)),
+          () => reject(new Error(`${name} printed no line matching ${regex}:\n${lines.map((l) => l.line).join('\n')}`)),
           WAIT_MS,
         );
         waiters.add(waiter);
@@ -74,19 +72,30 @@ export async function startRust(wsUrl, args = []) {
     },
     /** When the first line matching `regex` was read. */
     async timeOf(regex) {
-      await rust.waitForLine(regex);
+      await process_.waitForLine(regex);
       return lines.find(({ line }) => regex.test(line)).at;
     },
-    async quit() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      rust.send('quit');
+    /** Sends `signal` and waits for the exit (at once if it has exited). */
+    async stop(signal = 'SIGKILL') {
+      if (!running()) return;
+      child.kill(signal);
       await once(child, 'exit');
     },
     async kill() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGKILL');
-      await once(child, 'exit');
+      await process_.stop('SIGKILL');
     },
+    running,
+  };
+  return process_;
+}
+
+/** Starts a `peer` on loopback; `id` is its user id once it has printed it. */
+export async function startRust(wsUrl, args = []) {
+  const rust = startProcess(PEER_BIN, ['--url', wsUrl, '--ice-address', '127.0.0.1', ...args], { name: 'peer' });
+  rust.quit = async () => {
+    if (!rust.running()) return;
+    rust.send('quit');
+    await once(rust.child, 'exit');
   };
   const [, id] = await rust.waitForLine(new RegExp(`^id (${ID})$`));
   rust.id = id;

@@ -62,24 +62,13 @@ async fn answers_and_the_close_frame_survive_a_1009_in_100_of_100_trials() {
     assert!(lost.is_empty(), "trials that lost answers or the close frame (trial, answers, code): {lost:?}");
 }
 
-/// The server's resident set in KiB.
-fn rss_kib(server: &tokio::process::Child) -> u64 {
-    let pid = server.id().expect("running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// The largest resident set seen over `span`, sampled every few ms.
 async fn peak_rss_kib(server: &tokio::process::Child, span: Duration) -> u64 {
     let until = Instant::now() + span;
-    let mut peak = rss_kib(server);
+    let mut peak = common::rss_kib(server);
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        peak = peak.max(rss_kib(server));
+        peak = peak.max(common::rss_kib(server));
     }
     peak
 }
@@ -101,7 +90,7 @@ async fn initialised(addr: std::net::SocketAddr) -> WireClient {
 async fn pings_from_a_client_that_never_reads_cost_a_bounded_amount() {
     let (server, addr) = common::spawn_binary(&[]).await;
     let mut client = initialised(addr).await;
-    let before = rss_kib(&server);
+    let before = common::rss_kib(&server);
     let ping = WireClient::encode(true, 0, opcode::PING, MASK, &[b'p'; 125]);
     let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 1000).collect();
     let started = Instant::now();
@@ -111,7 +100,7 @@ async fn pings_from_a_client_that_never_reads_cost_a_bounded_amount() {
             break;
         }
         client.send_raw(&burst).await;
-        peak = peak.max(rss_kib(&server));
+        peak = peak.max(common::rss_kib(&server));
     }
     let peak = peak.max(peak_rss_kib(&server, Duration::from_millis(300)).await);
     let grown = peak.saturating_sub(before);
@@ -137,7 +126,7 @@ async fn relays_to_a_client_that_does_not_read_are_bounded_in_bytes() {
     assert!(victim.json().await["result"].is_object());
     let joined = attacker.incoming("member_joined").await;
     let target = joined["params"][1].as_str().expect("user id").to_owned();
-    let before = rss_kib(&server);
+    let before = common::rss_kib(&server);
     let data = "d".repeat((1 << 20) - 256);
     let relay = format!(r#"{{"jsonrpc":"2.0","method":"relay","params":[{group},"{target}","{data}"]}}"#);
     let started = Instant::now();
@@ -149,7 +138,7 @@ async fn relays_to_a_client_that_does_not_read_are_bounded_in_bytes() {
         if !attacker.try_send_text(&relay).await {
             break;
         }
-        peak = peak.max(rss_kib(&server));
+        peak = peak.max(common::rss_kib(&server));
     }
     let peak = peak.max(peak_rss_kib(&server, Duration::from_millis(300)).await);
     let grown = peak.saturating_sub(before);

@@ -17,17 +17,6 @@ use serde_json::{Value, json};
 /// A client-side masking key (clients must mask; its value is irrelevant).
 const MASK: Option<[u8; 4]> = Some([1, 2, 3, 4]);
 
-/// The server's resident set in KiB.
-fn rss_kib(server: &tokio::process::Child) -> u64 {
-    let pid = server.id().expect("running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Two initialised clients in one group: the caller and the target's user id.
 async fn pair(url: &str) -> (Raw, Raw, String, Value) {
     let mut a = Raw::connect(url).await;
@@ -56,7 +45,7 @@ async fn idle_connections_give_back_the_buffers_of_a_large_message() {
     for _ in 0..PAIRS {
         pairs.push(pair(&url).await);
     }
-    let before = rss_kib(&server);
+    let before = common::rss_kib(&server);
     let data = "d".repeat((1 << 20) - 512);
     for (a, b, b_id, group) in &mut pairs {
         let id = a.request("relay", json!([group, b_id, data])).await;
@@ -68,10 +57,10 @@ async fn idle_connections_give_back_the_buffers_of_a_large_message() {
     let connections = (2 * PAIRS) as u64;
     let bound = before + connections * 512;
     let deadline = Instant::now() + PATIENCE;
-    let mut after = rss_kib(&server);
+    let mut after = common::rss_kib(&server);
     while after > bound && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        after = rss_kib(&server);
+        after = common::rss_kib(&server);
     }
     let per_connection = after.saturating_sub(before) / connections;
     eprintln!("idle after one 1 MiB message each way: {per_connection} KiB per connection ({before} -> {after} KiB)");

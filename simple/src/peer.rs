@@ -474,16 +474,23 @@ impl PeerHandle {
     /// reason), or a newer connection took the session over
     /// ([`CloseReason::RESUMED_ELSEWHERE`]).
     pub async fn ended(&self, generation: u64) -> CloseReason {
+        self.closing_when(|| {
+            let taken_over = self.lock_outbox().generation != generation;
+            self.closed.get().copied().or(taken_over.then_some(CloseReason::RESUMED_ELSEWHERE))
+        })
+        .await
+    }
+
+    /// Resolves with what `check` returns once it returns a reason, checked
+    /// now and again on every close or takeover.
+    async fn closing_when(&self, check: impl Fn() -> Option<CloseReason>) -> CloseReason {
         loop {
             let notified = self.closing.notified();
             tokio::pin!(notified);
-            // Registered before the checks, so a change in between still wakes it.
+            // Registered before the check, so a change in between still wakes it.
             notified.as_mut().enable();
-            if let Some(reason) = self.closed.get() {
-                return *reason;
-            }
-            if self.lock_outbox().generation != generation {
-                return CloseReason::RESUMED_ELSEWHERE;
+            if let Some(reason) = check() {
+                return reason;
             }
             notified.await;
         }
@@ -591,16 +598,7 @@ impl PeerHandle {
 
     /// Resolves with the reason once the handle is closed.
     pub async fn closed(&self) -> CloseReason {
-        loop {
-            let notified = self.closing.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a close in between still wakes it.
-            notified.as_mut().enable();
-            if let Some(reason) = self.closed.get() {
-                return *reason;
-            }
-            notified.await;
-        }
+        self.closing_when(|| self.closed.get().copied()).await
     }
 
     /// Calls waiting for this client's answer.

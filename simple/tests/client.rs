@@ -20,8 +20,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, JoinResult, PeerServer, SignalingClient, UserId};
-use webrtc_p2p_server::{Config, Server};
 use webrtc_p2p_simple::{Client, ClientBuilder, Disconnected, app_error};
+
+mod common;
+use common::TestServer;
 
 /// How long any expected event may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -47,40 +49,6 @@ fn raw(value: Value) -> Box<RawValue> {
 
 fn value(raw: &RawValue) -> Value {
     serde_json::from_str(raw.get()).expect("JSON")
-}
-
-/// A real server on 127.0.0.1:0, stopped on request.
-struct TestServer {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl TestServer {
-    async fn start(flags: &[&str]) -> Self {
-        let mut args = vec!["--listen", "127.0.0.1:0"];
-        args.extend_from_slice(flags);
-        let server = Server::bind(Config::from_flags(args).expect("flags")).await.expect("bind");
-        let url = format!("ws://{}/ws", server.local_addr().expect("bound address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = stopped.await;
-        }));
-        Self { url, stop: Some(stop), task }
-    }
-
-    /// Starts a graceful shutdown (every connection gets 1001).
-    fn shut_down(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// What a test peer's handler was sent.

@@ -12,52 +12,23 @@ use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, PeerServer, SignalingClient, UserId};
-use webrtc_p2p_server::{Config, Server};
 use webrtc_p2p_simple::auth::Claims;
 use webrtc_p2p_simple::client::payload::{Body, MAX_BODY_BYTES, NO_WEBRTC};
 use webrtc_p2p_simple::client::transfer::DEFAULT_MAX_MESSAGE_BYTES;
 use webrtc_p2p_simple::client::{Member, MemberHandler, StartError};
 use webrtc_p2p_simple::{Client, app_error};
 
+mod common;
+use common::TestServer;
+
 /// How long any expected event may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
 
 async fn within<F: Future>(what: &str, future: F) -> F::Output {
     timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// A real server on 127.0.0.1:0, stopped when dropped.
-struct TestServer {
-    url: String,
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        Self::with_flags(&[]).await
-    }
-
-    async fn with_flags(flags: &[&str]) -> Self {
-        let config = Config::from_flags(["--listen", "127.0.0.1:0"].iter().chain(flags)).expect("flags");
-        let server = Server::bind(config).await.expect("bind");
-        let url = format!("ws://{}/ws", server.local_addr().expect("bound address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = stopped.await;
-        }));
-        Self { url, _stop: stop, task }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// What a `Member`'s handler was called with.
@@ -203,7 +174,7 @@ fn declaration() -> Value {
 
 #[tokio::test]
 async fn a_member_refuses_offers_with_no_webrtc_and_tells_every_member_it_has_none() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let mut early = Browser::connect(&server).await;
     let group = within("create", early.client.create(None)).await.expect("create");
     let mut rust = Rust::connect(&server).await;
@@ -229,7 +200,7 @@ async fn a_member_refuses_offers_with_no_webrtc_and_tells_every_member_it_has_no
 
 #[tokio::test]
 async fn browser_payloads_reach_the_handler_and_unicasts_get_its_reply() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let mut rust = Rust::connect(&server).await;
     let group = within("create", rust.member.create(None)).await.expect("create");
     let mut browser = Browser::connect(&server).await;
@@ -256,7 +227,7 @@ async fn browser_payloads_reach_the_handler_and_unicasts_get_its_reply() {
 
 #[tokio::test]
 async fn members_broadcast_and_unicast_in_the_browser_format() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let mut a = Rust::connect(&server).await;
     let group = within("create", a.member.create(None)).await.expect("create");
     let mut b = Rust::connect(&server).await;
@@ -295,7 +266,7 @@ async fn members_broadcast_and_unicast_in_the_browser_format() {
 
 #[tokio::test]
 async fn the_capability_decides_who_hears_a_broadcast_and_who_may_unicast() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     // BroadcastOwner | UnicastEveryone: broadcasts go to and from the owner
     // only, unicasts between anyone; every pair may signal.
     let capability = Capability::BROADCAST_OWNER | Capability::UNICAST_EVERYONE;
@@ -332,7 +303,7 @@ async fn the_capability_decides_who_hears_a_broadcast_and_who_may_unicast() {
 
 #[tokio::test]
 async fn errors_the_member_finds_itself_carry_the_browser_codes() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let rust = Rust::connect(&server).await;
     let outsider = Browser::connect(&server).await;
     let nowhere = GroupId::random();
@@ -362,7 +333,7 @@ async fn errors_the_member_finds_itself_carry_the_browser_codes() {
 
 #[tokio::test]
 async fn messages_larger_than_one_relay_travel_in_chunks_both_ways() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let mut a = Rust::connect(&server).await;
     let mut b = Rust::connect(&server).await;
     let group = within("create", a.member.create(None)).await.expect("create");
@@ -393,7 +364,7 @@ async fn messages_larger_than_one_relay_travel_in_chunks_both_ways() {
 
 #[tokio::test]
 async fn dropping_a_member_closes_its_connection() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let mut observer = Rust::connect(&server).await;
     let group = within("create", observer.member.create(None)).await.expect("create");
     let dropped = Rust::connect(&server).await;
@@ -410,7 +381,7 @@ async fn dropping_a_member_closes_its_connection() {
 async fn a_member_brings_its_join_token_and_reads_the_session_facts() {
     let secret = "the member test's auth secret";
     let turn = ["--turn-url", "turn:turn.example:3478", "--turn-secret", "a turn secret"];
-    let server = TestServer::with_flags(&[&["--auth-secret", secret][..], &turn[..]].concat()).await;
+    let server = TestServer::start(&[&["--auth-secret", secret][..], &turn[..]].concat()).await;
 
     let refused = within("init without a token", Member::connect(&server.url, Deaf)).await.err();
     let Some(StartError::Init(error)) = refused else { panic!("init should fail: {refused:?}") };

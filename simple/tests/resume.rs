@@ -15,51 +15,22 @@ use jsonrpsee::core::{RpcResult, async_trait};
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use webrtc_p2p_interfaces::{GroupId, PeerServer, SignalingClient, UserId};
-use webrtc_p2p_server::{Config, Server};
 use webrtc_p2p_simple::client::payload::Body;
 use webrtc_p2p_simple::client::{self, MemberHandler};
 use webrtc_p2p_simple::{Client, ConnectionState, Disconnected};
+
+mod common;
+use common::TestServer;
 
 /// How long any expected event may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn within<F: Future>(what: &str, future: F) -> F::Output {
     timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// A real server on 127.0.0.1:0.
-struct TestServer {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl TestServer {
-    async fn start(flags: &[&str]) -> Self {
-        let mut args = vec!["--listen", "127.0.0.1:0", "--rate-limit", "0"];
-        args.extend_from_slice(flags);
-        let server = Server::bind(Config::from_flags(args).expect("flags")).await.expect("bind");
-        let addr = server.local_addr().expect("bound address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = stopped.await;
-        }));
-        Self { addr, _stop: stop, task }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A loopback TCP forwarder to the server: `cut` ends every connection
@@ -180,7 +151,7 @@ impl Member {
 /// `a` (through `proxy`, resumable) and `b` (direct) in a group `a` made.
 async fn pair(server: &TestServer, proxy: &Proxy) -> (Member, Member, GroupId) {
     let mut a = Member::join(&proxy.url(), true).await;
-    let b = Member::join(&server.url(), false).await;
+    let b = Member::join(&server.url.clone(), false).await;
     let group = a.client.create(None).await.expect("create");
     b.client.join(group).await.expect("join");
     assert_eq!(a.next_seen().await, Seen::Joined(b.id));
@@ -220,7 +191,7 @@ async fn expect_in_order(member: &mut Member, from: UserId, count: u64) {
 async fn relays_both_ways_arrive_exactly_once_in_order_across_twenty_cuts() {
     const PER_DIRECTION: u64 = 5_000;
     const CUTS: usize = 20;
-    let server = TestServer::start(&["--resume-window", "10s"]).await;
+    let server = TestServer::start(&["--rate-limit", "0", "--resume-window", "10s"]).await;
     let proxy = Proxy::start(server.addr).await;
     let (mut a, mut b, group) = pair(&server, &proxy).await;
 
@@ -278,7 +249,7 @@ async fn relays_both_ways_arrive_exactly_once_in_order_across_twenty_cuts() {
 
 #[tokio::test]
 async fn a_relay_to_a_cut_member_is_answered_after_the_resume() {
-    let server = TestServer::start(&["--resume-window", "10s"]).await;
+    let server = TestServer::start(&["--rate-limit", "0", "--resume-window", "10s"]).await;
     let proxy = Proxy::start(server.addr).await;
     let (mut a, b, group) = pair(&server, &proxy).await;
     proxy.set_down(true);
@@ -302,7 +273,7 @@ async fn a_relay_to_a_cut_member_is_answered_after_the_resume() {
 
 #[tokio::test]
 async fn the_window_passing_ends_the_session_for_both_sides() {
-    let server = TestServer::start(&["--resume-window", "500ms"]).await;
+    let server = TestServer::start(&["--rate-limit", "0", "--resume-window", "500ms"]).await;
     let proxy = Proxy::start(server.addr).await;
     let (a, mut b, _) = pair(&server, &proxy).await;
     proxy.set_down(true);
@@ -315,7 +286,7 @@ async fn the_window_passing_ends_the_session_for_both_sides() {
 
 #[tokio::test]
 async fn a_clean_close_ends_the_session_at_once() {
-    let server = TestServer::start(&["--resume-window", "60s"]).await;
+    let server = TestServer::start(&["--rate-limit", "0", "--resume-window", "60s"]).await;
     let proxy = Proxy::start(server.addr).await;
     let (a, mut b, _) = pair(&server, &proxy).await;
     assert_eq!(a.client.close().await, Disconnected::Local);
@@ -325,7 +296,7 @@ async fn a_clean_close_ends_the_session_at_once() {
 
 #[tokio::test]
 async fn with_resume_off_a_cut_ends_the_session_as_in_v1() {
-    let server = TestServer::start(&["--resume-window", "0"]).await;
+    let server = TestServer::start(&["--rate-limit", "0", "--resume-window", "0"]).await;
     let proxy = Proxy::start(server.addr).await;
     let (a, mut b, _) = pair(&server, &proxy).await;
     proxy.cut();
@@ -335,7 +306,7 @@ async fn with_resume_off_a_cut_ends_the_session_as_in_v1() {
 
 #[tokio::test]
 async fn an_overflowed_resume_buffer_resumes_without_replay() {
-    let server = TestServer::start(&["--resume-window", "10s", "--resume-buffer", "2000"]).await;
+    let server = TestServer::start(&["--rate-limit", "0", "--resume-window", "10s", "--resume-buffer", "2000"]).await;
     let proxy = Proxy::start(server.addr).await;
     let (mut a, b, group) = pair(&server, &proxy).await;
     proxy.set_down(true);
@@ -383,16 +354,16 @@ async fn heard_next(heard: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
 
 #[tokio::test]
 async fn a_member_resumes_by_itself_and_after_a_resume_without_replay_learns_who_left_and_joined() {
-    let server = TestServer::start(&["--resume-window", "10s", "--resume-buffer", "2000"]).await;
+    let server = TestServer::start(&["--rate-limit", "0", "--resume-window", "10s", "--resume-buffer", "2000"]).await;
     let proxy = Proxy::start(server.addr).await;
     let (tx, mut heard) = mpsc::unbounded_channel();
     let member = within("connect", client::Member::builder().no_webrtc().connect(&proxy.url(), Heard(tx)))
         .await
         .expect("connect");
     let group = member.create(None).await.expect("create");
-    let stays = Member::join(&server.url(), false).await;
+    let stays = Member::join(&server.url.clone(), false).await;
     stays.client.join(group).await.expect("join");
-    let leaver = Member::join(&server.url(), false).await;
+    let leaver = Member::join(&server.url.clone(), false).await;
     leaver.client.join(group).await.expect("join");
     assert_eq!(heard_next(&mut heard).await, Seen::Joined(stays.id));
     assert_eq!(heard_next(&mut heard).await, Seen::Joined(leaver.id));
@@ -409,7 +380,7 @@ async fn a_member_resumes_by_itself_and_after_a_resume_without_replay_learns_who
     proxy.cut();
     within("reconnecting", state.wait_for(|s| *s == ConnectionState::Reconnecting)).await.expect("state");
     leaver.client.leave(group).await.expect("leave");
-    let newcomer = Member::join(&server.url(), false).await;
+    let newcomer = Member::join(&server.url.clone(), false).await;
     newcomer.client.join(group).await.expect("join");
     for n in 0..30 {
         stays.client.relay_notification(group, member.id(), format!("{n:0>200}")).await.expect("notification");

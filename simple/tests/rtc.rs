@@ -11,15 +11,16 @@ use std::time::Duration;
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 use webrtc_p2p_interfaces::{ErrorCode, GroupId, UserId};
-use webrtc_p2p_server::{Config, Server};
 use webrtc_p2p_simple::app_error;
 use webrtc_p2p_simple::client::payload::{Body, MAX_BODY_BYTES};
 use webrtc_p2p_simple::client::rtc::{LinkState, RtcConfig};
 use webrtc_p2p_simple::client::{Member, MemberBuilder, MemberHandler};
+
+mod common;
+use common::TestServer;
 
 /// How long any expected event may take before the test fails: DTLS
 /// handshakes on a loaded 2-core machine take a while.
@@ -27,50 +28,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn within<F: Future>(what: &str, future: F) -> F::Output {
     timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// A real server on 127.0.0.1:0, stopped when dropped.
-struct TestServer {
-    url: String,
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        let server = Server::bind(Config::from_flags(["--listen", "127.0.0.1:0"]).expect("flags")).await.expect("bind");
-        let url = format!("ws://{}/ws", server.local_addr().expect("bound address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = stopped.await;
-        }));
-        Self { url, _stop: stop, task }
-    }
-}
-
-impl TestServer {
-    /// The relay requests the server has seen, from its `/metrics`.
-    async fn relays(&self) -> u64 {
-        let address = self.url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
-        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connect to /metrics");
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("request /metrics");
-        let mut response = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.expect("read /metrics");
-        let counts: Vec<u64> = response
-            .lines()
-            .filter(|line| line.starts_with("webrtc_p2p_relays_total{"))
-            .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
-            .collect();
-        assert!(!counts.is_empty(), "no webrtc_p2p_relays_total in /metrics:\n{response}");
-        counts.iter().sum()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -183,7 +140,7 @@ async fn direct_pair(server: &TestServer) -> (Rust, Rust, GroupId) {
 
 #[tokio::test]
 async fn two_rust_members_talk_on_a_data_channel_not_through_the_server() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let (mut a, mut b, group) = direct_pair(&server).await;
     let (a_id, b_id) = (a.id(), b.id());
 
@@ -226,7 +183,7 @@ async fn two_rust_members_talk_on_a_data_channel_not_through_the_server() {
 /// receiver's `max_message_bytes`, LimitExceeded.
 #[tokio::test]
 async fn large_messages_go_on_the_data_channel_in_chunks() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let (mut a, mut b, group) = direct_pair(&server).await;
     let (a_id, b_id) = (a.id(), b.id());
     let relays_before = server.relays().await;
@@ -256,7 +213,7 @@ async fn large_messages_go_on_the_data_channel_in_chunks() {
 
 #[tokio::test]
 async fn broadcasts_on_a_channel_arrive_once_and_in_order() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let (a, mut b, group) = direct_pair(&server).await;
     const COUNT: usize = 200;
     for i in 0..COUNT {
@@ -271,7 +228,7 @@ async fn broadcasts_on_a_channel_arrive_once_and_in_order() {
 
 #[tokio::test]
 async fn a_member_without_webrtc_is_relayed_at_once_with_the_same_api() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let mut a = Rust::connect(&server, Member::builder().rtc(loopback())).await;
     let mut b = Rust::connect(&server, Member::builder().no_webrtc()).await;
     let group = within("create", a.member.create(None)).await.expect("create");
@@ -289,7 +246,7 @@ async fn a_member_without_webrtc_is_relayed_at_once_with_the_same_api() {
 
 #[tokio::test]
 async fn blocked_candidates_fall_back_to_the_relay_at_the_connect_timeout() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let blocked = RtcConfig { block_candidates: true, connect_timeout: Duration::from_secs(2), ..loopback() };
     let mut a = Rust::connect(&server, Member::builder().rtc(blocked)).await;
     let mut b = Rust::connect(&server, Member::builder().rtc(loopback())).await;
@@ -312,7 +269,7 @@ async fn blocked_candidates_fall_back_to_the_relay_at_the_connect_timeout() {
 
 #[tokio::test]
 async fn a_member_that_leaves_or_dies_closes_its_links() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let (mut a, b, group) = direct_pair(&server).await;
     let b_id = b.id();
     within("leave", b.member.leave(group)).await.expect("leave");
@@ -387,7 +344,7 @@ impl Cli {
 
 #[tokio::test]
 async fn the_command_line_peer_joins_links_directly_sends_asks_and_quits() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let mut rust = Rust::connect(&server, Member::builder().rtc(loopback())).await;
     let group = within("create", rust.member.create(None)).await.expect("create");
     let mut cli = Cli::start(&server.url);

@@ -575,3 +575,14 @@ pub async fn sigterm(child: &tokio::process::Child) {
     let status = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
     assert!(status.success(), "kill -TERM {pid}: {status}");
 }
+
+/// The resident set of a server process (`spawn_binary`) in KiB.
+pub fn rss_kib(server: &tokio::process::Child) -> u64 {
+    let pid = server.id().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
