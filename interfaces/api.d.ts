@@ -193,6 +193,15 @@ export interface ServiceOptions {
    */
   readonly maxMessageBytes?: number;
   /**
+   * While reconnecting, the most of relayed messages (their JSON text, about
+   * their size in bytes) that may wait for the server; default 4 MiB. Past
+   * it, a `broadcast` or `unicast` that would go through the server is
+   * `LimitExceeded` at once (nothing is dropped unsaid); DataChannel
+   * messages, signalling, and the chunks of a large message (a few at a
+   * time) are not counted.
+   */
+  readonly maxReconnectBufferBytes?: number;
+  /**
    * Test hook: links to the peers for which this returns true exchange no
    * ICE candidates, so P2P genuinely fails and the link falls back to relay
    * after `connectTimeoutMs`.

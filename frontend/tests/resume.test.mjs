@@ -94,10 +94,10 @@ async function receivedFrom(peer, from, count) {
  * and `b` in one group, their link forced relayed: every message between
  * them goes through the server, and so through the cuts.
  */
-async function relayedPairThroughProxy() {
+async function relayedPairThroughProxy(aOptions = {}) {
   const proxy = await startProxy(server);
   const options = { connectTimeoutMs: 200 };
-  const a = await Peer.open(env.context, proxy.server, { options });
+  const a = await Peer.open(env.context, proxy.server, { options: { ...options, ...aOptions } });
   const b = await Peer.open(env.context, server, { options });
   await a.forceRelayWith(b.id);
   await b.forceRelayWith(a.id);
@@ -245,6 +245,46 @@ test('a relayed unicast to a page whose socket is down is answered after the res
     await waitForConnection(a, 'connected');
     assert.deepEqual(await reply, { reply: 're:while you were away', isBytes: false });
     assert.deepEqual((await b.events()).filter((e) => e.type === 'leave'), []);
+  } finally {
+    proxy.close();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test('while reconnecting, relayed messages past maxReconnectBufferBytes fail at once; those taken arrive after the resume, in order', async () => {
+  const { proxy, a, b } = await relayedPairThroughProxy({ maxReconnectBufferBytes: 20_000 });
+  try {
+    proxy.setDown(true);
+    proxy.cut();
+    await waitForConnection(a, 'reconnecting');
+    // 1,000-character messages: about 19 fit in 20,000.
+    const outcomes = await a.page.evaluate(async () => {
+      const outcomes = [];
+      for (let i = 0; i < 40; i++) {
+        try {
+          await window.peer.group.broadcast(`${i}:${'x'.repeat(1_000)}`);
+          outcomes.push('sent');
+        } catch (error) {
+          outcomes.push(`${error.name} ${error.code}`);
+        }
+      }
+      return outcomes;
+    });
+    const taken = outcomes.filter((outcome) => outcome === 'sent').length;
+    assert.ok(taken >= 15 && taken < 20, `taken: ${taken}`);
+    assert.deepEqual(outcomes.slice(0, taken), Array(taken).fill('sent'));
+    assert.deepEqual(new Set(outcomes.slice(taken)), new Set(['RpcError -32010']));
+
+    proxy.setDown(false);
+    await waitForConnection(a, 'connected');
+    const got = await receivedFrom(b, a.id, taken);
+    assert.deepEqual(
+      got.map((text) => text.split(':')[0]),
+      numbered(taken),
+    );
+    // Connected again: no bound but the server's.
+    await a.broadcast('after');
+    await b.waitForMessage(a.id, 'after');
   } finally {
     proxy.close();
     await Promise.all([a.close(), b.close()]);

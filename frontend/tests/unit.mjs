@@ -126,6 +126,9 @@ export function fakeHost(self, { unicastTimeoutMs = 10_000, maxMessageBytes = 64
     notify(method, params) {
       host.notifications.push({ method, params });
     },
+    roomFor() {
+      return undefined;
+    },
     forget() {
       host.forgotten++;
     },

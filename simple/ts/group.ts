@@ -44,6 +44,8 @@ export interface GroupHost {
   readonly openLink: LinkFactory;
   call(method: string, params: unknown[] | Record<string, unknown>): Promise<unknown>;
   notify(method: string, params: unknown[]): void;
+  /** Why a relayed message of `bytes` cannot be taken now (reconnecting, too much waits), if it cannot. */
+  roomFor(bytes: number): RpcError | undefined;
   /** The group is over for this member (left, or the session closed). */
   forget(group: Group): void;
 }
@@ -427,6 +429,11 @@ export class Group implements IGroup {
   private sendRelayed(peer: UserId, outgoing: Outgoing): void {
     const { message } = outgoing;
     if (message.bytes === undefined) {
+      const refused = this.host.roomFor(message.size);
+      if (refused !== undefined) {
+        outgoing.job.finish(refused);
+        return;
+      }
       const body = toRelayBody(message.body);
       if (outgoing.kind === 'broadcast') {
         this.host.notify('relay', [this.groupId, peer, { broadcast: body }]);

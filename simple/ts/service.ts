@@ -44,6 +44,12 @@ import {
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** How long a DataChannel unicast waits for its reply (the server's relay timeout is the same). */
 export const DEFAULT_UNICAST_TIMEOUT_MS = 10_000;
+/**
+ * The most bytes of messages waiting for the server while reconnecting
+ * (`ServiceOptions.maxReconnectBufferBytes`): the server's own resume buffer
+ * by default holds as much for this member the other way.
+ */
+export const DEFAULT_MAX_RECONNECT_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /**
  * How long before the server's TURN credentials expire the service fetches
@@ -127,8 +133,9 @@ export class SimpleService implements IService {
   /** Messages sent and received on the session (resume's counting rule). */
   private sent = 0;
   private received = 0;
-  /** What the server may not have received yet, oldest first. */
+  /** What the server may not have received yet, oldest first, and its size in UTF-16 units. */
   private unacked: Sent[] = [];
+  private unackedSize = 0;
   /** Our requests waiting for an answer: the count of messages sent up to each. */
   private readonly requestSeq = new Map<unknown, number>();
   /** Our calls waiting for an answer, by their request's number among the messages sent. */
@@ -294,7 +301,10 @@ export class SimpleService implements IService {
     const { id, method } = message as { id?: unknown; method?: unknown };
     if (typeof method === 'string' && id !== undefined && id !== null) this.requestSeq.set(id, this.sent);
     const resumable = (this.ticket?.windowMs ?? 0) > 0;
-    if (resumable) this.unacked.push({ seq: this.sent, text });
+    if (resumable) {
+      this.unacked.push({ seq: this.sent, text });
+      this.unackedSize += text.length;
+    }
     const socket = this.socket;
     if (this.state === 'connected' && socket?.readyState === WebSocket.OPEN) socket.send(text);
     else if (!resumable) throw new Error('the WebSocket is not open');
@@ -331,6 +341,7 @@ export class SimpleService implements IService {
   private forgetThrough(seq: number): void {
     const keep = this.unacked.findIndex((sent) => sent.seq > seq);
     this.unacked = keep < 0 ? [] : this.unacked.slice(keep);
+    this.unackedSize = this.unacked.reduce((size, sent) => size + sent.text.length, 0);
   }
 
   private setState(state: ConnectionState): void {
@@ -494,6 +505,7 @@ export class SimpleService implements IService {
       openLink: (_peer, options, events) => new RtcLink(options, events),
       call: (method, params) => this.call(method, params),
       notify: (method, params) => this.notify(method, params),
+      roomFor: (bytes) => this.roomFor(bytes),
       forget: (group) => {
         if (this.groups.get(group.id()) === group) this.groups.delete(group.id());
       },
@@ -522,6 +534,23 @@ export class SimpleService implements IService {
     }
   }
 
+  /**
+   * Refuses a relayed message of `bytes` while reconnecting once what waits
+   * for the server would pass `maxReconnectBufferBytes`: the app learns it
+   * at once rather than the page holding without bound for a resume window.
+   * (Signalling and the chunks of a large message are not refused: a large
+   * message keeps only a few chunks unanswered.)
+   */
+  private roomFor(bytes: number): RpcError | undefined {
+    if (this.state !== 'reconnecting') return undefined;
+    const max = this.options.maxReconnectBufferBytes ?? DEFAULT_MAX_RECONNECT_BUFFER_BYTES;
+    if (this.unackedSize + bytes <= max) return undefined;
+    return new RpcError(
+      ErrorCode.LimitExceeded,
+      `reconnecting to the server: ${this.unackedSize} bytes already wait for it (maxReconnectBufferBytes ${max})`,
+    );
+  }
+
   private notify(method: string, params: unknown[]): void {
     if (this.closed) return;
     try {
@@ -538,6 +567,7 @@ export class SimpleService implements IService {
     clearTimeout(this.refreshTimer);
     this.requestSeq.clear();
     this.unacked = [];
+    this.unackedSize = 0;
     this.setState('closed');
     this.rpc?.rejectAllPendingRequests(reason);
     const gone = new RpcError(ErrorCode.ConnectionClosed, reason);
