@@ -1,11 +1,12 @@
-// Builds the bundles the server embeds: the client and the demo page's
-// script. (The page's HTML and CSS need no build: the server embeds them
-// straight from demo/.) Output is deterministic (pinned esbuild, fixed
+// Builds what the server embeds: the client and the demo page's script as
+// bundles, and the page's HTML and CSS copied as they are, so that the
+// server crate holds every file it embeds (it packages and builds on its
+// own, as crates.io gets it). Output is deterministic (pinned esbuild, fixed
 // working directory), so a rebuild that differs from server/assets/ means the
 // committed bundle is stale.
 //
 //   node build.mjs [OUTDIR]      default OUTDIR: ../server/assets
-import { mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -14,8 +15,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** Where the bundles live; their maps name the sources relative to it, wherever a build writes. */
 const ASSETS = join(here, '../server/assets');
 
-/** The bundles this builds and their source maps, as named in server/assets/. */
-export const ASSET_FILES = ['webrtc-p2p.js', 'webrtc-p2p.js.map', 'demo.js', 'demo.js.map'];
+/** The demo page's files that need no build, copied from demo/. */
+const COPIED = ['index.html', 'demo.css'];
+
+/** Every file this writes, as named in server/assets/: the bundles, their source maps, the copied files. */
+export const ASSET_FILES = ['webrtc-p2p.js', 'webrtc-p2p.js.map', 'demo.js', 'demo.js.map', ...COPIED];
 
 export async function build(outdir) {
   await mkdir(outdir, { recursive: true });
@@ -51,6 +55,9 @@ export async function build(outdir) {
   ]);
   for (const file of results.flatMap((result) => result.outputFiles)) {
     await writeFile(join(outdir, basename(file.path)), file.contents);
+  }
+  for (const name of COPIED) {
+    await copyFile(join(here, 'demo', name), join(outdir, name));
   }
 }
 

@@ -1,10 +1,12 @@
 //! The demo page and the browser client, embedded in the binary.
 //!
-//! The page's HTML and CSS are embedded straight from `frontend/demo/`; the
-//! two scripts are minified esbuild bundles in `server/assets/`, each with
-//! its source map (served beside it for devtools), built from
-//! `frontend/demo/demo.ts` and `simple/ts/` by `npm --prefix frontend run
-//! build` and committed; the frontend test suite fails when they are stale.
+//! Everything comes from `server/assets/`, inside this crate (so that it
+//! packages and builds on its own): the two scripts are minified esbuild
+//! bundles, each with its source map (served beside it for devtools), built
+//! from `frontend/demo/demo.ts` and `simple/ts/`, and the page's HTML and
+//! CSS are copies of `frontend/demo/`'s, all written by `npm --prefix
+//! frontend run build` and committed; the frontend test suite fails when any
+//! of them is stale.
 
 use axum::Router;
 use axum::http::header;
@@ -12,10 +14,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 /// The demo page; it loads `/demo.css` and `/demo.js`.
-const INDEX_HTML: &str = include_str!("../../frontend/demo/index.html");
+const INDEX_HTML: &str = include_str!("../assets/index.html");
 /// The demo's script; it imports the client from `/webrtc-p2p.js`, as any site would.
 const DEMO_JS: &str = include_str!("../assets/demo.js");
-const DEMO_CSS: &str = include_str!("../../frontend/demo/demo.css");
+const DEMO_CSS: &str = include_str!("../assets/demo.css");
 const DEMO_MAP: &str = include_str!("../assets/demo.js.map");
 /// The client: an ES module exporting `SimpleService` and `GroupCapability`.
 const CLIENT_JS: &str = include_str!("../assets/webrtc-p2p.js");
