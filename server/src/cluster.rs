@@ -3,8 +3,9 @@
 //! memory without `--redis`, exactly as a single server).
 //!
 //! What lives in Redis (every key under [`PREFIX`]):
-//! - `user:{id}` → the node holding that user's session (set once, on `init`,
-//!   so ids stay unique across nodes); `users:{node}`, a node's users;
+//! - `user:{id}` → the node holding that user's session (set on `init`, if
+//!   free, so ids stay unique across nodes; moved by a resume on another
+//!   node); `users:{node}`, a node's users;
 //! - per group, under one hash tag: `{g:id}:m`, the members in join order
 //!   (owner first); `{g:id}:n`, member → node; `{g:id}:c`, the capability.
 //!   Every change is one Lua script, so join order, the member limit, owner
@@ -20,6 +21,9 @@
 //!   script): its users leave their groups, as on a disconnect, and their
 //!   ids are released.
 //!
+//! - `resumable:{node}`, the node's sessions that may be resumed (their
+//!   client called `session`), with their grants.
+//!
 //! Each node subscribes to its own channel, `node:{node}`. A relay to a
 //! member on another node is published there (a notification, or a call with
 //! a correlation id and the time left), and the answer comes back on the
@@ -30,12 +34,25 @@
 //! reads the group from Redis once, then from what the node keeps (see
 //! `Routes`) until a join, a leave or a dropped channel makes it forget.
 //!
+//! Resume on another node: the node the registry names for the user is
+//! asked, on its channel, to hand the session over; the hub there gives it
+//! up (an open connection closes with 4001) and the frames to replay and
+//! the counts come back the same way, queued on the new handle before
+//! anything forwarded after them. Then one script moves the user's id, its
+//! place in each group and its grants to this node, and tells every node of
+//! those groups to forget their routes. For a relay timeout the old node
+//! forwards what is still sent to the session there (answers to requests
+//! that were running, messages on their way), and answers to its calls to
+//! the client come back to it; a session the new node never took ends then,
+//! as in v1. A node with no heartbeat cannot answer: the session is taken
+//! over without replay.
+//!
 //! Redis unavailable: the operations that need it answer Busy, the client
 //! retries; nothing is half changed (each change is one script).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -48,8 +65,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, MemberInfo, Members, UserId};
+use webrtc_p2p_simple::wire::{self, Incoming};
 use webrtc_p2p_simple::{
-    Answer, CallFailed, Entrant, HubStats, Introduction, Joined, LocalRouter, PeerHandle, Router, Target,
+    Answer, Arrival, CallFailed, CloseReason, Departure, Entrant, HubStats, Introduction, Joined, LocalRouter,
+    PeerHandle, Position, Router, Sessions, Target,
 };
 
 /// Every key and channel this service uses starts with it.
@@ -173,6 +192,31 @@ impl Router for NodeRouter {
             Self::Redis(r) => r.stats(),
         }
     }
+
+    fn serve_sessions(&self, sessions: Weak<dyn Sessions>) {
+        if let Self::Redis(r) = self {
+            r.serve_sessions(sessions);
+        }
+    }
+
+    async fn resumable(&self, user: UserId, grants: &str) {
+        if let Self::Redis(r) = self {
+            r.resumable(user, grants).await;
+        }
+    }
+
+    async fn take_over(
+        &self,
+        user: UserId,
+        epoch: u64,
+        received: u64,
+        peer: Arc<PeerHandle>,
+    ) -> Result<Option<Arrival>, ErrorCode> {
+        match self {
+            Self::Local(_) => Ok(None),
+            Self::Redis(r) => r.take_over(user, epoch, received, peer).await,
+        }
+    }
 }
 
 /// A message on a node's channel.
@@ -188,6 +232,24 @@ enum Message {
     /// The answer to the call `id` this node made.
     #[serde(rename = "a")]
     Answer { id: u64, a: Reply },
+    /// Hand the session of `to` (ticket epoch `e`) over to node `from`,
+    /// whose client has received `r` frames; answer `id`.
+    #[serde(rename = "h")]
+    HandOver { id: u64, from: String, to: UserId, e: u64, r: u64 },
+    /// The answer to the hand-over `id` this node asked for: the
+    /// session's state, or `None` when that node holds no such session.
+    #[serde(rename = "s")]
+    Handed { id: u64, s: Option<HandedOver> },
+    /// A frame for `to`, forwarded by the node that held its session.
+    #[serde(rename = "w")]
+    Frame { to: UserId, f: String },
+    /// `to`'s client's answer to a call this node made before handing the
+    /// session over.
+    #[serde(rename = "r")]
+    Response { to: UserId, f: String },
+    /// A member of group `g` moved to another node: forget its route.
+    #[serde(rename = "f")]
+    Forget { g: GroupId },
 }
 
 /// How a call made through another node ended. The answer travels as JSON
@@ -292,13 +354,57 @@ struct Shared {
     /// order, done again on every heartbeat until Redis takes them: without
     /// them their users would stay members (ghosts) once Redis is back.
     unfinished: Mutex<Vec<Unfinished>>,
+    /// Groups with members on this node, and how many: the node's stats.
+    local_groups: DashMap<GroupId, usize>,
+    /// The hub's sessions, to hand one over when another node resumes it.
+    sessions: OnceLock<Weak<dyn Sessions>>,
+    /// Sessions handed over to another node, by user, for a relay timeout:
+    /// what is still queued to them (answers to the client's requests that
+    /// were running here, messages on their way) goes there, and the
+    /// client's answers to calls made here come back to them.
+    forwarding: DashMap<UserId, Arc<PeerHandle>>,
+    /// Sessions this node is taking over, by correlation id, waiting for
+    /// the node that held them.
+    arriving: Mutex<HashMap<u64, Arriving>>,
+}
+
+/// A session this node asked another to hand over.
+#[derive(Debug)]
+struct Arriving {
+    /// Its handle here, which the frames to replay go to.
+    peer: Arc<PeerHandle>,
+    /// The user.
+    user: UserId,
+    /// Frames its client had received.
+    sent: u64,
+    /// The node that holds it.
+    node: Arc<str>,
+    /// Where the answer goes once the frames are queued.
+    done: oneshot::Sender<Option<HandedOver>>,
+}
+
+/// A session's state as its node hands it over (a [`Departure`] on the
+/// wire).
+#[derive(Debug, Serialize, Deserialize)]
+struct HandedOver {
+    /// The frames to send the client from its count on.
+    frames: Vec<String>,
+    received: u64,
+    replayed: bool,
+    next_call: u64,
+    groups: Vec<GroupId>,
+    grants: Option<String>,
 }
 
 /// A clean-up Redis did not take.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Unfinished {
     Leave(GroupId, UserId),
     Remove(UserId),
+    /// A session handed over to another node that never took it: unless
+    /// it is that node's by now, its user leaves these groups and its id
+    /// goes, as in v1.
+    Abandoned(UserId, Vec<GroupId>),
 }
 
 /// What routing a relay needs of one group, read from Redis.
@@ -355,6 +461,31 @@ impl Routes {
 }
 
 impl Shared {
+    /// The session of `user` on this node, or handed over from it a moment
+    /// ago (then what is sent to it is forwarded).
+    fn local(&self, user: UserId) -> Option<Arc<PeerHandle>> {
+        let peer = self.users.get(&user).map(|peer| peer.clone());
+        peer.or_else(|| self.forwarding.get(&user).map(|peer| peer.clone()))
+    }
+
+    fn local_group_added(&self, group: GroupId) {
+        *self.local_groups.entry(group).or_insert(0) += 1;
+    }
+
+    fn local_group_removed(&self, group: GroupId) {
+        if let Entry::Occupied(mut entry) = self.local_groups.entry(group) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+
+    fn lock_arriving(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arriving>> {
+        // One insert or remove per critical section: poisoning is moot.
+        self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock_unfinished(&self) -> std::sync::MutexGuard<'_, Vec<Unfinished>> {
         // Every critical section is a push or a take: poisoning is moot.
         self.unfinished.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -480,10 +611,87 @@ end
 return 0
 ";
 
-/// ARGV: prefix, user, node.
+/// ARGV: prefix, user, node. The id goes only if it is still this node's
+/// (a session handed over lives on elsewhere).
 const REMOVE: &str = r"
-redis.call('DEL', ARGV[1] .. 'user:' .. ARGV[2])
+if redis.call('GET', ARGV[1] .. 'user:' .. ARGV[2]) == ARGV[3] then
+  redis.call('DEL', ARGV[1] .. 'user:' .. ARGV[2])
+end
 redis.call('SREM', ARGV[1] .. 'users:' .. ARGV[3], ARGV[2])
+redis.call('HDEL', ARGV[1] .. 'resumable:' .. ARGV[3], ARGV[2])
+return 1
+";
+
+/// ARGV: prefix, user, node, grants (JSON text). The session may be
+/// resumed, on any node: `resumable:{node}` keeps its grants.
+const RESUMABLE: &str = r"
+if redis.call('GET', ARGV[1] .. 'user:' .. ARGV[2]) == ARGV[3] then
+  redis.call('HSET', ARGV[1] .. 'resumable:' .. ARGV[3], ARGV[2], ARGV[4])
+end
+return 1
+";
+
+/// ARGV: prefix, user, from (the node holding the session), to (this
+/// node), orphan, then the session's groups. Moves the session to `to` at
+/// once: its id, its place in each group (order and ownership untouched),
+/// its grants; every node of those groups is told to forget their routes.
+/// With orphan '1' only if `from` has no heartbeat, and the groups are read
+/// from `from`'s memberships. Returns {1, grants ('' if none), {groups}},
+/// or {-1, '', {}} when `from` does not hold the session (or is alive, for
+/// an orphan).
+const TAKE_OVER: &str = r"
+local prefix, user, from, to = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local user_key = prefix .. 'user:' .. user
+if redis.call('GET', user_key) ~= from then return {-1, '', {}} end
+local groups = {}
+if ARGV[5] == '1' then
+  if redis.call('EXISTS', prefix .. 'alive:' .. from) == 1 then return {-1, '', {}} end
+  local suffix = ' ' .. user
+  for _, entry in ipairs(redis.call('SMEMBERS', prefix .. 'memberships:' .. from)) do
+    if string.sub(entry, -#suffix) == suffix then
+      table.insert(groups, string.sub(entry, 1, #entry - #suffix))
+    end
+  end
+else
+  for i = 6, #ARGV do table.insert(groups, ARGV[i]) end
+end
+redis.call('SET', user_key, to)
+redis.call('SMOVE', prefix .. 'users:' .. from, prefix .. 'users:' .. to, user)
+local grants = redis.call('HGET', prefix .. 'resumable:' .. from, user)
+if grants then
+  redis.call('HDEL', prefix .. 'resumable:' .. from, user)
+  redis.call('HSET', prefix .. 'resumable:' .. to, user, grants)
+else
+  grants = ''
+end
+local moved = {}
+for _, group in ipairs(groups) do
+  local _, n = group_keys(prefix, group)
+  if redis.call('HGET', n, user) == from then
+    local nodes = {[from] = true}
+    for _, node in ipairs(redis.call('HVALS', n)) do nodes[node] = true end
+    redis.call('HSET', n, user, to)
+    redis.call('SREM', prefix .. 'memberships:' .. from, group .. ' ' .. user)
+    redis.call('SADD', prefix .. 'memberships:' .. to, group .. ' ' .. user)
+    for node in pairs(nodes) do
+      redis.call('PUBLISH', prefix .. 'node:' .. node, cjson.encode({t = 'f', g = group}))
+    end
+    table.insert(moved, group)
+  end
+end
+return {1, grants, moved}
+";
+
+/// ARGV: prefix, user, node, then groups. A session handed over that the
+/// other node never took: if it is still this node's, its user leaves
+/// these groups (the others told) and its id goes.
+const ABANDON: &str = r"
+local prefix, user, node = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', prefix .. 'user:' .. user) ~= node then return 0 end
+for i = 4, #ARGV do leave(prefix, ARGV[i], user) end
+redis.call('DEL', prefix .. 'user:' .. user)
+redis.call('SREM', prefix .. 'users:' .. node, user)
+redis.call('HDEL', prefix .. 'resumable:' .. node, user)
 return 1
 ";
 
@@ -547,6 +755,9 @@ struct Scripts {
     join: Script,
     leave: Script,
     reap: Script,
+    resumable: Script,
+    take_over: Script,
+    abandon: Script,
 }
 
 impl Scripts {
@@ -559,6 +770,9 @@ impl Scripts {
             join: with_common(JOIN),
             leave: with_common(LEAVE),
             reap: with_common(REAP),
+            resumable: Script::new(RESUMABLE),
+            take_over: with_common(TAKE_OVER),
+            abandon: with_common(ABANDON),
         }
     }
 }
@@ -570,8 +784,6 @@ pub struct RedisRouter {
     shared: Arc<Shared>,
     redis: ConnectionManager,
     scripts: Arc<Scripts>,
-    /// Groups with members on this node, and how many: the node's stats.
-    local_groups: DashMap<GroupId, usize>,
     /// Ends the node's tasks when the router goes.
     _tasks: Tasks,
 }
@@ -623,6 +835,10 @@ impl RedisRouter {
             outgoing,
             routes: Routes::default(),
             unfinished: Mutex::default(),
+            local_groups: DashMap::new(),
+            sessions: OnceLock::new(),
+            forwarding: DashMap::new(),
+            arriving: Mutex::default(),
         });
         let scripts = Arc::new(Scripts::new());
         let tasks = Tasks(vec![
@@ -631,7 +847,7 @@ impl RedisRouter {
             tokio::spawn(heartbeat(redis.clone(), shared.clone(), scripts.clone())),
         ]);
         debug!(%node, "joined the cluster");
-        Ok(Self { shared, redis, scripts, local_groups: DashMap::new(), _tasks: tasks })
+        Ok(Self { shared, redis, scripts, _tasks: tasks })
     }
 
     /// The group's capability, owner and members' nodes, read at once.
@@ -651,6 +867,45 @@ impl RedisRouter {
         Ok(Route { capability, owner, nodes })
     }
 
+    /// Asks `node` to hand `user`'s session over to `peer` here: the frames
+    /// to replay are queued on `peer` when the answer comes (see
+    /// [`arrived`]). `None` when that node holds no such session; Busy when
+    /// it does not answer in time.
+    async fn ask_hand_over(
+        &self,
+        node: &Arc<str>,
+        user: UserId,
+        epoch: u64,
+        received: u64,
+        peer: &Arc<PeerHandle>,
+    ) -> Result<Option<HandedOver>, ErrorCode> {
+        let shared = &self.shared;
+        let id = shared.next_call.fetch_add(1, Ordering::Relaxed);
+        let (done, answer) = oneshot::channel();
+        // Here before the registry says so: frames forwarded after the
+        // state find it.
+        shared.users.insert(user, peer.clone());
+        let arriving = Arriving { peer: peer.clone(), user, sent: received, node: node.clone(), done };
+        shared.lock_arriving().insert(id, arriving);
+        let asked = Message::HandOver { id, from: shared.node.to_string(), to: user, e: epoch, r: received };
+        let answer = match shared.publish(node, &asked, None) {
+            Ok(()) => tokio::time::timeout(COMMAND_TIMEOUT, answer).await,
+            Err(_) => Ok(Ok(None)),
+        };
+        shared.lock_arriving().remove(&id);
+        match answer {
+            Ok(Ok(Some(state))) => Ok(Some(state)),
+            Ok(_) => {
+                shared.users.remove_if(&user, |_, held| Arc::ptr_eq(held, peer));
+                Ok(None)
+            }
+            Err(_) => {
+                shared.users.remove_if(&user, |_, held| Arc::ptr_eq(held, peer));
+                Err(ErrorCode::Busy)
+            }
+        }
+    }
+
     /// This node's id in the cluster.
     pub fn node(&self) -> &str {
         &self.shared.node
@@ -661,21 +916,16 @@ impl RedisRouter {
     }
 
     fn local_group_added(&self, group: GroupId) {
-        *self.local_groups.entry(group).or_insert(0) += 1;
+        self.shared.local_group_added(group);
     }
 
     fn local_group_removed(&self, group: GroupId) {
-        if let Entry::Occupied(mut entry) = self.local_groups.entry(group) {
-            *entry.get_mut() -= 1;
-            if *entry.get() == 0 {
-                entry.remove();
-            }
-        }
+        self.shared.local_group_removed(group);
     }
 
     fn target(&self, node: &str, user: UserId) -> Option<NodeTarget> {
         if *node == *self.shared.node {
-            return self.shared.users.get(&user).map(|peer| NodeTarget::Local(peer.clone()));
+            return self.shared.local(user).map(NodeTarget::Local);
         }
         Some(NodeTarget::Remote(Remote { node: node.into(), user, shared: self.shared.clone() }))
     }
@@ -876,7 +1126,82 @@ impl Router for RedisRouter {
     }
 
     fn stats(&self) -> HubStats {
-        HubStats { users: self.shared.users.len(), groups: self.local_groups.len() }
+        HubStats { users: self.shared.users.len(), groups: self.shared.local_groups.len() }
+    }
+
+    fn serve_sessions(&self, sessions: Weak<dyn Sessions>) {
+        let _ = self.shared.sessions.set(sessions);
+    }
+
+    async fn resumable(&self, user: UserId, grants: &str) {
+        let mut resumable = self.scripts.resumable.arg(PREFIX);
+        resumable.arg(user.to_string()).arg(&*self.shared.node).arg(grants);
+        if let Err(error) = resumable.invoke_async::<()>(&mut self.redis()).await {
+            // The session still resumes on this node; only outliving it is lost.
+            warn!(%error, %user, "could not keep the session resumable on other nodes");
+        }
+    }
+
+    async fn take_over(
+        &self,
+        user: UserId,
+        epoch: u64,
+        received: u64,
+        peer: Arc<PeerHandle>,
+    ) -> Result<Option<Arrival>, ErrorCode> {
+        let mut redis = self.redis();
+        let Some(node) = redis.get::<_, Option<String>>(user_key(user)).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        if *node == *self.shared.node {
+            // Ours, but not among the hub's sessions: over.
+            return Ok(None);
+        }
+        let alive: bool = redis.exists(format!("{PREFIX}alive:{node}")).await.map_err(unavailable)?;
+        let node: Arc<str> = node.into();
+        let state = if alive {
+            let Some(state) = self.ask_hand_over(&node, user, epoch, received, &peer).await? else {
+                return Ok(None);
+            };
+            Some(state)
+        } else {
+            None
+        };
+        let mut take_over = self.scripts.take_over.arg(PREFIX);
+        take_over.arg(user.to_string()).arg(&*node).arg(&*self.shared.node).arg(u8::from(state.is_none()));
+        for group in state.iter().flat_map(|state| &state.groups) {
+            take_over.arg(group.to_string());
+        }
+        let taken = take_over.invoke_async::<(i64, String, Vec<String>)>(&mut redis).await;
+        let (status, grants, groups) = match taken {
+            Ok(taken) => taken,
+            Err(error) => {
+                self.shared.users.remove_if(&user, |_, held| Arc::ptr_eq(held, &peer));
+                return Err(unavailable(error));
+            }
+        };
+        if status != 1 {
+            self.shared.users.remove_if(&user, |_, held| Arc::ptr_eq(held, &peer));
+            return Ok(None);
+        }
+        let groups: Vec<GroupId> = groups.iter().filter_map(|g| g.parse().ok()).collect();
+        for group in &groups {
+            self.local_group_added(*group);
+            self.shared.routes.forget(*group);
+        }
+        let position = match state {
+            Some(state) => Position { received: state.received, replayed: state.replayed, next_call: state.next_call },
+            None => {
+                // Its node is gone, and with it what the session had sent and
+                // received: the count goes on from the client's.
+                let position = Position { received: 0, replayed: false, next_call: 1 };
+                peer.continue_from(received, Vec::new(), position, drop);
+                self.shared.users.insert(user, peer);
+                position
+            }
+        };
+        debug!(%user, from = %node, replayed = position.replayed, "took the session over");
+        Ok(Some(Arrival { groups, position, grants: (!grants.is_empty()).then_some(grants) }))
     }
 }
 
@@ -963,7 +1288,84 @@ fn handle(message: Message, shared: &Arc<Shared>) {
             }
         }
         Message::Answer { id, a } => shared.answer(id, a),
+        Message::HandOver { id, from, to, e, r } => hand_over(shared, id, from.into(), to, e, r),
+        Message::Handed { id, s } => arrived(shared, id, s),
+        Message::Frame { to, f } => {
+            if let Some(peer) = shared.users.get(&to) {
+                // A full queue disconnects that client, as for any frame.
+                let _ = peer.send_frame(f);
+            }
+        }
+        Message::Response { to, f } => {
+            if let Some(peer) = shared.forwarding.get(&to)
+                && let Incoming::Response(response) = wire::classify(&f)
+            {
+                peer.complete(&response);
+            }
+        }
+        Message::Forget { g } => shared.routes.forget(g),
     }
+}
+
+/// Another node resumes a session of this one: the hub gives it up (an
+/// open connection closes with 4001), its state goes there, and for a
+/// relay timeout what is still sent to it here follows (see [`forward`]).
+fn hand_over(shared: &Arc<Shared>, id: u64, from: Arc<str>, user: UserId, epoch: u64, received: u64) {
+    let sessions = shared.sessions.get().and_then(Weak::upgrade);
+    let Some(departure) = sessions.and_then(|sessions| sessions.depart(user, epoch, received)) else {
+        let _ = shared.publish(&from, &Message::Handed { id, s: None }, None);
+        return;
+    };
+    let Departure { frames, position, groups, grants, peer } = departure;
+    shared.users.remove_if(&user, |_, held| Arc::ptr_eq(held, &peer));
+    shared.forwarding.insert(user, peer.clone());
+    for group in &groups {
+        shared.local_group_removed(*group);
+    }
+    let Position { received, replayed, next_call } = position;
+    let state = HandedOver { frames, received, replayed, next_call, groups: groups.clone(), grants };
+    let _ = shared.publish(&from, &Message::Handed { id, s: Some(state) }, None);
+    tokio::spawn(forward(shared.clone(), user, from, peer, groups));
+}
+
+/// Forwards what is queued to a session handed over to `node`, in order
+/// and after its state (one publisher), for a relay timeout: by then every
+/// request it had running here is answered and every call to it is over.
+/// Then the handle goes; if the other node never took the session over,
+/// its user leaves its groups as in v1 rather than stay a ghost.
+async fn forward(shared: Arc<Shared>, user: UserId, node: Arc<str>, peer: Arc<PeerHandle>, groups: Vec<GroupId>) {
+    let until = tokio::time::sleep(shared.call_timeout);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            frame = peer.next_frame() => {
+                let _ = shared.publish(&node, &Message::Frame { to: user, f: frame }, None);
+            }
+            () = &mut until => break,
+        }
+    }
+    shared.forwarding.remove_if(&user, |_, held| Arc::ptr_eq(held, &peer));
+    peer.close(CloseReason::RESUMED_ELSEWHERE);
+    shared.lock_unfinished().push(Unfinished::Abandoned(user, groups));
+}
+
+/// The answer to a hand-over this node asked for: the frames to replay are
+/// queued before anything forwarded after them (the same channel, in
+/// order), then the take-over carries on.
+fn arrived(shared: &Arc<Shared>, id: u64, state: Option<HandedOver>) {
+    let Some(arriving) = shared.lock_arriving().remove(&id) else { return };
+    let Arriving { peer, user, sent, node, done } = arriving;
+    let state = state.map(|mut state| {
+        let position = Position { received: state.received, replayed: state.replayed, next_call: state.next_call };
+        let answers = Arc::downgrade(shared);
+        peer.continue_from(sent, std::mem::take(&mut state.frames), position, move |frame| {
+            if let Some(shared) = answers.upgrade() {
+                let _ = shared.publish(&node, &Message::Response { to: user, f: frame }, None);
+            }
+        });
+        state
+    });
+    let _ = done.send(state);
 }
 
 /// Does again, in order, the clean-ups Redis did not take; keeps those it
@@ -977,14 +1379,22 @@ async fn finish(redis: &mut ConnectionManager, shared: &Shared, scripts: &Script
             still.push(job);
             continue;
         }
-        let done = match job {
-            Unfinished::Leave(group, user) => {
+        let done = match &job {
+            &Unfinished::Leave(group, user) => {
                 let mut leave = scripts.leave.arg(PREFIX);
                 leave.arg(group.to_string()).arg(user.to_string()).invoke_async::<i64>(redis).await.map(drop)
             }
-            Unfinished::Remove(user) => {
+            &Unfinished::Remove(user) => {
                 let mut remove = scripts.remove.arg(PREFIX);
                 remove.arg(user.to_string()).arg(&*shared.node).invoke_async::<()>(redis).await
+            }
+            Unfinished::Abandoned(user, groups) => {
+                let mut abandon = scripts.abandon.arg(PREFIX);
+                abandon.arg(user.to_string()).arg(&*shared.node);
+                for group in groups {
+                    abandon.arg(group.to_string());
+                }
+                abandon.invoke_async::<i64>(redis).await.map(drop)
             }
         };
         if let Err(error) = done {

@@ -374,10 +374,22 @@ async fn read_loop(
     // The socket said it is time to rebuild the WebSocket (done out of the
     // `select!`, whose output may hold the shutdown flag's lock).
     let mut shrink = false;
+    // A request of a session not yet made (`init`, `resume`) is running.
+    let mut starting = false;
 
     loop {
         if std::mem::take(&mut shrink) {
             socket.rebuild().await;
+        }
+        if std::mem::take(&mut starting) {
+            // Until `init` or `resume` is answered, requests are served one
+            // at a time (a cluster's await Redis, or another node): what the
+            // client sends next belongs to the session they make, and is
+            // counted there.
+            let _ = timeout(limits.init_timeout, dispatch.running().all_finished()).await;
+            if let Some((resumed, generation)) = session.take_resumed() {
+                return Ended::Resumed(resumed, generation);
+            }
         }
         if drain_until.is_some() && peer.pending_calls() == 0 && dispatch.running().is_idle() {
             return Ended::Closed(CloseReason::SHUTDOWN);
@@ -407,6 +419,7 @@ async fn read_loop(
                     None => return Ended::Closed(CloseReason::LOST),
                     Some(Err(e)) => return Ended::Closed(close_reason(e)),
                 }
+                starting = session.user().is_none() && !dispatch.running().is_idle();
                 if let Some((resumed, generation)) = session.take_resumed() {
                     return Ended::Resumed(resumed, generation);
                 }
@@ -430,18 +443,14 @@ async fn read_loop(
 }
 
 /// Handles a data frame with `handle`, counting it for `resume`'s
-/// `received` once the session exists (its `init` request is the first).
+/// `received` once the session exists (`init` counts its own request).
 /// A frame that reaches a connection whose session a newer one took over
 /// is dropped, not handled: the client sends it again there.
 fn counted(session: &Session, generation: u64, handle: impl FnOnce()) {
-    let initialized = session.user().is_some();
-    if initialized && !session.peer().count_received(generation) {
+    if session.user().is_some() && !session.peer().count_received(generation) {
         return;
     }
     handle();
-    if !initialized && session.user().is_some() {
-        session.peer().count_received(generation);
-    }
 }
 
 /// What a WebSocket error means for the close frame.

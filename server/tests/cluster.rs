@@ -385,3 +385,92 @@ async fn a_session_that_ends_while_redis_is_down_leaves_its_groups_once_redis_is
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const RESUME: [&str; 4] = ["--resume-secret", "one secret for the cluster", "--resume-window", "10s"];
+
+/// A user of `node` that called `session`: the client, its id, its ticket.
+async fn resumable(node: &TestServer) -> (Raw, String, String) {
+    let (mut client, id) = node.user().await;
+    let facts = client.ok("session", json!([])).await;
+    let ticket = facts["resume_ticket"].as_str().expect("a ticket").to_owned();
+    (client, id, ticket)
+}
+
+/// Resumes `ticket` on a new connection to `node`: the client and the
+/// whole response.
+async fn resume_on(node: &TestServer, ticket: &str, received: u64) -> (Raw, Value) {
+    let mut client = node.connect().await;
+    let response = client.call("resume", json!([ticket, received])).await;
+    (client, response)
+}
+
+#[tokio::test]
+async fn a_session_dropped_on_one_node_resumes_on_another_with_an_exact_replay() {
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 2, &RESUME).await;
+    // a: init (1), session (2), create (3) answered.
+    let (mut a, ua, ticket) = resumable(&nodes[0]).await;
+    let group = id(a.ok("create", json!([])).await);
+    let (mut b, ub) = nodes[1].user().await;
+    b.ok("join", json!([group])).await;
+    assert_eq!(a.incoming("member_joined").await["params"], json!([group, ub])); // 4
+    b.notify("relay", json!([group, ua, "before"])).await;
+    assert_eq!(a.incoming("relay").await["params"], json!([group, ub, "before"])); // 5
+    drop(a);
+    nodes[0].metric_settles_at("webrtc_p2p_sessions_suspended_total", 1.0).await;
+
+    // While a is away: a notification, and a relay call waiting for a's
+    // answer on node 0.
+    b.notify("relay", json!([group, ua, "during"])).await;
+    let pending = b.request("relay", json!([group, ua, "offer"])).await;
+    // Node 0 has queued both (b's next round trip to a's node proves it).
+    assert_eq!(b.ok("get_members", json!([group])).await, json!([ua, ub]));
+
+    let started = std::time::Instant::now();
+    let (mut a, result) = resume_on(&nodes[1], &ticket, 5).await;
+    let took = started.elapsed();
+    assert_eq!(
+        result["result"],
+        json!({"user_id": ua, "groups": [group], "received": 3, "replayed": true}),
+        "{result}"
+    );
+    assert_eq!(a.next().await["params"], json!([group, ub, "during"]), "6");
+    let offer = a.next().await;
+    assert_eq!(offer["params"], json!([group, ub, "offer"]), "7");
+    a.answer(&offer, json!("answer")).await;
+    assert_eq!(b.response(pending).await["result"], "answer", "the call made before the move is answered");
+
+    // The session lives on node 1 now: same group, same order, nobody left.
+    assert_eq!(a.ok("get_members", json!([group])).await, json!([ua, ub]));
+    a.notify("relay", json!([group, ub, "after"])).await;
+    assert_eq!(b.incoming("relay").await["params"], json!([group, ua, "after"]));
+    relay_rounds(&group, &mut b, &mut a, &ua, 3).await;
+    b.nothing_pending().await;
+    nodes[0].settles_at(HubStats { users: 0, groups: 0 }).await;
+    nodes[1].settles_at(HubStats { users: 2, groups: 1 }).await;
+    nodes[1].metric_settles_at("webrtc_p2p_sessions_resumed_total{replayed=\"true\"}", 1.0).await;
+    eprintln!("resume on another node took {took:?}");
+
+    // Resumed again on node 0 while its node-1 connection is open: that
+    // one closes with 4001, and the session moves back. The client has
+    // received 7, then an answer and 3 relay calls: 11; the server 3, then
+    // an answer, get_members, a relay and 3 answers: 9.
+    let (mut back, result) = resume_on(&nodes[0], &ticket, 11).await;
+    assert_eq!(
+        result["result"],
+        json!({"user_id": ua, "groups": [group], "received": 9, "replayed": true}),
+        "{result}"
+    );
+    assert_eq!(a.closed().await, (Some(4001), "resumed elsewhere".to_owned()));
+    assert_eq!(back.ok("get_members", json!([group])).await, json!([ua, ub]));
+    relay_rounds(&group, &mut b, &mut back, &ua, 2).await;
+    back.nothing_pending().await;
+    nodes[0].settles_at(HubStats { users: 1, groups: 1 }).await;
+    nodes[1].settles_at(HubStats { users: 1, groups: 1 }).await;
+
+    // A clean close ends it for good, on whichever node it is: b sees it go.
+    back.close().await;
+    assert_eq!(b.incoming("member_left").await["params"], json!([group, ua]));
+    let (_, result) = resume_on(&nodes[1], &ticket, 0).await;
+    assert_eq!(result["error"]["code"], -32012, "{result}");
+}

@@ -132,6 +132,37 @@ impl Grants {
     pub fn may_join(&self, group: GroupId) -> bool {
         self.groups.allows(group)
     }
+
+    /// The grants as JSON text, for a session that moves to another node.
+    pub fn to_json(&self) -> String {
+        let groups = match &self.groups {
+            GroupGrant::Any => None,
+            GroupGrant::None => Some(Vec::new()),
+            GroupGrant::Only(groups) => Some(groups.clone()),
+        };
+        let record = GrantsRecord { create: self.create, groups, info: self.info.as_deref().cloned() };
+        serde_json::to_string(&record).unwrap_or_default()
+    }
+
+    /// Grants from [`to_json`](Self::to_json)'s text.
+    pub fn from_json(text: &str) -> Option<Self> {
+        let record: GrantsRecord = serde_json::from_str(text).ok()?;
+        let groups = match record.groups {
+            None => GroupGrant::Any,
+            Some(groups) if groups.is_empty() => GroupGrant::None,
+            Some(groups) => GroupGrant::Only(groups),
+        };
+        Some(Self { create: record.create, groups, info: record.info.map(Arc::new) })
+    }
+}
+
+/// [`Grants`] as they travel between nodes.
+#[derive(Serialize, Deserialize)]
+struct GrantsRecord {
+    create: bool,
+    /// `None`: any group.
+    groups: Option<Vec<GroupId>>,
+    info: Option<serde_json::Value>,
 }
 
 /// Why a join token was refused; each is `Unauthorized` on the wire, and a

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
@@ -24,13 +24,13 @@ use webrtc_p2p_interfaces::{
     Capability, ErrorCode, GroupId, JoinResult, Members, ResumeResult, SessionFacts, SignalingServer, UserId, method,
 };
 
-use crate::auth::{Grants, TokenVerifier};
+use crate::auth::{Grants, GroupGrant, TokenVerifier};
 use crate::ice::IceConfig;
 use crate::limits::{Limits, RateLimiter};
 use crate::memory;
 use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobserved};
-use crate::peer::{CallFailed, CloseReason, PeerHandle};
-use crate::router::{Entrant, Introduction, LocalRouter, Router, Target};
+use crate::peer::{Attached, CallFailed, CloseReason, PeerHandle};
+use crate::router::{Arrival, Departure, Entrant, Introduction, LocalRouter, Router, Sessions, Target};
 use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
 use crate::wire::{self, InBatch, IsNotification, Passthrough, RawAnswer, RequestId, Started};
 
@@ -282,7 +282,10 @@ impl<R: Router> Hub<R> {
             access,
             everything: Arc::new(Grants::everything()),
         };
-        Self { shared: Arc::new(shared) }
+        let shared = Arc::new(shared);
+        let sessions: Weak<Shared<R>> = Arc::downgrade(&shared);
+        shared.router.serve_sessions(sessions);
+        Self { shared }
     }
 
     /// Whether `init` requires a join token (the server has an auth secret).
@@ -345,13 +348,23 @@ impl<R: Router> Hub<R> {
 
     /// `session`: a fresh ticket, and from now on the session survives a
     /// dropped connection for the resume window.
-    fn session_facts(&self, session: &Arc<Session>) -> Result<SessionFacts, ErrorCode> {
+    async fn session_facts(&self, session: &Arc<Session>) -> Result<SessionFacts, ErrorCode> {
         let user = session.initialized()?;
         let window = self.shared.limits.resume_window;
         let resume_window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         let mut resume_ticket = String::new();
         if resume_window_ms > 0 {
-            let epoch = *session.epoch.get_or_init(random_u64);
+            let mut first = false;
+            let epoch = *session.epoch.get_or_init(|| {
+                first = true;
+                random_u64()
+            });
+            if first {
+                // Said before the first ticket goes out, so that the session
+                // outlives its node (a cluster keeps it with the user).
+                let grants = session.grants().map(Grants::to_json).unwrap_or_default();
+                self.shared.router.resumable(user, &grants).await;
+            }
             session.peer.keep_for_replay(self.shared.limits.resume_buffer);
             self.shared.resumable.entry(user).or_insert_with(|| session.clone());
             let expires_ms = unix_ms().saturating_add(resume_window_ms.saturating_mul(TICKET_WINDOWS));
@@ -364,7 +377,7 @@ impl<R: Router> Hub<R> {
     /// `resume`: the session `ticket` names moves to the connection behind
     /// `fresh` (which must not have a session of its own, and must not be
     /// in a batch, whose answer would go to the wrong session).
-    fn resume_session(
+    async fn resume_session(
         &self,
         fresh: &Session,
         in_batch: bool,
@@ -391,17 +404,59 @@ impl<R: Router> Hub<R> {
             })
         })?;
         let session = self.shared.resumable.get(&ticket.user).map(|s| s.clone());
-        let Some(session) = session.filter(|s| s.epoch.get() == Some(&ticket.epoch)) else {
-            return Err(failed(ResumeFailure::Gone));
-        };
-        let Some(attached) = session.peer.attach(received) else {
-            return Err(failed(ResumeFailure::Gone));
+        let (session, attached) = match session {
+            Some(session) => {
+                if session.epoch.get() != Some(&ticket.epoch) {
+                    return Err(failed(ResumeFailure::Gone));
+                }
+                let Some(attached) = session.peer.attach(received) else {
+                    return Err(failed(ResumeFailure::Gone));
+                };
+                (session, attached)
+            }
+            None => match self.take_over(fresh, ticket, received).await? {
+                Some(arrived) => arrived,
+                None => return Err(failed(ResumeFailure::Gone)),
+            },
         };
         let groups = session.lock_groups().clone();
         *fresh.resumed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((session, attached.generation));
         self.shared.observer.session_event(SessionEvent::Resumed { replayed: attached.replayed });
         debug!(user = %ticket.user, replayed = attached.replayed, "resumed");
         Ok(ResumeResult { user_id: ticket.user, groups, received: attached.received, replayed: attached.replayed })
+    }
+
+    /// The session `ticket` names, held by another node, moves here (to a
+    /// handle like `fresh`'s); `None` when no node holds it.
+    async fn take_over(
+        &self,
+        fresh: &Session,
+        ticket: Ticket,
+        received: u64,
+    ) -> Result<Option<(Arc<Session>, Attached)>, ErrorCode> {
+        let peer = Arc::new(fresh.peer.sibling());
+        peer.keep_for_replay(self.shared.limits.resume_buffer);
+        let Some(arrival) = self.shared.router.take_over(ticket.user, ticket.epoch, received, peer.clone()).await?
+        else {
+            return Ok(None);
+        };
+        let Arrival { groups, position, grants } = arrival;
+        let grants = match grants.as_deref().and_then(Grants::from_json) {
+            Some(grants) => Arc::new(grants),
+            // Its node is gone and never said: a server without join tokens
+            // grants everything; one with them, nothing new.
+            None if self.with_tokens() => Arc::new(Grants { create: false, groups: GroupGrant::None, info: None }),
+            None => self.shared.everything.clone(),
+        };
+        let session = Session::new(peer);
+        let _ = session.grants.set(grants);
+        let _ = session.user.set(ticket.user);
+        let _ = session.epoch.set(ticket.epoch);
+        *session.lock_groups() = groups;
+        let session = Arc::new(session);
+        self.shared.resumable.insert(ticket.user, session.clone());
+        let attached = Attached { generation: 0, received: position.received, replayed: position.replayed };
+        Ok(Some((session, attached)))
     }
 
     /// Connection `generation` of `session` ended without the client closing
@@ -424,6 +479,19 @@ impl<R: Router> Hub<R> {
             self.shared.observer.session_event(SessionEvent::Expired);
             self.disconnect(session, CloseReason::LOST).await;
         }
+    }
+}
+
+impl<R: Router> Sessions for Shared<R> {
+    fn depart(&self, user: UserId, epoch: u64, received: u64) -> Option<Departure> {
+        let session = self.resumable.get(&user).map(|s| s.clone()).filter(|s| s.epoch.get() == Some(&epoch))?;
+        let (frames, position) = session.peer.hand_over(received)?;
+        self.resumable.remove_if(&user, |_, s| Arc::ptr_eq(s, &session));
+        // Taken, so that nothing left here can make the user leave them.
+        let groups = std::mem::take(&mut *session.lock_groups());
+        let grants = session.grants().map(Grants::to_json);
+        debug!(%user, replayed = position.replayed, "handed over");
+        Some(Departure { frames, position, groups, grants, peer: session.peer.clone() })
     }
 }
 
@@ -550,11 +618,11 @@ impl<R: Router> SignalingServer for Hub<R> {
     }
 
     async fn session(&self, ext: &Extensions) -> RpcResult<SessionFacts> {
-        Ok(self.session_facts(session(ext)?)?)
+        Ok(self.session_facts(session(ext)?).await?)
     }
 
     async fn resume(&self, ext: &Extensions, ticket: String, received: u64) -> RpcResult<ResumeResult> {
-        self.resume_session(session(ext)?, ext.get::<InBatch>().is_some(), &ticket, received)
+        self.resume_session(session(ext)?, ext.get::<InBatch>().is_some(), &ticket, received).await
     }
 
     async fn cancel_request(&self, ext: &Extensions, id: Box<RawValue>) -> RpcResult<()> {

@@ -176,6 +176,37 @@ pub struct PeerHandle {
     /// The server's memory budget, charged with what waits here; `None`
     /// (no budget) for handles outside a server.
     memory: Option<Arc<MemoryBudget>>,
+    /// Set on a session taken over from another node: answers to the calls
+    /// that node made to the client (ids below the first of ours) go back
+    /// to it, where their callers wait.
+    inherited: OnceLock<Inherited>,
+}
+
+/// Calls a session's previous node made, whose answers go back there.
+struct Inherited {
+    /// Our ids start here; every id below it was the previous node's.
+    below: u64,
+    /// Sends an answer frame to the previous node.
+    answer: Box<dyn Fn(String) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Inherited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inherited").field("below", &self.below).finish_non_exhaustive()
+    }
+}
+
+/// Where a session stands when it moves to another node: what that node
+/// needs to carry on exactly where this one stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Data frames the server had received from the client.
+    pub received: u64,
+    /// Whether every frame after the client's count is among those handed over.
+    pub replayed: bool,
+    /// The id of the next call to the client: the new node's calls start
+    /// there, so that answers to the old calls are told apart.
+    pub next_call: u64,
 }
 
 impl PeerHandle {
@@ -194,6 +225,18 @@ impl PeerHandle {
             closed: OnceLock::new(),
             closing: Notify::new(),
             memory: None,
+            inherited: OnceLock::new(),
+        }
+    }
+
+    /// A fresh handle with this one's limits and memory budget: the handle
+    /// of a session that moves here from another node.
+    pub fn sibling(&self) -> Self {
+        let sibling = Self::new(self.max_queued_frames, self.call_timeout)
+            .with_byte_limits(self.max_queued_bytes, self.max_frame_size);
+        match &self.memory {
+            Some(memory) => sibling.with_memory(memory.clone()),
+            None => sibling,
         }
     }
 
@@ -288,9 +331,12 @@ impl PeerHandle {
     /// nothing more.
     pub fn poll_next_frame(&self, cx: &mut std::task::Context<'_>, generation: u64) -> Poll<String> {
         let mut outbox = self.lock_outbox();
-        if outbox.generation == generation
-            && let Some(frame) = outbox.take()
-        {
+        if outbox.generation != generation {
+            // Not woken for frames any more (its end wakes it): the one
+            // waker slot is the newer connection's, or a forwarder's.
+            return Poll::Pending;
+        }
+        if let Some(frame) = outbox.take() {
             return Poll::Ready(frame);
         }
         match &mut outbox.waker {
@@ -312,10 +358,13 @@ impl PeerHandle {
     }
 
     /// The session starts here: the next frame queued (the `init` answer) is
-    /// the first the client counts.
+    /// the first the client counts, and the `init` request the first the
+    /// server counted. Counted here rather than when the request arrived:
+    /// a router that awaits (a cluster's) makes the user a moment later.
     pub fn start_counting(&self) {
         let mut outbox = self.lock_outbox();
         outbox.origin = outbox.taken + outbox.frames.len() as u64;
+        outbox.received = 1;
     }
 
     /// Counts a data frame connection `generation` received from the client;
@@ -448,6 +497,59 @@ impl PeerHandle {
         Some(attached)
     }
 
+    /// The session moves to another node, its client having received
+    /// `received` frames: as [`attach`](Self::attach) (an open connection is
+    /// told to close with 4001), then every frame to send from the client's
+    /// count on, taken out, and where the session stands. Frames queued
+    /// later wait for [`next_frame`](Self::next_frame), to be forwarded.
+    /// `None` when the session is over.
+    pub fn hand_over(&self, received: u64) -> Option<(Vec<String>, Position)> {
+        let attached = self.attach(received)?;
+        let mut frames = Vec::new();
+        while let Some(frame) = self.try_next_frame() {
+            frames.push(frame);
+        }
+        let next_call = self.next_id.load(Ordering::Relaxed);
+        Some((frames, Position { received: attached.received, replayed: attached.replayed, next_call }))
+    }
+
+    /// Carries on a session that another node held, whose client had
+    /// received `sent` frames: `frames` are the next ones, queued as a
+    /// resume's replay (bounded by the resume buffer they came from, not by
+    /// the queue's limits); calls to the client start at
+    /// `position.next_call`, and answers to earlier ids go to `answer`.
+    /// Call [`keep_for_replay`](Self::keep_for_replay) first.
+    pub fn continue_from(
+        &self,
+        sent: u64,
+        frames: Vec<String>,
+        position: Position,
+        answer: impl Fn(String) + Send + Sync + 'static,
+    ) {
+        self.next_id.fetch_max(position.next_call, Ordering::Relaxed);
+        let _ = self.inherited.set(Inherited { below: position.next_call, answer: Box::new(answer) });
+        let mut outbox = self.lock_outbox();
+        let outbox = &mut *outbox;
+        outbox.taken = sent;
+        outbox.origin = 0;
+        outbox.received = position.received;
+        for frame in frames.into_iter().rev() {
+            outbox.bytes += frame.len();
+            if let Some(replay) = outbox.replay.as_mut() {
+                replay.bytes += frame.len();
+            }
+            outbox.frames.push_front(frame);
+        }
+        if let Some(replay) = outbox.replay.as_mut() {
+            replay.backlog = outbox.frames.len();
+            replay.backlog_bytes = outbox.bytes;
+            replay.lost_through = sent;
+        }
+        if let Some(waker) = outbox.waker.take() {
+            waker.wake();
+        }
+    }
+
     /// Whether connection `generation` still serves the session (no newer
     /// one took it over).
     pub fn serves(&self, generation: u64) -> bool {
@@ -568,6 +670,10 @@ impl PeerHandle {
             return false;
         };
         let Some(tx) = self.lock_pending().as_mut().and_then(|p| p.remove(&id)) else {
+            if let Some(inherited) = self.inherited.get().filter(|i| id < i.below) {
+                (inherited.answer)(wire::response_frame(response));
+                return true;
+            }
             return false;
         };
         let answer = match response.outcome {

@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -27,7 +27,7 @@ use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, MemberInfo, Members,
 
 use crate::group::{Added, Group, Seat};
 use crate::hub::HubStats;
-use crate::peer::{Answer, CallFailed, PeerHandle};
+use crate::peer::{Answer, CallFailed, PeerHandle, Position};
 
 /// How to reach one user's session.
 pub trait Target: Clone + Send + Sync + std::fmt::Debug + 'static {
@@ -112,6 +112,46 @@ pub struct Entrant {
     pub intro: Introduction,
 }
 
+/// A resumable session leaving this node for another, where its client
+/// resumed: what the hub gives up, for the router to send there.
+#[derive(Debug)]
+pub struct Departure {
+    /// The frames to send the client from its count on, in order.
+    pub frames: Vec<String>,
+    /// The session's counts and next call id.
+    pub position: Position,
+    /// The groups it is in, as this node knows them.
+    pub groups: Vec<GroupId>,
+    /// Its grants, as [`Grants::to_json`](crate::auth::Grants::to_json) writes them.
+    pub grants: Option<String>,
+    /// Its handle here: frames queued to it from now on (answers to the
+    /// client's requests still running here, messages on their way) are
+    /// for the router to forward, and the answers to its calls to the
+    /// client come back to it.
+    pub peer: Arc<PeerHandle>,
+}
+
+/// A session that came from another node, as the router took it over.
+#[derive(Debug)]
+pub struct Arrival {
+    /// The groups it is in.
+    pub groups: Vec<GroupId>,
+    /// Its counts (the frames to replay are queued on the new handle).
+    pub position: Position,
+    /// Its grants, as [`Grants::to_json`](crate::auth::Grants::to_json)
+    /// wrote them; `None` when its node is gone and never said.
+    pub grants: Option<String>,
+}
+
+/// The hub's sessions, as a router that hands them over to other nodes
+/// reaches them.
+pub trait Sessions: Send + Sync + 'static {
+    /// The resumable session of `user` with ticket epoch `epoch` leaves
+    /// this node, its client having received `received` frames; `None`
+    /// when this node holds no such session.
+    fn depart(&self, user: UserId, epoch: u64, received: u64) -> Option<Departure>;
+}
+
 /// Users, their sessions and the groups, for one hub.
 ///
 /// The errors are the protocol's; a router that can be unavailable answers
@@ -178,6 +218,36 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
 
     /// The users and groups this router holds for this process.
     fn stats(&self) -> HubStats;
+
+    /// Lets the router reach the hub's sessions (to hand one over to
+    /// another node); the hub calls it once, when it is made.
+    fn serve_sessions(&self, sessions: Weak<dyn Sessions>) {
+        let _ = sessions;
+    }
+
+    /// `user`'s session may be suspended and resumed (its client called
+    /// `session`), with these grants (JSON text): a router shared by many
+    /// nodes keeps that, so that the session outlives its node.
+    fn resumable(&self, user: UserId, grants: &str) -> impl Future<Output = ()> + Send {
+        let _ = (user, grants);
+        async {}
+    }
+
+    /// Moves `user`'s session, held by another node, to `peer` on this
+    /// one, its client having received `received` frames: the frames to
+    /// replay are queued on `peer`, and the session is this node's from
+    /// then on (groups untouched). `Ok(None)` when no other node holds
+    /// such a session (always, for a router of one process).
+    fn take_over(
+        &self,
+        user: UserId,
+        epoch: u64,
+        received: u64,
+        peer: Arc<PeerHandle>,
+    ) -> impl Future<Output = Result<Option<Arrival>, ErrorCode>> + Send {
+        let _ = (user, epoch, received, peer);
+        async { Ok(None) }
+    }
 }
 
 /// Everything in this process's memory: the router of a single server.

@@ -232,6 +232,16 @@ pub fn notification_frame(method: &str, params: &str) -> String {
     request_frame_with(FrameId::None, method, params)
 }
 
+/// A response frame again, as the client sent it (its id, its result or
+/// error object, both raw): what goes to the node that made the call.
+pub fn response_frame(response: &Response<'_>) -> String {
+    let (key, value) = match response.outcome {
+        Ok(result) => ("result", result),
+        Err(error) => ("error", error),
+    };
+    format!(r#"{{"jsonrpc":"2.0","id":{},"{key}":{}}}"#, response.id.get(), value.get())
+}
+
 /// A request to a client with our own id `"s<n>"`, written straight into the
 /// frame (no id string of its own on this hot path).
 pub fn call_frame(id: u64, method: &str, params: &str) -> String {
