@@ -18,8 +18,10 @@
 //! - `nodes`, the nodes, and `alive:{node}`, a node's heartbeat, refreshed
 //!   every [`HEARTBEAT`] with a TTL of [`HEARTBEAT_TTL`]. Each node looks at
 //!   the others' on every beat; the first to find one gone reaps it (one
-//!   script): its users leave their groups, as on a disconnect, and their
-//!   ids are released.
+//!   script): its users that cannot resume leave their groups, as on a
+//!   disconnect; the resumable ones stay for the resume window
+//!   (`orphaned`, nodes by deadline), resumable on any node, and leave when
+//!   it passes.
 //!
 //! - `resumable:{node}`, the node's sessions that may be resumed (their
 //!   client called `session`), with their grants.
@@ -345,6 +347,8 @@ struct Shared {
     next_call: AtomicU64,
     /// How long a relay waits for its answer.
     call_timeout: Duration,
+    /// How long a stopped node's resumable sessions wait for a resume.
+    resume_window: Duration,
     /// Everything to publish, in order, for the publisher task.
     outgoing: mpsc::UnboundedSender<Outgoing>,
     /// What relays need of groups with a member on this node, so that a
@@ -549,6 +553,12 @@ fn intro_text(intro: &Introduction) -> String {
 /// group's keys as [`group_keys`] does, `memberships:{node}` ("group user"
 /// entries of a node's users, for the reaper), `users:{node}` (its users).
 const COMMON: &str = r#"
+-- Now in milliseconds, on Redis's clock (every node judges deadlines by it).
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
 local function group_keys(prefix, group)
   local base = prefix .. '{g:' .. group .. '}:'
   return base .. 'm', base .. 'n', base .. 'c', base .. 'i'
@@ -728,22 +738,54 @@ const LEAVE: &str = r"
 return leave(ARGV[1], ARGV[2], ARGV[3])
 ";
 
-/// ARGV: prefix, node. Once the node's heartbeat is gone, exactly one
-/// reaper takes its users out of their groups (the others told) and
-/// releases their ids. 1 reaped, 0 nothing to do.
+/// ARGV: prefix, node, resume window (ms). Once the node's heartbeat is
+/// gone, exactly one reaper handles its sessions: those that cannot be
+/// resumed end as on a disconnect (their users leave their groups, the
+/// others told; their ids are released); the resumable ones are suspended,
+/// still members, until the window passes (`orphaned`, by deadline, on
+/// Redis's clock), resumable on any node meanwhile. 1 reaped, 0 nothing
+/// to do.
 const REAP: &str = r"
 local prefix, node = ARGV[1], ARGV[2]
 if redis.call('EXISTS', prefix .. 'alive:' .. node) == 1 then return 0 end
 if redis.call('SREM', prefix .. 'nodes', node) == 0 then return 0 end
+local resumable = prefix .. 'resumable:' .. node
 for _, entry in ipairs(redis.call('SMEMBERS', prefix .. 'memberships:' .. node)) do
   local group, user = string.match(entry, '(%S+) (%S+)')
-  leave(prefix, group, user)
+  if redis.call('HEXISTS', resumable, user) == 0 then leave(prefix, group, user) end
 end
 for _, user in ipairs(redis.call('SMEMBERS', prefix .. 'users:' .. node)) do
-  redis.call('DEL', prefix .. 'user:' .. user)
+  if redis.call('HEXISTS', resumable, user) == 0 then
+    redis.call('DEL', prefix .. 'user:' .. user)
+    redis.call('SREM', prefix .. 'users:' .. node, user)
+  end
 end
-redis.call('DEL', prefix .. 'memberships:' .. node, prefix .. 'users:' .. node)
+redis.call('ZADD', prefix .. 'orphaned', now_ms() + tonumber(ARGV[3]), node)
 return 1
+";
+
+/// ARGV: prefix. Ends the suspended sessions of stopped nodes whose resume
+/// window has passed (those not resumed elsewhere meanwhile): their users
+/// leave their groups, the others told, and their ids are released.
+/// Returns how many nodes' sessions ended.
+const EXPIRE: &str = r"
+local prefix = ARGV[1]
+local due = redis.call('ZRANGEBYSCORE', prefix .. 'orphaned', '-inf', now_ms())
+for _, node in ipairs(due) do
+  redis.call('ZREM', prefix .. 'orphaned', node)
+  -- A node back within the window (a network cut) keeps its sessions.
+  if redis.call('EXISTS', prefix .. 'alive:' .. node) == 0 then
+    for _, entry in ipairs(redis.call('SMEMBERS', prefix .. 'memberships:' .. node)) do
+      local group, user = string.match(entry, '(%S+) (%S+)')
+      leave(prefix, group, user)
+    end
+    for _, user in ipairs(redis.call('SMEMBERS', prefix .. 'users:' .. node)) do
+      redis.call('DEL', prefix .. 'user:' .. user)
+    end
+    redis.call('DEL', prefix .. 'memberships:' .. node, prefix .. 'users:' .. node, prefix .. 'resumable:' .. node)
+  end
+end
+return #due
 ";
 
 /// The node's scripts, loaded by SHA (EVALSHA, EVAL the first time).
@@ -755,6 +797,7 @@ struct Scripts {
     join: Script,
     leave: Script,
     reap: Script,
+    expire: Script,
     resumable: Script,
     take_over: Script,
     abandon: Script,
@@ -770,6 +813,7 @@ impl Scripts {
             join: with_common(JOIN),
             leave: with_common(LEAVE),
             reap: with_common(REAP),
+            expire: with_common(EXPIRE),
             resumable: Script::new(RESUMABLE),
             take_over: with_common(TAKE_OVER),
             abandon: with_common(ABANDON),
@@ -802,8 +846,10 @@ impl Drop for Tasks {
 
 impl RedisRouter {
     /// Connects to the Redis at `url`, subscribes to this node's channel and
-    /// starts the heartbeat; relays wait `call_timeout` for their answer.
-    pub async fn connect(url: &str, call_timeout: Duration) -> redis::RedisResult<Self> {
+    /// starts the heartbeat; relays wait `call_timeout` for their answer,
+    /// and the resumable sessions of a node that stopped wait
+    /// `resume_window` for a resume on another.
+    pub async fn connect(url: &str, call_timeout: Duration, resume_window: Duration) -> redis::RedisResult<Self> {
         let info: redis::ConnectionInfo = url.parse()?;
         // Subscriptions on the connection manager (re-made after every
         // reconnect) need RESP3's push messages.
@@ -832,6 +878,7 @@ impl RedisRouter {
             calls: Mutex::default(),
             next_call: AtomicU64::new(1),
             call_timeout,
+            resume_window,
             outgoing,
             routes: Routes::default(),
             unfinished: Mutex::default(),
@@ -1417,6 +1464,7 @@ async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: A
     let alive = |node: &str| format!("{PREFIX}alive:{node}");
     let nodes = format!("{PREFIX}nodes");
     let ttl = u64::try_from(HEARTBEAT_TTL.as_millis()).unwrap_or(u64::MAX);
+    let window = u64::try_from(shared.resume_window.as_millis()).unwrap_or(u64::MAX);
     let mut every = tokio::time::interval(HEARTBEAT);
     // Since when every heartbeat went through. Others are judged only once
     // that is a heartbeat TTL ago: after Redis was out for a while, every
@@ -1443,15 +1491,24 @@ async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: A
         for other in members.iter().filter(|other| **other != *node) {
             match redis.exists::<_, bool>(alive(other)).await {
                 Ok(true) => alive_nodes.push(other),
-                Ok(false) => match scripts.reap.arg(PREFIX).arg(other).invoke_async::<i64>(&mut redis).await {
-                    Ok(1) => warn!(node = %other, "node stopped: its users left their groups"),
-                    Ok(_) => {}
-                    Err(error) => warn!(%error, "reaping failed"),
-                },
+                Ok(false) => {
+                    match scripts.reap.arg(PREFIX).arg(other).arg(window).invoke_async::<i64>(&mut redis).await {
+                        Ok(1) => {
+                            warn!(node = %other, "node stopped: its resumable sessions are suspended, the others ended")
+                        }
+                        Ok(_) => {}
+                        Err(error) => warn!(%error, "reaping failed"),
+                    }
+                }
                 Err(error) => warn!(%error, "heartbeat failed"),
             }
         }
         // Relays waiting on a node that stopped end now, not at their timeout.
         shared.fail_calls_to_nodes_but(&alive_nodes);
+        match scripts.expire.arg(PREFIX).invoke_async::<i64>(&mut redis).await {
+            Ok(0) => {}
+            Ok(_) => warn!("a stopped node's resume window passed: its suspended sessions ended"),
+            Err(error) => warn!(%error, "ending suspended sessions failed"),
+        }
     }
 }

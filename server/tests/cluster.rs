@@ -474,3 +474,79 @@ async fn a_session_dropped_on_one_node_resumes_on_another_with_an_exact_replay()
     let (_, result) = resume_on(&nodes[1], &ticket, 0).await;
     assert_eq!(result["error"]["code"], -32012, "{result}");
 }
+
+/// Resumes `ticket` on `node` until the answer is not Busy (a node that
+/// stopped a moment ago still has a heartbeat, and does not answer).
+async fn resume_when_not_busy(node: &TestServer, ticket: &str, received: u64) -> (Raw, Value) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (client, response) = resume_on(node, ticket, received).await;
+        if response["error"]["code"] != BUSY {
+            return (client, response);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still busy: {response}");
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_sessions_stay_in_their_groups_for_the_window_and_resume_anywhere_without_replay() {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(4);
+    let redis = Redis::start().await;
+    let flags = ["--resume-secret", "one secret for the cluster", "--resume-window", "4s"];
+    let nodes = nodes(&redis, 1, &flags).await;
+    let mut doomed_flags = vec!["--redis", redis.url.as_str()];
+    doomed_flags.extend_from_slice(&flags);
+    let (mut doomed, addr) = common::spawn_binary(&doomed_flags).await;
+    let (mut a, ua) = nodes[0].user().await;
+    let group = id(a.ok("create", json!([])).await);
+    // c and d resumable on the node that will die, e a v1 client there.
+    let mut on_doomed = Vec::new();
+    for _ in 0..3 {
+        let mut client = Raw::connect(&format!("ws://{addr}/ws")).await;
+        let user = id(client.ok("init", json!([])).await);
+        client.ok("join", json!([group])).await;
+        assert_eq!(a.incoming("member_joined").await["params"], json!([group, user]));
+        on_doomed.push((client, user));
+    }
+    let (_e, ue) = on_doomed.pop().expect("e");
+    let (mut d, ud) = on_doomed.pop().expect("d");
+    let (mut c, uc) = on_doomed.pop().expect("c");
+    let ticket = c.ok("session", json!([])).await["resume_ticket"].as_str().expect("ticket").to_owned();
+    d.ok("session", json!([])).await;
+    let call = a.request("relay", json!([group, uc, "offer"])).await;
+    c.incoming("relay").await;
+
+    doomed.start_kill().expect("kill -9");
+    let killed = std::time::Instant::now();
+    assert_eq!(a.response(call).await["error"]["code"], PEER_GONE, "not left to time out");
+    let noticed = killed.elapsed();
+    assert!(noticed < std::time::Duration::from_secs(5), "noticed after {noticed:?}");
+    // The v1 client ends at once; the resumable ones stay, suspended.
+    assert_eq!(a.incoming("member_left").await["params"], json!([group, ue]));
+    assert_eq!(a.ok("get_members", json!([group])).await, json!([ua, uc, ud]));
+
+    let (mut c, result) = resume_when_not_busy(&nodes[0], &ticket, 3).await;
+    let resumed = killed.elapsed();
+    assert_eq!(
+        result["result"],
+        json!({"user_id": uc, "groups": [group], "received": 0, "replayed": false}),
+        "{result}"
+    );
+    relay_rounds(&group, &mut a, &mut c, &uc, 2).await;
+    relay_rounds(&group, &mut c, &mut a, &ua, 2).await;
+    // A relay to the one still suspended ends, and does not hang.
+    assert_eq!(a.err("relay", json!([group, ud, "offer"])).await, PEER_GONE);
+
+    // The window passes: d leaves, c stays.
+    assert_eq!(a.incoming("member_left").await["params"], json!([group, ud]));
+    let left = killed.elapsed();
+    assert!(left > WINDOW && left < WINDOW + std::time::Duration::from_secs(5), "d left after {left:?}");
+    assert_eq!(c.incoming("member_left").await["params"], json!([group, ud]), "c is a member again");
+    assert_eq!(c.ok("get_members", json!([group])).await, json!([ua, uc]));
+    a.nothing_pending().await;
+    c.nothing_pending().await;
+    nodes[0].settles_at(HubStats { users: 2, groups: 1 }).await;
+    eprintln!(
+        "node death noticed after {noticed:?}, resumed elsewhere after {resumed:?}, suspended users left after {left:?}"
+    );
+}
