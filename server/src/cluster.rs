@@ -53,7 +53,7 @@
 //! retries; nothing is half changed (each change is one script).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -427,14 +427,49 @@ struct Route {
 /// group's route, as does losing the channel (what was published meanwhile
 /// is lost). A route read from Redis is kept only if nothing was forgotten
 /// while it was read.
+///
+/// Relays reach the routing in the order their callers sent them, and a
+/// relay goes on to its target in the same poll that routes it; one that
+/// must read Redis waits, so every relay behind it waits in line
+/// (`line`, first come first served) until none is left waiting: else a
+/// later relay finding the route just kept would overtake it (a candidate
+/// its offer).
 #[derive(Debug, Default)]
 struct Routes {
     by_group: DashMap<GroupId, Arc<Route>>,
     /// Bumped by every forgetting, before the route goes.
     forgotten: AtomicU64,
+    /// Relays waiting in `line` or holding it.
+    queued: AtomicUsize,
+    /// Routing that may read Redis, one at a time in arrival order (tokio's
+    /// mutex is fair).
+    line: tokio::sync::Mutex<()>,
+}
+
+/// A relay's turn in [`Routes::line`], held until dropped.
+struct Turn<'a> {
+    _held: tokio::sync::MutexGuard<'a, ()>,
+    _queued: Queued<'a>,
+}
+
+/// Counts a relay in [`Routes::queued`] while it waits or holds its turn
+/// (and when its wait is given up).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Routes {
+    /// Waits behind every relay already in line.
+    async fn wait_turn(&self) -> Turn<'_> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let queued = Queued(&self.queued);
+        Turn { _held: self.line.lock().await, _queued: queued }
+    }
+
     fn get(&self, group: GroupId) -> Option<Arc<Route>> {
         self.by_group.get(&group).map(|route| route.clone())
     }
@@ -1147,17 +1182,26 @@ impl Router for RedisRouter {
 
     async fn route(&self, group: GroupId, from: UserId, to: UserId) -> Result<NodeTarget, ErrorCode> {
         let routes = &self.shared.routes;
-        let route = match routes.get(group) {
+        let kept = if routes.queued.load(Ordering::Acquire) == 0 { routes.get(group) } else { None };
+        let route = match kept {
             Some(route) => route,
             None => {
-                let mark = routes.mark();
-                let route = Arc::new(self.read_route(group).await?);
-                // `from` is on this node: while it is a member, this node
-                // hears of every change (see `Routes`).
-                if route.nodes.contains_key(&from) {
-                    routes.keep(group, route.clone(), mark);
+                // In line behind every relay still waiting for its route:
+                // one that found a kept route would overtake them.
+                let _turn = routes.wait_turn().await;
+                match routes.get(group) {
+                    Some(route) => route,
+                    None => {
+                        let mark = routes.mark();
+                        let route = Arc::new(self.read_route(group).await?);
+                        // `from` is on this node: while it is a member, this
+                        // node hears of every change (see `Routes`).
+                        if route.nodes.contains_key(&from) {
+                            routes.keep(group, route.clone(), mark);
+                        }
+                        route
+                    }
                 }
-                route
             }
         };
         if !route.nodes.contains_key(&from) {
