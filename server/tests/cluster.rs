@@ -5,12 +5,9 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Stdio;
 
-use common::{PATIENCE, Raw, TestServer};
+use common::{PATIENCE, Raw, Redis, TestServer};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
-use tokio::process::{Child, Command};
 use webrtc_p2p_simple::HubStats;
 use webrtc_p2p_simple::auth::{Claims, GroupGrant};
 
@@ -20,67 +17,12 @@ const BUSY: i64 = -32009;
 const LIMIT_EXCEEDED: i64 = -32010;
 const PERMISSION_DENIED: i64 = -32006;
 
-/// A redis-server of this test's own, without persistence unless given a
-/// directory; killed on drop.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    async fn start() -> Self {
-        // A free port: bound, then released for redis-server to take.
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        Self::on_port(port, None).await
-    }
-
-    /// On `port`; with `dir`, every write is in its append-only file there
-    /// before Redis answers, and a restart in `dir` finds it all again.
-    async fn on_port(port: u16, dir: Option<&std::path::Path>) -> Self {
-        let port_text = port.to_string();
-        let mut args = vec!["--port", &port_text, "--bind", "127.0.0.1", "--save", ""];
-        let dir_text = dir.map(|d| d.display().to_string());
-        match &dir_text {
-            Some(dir) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", dir]),
-            None => args.extend(["--appendonly", "no"]),
-        }
-        let mut child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let ready = async {
-            while let Some(line) = lines.next_line().await.expect("read redis-server's output") {
-                if line.contains("Ready to accept connections") {
-                    return;
-                }
-            }
-            panic!("redis-server ended before it was ready");
-        };
-        tokio::time::timeout(PATIENCE, ready).await.expect("redis-server ready in time");
-        // Keep reading its output, so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, url: format!("redis://127.0.0.1:{port}") }
-    }
-
-    fn port(&self) -> u16 {
-        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
-    }
-
-    async fn kill(mut self) {
-        self.child.kill().await.expect("kill redis-server");
-    }
-}
-
 async fn nodes(redis: &Redis, n: usize, flags: &[&str]) -> Vec<TestServer> {
     let mut all = Vec::new();
     for _ in 0..n {
         let mut args = vec!["--redis", redis.url.as_str()];
         args.extend_from_slice(flags);
-        all.push(TestServer::with_flags(&args).await);
+        all.push(TestServer::single(&args).await);
     }
     all
 }

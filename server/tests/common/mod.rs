@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::SplitSink;
@@ -14,26 +15,49 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use webrtc_p2p_server::cluster::NodeRouter;
+use webrtc_p2p_server::cluster::{self, NodeRouter};
 use webrtc_p2p_server::{Config, Server};
 use webrtc_p2p_simple::{Hub, HubStats};
 
 /// How long any single expected event may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Nodes in each test server of the `on_nodes*` test binaries, which run
+/// single-node suites again (their files included as modules) against a
+/// cluster.
+const CLUSTER_NODES: usize = 3;
+
+/// Whether this test binary runs every test server as a cluster: decided by
+/// the binary's name, so that the suites' own files stay unchanged.
+fn cluster_binary() -> bool {
+    env!("CARGO_CRATE_NAME").starts_with("on_nodes")
+}
+
+/// A server under test: one in-process node, or (in the `on_nodes*` binaries,
+/// or through [`TestServer::cluster`]) several sharing a redis-server of
+/// their own, with clients spread over them in turn.
 pub struct TestServer {
+    /// The first node's address (HTTP checks go there).
     pub addr: SocketAddr,
+    /// The first node's hub.
     pub hub: Hub<NodeRouter>,
+    nodes: Vec<Node>,
+    /// The cluster's Redis; killed when the server is dropped.
+    redis: Option<Redis>,
+    /// The node the next client connects to.
+    next_node: AtomicUsize,
+}
+
+/// One server running in this process.
+struct Node {
+    addr: SocketAddr,
+    hub: Hub<NodeRouter>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
-impl TestServer {
-    pub async fn start() -> Self {
-        Self::with_flags(&[]).await
-    }
-
-    pub async fn with_flags(flags: &[&str]) -> Self {
+impl Node {
+    async fn start(flags: &[&str]) -> Self {
         let mut args = vec!["--listen", "127.0.0.1:0"];
         args.extend_from_slice(flags);
         let config = Config::from_flags(args).expect("flags");
@@ -47,8 +71,72 @@ impl TestServer {
         Self { addr, hub, stop: Some(stop), task }
     }
 
+    /// Starts a graceful shutdown and waits for the node to finish it.
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(PATIENCE, &mut self.task).await.expect("shutdown in time").expect("join").expect("serve");
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_flags(&[]).await
+    }
+
+    /// One node with these flags, or a cluster of nodes each with them in
+    /// the `on_nodes*` binaries.
+    pub async fn with_flags(flags: &[&str]) -> Self {
+        if cluster_binary() { Self::cluster(CLUSTER_NODES, flags).await } else { Self::single(flags).await }
+    }
+
+    /// One node, whatever the binary.
+    pub async fn single(flags: &[&str]) -> Self {
+        Self::of(vec![Node::start(flags).await], None)
+    }
+
+    /// `n` nodes with these flags, sharing a redis-server started for them.
+    pub async fn cluster(n: usize, flags: &[&str]) -> Self {
+        let redis = Redis::start().await;
+        let mut args = vec!["--redis", redis.url.as_str()];
+        args.extend_from_slice(flags);
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(Node::start(&args).await);
+        }
+        Self::of(nodes, Some(redis))
+    }
+
+    fn of(nodes: Vec<Node>, redis: Option<Redis>) -> Self {
+        let first = &nodes[0];
+        Self { addr: first.addr, hub: first.hub.clone(), nodes, redis, next_node: AtomicUsize::new(0) }
+    }
+
+    /// The URL of the node the next client should use: each in turn.
     pub fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        let node = self.next_node.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        self.node_url(node)
+    }
+
+    /// The URL of node `node` (0-based), for a client that must be there.
+    pub fn node_url(&self, node: usize) -> String {
+        format!("ws://{}/ws", self.nodes[node].addr)
+    }
+
+    /// How many nodes this server is.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `node`'s hub.
+    pub fn node_hub(&self, node: usize) -> &Hub<NodeRouter> {
+        &self.nodes[node].hub
+    }
+
+    /// The cluster's Redis URL (`None` for a single node).
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis.as_ref().map(|redis| redis.url.as_str())
     }
 
     /// A connected client that has not called `init`.
@@ -63,23 +151,132 @@ impl TestServer {
         (client, id.as_str().expect("user id").to_owned())
     }
 
-    /// Starts a graceful shutdown and waits for the server to finish it.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    /// Starts a graceful shutdown of every node and waits for them.
+    pub async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
         }
-        tokio::time::timeout(PATIENCE, &mut self.task).await.expect("shutdown in time").expect("join").expect("serve");
     }
 
-    /// Waits until the hub holds exactly `want` (cleanup after a disconnect
-    /// runs on the connection's task, a moment after the client sees it).
+    /// Users on all nodes, and groups: those of the hub, or on a cluster
+    /// those Redis holds (a group spanning nodes counts once).
+    pub async fn stats(&self) -> HubStats {
+        let users = self.nodes.iter().map(|node| node.hub.stats().users).sum();
+        let groups = match &self.redis {
+            None => self.hub.stats().groups,
+            Some(redis) => redis.keys(&format!("{}{{g:*}}:c", cluster::PREFIX)).await.len(),
+        };
+        HubStats { users, groups }
+    }
+
+    /// On a cluster, says why a test (or part of one) does not run there,
+    /// and returns true: for the known gaps of many nodes, each named in
+    /// the README's "Many nodes" section.
+    pub fn skips_on_a_cluster(&self, why: &str) -> bool {
+        let skip = self.redis.is_some();
+        if skip {
+            eprintln!("not on a cluster: {why}");
+        }
+        skip
+    }
+
+    /// Relays waiting for their target's answer, on all nodes.
+    pub fn relays_in_flight(&self) -> usize {
+        self.nodes.iter().map(|node| node.hub.relays_in_flight()).sum()
+    }
+
+    /// The keys a cluster's Redis holds besides the nodes' own bookkeeping
+    /// (the node list and heartbeats): users, groups, memberships. Empty
+    /// for a single node.
+    pub async fn redis_state(&self) -> Vec<String> {
+        let Some(redis) = &self.redis else { return Vec::new() };
+        let node_keys = [format!("{}nodes", cluster::PREFIX), format!("{}alive:", cluster::PREFIX)];
+        let mut keys = redis.keys("*").await;
+        keys.retain(|key| !node_keys.iter().any(|node_key| key.starts_with(node_key.as_str())));
+        keys.sort();
+        keys
+    }
+
+    /// Waits until the server holds exactly `want` (cleanup after a
+    /// disconnect runs on the connection's task, a moment after the client
+    /// sees it).
     pub async fn settles_at(&self, want: HubStats) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while self.hub.stats() != want {
-            assert!(tokio::time::Instant::now() < deadline, "hub stuck at {:?}, want {want:?}", self.hub.stats());
+        loop {
+            let got = self.stats().await;
+            if got == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stuck at {got:?}, want {want:?}");
             tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+}
+
+/// A redis-server of a test's own on a loopback port, without persistence
+/// unless given a directory; killed on drop.
+pub struct Redis {
+    child: tokio::process::Child,
+    pub url: String,
+}
+
+impl Redis {
+    pub async fn start() -> Self {
+        // A free port: bound, then released for redis-server to take.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        Self::on_port(port, None).await
+    }
+
+    /// On `port`; with `dir`, every write is in its append-only file there
+    /// before Redis answers, and a restart in `dir` finds it all again.
+    pub async fn on_port(port: u16, dir: Option<&std::path::Path>) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let port_text = port.to_string();
+        let mut args = vec!["--port", &port_text, "--bind", "127.0.0.1", "--save", ""];
+        let dir_text = dir.map(|d| d.display().to_string());
+        match &dir_text {
+            Some(dir) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", dir]),
+            None => args.extend(["--appendonly", "no"]),
+        }
+        let mut child = tokio::process::Command::new("redis-server")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = async {
+            while let Some(line) = lines.next_line().await.expect("read redis-server's output") {
+                if line.contains("Ready to accept connections") {
+                    return;
+                }
+            }
+            panic!("redis-server ended before it was ready");
+        };
+        tokio::time::timeout(PATIENCE, ready).await.expect("redis-server ready in time");
+        // Keep reading its output, so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, url: format!("redis://127.0.0.1:{port}") }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill redis-server");
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url.as_str()).expect("url");
+        client.get_multiplexed_async_connection().await.expect("connect to redis")
+    }
+
+    /// The keys matching a glob `pattern`.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        redis::cmd("KEYS").arg(pattern).query_async(&mut self.connection().await).await.expect("KEYS")
     }
 }
 
@@ -316,11 +513,19 @@ pub async fn group_of_three(server: &TestServer) -> (String, [(Raw, String); 3])
 }
 
 impl TestServer {
-    /// `GET /metrics`, the body only.
+    /// `GET /metrics`, the body only; on a cluster, each sample summed
+    /// over the nodes (every gauge and counter counts what its node saw).
     pub async fn scrape(&self) -> String {
-        let response = http(self.addr, "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+        let mut bodies = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            bodies.push(scrape(node.addr).await);
+        }
+        if bodies.len() == 1 { bodies.remove(0) } else { sum_samples(&bodies) }
+    }
+
+    /// Node `node`'s own `GET /metrics` body.
+    pub async fn scrape_node(&self, node: usize) -> String {
+        scrape(self.nodes[node].addr).await
     }
 
     /// Waits until the metric sample `name` (labels included, as the text
@@ -336,6 +541,29 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let response = http(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
+/// One exposition whose samples are the sums of the same samples in
+/// `bodies`, in the first body's order (comments dropped).
+fn sum_samples(bodies: &[String]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut sums: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for line in bodies.iter().flat_map(|body| body.lines()).filter(|line| !line.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        let sum = sums.entry(name).or_insert_with(|| {
+            order.push(name);
+            0.0
+        });
+        *sum += value;
+    }
+    order.iter().map(|name| format!("{name} {}\n", sums[name])).collect()
 }
 
 /// The value of one sample in a text exposition: `name` is everything
