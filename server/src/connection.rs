@@ -37,6 +37,9 @@ const DRAIN_CHECK: Duration = Duration::from_millis(10);
 /// size limit, for as long as the connection lives.
 const SHRINK_ABOVE: usize = 16 * 1024;
 
+/// What a closing connection reads and discards at a time.
+const LINGER_READ: usize = 4096;
+
 /// Serves one upgraded WebSocket until it closes, for whatever reason;
 /// `slot` (the connection's place under the connection cap) is given back
 /// after that.
@@ -83,7 +86,8 @@ async fn await_resume(app: &App, session: &Session, generation: u64) {
         _ = shutdown.wait_for(|stop| *stop) => {}
         _ = session.peer().ended(generation) => {}
     }
-    app.hub.expire(session, generation).await;
+    // Boxed, like every cold path's large future: see `run`.
+    Box::pin(app.hub.expire(session, generation)).await;
 }
 
 /// Serves the connection; returns the session when it is suspended rather
@@ -142,7 +146,10 @@ async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(
     }
 
     // Leave every group, release the id, fail calls waiting on this client.
-    app.hub.disconnect(&session, reason).await;
+    // Boxed: the router's futures (Redis calls, with --redis) would
+    // otherwise sit in every connection's task from its start, as large as
+    // its largest state, resident on idle connections too.
+    Box::pin(app.hub.disconnect(&session, reason)).await;
     let peer = &**peer;
     if reason == CloseReason::SHUTDOWN {
         // The client is still there: let its running requests (relays to
@@ -344,7 +351,10 @@ impl Socket {
             return;
         }
         let mut discarded = 0;
-        let mut buf = [0u8; 4096];
+        // On the heap, and only now: an array here would sit in every
+        // connection's task from its start (the task is as large as its
+        // largest state), 4 KiB of resident memory per idle connection.
+        let mut buf = vec![0u8; LINGER_READ];
         while discarded < max_bytes {
             match io.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
