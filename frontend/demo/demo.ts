@@ -1,12 +1,13 @@
 /**
  * The demo page: create a group or join one by its link (`/#<group id>`),
- * see every member and the state of the link to it, chat over `broadcast`,
- * ping a member over `unicast`.
+ * see every member (with what the app's backend says of it) and the state of
+ * the link to it, chat and send files over `broadcast` (with progress and
+ * cancel), ping a member over `unicast`.
  *
  * It imports the client exactly as any site would: from the server's
  * `/webrtc-p2p.js`.
  */
-import { GroupCapability, SimpleService } from '/webrtc-p2p.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, GroupCapability, SimpleService } from '/webrtc-p2p.js';
 import type { IGroup, LinkState, UserId } from '/webrtc-p2p.js';
 
 /** What a ping sends, and what the demo answers it with. */
@@ -15,6 +16,17 @@ const PONG = 'pong';
 /** Ids are 32 hex digits; the first few tell members apart on screen. */
 const SHORT_ID_CHARS = 8;
 const GROUP_ID_PATTERN = /[0-9a-f]{32}/;
+/**
+ * A file travels as one binary broadcast: a 2-byte big-endian length, the
+ * name in UTF-8, then the file's bytes. Chat messages are strings, so any
+ * binary message is a file.
+ */
+const FILE_NAME_LENGTH_BYTES = 2;
+const MAX_FILE_NAME_BYTES = 255;
+/** The largest file the default message limit lets through, with its header. */
+const MAX_FILE_BYTES = DEFAULT_MAX_MESSAGE_BYTES - FILE_NAME_LENGTH_BYTES - MAX_FILE_NAME_BYTES;
+/** How often a transfer's progress is drawn at most: a 64 MiB file reports thousands of chunks. */
+const PROGRESS_REDRAW_MS = 100;
 
 const STATE_LABELS: Record<LinkState, string> = {
   connecting: 'connecting',
@@ -49,6 +61,8 @@ const ui = {
   composer: element<HTMLFormElement>('composer'),
   messageInput: element<HTMLInputElement>('message-input'),
   send: element<HTMLButtonElement>('send'),
+  fileInput: element<HTMLInputElement>('file-input'),
+  attach: element<HTMLLabelElement>('attach'),
   chatScope: element<HTMLSpanElement>('chat-scope'),
 };
 
@@ -63,6 +77,8 @@ let group: IGroup | undefined;
 let shownOwner: UserId | undefined;
 /** The last round-trip time measured to each member, shown beside it. */
 const rtts = new Map<UserId, string>();
+/** Object URLs of the files received in this group, released when it is left. */
+const fileUrls: string[] = [];
 
 function short(id: UserId): string {
   return id.slice(0, SHORT_ID_CHARS);
@@ -125,6 +141,14 @@ function renderMembers(): void {
       name.textContent = short(member);
       name.title = member;
       who.append(avatar(member), name);
+      const info = infoText(current, member);
+      if (info !== undefined) {
+        const said = document.createElement('span');
+        said.className = 'info';
+        said.textContent = info;
+        said.title = JSON.stringify(current.memberInfo(member));
+        who.append(said);
+      }
       if (member === self) who.append(tag('you', 'tag-you'));
       if (member === current.owner()) who.append(tag('owner', 'tag-owner'));
       item.append(who);
@@ -159,6 +183,18 @@ function renderMembers(): void {
   }
 }
 
+/**
+ * What the app's backend says of a member (its join token's `info`), in a
+ * few words: a `name` when it has one, else the JSON. Nothing without tokens.
+ */
+function infoText(current: IGroup, member: UserId): string | undefined {
+  const info = current.memberInfo(member);
+  if (info === undefined || info === null) return undefined;
+  if (typeof info === 'string') return info;
+  const name = typeof info === 'object' ? (info as { name?: unknown }).name : undefined;
+  return typeof name === 'string' ? name : JSON.stringify(info);
+}
+
 function tag(text: string, className: string): HTMLSpanElement {
   const span = document.createElement('span');
   span.className = `tag ${className}`;
@@ -166,7 +202,8 @@ function tag(text: string, className: string): HTMLSpanElement {
   return span;
 }
 
-function addMessage(from: UserId, text: string): void {
+/** A message in the log: `from`'s avatar and a bubble holding `body`. */
+function addBubble(from: UserId, ...body: HTMLElement[]): HTMLLIElement {
   const item = document.createElement('li');
   item.className = from === self ? 'message mine' : 'message';
   item.append(avatar(from));
@@ -175,12 +212,118 @@ function addMessage(from: UserId, text: string): void {
   const author = document.createElement('span');
   author.className = 'from';
   author.textContent = from === self ? 'you' : short(from);
+  bubble.append(author, ...body);
+  item.append(bubble);
+  appendToLog(item);
+  return item;
+}
+
+function addMessage(from: UserId, text: string): void {
   const body = document.createElement('span');
   body.className = 'text';
   body.textContent = text;
-  bubble.append(author, body);
-  item.append(bubble);
-  appendToLog(item);
+  addBubble(from, body);
+}
+
+function sizeText(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+function encodeFile(name: string, contents: Uint8Array): Uint8Array {
+  let nameBytes = new TextEncoder().encode(name);
+  // Cut at a character boundary: the decoder drops a split one.
+  if (nameBytes.length > MAX_FILE_NAME_BYTES) nameBytes = new TextEncoder().encode(new TextDecoder().decode(nameBytes.subarray(0, MAX_FILE_NAME_BYTES)).replace(/\uFFFD$/, ''));
+  const message = new Uint8Array(FILE_NAME_LENGTH_BYTES + nameBytes.length + contents.length);
+  new DataView(message.buffer).setUint16(0, nameBytes.length);
+  message.set(nameBytes, FILE_NAME_LENGTH_BYTES);
+  message.set(contents, FILE_NAME_LENGTH_BYTES + nameBytes.length);
+  return message;
+}
+
+function decodeFile(message: Uint8Array): { name: string; contents: Uint8Array } | undefined {
+  if (message.length < FILE_NAME_LENGTH_BYTES) return undefined;
+  const nameLength = new DataView(message.buffer, message.byteOffset).getUint16(0);
+  const start = FILE_NAME_LENGTH_BYTES + nameLength;
+  if (message.length < start) return undefined;
+  const name = new TextDecoder().decode(message.subarray(FILE_NAME_LENGTH_BYTES, start));
+  return { name, contents: message.subarray(start) };
+}
+
+/** A received file: its name as a download link, and its size. */
+function addFile(from: UserId, name: string, contents: Uint8Array): void {
+  const url = URL.createObjectURL(new Blob([contents as Uint8Array<ArrayBuffer>]));
+  fileUrls.push(url);
+  const link = document.createElement('a');
+  link.className = 'file-name';
+  link.href = url;
+  link.download = name;
+  link.textContent = name;
+  const size = document.createElement('span');
+  size.className = 'file-size';
+  size.textContent = sizeText(contents.length);
+  const file = document.createElement('span');
+  file.className = 'file';
+  file.dataset['bytes'] = String(contents.length);
+  file.append(link, size);
+  addBubble(from, file);
+}
+
+/**
+ * Sends a file to the group: a bubble with a progress bar and a Cancel
+ * button while it goes, then what became of it (`data-state` says it too).
+ */
+async function sendFile(current: IGroup, file: File): Promise<void> {
+  if (self === undefined) return;
+  if (file.size > MAX_FILE_BYTES) {
+    addNotice(`${file.name} is ${sizeText(file.size)}: files up to ${sizeText(MAX_FILE_BYTES)} go.`);
+    return;
+  }
+  const name = document.createElement('span');
+  name.className = 'file-name';
+  name.textContent = file.name;
+  const bar = document.createElement('progress');
+  bar.max = 1;
+  bar.value = 0;
+  const status = document.createElement('span');
+  status.className = 'file-size';
+  status.textContent = `${sizeText(file.size)} · reading…`;
+  const cancel = document.createElement('button');
+  cancel.type = 'button';
+  cancel.className = 'cancel';
+  cancel.textContent = 'Cancel';
+  const transfer = document.createElement('span');
+  transfer.className = 'file transfer';
+  transfer.dataset['state'] = 'sending';
+  transfer.append(name, bar, status, cancel);
+  addBubble(self, transfer);
+
+  const controller = new AbortController();
+  cancel.addEventListener('click', () => controller.abort(new Error('cancelled')));
+  let drawn = 0;
+  const show = (sent: number, total: number): void => {
+    transfer.dataset['sent'] = String(sent);
+    transfer.dataset['total'] = String(total);
+    const now = performance.now();
+    if (sent < total && now - drawn < PROGRESS_REDRAW_MS) return;
+    drawn = now;
+    bar.value = total === 0 ? 1 : sent / total;
+    status.textContent = `${sizeText(file.size)} · ${Math.floor(bar.value * 100)} %`;
+  };
+  const finish = (state: 'sent' | 'failed', text: string): void => {
+    transfer.dataset['state'] = state;
+    status.textContent = `${sizeText(file.size)} · ${text}`;
+    cancel.remove();
+  };
+  try {
+    const message = encodeFile(file.name, new Uint8Array(await file.arrayBuffer()));
+    await current.broadcast(message, { onprogress: show, signal: controller.signal });
+    bar.value = 1;
+    finish('sent', current.members().length > 1 ? 'sent' : 'sent to no one yet');
+  } catch (error) {
+    finish('failed', `not sent: ${errorText(error)}`);
+  }
 }
 
 function addNotice(text: string): void {
@@ -216,8 +359,14 @@ function enter(joined: IGroup): void {
   group = joined;
   shownOwner = undefined;
   rtts.clear();
+  for (const url of fileUrls.splice(0)) URL.revokeObjectURL(url);
   joined.onmessage = (from, data) => {
-    if (typeof data === 'string') addMessage(from, data);
+    if (typeof data === 'string') {
+      addMessage(from, data);
+      return;
+    }
+    const file = decodeFile(data);
+    if (file !== undefined) addFile(from, file.name, file.contents);
   };
   joined.onunicast = (_from, data) => (data === PING ? PONG : data);
   joined.onmemberjoin = (member) => {
@@ -312,6 +461,14 @@ ui.composer.addEventListener('submit', (event) => {
   current.broadcast(text).catch((error: unknown) => addNotice(`Not sent: ${errorText(error)}`));
 });
 
+ui.fileInput.addEventListener('change', () => {
+  const current = group;
+  const file = ui.fileInput.files?.[0];
+  // Cleared, so that choosing the same file again sends it again.
+  ui.fileInput.value = '';
+  if (current !== undefined && file !== undefined) void sendFile(current, file);
+});
+
 window.addEventListener('hashchange', () => void joinFromHash());
 
 // A dropped connection is resumed by the service itself: same id, same
@@ -326,6 +483,8 @@ service.onclose = () => {
   // Nothing can be sent any more: no "sent" bubble that then fails.
   ui.messageInput.disabled = true;
   ui.send.disabled = true;
+  ui.fileInput.disabled = true;
+  ui.attach.classList.add('disabled');
   ui.messageInput.placeholder = 'Offline: the server is gone';
   showBanner('The connection to the server closed. Reload the page to reconnect.');
 };

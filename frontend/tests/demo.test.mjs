@@ -2,6 +2,7 @@
 // another page, chat, ping, lose the connection for a while. Also saves a
 // screenshot to look at.
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -93,6 +94,79 @@ test('demo: create a group, join it by its link, chat and ping', async () => {
     await a.locator('#messages .system', { hasText: 'left' }).waitFor({ timeout: WAIT_MS });
   } finally {
     await Promise.all([a.close(), b.close()]);
+  }
+});
+
+/**
+ * Runs in the sending page before a file is chosen: records every progress
+ * figure the next transfer bubble shows, and with `cancel`, clicks its
+ * Cancel button at the first one.
+ */
+function watchTransfer(cancel) {
+  window.progress = [];
+  new MutationObserver((records, observer) => {
+    for (const record of records) {
+      const transfer = record.target;
+      if (!(transfer instanceof HTMLElement) || !transfer.classList.contains('transfer')) continue;
+      if (record.attributeName === 'data-sent') window.progress.push([Number(transfer.dataset.sent), Number(transfer.dataset.total)]);
+      if (cancel && window.progress.length > 0) {
+        transfer.querySelector('.cancel')?.click();
+        observer.disconnect();
+      }
+    }
+  }).observe(document.getElementById('messages'), { subtree: true, attributes: true, attributeFilter: ['data-sent'] });
+}
+
+/** Runs in a receiving page: the SHA-256 of the file a download link holds, in hex. */
+async function downloadedHash(name) {
+  const link = [...document.querySelectorAll('#messages a.file-name')].find((a) => a.download === name);
+  const bytes = await (await fetch(link.href)).arrayBuffer();
+  const digest = await crypto.subtle.digest('SHA-256', bytes);
+  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
+test('demo: a file goes to the group with its progress shown, arrives whole, and Cancel stops one; screenshots saved to test-results/', async () => {
+  const { page: a, link } = await createGroup();
+  const b = await openDemo(link);
+  const c = await openDemo(link);
+  try {
+    await Promise.all([a, b, c].map((page) => waitForDirectMembers(page, 3)));
+    // Over MAX_BODY_BYTES, so it travels in chunks; a name that is not ASCII.
+    const contents = randomBytes(3 * 1024 * 1024 + 17);
+    const name = 'photo · été.bin';
+    await a.bringToFront();
+    await a.evaluate(watchTransfer, false);
+    await a.locator('#file-input').setInputFiles({ name, mimeType: 'application/octet-stream', buffer: contents });
+    await a.locator('.transfer[data-state="sent"]').waitFor({ timeout: WAIT_MS });
+    for (const page of [b, c]) {
+      const received = page.locator('#messages .file', { has: page.locator(`a[download="${name}"]`) });
+      await received.waitFor({ timeout: WAIT_MS });
+      assert.equal(await received.getAttribute('data-bytes'), String(contents.length));
+      assert.equal(await page.evaluate(downloadedHash, name), createHash('sha256').update(contents).digest('hex'));
+    }
+    // Progress over both targets: monotonic, ending at the total.
+    const progress = await a.evaluate(() => window.progress);
+    assert.ok(progress.length > 1, `progress shown ${progress.length} times`);
+    const total = progress.at(-1)[1];
+    assert.ok(total >= 2 * contents.length, `total ${total} counts both targets`);
+    assert.deepEqual(progress.at(-1), [total, total]);
+    for (let i = 1; i < progress.length; i++) assert.ok(progress[i][0] >= progress[i - 1][0], `progress went back at ${i}`);
+
+    // Cancelled at its first progress: the sender says so, nobody gets it,
+    // and the chat goes on.
+    await a.evaluate(watchTransfer, true);
+    await a.locator('#file-input').setInputFiles({ name: 'big.bin', mimeType: 'application/octet-stream', buffer: randomBytes(16 * 1024 * 1024) });
+    await a.locator('.transfer[data-state="failed"]', { hasText: 'cancelled' }).waitFor({ timeout: WAIT_MS });
+    await say(a, 'after the cancelled file');
+    await Promise.all([b, c].map((page) => messageIn(page, 'after the cancelled file')));
+    for (const page of [b, c]) assert.equal(await page.locator('a[download="big.bin"]').count(), 0);
+    await mkdir(fileURLToPath(RESULTS), { recursive: true });
+    await b.bringToFront();
+    await b.screenshot({ path: fileURLToPath(new URL('demo-file.png', RESULTS)) });
+    await a.bringToFront();
+    await a.screenshot({ path: fileURLToPath(new URL('demo-file-sender.png', RESULTS)) });
+  } finally {
+    await Promise.all([a, b, c].map((page) => page.close()));
   }
 });
 

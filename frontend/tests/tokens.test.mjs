@@ -99,16 +99,31 @@ test("a token minted by the README's Node example is accepted", async () => {
   }
 });
 
-test("the demo page takes its token from ?token= and does not share it", async () => {
-  const page = await env.context.newPage();
-  page.on('pageerror', (error) => console.error(`[demo page error] ${error.message}`));
-  await page.goto(`${env.server.httpUrl}/?token=${mint({ create: true })}`);
-  await page.locator('#status[data-status="online"]').waitFor({ timeout: WAIT_MS });
-  await page.locator('#create').click();
-  await page.locator('#room').waitFor({ timeout: WAIT_MS });
-  const link = await page.locator('#share-link').inputValue();
+test("the demo page takes its token from ?token=, does not share it, and shows each member's info", async () => {
+  const openDemo = async (query) => {
+    const page = await env.context.newPage();
+    page.on('pageerror', (error) => console.error(`[demo page error] ${error.message}`));
+    await page.goto(`${env.server.httpUrl}/${query}`);
+    await page.locator('#status[data-status="online"]').waitFor({ timeout: WAIT_MS });
+    return page;
+  };
+  const owner = await openDemo(`?token=${mint({ create: true, info: { name: 'Ada' } })}`);
+  await owner.locator('#create').click();
+  await owner.locator('#room').waitFor({ timeout: WAIT_MS });
+  const link = await owner.locator('#share-link').inputValue();
   assert.match(link, /^http:\/\/127\.0\.0\.1:\d+\/#[0-9a-f]{32}$/);
-  await page.close();
+  const groupId = link.split('#')[1];
+  // Info without a name shows as its JSON.
+  const guest = await openDemo(`?token=${mint({ groups: [groupId], info: { seat: 2 } })}#${groupId}`);
+  try {
+    const [ownerId, guestId] = await Promise.all([owner, guest].map((page) => page.locator('#self-id').getAttribute('title')));
+    for (const page of [owner, guest]) {
+      await page.locator(`#members li[data-member="${guestId}"] .info`, { hasText: '{"seat":2}' }).waitFor({ timeout: WAIT_MS });
+      assert.equal(await page.locator(`#members li[data-member="${ownerId}"] .info`).innerText(), 'Ada');
+    }
+  } finally {
+    await Promise.all([owner.close(), guest.close()]);
+  }
 });
 
 test('the TURN credentials from session reach every RTCPeerConnection and are fetched again before they expire', async () => {
