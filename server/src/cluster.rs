@@ -14,9 +14,12 @@
 //!   to the members' nodes, so every member on every node sees changes in
 //!   the order they took effect (Redis runs scripts one at a time and
 //!   delivers a connection's publishes in order); `memberships:{node}`, the
-//!   groups of a node's users;
+//!   groups of a node's users; `joined:{user}`, a user's groups, all of
+//!   which it leaves when its session ends (also one Redis joined it to
+//!   after its node had answered the client Busy);
 //! - `nodes`, the nodes, and `alive:{node}`, a node's heartbeat, refreshed
-//!   every [`HEARTBEAT`] with a TTL of [`HEARTBEAT_TTL`]. Each node looks at
+//!   every [`HEARTBEAT`] with a TTL of `--heartbeat-ttl` ([`HEARTBEAT_TTL`]
+//!   by default; give every node the same). Each node looks at
 //!   the others' on every beat; the first to find one gone reaps it (one
 //!   script): its users that cannot resume leave their groups, as on a
 //!   disconnect; the resumable ones stay for the resume window
@@ -50,9 +53,11 @@
 //! over without replay.
 //!
 //! Redis unavailable: the operations that need it answer Busy, the client
-//! retries; nothing is half changed (each change is one script).
+//! retries; nothing is half changed (each change is one script). A script
+//! Redis runs after its node stopped waiting leaves nothing behind either:
+//! see `may_run_late`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
@@ -77,7 +82,8 @@ use webrtc_p2p_simple::{
 pub const PREFIX: &str = "webrtc-p2p:";
 /// How often a node refreshes its heartbeat key.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long a heartbeat key lives without a refresh.
+/// How long a heartbeat key lives without a refresh, by default
+/// (`--heartbeat-ttl`).
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
 /// Messages one publish pipeline carries at most.
 const MAX_BATCH: usize = 256;
@@ -349,6 +355,8 @@ struct Shared {
     call_timeout: Duration,
     /// How long a stopped node's resumable sessions wait for a resume.
     resume_window: Duration,
+    /// How long this node's heartbeat key lives without a refresh.
+    heartbeat_ttl: Duration,
     /// Everything to publish, in order, for the publisher task.
     outgoing: mpsc::UnboundedSender<Outgoing>,
     /// What relays need of groups with a member on this node, so that a
@@ -358,8 +366,10 @@ struct Shared {
     /// order, done again on every heartbeat until Redis takes them: without
     /// them their users would stay members (ghosts) once Redis is back.
     unfinished: Mutex<Vec<Unfinished>>,
-    /// Groups with members on this node, and how many: the node's stats.
-    local_groups: DashMap<GroupId, usize>,
+    /// Groups with members on this node, and which: the node's stats. A
+    /// set, not a count, so that recording a membership twice (a join
+    /// tried again after Busy, which Redis had run after all) counts once.
+    local_groups: DashMap<GroupId, HashSet<UserId>>,
     /// The hub's sessions, to hand one over when another node resumes it.
     sessions: OnceLock<Weak<dyn Sessions>>,
     /// Sessions handed over to another node, by user, for a relay timeout:
@@ -401,14 +411,14 @@ struct HandedOver {
 }
 
 /// A clean-up Redis did not take.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 enum Unfinished {
     Leave(GroupId, UserId),
     Remove(UserId),
     /// A session handed over to another node that never took it: unless
-    /// it is that node's by now, its user leaves these groups and its id
+    /// it is that node's by now, its user leaves its groups and its id
     /// goes, as in v1.
-    Abandoned(UserId, Vec<GroupId>),
+    Abandoned(UserId),
 }
 
 /// What routing a relay needs of one group, read from Redis.
@@ -507,14 +517,14 @@ impl Shared {
         peer.or_else(|| self.forwarding.get(&user).map(|peer| peer.clone()))
     }
 
-    fn local_group_added(&self, group: GroupId) {
-        *self.local_groups.entry(group).or_insert(0) += 1;
+    fn local_group_added(&self, group: GroupId, user: UserId) {
+        self.local_groups.entry(group).or_default().insert(user);
     }
 
-    fn local_group_removed(&self, group: GroupId) {
+    fn local_group_removed(&self, group: GroupId, user: UserId) {
         if let Entry::Occupied(mut entry) = self.local_groups.entry(group) {
-            *entry.get_mut() -= 1;
-            if *entry.get() == 0 {
+            entry.get_mut().remove(&user);
+            if entry.get().is_empty() {
                 entry.remove();
             }
         }
@@ -586,7 +596,9 @@ fn intro_text(intro: &Introduction) -> String {
 
 /// What every script shares. Keys are made from `prefix` (ARGV[1]): a
 /// group's keys as [`group_keys`] does, `memberships:{node}` ("group user"
-/// entries of a node's users, for the reaper), `users:{node}` (its users).
+/// entries of a node's users, for the reaper), `users:{node}` (its users),
+/// `joined:{user}` (the groups a user is in, as Redis has them: what its
+/// session's end leaves, see `forget`).
 const COMMON: &str = r#"
 -- Now in milliseconds, on Redis's clock (every node judges deadlines by it).
 local function now_ms()
@@ -629,6 +641,7 @@ local function leave(prefix, group, user)
   redis.call('HDEL', n, user)
   redis.call('HDEL', i, user)
   redis.call('SREM', prefix .. 'memberships:' .. node, group .. ' ' .. user)
+  redis.call('SREM', prefix .. 'joined:' .. user, group)
   redis.call('LREM', m, 1, user)
   if redis.call('LLEN', m) == 0 then
     redis.call('DEL', m, n, c, i)
@@ -644,6 +657,23 @@ local function add(prefix, group, user, node, intro)
   redis.call('HSET', n, user, node)
   if intro ~= '' then redis.call('HSET', i, user, intro) end
   redis.call('SADD', prefix .. 'memberships:' .. node, group .. ' ' .. user)
+  redis.call('SADD', prefix .. 'joined:' .. user, group)
+end
+
+-- Ends user's session if its id is still node's (a session handed over
+-- lives on elsewhere): the user leaves every group Redis lists for it (the
+-- others told), including any its node never recorded, such as a join
+-- Redis ran after the node had stopped waiting and answered Busy; then
+-- its id goes. 1 ended, 0 not node's.
+local function forget(prefix, user, node)
+  if redis.call('GET', prefix .. 'user:' .. user) ~= node then return 0 end
+  for _, group in ipairs(redis.call('SMEMBERS', prefix .. 'joined:' .. user)) do
+    leave(prefix, group, user)
+  end
+  redis.call('DEL', prefix .. 'user:' .. user)
+  redis.call('SREM', prefix .. 'users:' .. node, user)
+  redis.call('HDEL', prefix .. 'resumable:' .. node, user)
+  return 1
 end
 "#;
 
@@ -656,12 +686,11 @@ end
 return 0
 ";
 
-/// ARGV: prefix, user, node. The id goes only if it is still this node's
-/// (a session handed over lives on elsewhere).
+/// ARGV: prefix, user, node. The user's session ended: it leaves what it
+/// is still in and its id goes, only if it is still this node's (see
+/// `forget` in [`COMMON`]).
 const REMOVE: &str = r"
-if redis.call('GET', ARGV[1] .. 'user:' .. ARGV[2]) == ARGV[3] then
-  redis.call('DEL', ARGV[1] .. 'user:' .. ARGV[2])
-end
+forget(ARGV[1], ARGV[2], ARGV[3])
 redis.call('SREM', ARGV[1] .. 'users:' .. ARGV[3], ARGV[2])
 redis.call('HDEL', ARGV[1] .. 'resumable:' .. ARGV[3], ARGV[2])
 return 1
@@ -727,17 +756,11 @@ end
 return {1, grants, moved}
 ";
 
-/// ARGV: prefix, user, node, then groups. A session handed over that the
-/// other node never took: if it is still this node's, its user leaves
-/// these groups (the others told) and its id goes.
+/// ARGV: prefix, user, node. A session handed over that the other node
+/// never took: if it is still this node's, its user leaves its groups (the
+/// others told) and its id goes (see `forget` in [`COMMON`]).
 const ABANDON: &str = r"
-local prefix, user, node = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('GET', prefix .. 'user:' .. user) ~= node then return 0 end
-for i = 4, #ARGV do leave(prefix, ARGV[i], user) end
-redis.call('DEL', prefix .. 'user:' .. user)
-redis.call('SREM', prefix .. 'users:' .. node, user)
-redis.call('HDEL', prefix .. 'resumable:' .. node, user)
-return 1
+return forget(ARGV[1], ARGV[2], ARGV[3])
 ";
 
 /// ARGV: prefix, group, owner, node, capability, intro (see `add` in
@@ -843,7 +866,7 @@ impl Scripts {
         let with_common = |body: &str| Script::new(&format!("{COMMON}{body}"));
         Self {
             init: Script::new(INIT),
-            remove: Script::new(REMOVE),
+            remove: with_common(REMOVE),
             create: with_common(CREATE),
             join: with_common(JOIN),
             leave: with_common(LEAVE),
@@ -884,7 +907,12 @@ impl RedisRouter {
     /// starts the heartbeat; relays wait `call_timeout` for their answer,
     /// and the resumable sessions of a node that stopped wait
     /// `resume_window` for a resume on another.
-    pub async fn connect(url: &str, call_timeout: Duration, resume_window: Duration) -> redis::RedisResult<Self> {
+    pub async fn connect(
+        url: &str,
+        call_timeout: Duration,
+        resume_window: Duration,
+        heartbeat_ttl: Duration,
+    ) -> redis::RedisResult<Self> {
         let info: redis::ConnectionInfo = url.parse()?;
         // Subscriptions on the connection manager (re-made after every
         // reconnect) need RESP3's push messages.
@@ -914,6 +942,8 @@ impl RedisRouter {
             next_call: AtomicU64::new(1),
             call_timeout,
             resume_window,
+            // A key that lives one beat or less would lapse between beats.
+            heartbeat_ttl: heartbeat_ttl.max(2 * HEARTBEAT),
             outgoing,
             routes: Routes::default(),
             unfinished: Mutex::default(),
@@ -997,12 +1027,12 @@ impl RedisRouter {
         self.redis.clone()
     }
 
-    fn local_group_added(&self, group: GroupId) {
-        self.shared.local_group_added(group);
+    fn local_group_added(&self, group: GroupId, user: UserId) {
+        self.shared.local_group_added(group, user);
     }
 
-    fn local_group_removed(&self, group: GroupId) {
-        self.shared.local_group_removed(group);
+    fn local_group_removed(&self, group: GroupId, user: UserId) {
+        self.shared.local_group_removed(group, user);
     }
 
     fn target(&self, node: &str, user: UserId) -> Option<NodeTarget> {
@@ -1011,6 +1041,16 @@ impl RedisRouter {
         }
         Some(NodeTarget::Remote(Remote { node: node.into(), user, shared: self.shared.clone() }))
     }
+}
+
+/// Whether a script that failed may still run in Redis: the node stopped
+/// waiting for the answer (a loaded or stalled Redis), but the script had
+/// been sent. A refused or dropped connection never ran it. What a late
+/// `init` or `create` would leave (an id, a group nobody knows of) is
+/// cleaned up afterwards; a late `join` is recorded when the client tries
+/// again (the script answers "in already"), or left when its session ends.
+fn may_run_late(error: &redis::RedisError) -> bool {
+    error.is_timeout()
 }
 
 /// Redis failing is the caller's Busy: try again later.
@@ -1033,7 +1073,13 @@ impl Router for RedisRouter {
                 .arg(&*self.shared.node)
                 .invoke_async(&mut self.redis())
                 .await
-                .map_err(unavailable)?;
+                .map_err(|error| {
+                    if may_run_late(&error) {
+                        // The client tries again with another id: this one goes.
+                        self.shared.lock_unfinished().push(Unfinished::Remove(id));
+                    }
+                    unavailable(error)
+                })?;
             if set == 1 {
                 self.shared.users.insert(id, peer);
                 return Ok(id);
@@ -1075,9 +1121,16 @@ impl Router for RedisRouter {
                 .arg(&intro)
                 .invoke_async(&mut self.redis())
                 .await
-                .map_err(unavailable)?;
+                .map_err(|error| {
+                    if may_run_late(&error) {
+                        // Nobody knows this id: if Redis made the group,
+                        // its only member leaves and it is gone.
+                        self.shared.lock_unfinished().push(Unfinished::Leave(id, owner));
+                    }
+                    unavailable(error)
+                })?;
             if created == 1 {
-                self.local_group_added(id);
+                self.local_group_added(id, owner);
                 return Ok(id);
             }
         }
@@ -1113,8 +1166,10 @@ impl Router for RedisRouter {
         let owner = owner.parse().map_err(|_| ErrorCode::GroupNotFound)?;
         let capability = capability.parse().ok().and_then(Capability::from_bits).ok_or(ErrorCode::GroupNotFound)?;
         let added = status == 1;
+        // In already (0) may be a join of this session's that Redis ran
+        // after the node had answered Busy: the hub records it now.
+        self.local_group_added(group, user);
         if added {
-            self.local_group_added(group);
             self.shared.routes.forget(group);
         }
         Ok(Joined { owner, capability, added, told })
@@ -1136,17 +1191,19 @@ impl Router for RedisRouter {
                 // again: the heartbeat does, and its group count goes now.
                 if self.shared.users.get(&user).is_none_or(|peer| peer.is_closed()) {
                     self.shared.lock_unfinished().push(Unfinished::Leave(group, user));
-                    self.local_group_removed(group);
+                    self.local_group_removed(group, user);
                     self.shared.routes.forget(group);
                 }
                 return Err(unavailable(error));
             }
         };
+        // Not a member (any more) here too: a leave tried again after Busy
+        // finds the first one done.
+        self.local_group_removed(group, user);
         match status {
             -1 => Err(ErrorCode::GroupNotFound),
             -2 => Err(ErrorCode::NotAMember),
             told => {
-                self.local_group_removed(group);
                 self.shared.routes.forget(group);
                 Ok(usize::try_from(told).unwrap_or(0))
             }
@@ -1277,7 +1334,7 @@ impl Router for RedisRouter {
         }
         let groups: Vec<GroupId> = groups.iter().filter_map(|g| g.parse().ok()).collect();
         for group in &groups {
-            self.local_group_added(*group);
+            self.local_group_added(*group, user);
             self.shared.routes.forget(*group);
         }
         let position = match state {
@@ -1411,12 +1468,12 @@ fn hand_over(shared: &Arc<Shared>, id: u64, from: Arc<str>, user: UserId, epoch:
     shared.users.remove_if(&user, |_, held| Arc::ptr_eq(held, &peer));
     shared.forwarding.insert(user, peer.clone());
     for group in &groups {
-        shared.local_group_removed(*group);
+        shared.local_group_removed(*group, user);
     }
     let Position { received, replayed, next_call } = position;
     let state = HandedOver { frames, received, replayed, next_call, groups: groups.clone(), grants };
     let _ = shared.publish(&from, &Message::Handed { id, s: Some(state) }, None);
-    tokio::spawn(forward(shared.clone(), user, from, peer, groups));
+    tokio::spawn(forward(shared.clone(), user, from, peer));
 }
 
 /// Forwards what is queued to a session handed over to `node`, in order
@@ -1424,7 +1481,7 @@ fn hand_over(shared: &Arc<Shared>, id: u64, from: Arc<str>, user: UserId, epoch:
 /// request it had running here is answered and every call to it is over.
 /// Then the handle goes; if the other node never took the session over,
 /// its user leaves its groups as in v1 rather than stay a ghost.
-async fn forward(shared: Arc<Shared>, user: UserId, node: Arc<str>, peer: Arc<PeerHandle>, groups: Vec<GroupId>) {
+async fn forward(shared: Arc<Shared>, user: UserId, node: Arc<str>, peer: Arc<PeerHandle>) {
     let until = tokio::time::sleep(shared.call_timeout);
     tokio::pin!(until);
     loop {
@@ -1437,7 +1494,7 @@ async fn forward(shared: Arc<Shared>, user: UserId, node: Arc<str>, peer: Arc<Pe
     }
     shared.forwarding.remove_if(&user, |_, held| Arc::ptr_eq(held, &peer));
     peer.close(CloseReason::RESUMED_ELSEWHERE);
-    shared.lock_unfinished().push(Unfinished::Abandoned(user, groups));
+    shared.lock_unfinished().push(Unfinished::Abandoned(user));
 }
 
 /// The answer to a hand-over this node asked for: the frames to replay are
@@ -1470,22 +1527,18 @@ async fn finish(redis: &mut ConnectionManager, shared: &Shared, scripts: &Script
             still.push(job);
             continue;
         }
-        let done = match &job {
-            &Unfinished::Leave(group, user) => {
+        let done = match job {
+            Unfinished::Leave(group, user) => {
                 let mut leave = scripts.leave.arg(PREFIX);
                 leave.arg(group.to_string()).arg(user.to_string()).invoke_async::<i64>(redis).await.map(drop)
             }
-            &Unfinished::Remove(user) => {
+            Unfinished::Remove(user) => {
                 let mut remove = scripts.remove.arg(PREFIX);
                 remove.arg(user.to_string()).arg(&*shared.node).invoke_async::<()>(redis).await
             }
-            Unfinished::Abandoned(user, groups) => {
+            Unfinished::Abandoned(user) => {
                 let mut abandon = scripts.abandon.arg(PREFIX);
-                abandon.arg(user.to_string()).arg(&*shared.node);
-                for group in groups {
-                    abandon.arg(group.to_string());
-                }
-                abandon.invoke_async::<i64>(redis).await.map(drop)
+                abandon.arg(user.to_string()).arg(&*shared.node).invoke_async::<i64>(redis).await.map(drop)
             }
         };
         if let Err(error) = done {
@@ -1502,12 +1555,12 @@ async fn finish(redis: &mut ConnectionManager, shared: &Shared, scripts: &Script
 
 /// Keeps `alive:{node}` set while the node runs, and reaps the nodes whose
 /// heartbeat is gone: a node that stopped is noticed within
-/// [`HEARTBEAT_TTL`] + [`HEARTBEAT`].
+/// its heartbeat TTL + [`HEARTBEAT`].
 async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: Arc<Scripts>) {
     let node = shared.node.clone();
     let alive = |node: &str| format!("{PREFIX}alive:{node}");
     let nodes = format!("{PREFIX}nodes");
-    let ttl = u64::try_from(HEARTBEAT_TTL.as_millis()).unwrap_or(u64::MAX);
+    let ttl = u64::try_from(shared.heartbeat_ttl.as_millis()).unwrap_or(u64::MAX);
     let window = u64::try_from(shared.resume_window.as_millis()).unwrap_or(u64::MAX);
     let mut every = tokio::time::interval(HEARTBEAT);
     // Since when every heartbeat went through. Others are judged only once
@@ -1528,7 +1581,7 @@ async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: A
             }
         };
         finish(&mut redis, &shared, &scripts).await;
-        if healthy_since.get_or_insert_with(tokio::time::Instant::now).elapsed() < HEARTBEAT_TTL {
+        if healthy_since.get_or_insert_with(tokio::time::Instant::now).elapsed() < shared.heartbeat_ttl {
             continue;
         }
         let mut alive_nodes = vec![&*node];

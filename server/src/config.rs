@@ -140,6 +140,14 @@ pub struct Config {
     #[arg(long, env = "WEBRTC_P2P_REDIS")]
     pub redis: Option<String>,
 
+    /// With --redis: how long this node's heartbeat key lives without a
+    /// refresh (refreshed every second): others take the node for stopped
+    /// that long after its last beat. Longer tolerates a starved node
+    /// (overloaded machine, a debugger) at the price of noticing a crash
+    /// later. At least 2 s.
+    #[arg(long, env = "WEBRTC_P2P_HEARTBEAT_TTL", default_value_t = dur(crate::cluster::HEARTBEAT_TTL))]
+    pub heartbeat_ttl: humantime::Duration,
+
     /// PEM certificate chain; with --tls-key, serve wss:// and https:// only.
     #[arg(long, env = "WEBRTC_P2P_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -161,9 +161,14 @@ impl Server {
             config.resume_secret.as_deref().map_or_else(ResumeKey::random, |s| ResumeKey::new(s.as_bytes()));
         let router = match &config.redis {
             Some(url) => NodeRouter::Redis(
-                RedisRouter::connect(url, config.relay_timeout.into(), config.resume_window.into())
-                    .await
-                    .map_err(std::io::Error::other)?,
+                RedisRouter::connect(
+                    url,
+                    config.relay_timeout.into(),
+                    config.resume_window.into(),
+                    config.heartbeat_ttl.into(),
+                )
+                .await
+                .map_err(std::io::Error::other)?,
             ),
             None => NodeRouter::Local(LocalRouter::default()),
         };

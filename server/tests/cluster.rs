@@ -8,6 +8,7 @@ use std::net::TcpListener;
 
 use common::{PATIENCE, Raw, Redis, TestServer};
 use serde_json::{Value, json};
+use webrtc_p2p_server::cluster;
 use webrtc_p2p_simple::HubStats;
 use webrtc_p2p_simple::auth::{Claims, GroupGrant};
 
@@ -491,4 +492,93 @@ async fn a_killed_nodes_sessions_stay_in_their_groups_for_the_window_and_resume_
     eprintln!(
         "node death noticed after {noticed:?}, resumed elsewhere after {resumed:?}, suspended users left after {left:?}"
     );
+}
+
+/// Calls `method` until the answer is not Busy; its result.
+async fn ok_when_not_busy(client: &mut Raw, method: &str, params: Value) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let response = client.call(method, params.clone()).await;
+        if response["error"]["code"] != BUSY {
+            assert!(response.get("error").is_none(), "{method}: {response}");
+            return response["result"].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{method} still busy");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until Redis holds `want` keys matching `pattern`.
+async fn redis_settles_at(redis: &Redis, pattern: &str, want: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let keys = redis.keys(&format!("{}{pattern}", cluster::PREFIX)).await;
+        if keys.len() == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{pattern}: {keys:?}, want {want}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A Redis that stalls longer than a node waits for it: the node answers
+/// `init`, `create` and `join` Busy, and Redis runs their scripts when it
+/// wakes. None may leave anything behind: the id and the group nobody
+/// learnt of go, the join is recorded when tried again (the node counts it
+/// and its session leaves it), and when everyone has gone Redis holds
+/// nothing. (On a loaded machine the churn soak left such a join's group.)
+#[tokio::test]
+async fn scripts_redis_runs_after_the_node_answered_busy_leave_nothing_behind() {
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 1, &[]).await;
+    let node = &nodes[0];
+    let (mut a, ua) = node.user().await;
+    let (mut b, ub) = node.user().await;
+    let mut c = node.connect().await;
+    let group = id(a.ok("create", json!([])).await);
+    // Redis knows every script by now (a node sends a script's text only
+    // after Redis answered that it does not know it).
+    b.ok("join", json!([group])).await;
+    b.ok("leave", json!([group])).await;
+    a.incoming("member_joined").await;
+    a.incoming("member_left").await;
+
+    redis.stall();
+    let create = a.request("create", json!([])).await;
+    let join = b.request("join", json!([group])).await;
+    let init = c.request("init", json!([])).await;
+    assert_eq!(a.response(create).await["error"]["code"], BUSY);
+    assert_eq!(b.response(join).await["error"]["code"], BUSY);
+    assert_eq!(c.response(init).await["error"]["code"], BUSY);
+    redis.wake();
+
+    // The join went through after all; tried again, b is in, once.
+    assert_eq!(a.incoming("member_joined").await["params"], json!([group, ub]));
+    ok_when_not_busy(&mut b, "join", json!([group])).await;
+    assert_eq!(b.ok("get_members", json!([group])).await, json!([ua, ub]));
+    let other = id(ok_when_not_busy(&mut a, "create", json!([])).await);
+    ok_when_not_busy(&mut c, "init", json!([])).await;
+    // The late group and the late id go, though their clients are still here.
+    redis_settles_at(&redis, "{g:*}:c", 2).await;
+    redis_settles_at(&redis, "user:*", 3).await;
+    // The node counts b in the group: with a gone from it, b keeps it here.
+    a.ok("leave", json!([group])).await;
+    node.settles_at(HubStats { users: 3, groups: 2 }).await;
+    b.ok("leave", json!([group])).await;
+    node.settles_at(HubStats { users: 3, groups: 1 }).await;
+    b.ok("join", json!([other])).await;
+
+    for client in [a, b, c] {
+        client.close().await;
+    }
+    node.settles_at(HubStats { users: 0, groups: 0 }).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let left = redis.state().await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "left in Redis: {left:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

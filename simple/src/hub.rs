@@ -549,9 +549,13 @@ impl<R: Router> SignalingServer for Hub<R> {
         let grants = session.grants().ok_or(ErrorCode::NotInitialized)?;
         let entrant = Entrant { user, granted: grants.may_join(group_id), room, intro: self.introduction(grants) };
         let joined = self.shared.router.join(group_id, entrant, limits.max_members_per_group).await?;
-        if joined.added {
-            session.lock_groups().push(group_id);
+        // In already yet not recorded happens on a cluster: a join that Redis
+        // ran after the node had answered Busy, tried again.
+        let mut groups = session.lock_groups();
+        if !groups.contains(&group_id) {
+            groups.push(group_id);
         }
+        drop(groups);
         session.charge(joined.told);
         Ok(JoinResult { owner: joined.owner, capability: joined.capability })
     }
@@ -559,9 +563,13 @@ impl<R: Router> SignalingServer for Hub<R> {
     async fn leave(&self, ext: &Extensions, group_id: GroupId) -> RpcResult<()> {
         let session = session(ext)?;
         let user = session.initialized()?;
-        let told = self.shared.router.leave(group_id, user).await?;
-        session.lock_groups().retain(|g| *g != group_id);
-        session.charge(told);
+        let left = self.shared.router.leave(group_id, user).await;
+        // Not in it (any more) also ends the record: on a cluster, a leave
+        // tried again after Busy finds that Redis ran the first one.
+        if let Ok(_) | Err(ErrorCode::NotAMember | ErrorCode::GroupNotFound) = left {
+            session.lock_groups().retain(|g| *g != group_id);
+        }
+        session.charge(left?);
         Ok(())
     }
 

@@ -189,12 +189,10 @@ impl TestServer {
     /// (the node list and heartbeats): users, groups, memberships. Empty
     /// for a single node.
     pub async fn redis_state(&self) -> Vec<String> {
-        let Some(redis) = &self.redis else { return Vec::new() };
-        let node_keys = [format!("{}nodes", cluster::PREFIX), format!("{}alive:", cluster::PREFIX)];
-        let mut keys = redis.keys("*").await;
-        keys.retain(|key| !node_keys.iter().any(|node_key| key.starts_with(node_key.as_str())));
-        keys.sort();
-        keys
+        match &self.redis {
+            Some(redis) => redis.state().await,
+            None => Vec::new(),
+        }
     }
 
     /// Waits until the server holds exactly `want` (cleanup after a
@@ -263,6 +261,33 @@ impl Redis {
 
     pub fn port(&self) -> u16 {
         self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// The keys it holds besides the nodes' own bookkeeping (the node list
+    /// and heartbeats): users, groups, memberships, sorted.
+    pub async fn state(&self) -> Vec<String> {
+        let node_keys = [format!("{}nodes", cluster::PREFIX), format!("{}alive:", cluster::PREFIX)];
+        let mut keys = self.keys("*").await;
+        keys.retain(|key| !node_keys.iter().any(|node_key| key.starts_with(node_key.as_str())));
+        keys.sort();
+        keys
+    }
+
+    /// Stops the process (SIGSTOP) until [`Redis::wake`]: what the nodes
+    /// send meanwhile waits in its sockets, and runs when it wakes, as on
+    /// a Redis stalled under load.
+    pub fn stall(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn wake(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("redis-server running").to_string();
+        let status = std::process::Command::new("kill").args([signal, &pid]).status().expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     pub async fn kill(mut self) {
