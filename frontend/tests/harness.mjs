@@ -100,9 +100,95 @@ export async function launchBrowser() {
   return { browser, context };
 }
 
-/** Starts what a test file needs and stops it when the file is done. */
+/** redis-server for the cluster runs: `$REDIS_SERVER_BIN`, or on the PATH (Debian's `redis-server`). */
+export const REDIS_SERVER = process.env.REDIS_SERVER_BIN ?? 'redis-server';
+
+/**
+ * Nodes `setUp` starts: 1, a single server; more, that many servers sharing
+ * one redis-server of the test's own. Set by a file that runs another
+ * file's tests against a cluster, before importing it.
+ */
+let nodesPerSetUp = 1;
+export function useNodes(count) {
+  nodesPerSetUp = count;
+}
+
+/**
+ * A redis-server on a free loopback port, without persistence, killed with
+ * the test process. Resolves once it accepts connections.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.off('exit', killOnExit));
+  const spawnFailed = once(child, 'error').then(([error]) => {
+    throw new Error(`cannot start ${REDIS_SERVER} (apt-get install redis-server): ${error.message}`);
+  });
+  const ready = (async () => {
+    for await (const line of createInterface({ input: child.stdout })) {
+      if (line.includes('Ready to accept connections')) return;
+    }
+    throw new Error('redis-server ended before it was ready');
+  })();
+  await Promise.race([ready, spawnFailed]);
+  // Keep draining its output, so that it never blocks on a full pipe.
+  child.stdout.resume();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    },
+  };
+}
+
+/** A port that was free a moment ago (bound, then released for a child to take). */
+async function freePort() {
+  const { createServer } = await import('node:net');
+  const probe = createServer();
+  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/**
+ * `count` servers sharing a redis-server started for them: one service.
+ * What `Peer.open` takes: each page it opens goes to the next node in turn.
+ */
+export async function startCluster(count, extraArgs = []) {
+  const redis = await startRedis();
+  const nodes = [];
+  try {
+    for (let i = 0; i < count; i++) nodes.push(await startServer(['--redis', redis.url, ...extraArgs]));
+  } catch (error) {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await redis.stop();
+    throw error;
+  }
+  let turn = 0;
+  return {
+    nodes,
+    redis,
+    /** The node the next page connects to. */
+    next() {
+      return nodes[turn++ % nodes.length];
+    },
+    async stop() {
+      await Promise.all(nodes.map((node) => node.stop()));
+      await redis.stop();
+    },
+  };
+}
+
+/** Starts what a test file needs (see `useNodes`) and stops it when the file is done. */
 export async function setUp(serverArgs = []) {
-  const server = await startServer(serverArgs);
+  const server = nodesPerSetUp === 1 ? await startServer(serverArgs) : await startCluster(nodesPerSetUp, serverArgs);
   const { browser, context } = await launchBrowser();
   return {
     server,
@@ -179,9 +265,12 @@ export class Peer {
 
   /**
    * Opens a page on the server's origin and connects a service.
+   * `service` is a server, or a cluster whose next node is used.
    * `options` go to `new SimpleService`.
    */
-  static async open(context, server, { options = {} } = {}) {
+  static async open(context, service, { options = {} } = {}) {
+    // A cluster (`startCluster`) hands out its nodes in turn.
+    const server = service.next?.() ?? service;
     const page = await context.newPage();
     page.on('pageerror', (error) => console.error(`[page error] ${error.message}`));
     // Any page of the server's origin will do: the client is loaded by import().
