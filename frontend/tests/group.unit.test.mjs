@@ -173,3 +173,27 @@ test('after leave, the links are closed, the host forgets the group and calls re
   await assert.rejects(waiting, (error) => error.code === ErrorCode.PeerGone);
   await assert.rejects(group.broadcast('x'), (error) => error.code === ErrorCode.NotAMember);
 });
+
+test("get_members's answer does not undo a join or leave heard after it was asked (across nodes they can overtake it)", async () => {
+  const [E, F] = [5, 6].map(id);
+  const host = fakeHost(C);
+  // C joined a group of A and B and asked for the members; before the
+  // answer (read before D joined and B left) come D's join, B's leave and
+  // an offer from F, who joined after D.
+  const group = groupOf(host, { members: [A, C] });
+  group.askingMembers();
+  group.memberJoined(D);
+  group.memberLeft(B);
+  await group.onRelay(F, { signal: { candidate: { candidate: '' } } });
+  group.setMembers([A, B, C]);
+  assert.deepEqual(group.members(), [A, C, D, F], 'in join order, B gone');
+  assert.deepEqual(linkedPeers(host), [A, D, F]);
+  await group.onRelay(B, { broadcast: { text: 'late' } });
+  assert.deepEqual(group.members(), [A, C, D, F], 'B stays gone');
+
+  // What came before the question, the answer supersedes.
+  group.memberJoined(E);
+  group.askingMembers();
+  group.setMembers([A, C, D, F]);
+  assert.deepEqual(group.members(), [A, C, D, F]);
+});

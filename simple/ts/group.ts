@@ -78,6 +78,13 @@ export class Group implements IGroup {
   private readonly relayIds = new TransferIds();
   /** Members that left: a late relay from one of them must not bring it back. */
   private readonly departed = new Set<UserId>();
+  /**
+   * Joins and leaves heard since the `get_members` in flight was sent, to
+   * replay over its answer (`undefined`: none in flight). On one server they
+   * are already in the answer; across nodes, one that happened after the
+   * answer was read can arrive before it, and must not be undone by it.
+   */
+  private sinceAsked: { member: UserId; joined: boolean }[] | undefined;
   /** Set once this member's view of the group is over: what its calls reject with from then on. */
   private ended: RpcError | undefined;
   /** Releases `handedOver`. */
@@ -217,11 +224,29 @@ export class Group implements IGroup {
     setTimeout(this.release, 0);
   }
 
-  /** The member list from `get_members`: it supersedes what came before it. */
+  /** A `get_members` was just sent: `setMembers` will take its answer. */
+  askingMembers(): void {
+    this.sinceAsked = [];
+  }
+
+  /**
+   * The member list from `get_members`: it supersedes what came before it was
+   * asked; what was heard since is replayed over it, in order (a join already
+   * in it, or a leave of someone not in it, changes nothing).
+   */
   setMembers(members: UserId[], info: ReadonlyMap<UserId, unknown> = new Map()): void {
+    const since = this.sinceAsked ?? [];
+    this.sinceAsked = undefined;
     this.memberList = [...members];
     for (const [member, value] of info) this.info.set(member, value);
     for (const member of members) this.departed.delete(member);
+    for (const { member, joined } of since) {
+      if (joined && !this.memberList.includes(member)) this.memberList.push(member);
+      if (!joined) {
+        this.memberList = this.memberList.filter((m) => m !== member);
+        this.departed.add(member);
+      }
+    }
     this.reconcile();
   }
 
@@ -231,6 +256,7 @@ export class Group implements IGroup {
   }
 
   memberJoined(member: UserId, info?: unknown): void {
+    this.sinceAsked?.push({ member, joined: true });
     this.departed.delete(member);
     if (info !== undefined && info !== null) this.info.set(member, info);
     if (this.ended !== undefined || this.memberList.includes(member)) return;
@@ -240,6 +266,7 @@ export class Group implements IGroup {
   }
 
   memberLeft(member: UserId): void {
+    this.sinceAsked?.push({ member, joined: false });
     this.departed.add(member);
     if (this.ended !== undefined || !this.memberList.includes(member)) return;
     this.memberList = this.memberList.filter((m) => m !== member);

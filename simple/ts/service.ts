@@ -215,6 +215,7 @@ export class SimpleService implements IService {
     // Registered before `get_members` answers so that peers' offers find it;
     // the member list is completed by the answer.
     const group = new Group(id, owner, capability, owner === host.self ? [owner] : [owner, host.self], host);
+    group.askingMembers();
     this.groups.set(id, group);
     try {
       const { ids, info } = parseMembers(await members);
