@@ -12,10 +12,13 @@
 //! - `client`: lean WebSocket and JSON-RPC helpers for the load generator.
 //! - `forwarder`: the baseline, a bare forwarder that pairs two connections.
 //! - `relay`, `conns`, `storm`, `mesh`: one scenario each.
+//! - `cluster`: the relay and the storm again against two nodes sharing a
+//!   redis-server (same node, cross node, single node in the same rounds).
 //! - `report`: the progress line, the summary table, JSON lines, the SVG plot;
 //!   each scenario hands it a `Section` (rows, a JSON line, maybe a plot).
 
 mod client;
+mod cluster;
 mod conns;
 mod forwarder;
 mod mesh;
@@ -71,12 +74,16 @@ pub(crate) struct Opts {
     /// Don't pin the server and the load generator to different CPUs.
     #[arg(long, global = true)]
     no_pin: bool,
+
+    /// The redis-server binary the cluster scenarios start.
+    #[arg(long, global = true, default_value = "redis-server")]
+    pub(crate) redis_server: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Every scenario at its issue-5 size: relay (1×1 and 32×8), conns
-    /// (19,000), join storm (200×8), browser mesh (2, 4, 6, 8 pages).
+    /// (19,000), join storm (200×8), browser mesh (2, 4, 6, 8 pages), cluster.
     All {
         /// Connections held by `conns`.
         #[arg(long, default_value_t = 19_000)]
@@ -84,6 +91,9 @@ enum Command {
         /// Skip the browser mesh (it needs Chromium and frontend/node_modules).
         #[arg(long)]
         no_mesh: bool,
+        /// Skip the cluster scenarios (they need redis-server).
+        #[arg(long)]
+        no_cluster: bool,
     },
     /// Round trips A→server→B→server→A: P pairs, W in flight per pair.
     Relay {
@@ -110,6 +120,17 @@ enum Command {
         #[arg(long, short = 'g', default_value_t = 200)]
         groups: usize,
         /// Members per group.
+        #[arg(long, short = 'm', default_value_t = 8)]
+        members: usize,
+    },
+    /// Two nodes sharing a redis-server: relay same node, cross node and
+    /// single node (P=1 W=1 and P=32 W=8, all processes charged for CPU),
+    /// and a join storm with each group's members over both nodes.
+    Cluster {
+        /// Storm groups.
+        #[arg(long, short = 'g', default_value_t = 200)]
+        groups: usize,
+        /// Storm members per group.
         #[arg(long, short = 'm', default_value_t = 8)]
         members: usize,
     },
@@ -152,13 +173,18 @@ fn run(cli: Cli) -> Result<()> {
     let rt = runtime()?;
     let (opts, progress) = (&cli.opts, &out.progress);
     match cli.command {
-        Command::All { conns, no_mesh } => rt.block_on(async {
+        Command::All { conns, no_mesh, no_cluster } => rt.block_on(async {
             out.add(relay::run(&plan, opts, &out.progress, 1, 1).await?)?;
             out.add(relay::run(&plan, opts, &out.progress, 32, 8).await?)?;
             out.add(conns::run(&plan, &out.progress, conns, false).await?)?;
             out.add(storm::run(&plan, &out.progress, 200, 8).await?)?;
             if !no_mesh {
                 out.add(mesh::run(&plan, &out.progress, 5).await?)?;
+            }
+            if !no_cluster {
+                for section in cluster::run(&plan, opts, &out.progress, CLUSTER_SHAPES, (200, 8)).await? {
+                    out.add(section)?;
+                }
             }
             Ok::<_, Error>(())
         })?,
@@ -168,11 +194,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Conns { n, resume } => out.add(rt.block_on(conns::run(&plan, progress, n, resume))?)?,
         Command::Storm { groups, members } => out.add(rt.block_on(storm::run(&plan, progress, groups, members))?)?,
+        Command::Cluster { groups, members } => {
+            for section in rt.block_on(cluster::run(&plan, opts, progress, CLUSTER_SHAPES, (groups, members)))? {
+                out.add(section)?;
+            }
+        }
         Command::Mesh { repeats } => out.add(rt.block_on(mesh::run(&plan, progress, repeats))?)?,
         Command::Forwarder { .. } => unreachable!("handled above"),
     }
     out.finish()
 }
+
+/// The relay shapes (pairs, window) the cluster scenarios measure.
+const CLUSTER_SHAPES: &[(usize, usize)] = &[(1, 1), (32, 8)];
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

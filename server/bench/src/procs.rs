@@ -70,14 +70,37 @@ impl Plan {
     /// limit (raised, so that it is still checked on every message) and the
     /// connection cap.
     pub(crate) fn start_server(&self) -> Result<Child> {
-        let log = std::fs::File::create(self.target_dir.join("bench").join("server.log"))?;
+        self.start_server_with(&[])
+    }
+
+    /// [`start_server`](Self::start_server) with `extra` flags (its log
+    /// appended to the same file).
+    pub(crate) fn start_server_with(&self, extra: &[&str]) -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.target_dir.join("bench").join("server.log"))?;
         let mut command = self.command(&self.server);
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(["--rate-limit", "1000000", "--max-connections", "1000000"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stderr(log);
         Child::start(command, "server")
+    }
+
+    /// Starts `redis_server` on a free loopback port, without persistence,
+    /// on the CPU of the process under test (it is part of the service).
+    pub(crate) fn start_redis(&self, redis_server: &Path) -> Result<Child> {
+        // A free port: bound, then released for redis-server to take.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = self.command(redis_server);
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Child::start_redis(command, SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     /// Starts the bare forwarder on 127.0.0.1:0.
@@ -127,7 +150,19 @@ impl std::ops::Sub for Counters {
     }
 }
 
+impl std::ops::Add for Counters {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self { cpu: self.cpu + other.cpu, switches: self.switches + other.switches }
+    }
+}
+
 impl Plan {
+    /// The counters of every process in `pids`, added up.
+    pub(crate) fn counters_of(&self, pids: &[u32]) -> Result<Counters> {
+        pids.iter().try_fold(Counters::default(), |sum, pid| Ok(sum + self.counters(*pid)?))
+    }
+
     /// `pid`'s counters now.
     pub(crate) fn counters(&self, pid: u32) -> Result<Counters> {
         let mut switches = 0;
@@ -208,6 +243,22 @@ impl Child {
         };
         let addr = line.strip_prefix("listening on ").ok_or_else(|| format!("{name} said {line:?}"))?.parse()?;
         Ok(Self { pid: child.id(), child, addr })
+    }
+
+    /// A redis-server started by `command`: ready once it accepts a
+    /// connection at `addr`.
+    fn start_redis(mut command: Command, addr: SocketAddr) -> Result<Self> {
+        let child = command.stdin(Stdio::null()).spawn()?;
+        let mut redis = Self { pid: child.id(), child, addr };
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline || redis.child.try_wait()?.is_some() {
+                return Err(format!("redis-server did not listen on {addr} (apt-get install redis-server)").into());
+            }
+            // Nothing to wait on but the port: redis-server prints no address.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(redis)
     }
 
     /// The URL a client of pair `pair` connects to (the server ignores the

@@ -29,24 +29,24 @@ static NEXT_PAIR: AtomicUsize = AtomicUsize::new(0);
 
 /// What one measured run gave.
 #[derive(Debug, Clone)]
-struct Measurement {
+pub(crate) struct Measurement {
     /// Round trips completed per second of wall time.
-    per_second: f64,
-    /// Round trips per CPU-second of the process under test.
-    per_cpu_second: f64,
-    /// Its threads' context switches per round trip.
-    switches: f64,
+    pub(crate) per_second: f64,
+    /// Round trips per CPU-second of the processes under test.
+    pub(crate) per_cpu_second: f64,
+    /// Their threads' context switches per round trip.
+    pub(crate) switches: f64,
     /// Round-trip latencies in µs, sorted.
-    latencies: Vec<u32>,
+    pub(crate) latencies: Vec<u32>,
 }
 
 impl Measurement {
     /// The `q` quantile of the latencies, in µs.
-    fn quantile(&self, q: f64) -> f64 {
+    pub(crate) fn quantile(&self, q: f64) -> f64 {
         quantile(&self.latencies, q)
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "round_trips_per_s": self.per_second,
             "round_trips_per_cpu_s": self.per_cpu_second,
@@ -59,18 +59,18 @@ impl Measurement {
 
 /// A relay figure's medians over the rounds.
 #[derive(Debug)]
-struct Figures {
-    per_second: f64,
-    per_cpu_second: f64,
-    switches: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
+pub(crate) struct Figures {
+    pub(crate) per_second: f64,
+    pub(crate) per_cpu_second: f64,
+    pub(crate) switches: f64,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
 }
 
 impl Figures {
-    fn of<'a>(runs: impl Iterator<Item = &'a Measurement>) -> Self {
+    pub(crate) fn of<'a>(runs: impl Iterator<Item = &'a Measurement>) -> Self {
         let runs: Vec<&Measurement> = runs.collect();
         let med = |f: &dyn Fn(&Measurement) -> f64| median(runs.iter().map(|m| f(m)).collect());
         Self {
@@ -84,7 +84,7 @@ impl Figures {
         }
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "round_trips_per_s": self.per_second,
             "round_trips_per_cpu_s": self.per_cpu_second,
@@ -112,7 +112,8 @@ pub(crate) async fn run(plan: &Plan, opts: &Opts, progress: &Progress, pairs: us
                 Target::Forwarder => &forwarder,
             };
             let label = format!("relay P={pairs} W={window} {} round {}/{rounds}", target.name(), round + 1);
-            let measured = measure(plan, child, target, pairs, window, duration, progress, &label).await?;
+            let sides = Sides::one(child);
+            let measured = measure(plan, &sides, target, pairs, window, duration, progress, &label).await?;
             progress.say(&format!(
                 "{label}: {:.0} rt/s, {:.0} rt/CPU-s, p50 {:.0} µs",
                 measured.per_second,
@@ -205,10 +206,28 @@ fn section(pairs: usize, window: usize, duration: Duration, runs: &[(Target, Mea
     Section { rows, json, plot: Some(plot) }
 }
 
+/// Where a run's clients connect, and which processes it charges.
+#[derive(Debug)]
+pub(crate) struct Sides<'a> {
+    /// Where each caller (A) connects.
+    pub(crate) a: &'a Child,
+    /// Where each answerer (B) connects.
+    pub(crate) b: &'a Child,
+    /// The processes whose CPU time and context switches the run counts.
+    pub(crate) charged: Vec<u32>,
+}
+
+impl<'a> Sides<'a> {
+    /// Both ends on `child`, which alone is charged.
+    pub(crate) fn one(child: &'a Child) -> Self {
+        Self { a: child, b: child, charged: vec![child.pid] }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-async fn measure(
+pub(crate) async fn measure(
     plan: &Plan,
-    child: &Child,
+    sides: &Sides<'_>,
     target: Target,
     pairs: usize,
     window: usize,
@@ -218,7 +237,7 @@ async fn measure(
 ) -> Result<Measurement> {
     let mut set = Vec::with_capacity(pairs);
     for _ in 0..pairs {
-        set.push(within(SETUP_TIMEOUT, "setting up a pair", set_up(child, target)).await??);
+        set.push(within(SETUP_TIMEOUT, "setting up a pair", set_up(sides, target)).await??);
     }
     let warm_up = (duration / 5).max(Duration::from_millis(200));
     let t0 = Instant::now() + warm_up;
@@ -232,7 +251,7 @@ async fn measure(
     }
 
     sleep_until(t0).await;
-    let (counters0, done0) = (plan.counters(child.pid)?, completed.load(Ordering::Relaxed));
+    let (counters0, done0) = (plan.counters_of(&sides.charged)?, completed.load(Ordering::Relaxed));
     let started = Instant::now();
     let mut tick = started;
     while tick + Duration::from_millis(500) < t1 {
@@ -242,7 +261,7 @@ async fn measure(
         progress.say(&format!("{label}: {rate:.0} rt/s …"));
     }
     sleep_until(t1).await;
-    let (counters1, done1) = (plan.counters(child.pid)?, completed.load(Ordering::Relaxed));
+    let (counters1, done1) = (plan.counters_of(&sides.charged)?, completed.load(Ordering::Relaxed));
     let elapsed = started.elapsed().as_secs_f64();
 
     let mut latencies = Vec::new();
@@ -267,10 +286,10 @@ async fn measure(
 }
 
 /// Connects a pair and returns A, B and the relay params A sends to B.
-async fn set_up(child: &Child, target: Target) -> Result<(Ws, Ws, String)> {
+async fn set_up(sides: &Sides<'_>, target: Target) -> Result<(Ws, Ws, String)> {
     let pair = NEXT_PAIR.fetch_add(1, Ordering::Relaxed);
-    let mut a = Caller::connect(&child.url(pair)).await?;
-    let mut b = Caller::connect(&child.url(pair)).await?;
+    let mut a = Caller::connect(&sides.a.url(pair)).await?;
+    let mut b = Caller::connect(&sides.b.url(pair)).await?;
     let (group, to) = match target {
         Target::Server => {
             a.init().await?;

@@ -37,18 +37,18 @@ const FIRST_OFFER_ID: u64 = 10;
 
 /// What one storm gave.
 #[derive(Debug, Clone)]
-struct Storm {
+pub(crate) struct Storm {
     groups: usize,
     members: usize,
     /// Seconds from the joins to every pair signalled.
-    seconds: f64,
+    pub(crate) seconds: f64,
     /// Relays (offers and candidates) in that time.
-    relays: usize,
-    /// CPU seconds the server used in that time.
-    server_cpu: f64,
+    pub(crate) relays: usize,
+    /// CPU seconds the server (every process of it) used in that time.
+    pub(crate) server_cpu: f64,
     /// CPU seconds this load generator used in that time (when it is near
     /// `seconds`, the load generator is what limits the figure).
-    bench_cpu: f64,
+    pub(crate) bench_cpu: f64,
 }
 
 impl Storm {
@@ -75,13 +75,26 @@ impl Storm {
 }
 
 pub(crate) async fn run(plan: &Plan, progress: &Progress, groups: usize, members: usize) -> Result<Section> {
-    let members = members.max(2);
     let server = plan.start_server()?;
-    let url = server.url(0);
+    let storm = measure(plan, progress, &[server.url(0)], &[server.pid], groups, members).await?;
+    Ok(storm.section())
+}
+
+/// One storm: the k-th member of each group connects to `urls[k % len]`;
+/// the processes in `charged` are the server whose CPU time counts.
+pub(crate) async fn measure(
+    plan: &Plan,
+    progress: &Progress,
+    urls: &[String],
+    charged: &[u32],
+    groups: usize,
+    members: usize,
+) -> Result<Storm> {
+    let members = members.max(2);
     progress.say(&format!("storm {groups}×{members}: connecting"));
     let callers: Vec<(Caller, String)> = stream::iter(0..groups * members)
-        .map(|_| async {
-            let mut caller = Caller::connect(&url).await?;
+        .map(|n| async move {
+            let mut caller = Caller::connect(&urls[n % members % urls.len()]).await?;
             let user = caller.init().await?;
             Ok::<_, crate::Error>((caller, user))
         })
@@ -113,7 +126,7 @@ pub(crate) async fn run(plan: &Plan, progress: &Progress, groups: usize, members
     }
     progress.say(&format!("storm {groups}×{members}: joining"));
     let cpu = |pid| plan.cpu_seconds(pid);
-    let (server_cpu0, bench_cpu0) = (cpu(server.pid)?, cpu(std::process::id())?);
+    let (server_cpu0, bench_cpu0) = (plan.counters_of(charged)?.cpu, cpu(std::process::id())?);
     let started = Instant::now();
     let _ = go.send(true);
     let total = groups * members;
@@ -129,7 +142,7 @@ pub(crate) async fn run(plan: &Plan, progress: &Progress, groups: usize, members
         Ok(())
     })
     .await;
-    let (server_cpu1, bench_cpu1) = (cpu(server.pid)?, cpu(std::process::id())?);
+    let (server_cpu1, bench_cpu1) = (plan.counters_of(charged)?.cpu, cpu(std::process::id())?);
     let _ = stop.send(true);
     for task in tasks {
         if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), task).await {
@@ -138,15 +151,14 @@ pub(crate) async fn run(plan: &Plan, progress: &Progress, groups: usize, members
     }
     all_done??;
     let pairs = groups * members * (members - 1) / 2;
-    let storm = Storm {
+    Ok(Storm {
         groups,
         members,
         seconds: (last - started).as_secs_f64(),
         relays: pairs * (1 + 2 * CANDIDATES),
         server_cpu: server_cpu1 - server_cpu0,
         bench_cpu: bench_cpu1 - bench_cpu0,
-    };
-    Ok(storm.section())
+    })
 }
 
 /// One member's part in the storm.
