@@ -338,7 +338,7 @@ export interface IGroup {
  * keeps at most 2 chunks of a transfer unanswered (so that what waits in
  * the server stays bounded, and a sender never looks like an abuser) and
  * stops at any error answer. Chunks carry at most 256 KiB (a relay stays
- * under the server's 1 MiB limit; this client sends 128 KiB, about 171 KiB
+ * under the server's 1 MiB limit; this client sends 64 KiB, about 86 KiB
  * relayed, so a small message waits behind little). The receiver holds one
  * buffer of exactly `size` bytes (it refuses a `size` over its own
  * `maxMessageBytes` with `LimitExceeded`, and chunks past `size` or out of
@@ -388,6 +388,35 @@ export interface IGroup {
  * `maxMessageBytes` (a request with an error frame `LimitExceeded`) and
  * drops a transfer that gets no chunk for 30 s or whose link leaves
  * 'direct'.
+ *
+ * A link has a second DataChannel, the *control channel*, for whole frames
+ * (kinds 0..3): ordered, reliable, label `"webrtc-p2p-control"`, negotiated
+ * out of band (`{negotiated: true, id: 2}`) by both sides — the side that
+ * opens the main channel at once, the other once the main channel reached
+ * it (a channel made before the offer is applied would make it offer
+ * too). On an ordered channel a small message waits behind every chunk
+ * queued before it; on a stream of its own SCTP sends it between two chunk
+ * frames. Transfer frames (kinds 4..6) stay on the main channel. Two frames
+ * of the link's own, header only (bytes 1..6 zero), switch a pair over:
+ *   kind 7, hello: sent on the control channel once it is open, and once
+ *           more in answer to the first hello received (the peer's first
+ *           one may have come before its channel existed): "I take whole
+ *           frames here";
+ *   kind 8, moved: sent on the main channel, after the whole frames queued
+ *           there, by a side that got a hello, before its first whole frame
+ *           on the control channel: "my whole frames come there from now".
+ *   kind 9, ack: sent on the control channel by a side that said hello,
+ *           for each chunk frame it took in; bytes 2..6 its length in
+ *           bytes (u32 big-endian). Never held back.
+ * A receiver holds what arrives on the control channel (acks aside) until
+ * the peer's moved frame arrives on the main one, so that frames stay in
+ * send order. A peer without the control channel never says hello (data on
+ * a stream it has no channel for is dropped), and gets everything on the
+ * main channel. This client keeps the chunk bytes a peer that said hello
+ * has not acked under a window (128 KiB to 4 MiB, about 40 ms of what the
+ * peer acked lately): every queue between the pages stays short, so a
+ * small message waits little and no burst overflows a buffer on the way
+ * (a lost packet stalls the association for a retransmission timeout).
  */
 export type RelayPayload =
   | { readonly signal: { readonly description: RTCSessionDescriptionInit } }

@@ -15,12 +15,14 @@ const MIB = 1024 * 1024;
 const CONNECT_TIMEOUT_MS = 300;
 /**
  * Small broadcasts sent while a transfer runs arrive within this: the
- * median of them (LARGE_REPORT=1 prints them all). On a 2-core machine
- * running other suites beside this one a starved process makes a link
- * stall now and then (an SCTP retransmission, a relay waiting for its
- * turn), which holds up everything on it whatever the scheduling: each
- * stall shows as a run of late messages, so the slowest ones measure the
- * machine, not the client.
+ * median of them (LARGE_REPORT=1 prints them all, with how many were
+ * late). On a DataChannel a small message goes on the link's control
+ * channel and the transfer keeps about 40 ms of what the receiver takes in
+ * flight; through the server it waits behind at most two chunk relays. On
+ * a 2-core machine shared with other builds and suites a starved process
+ * still holds a message up now and then (0-4 late per transfer, ~120 ms,
+ * at a load average of 11-14; many more past 20), so each one is not held
+ * to it.
  */
 const SMALL_WITHIN_MS = 100;
 const report = process.env.LARGE_REPORT === '1';
@@ -73,7 +75,9 @@ function installLarge() {
       const group = window.peer.group;
       group.onmessage = async (from, data) => {
         const at = now();
-        if (typeof data === 'string' && data.startsWith('small:')) {
+        // Length first: `startsWith` on a large text received in chunks
+        // would flatten it, and stop the page for as long.
+        if (typeof data === 'string' && data.length < 64 && data.startsWith('small:')) {
           state.latencies.push(at - Number(data.slice(6)));
           return;
         }
@@ -259,11 +263,15 @@ async function transfer(a, b, { size, text = false, unicast = false, path }) {
     );
   }
   assert.ok(latencies.length >= Math.min(result.small, 1), `small broadcasts arrived: ${latencies.length} of ${result.small}`);
-  // A text unicast's ends decode and encode the whole text at once (and the
-  // handler runs): the page is busy then whatever the transport does; the
-  // latency is checked where the pages do nothing but the transfer.
+  // A unicast's handler runs on the receiving page, and its reply is made
+  // there (a text's reply encoded whole): the page is busy then whatever
+  // the transport does; the latency is checked where the pages do nothing
+  // but the transfer.
   const median = [...latencies].sort((x, y) => x - y)[Math.floor(latencies.length / 2)] ?? 0;
-  assert.ok(unicast || median < SMALL_WITHIN_MS, `small broadcasts took ${median.toFixed(0)} ms (median) during the transfer`);
+  assert.ok(
+    unicast || median < SMALL_WITHIN_MS,
+    `small broadcasts took ${median.toFixed(0)} ms (median) during the transfer; ${late} of ${latencies.length} took ${SMALL_WITHIN_MS} ms or more`,
+  );
   // Bounded: the message itself a few times over (made, copied at the send,
   // hashed), never the transfer's whole history.
   assert.ok(sender < 3 * made.bytes + 48 * MIB, `sending page peaked at ${(sender / MIB).toFixed(0)} MiB`);

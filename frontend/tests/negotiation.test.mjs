@@ -9,6 +9,8 @@ import * as esbuild from 'esbuild';
 import { setUp } from './harness.mjs';
 
 const LINK_SOURCE = fileURLToPath(new URL('../../simple/ts/link.ts', import.meta.url));
+/** Where link.ts's imports (through payload.ts, the JSON-RPC library) resolve, as in build.mjs. */
+const NODE_MODULES = fileURLToPath(new URL('../node_modules', import.meta.url));
 
 let env;
 before(async () => {
@@ -21,6 +23,7 @@ async function linkScript() {
   const result = await esbuild.build({
     entryPoints: [LINK_SOURCE],
     bundle: true,
+    nodePaths: [NODE_MODULES],
     format: 'iife',
     globalName: 'LinkModule',
     target: 'es2022',
@@ -30,7 +33,7 @@ async function linkScript() {
   return result.outputFiles[0].text;
 }
 
-test('crossing offers (glare) resolve: rollback on the polite side, both links direct on one channel', async () => {
+test('crossing offers (glare) resolve: rollback on the polite side, both links direct on one channel, whole frames on the control channel', async () => {
   const page = await env.context.newPage();
   try {
     await page.goto(`${env.server.httpUrl}/webrtc-p2p.js`);
@@ -73,10 +76,16 @@ test('crossing offers (glare) resolve: rollback on the polite side, both links d
       while (!(links.polite.state === 'direct' && links.impolite.state === 'direct') && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
+      // Each side's hello on the control channel, which the other may see
+      // before its own end of the channel is open.
+      while (!(links.polite.peerHasControl && links.impolite.peerHasControl) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
       links.impolite.send(new Uint8Array([104, 105]));
       while (!log.includes('polite got hi') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
       return {
         log,
+        control: [links.polite.peerHasControl, links.impolite.peerHasControl, links.impolite.moved],
         states: [links.polite.state, links.impolite.state],
         signaling: [links.polite.pc.signalingState, links.impolite.pc.signalingState],
       };
@@ -86,6 +95,8 @@ test('crossing offers (glare) resolve: rollback on the polite side, both links d
     assert.ok(outcome.log.includes('impolite:offer'), outcome.log.join());
     assert.deepEqual(outcome.states, ['direct', 'direct'], outcome.log.join());
     assert.deepEqual(outcome.signaling, ['stable', 'stable']);
+    // Both said hello, and the whole frame went on the control channel.
+    assert.deepEqual(outcome.control, [true, true, true], outcome.log.join());
     assert.ok(outcome.log.includes('polite got hi'), outcome.log.join());
   } finally {
     await page.close();

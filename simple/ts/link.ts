@@ -1,9 +1,13 @@
 /**
  * A link to one peer: what a group routes by (`Link`), and the browser's
- * link, `RtcLink`: one RTCPeerConnection with one DataChannel, negotiated
- * with the "perfect negotiation" pattern.
+ * link, `RtcLink`: one RTCPeerConnection, negotiated with the "perfect
+ * negotiation" pattern, with two DataChannels: the main one for transfers
+ * (and everything, with a peer that has no other), and a control one for
+ * whole frames, so that small messages do not queue behind a transfer's
+ * chunks.
  */
 import type { LinkState, UserId } from '../../interfaces/api';
+import { FrameKind, decodeAck, encodeAck, encodeLinkFrame, isChunkFrame, isLinkFrame } from './payload';
 
 /** A signaling message for the peer, sent through the server's `relay`. */
 export type Signal = { readonly description: RTCSessionDescriptionInit } | { readonly candidate: RTCIceCandidateInit };
@@ -73,8 +77,17 @@ export interface FrameSource {
 /** Opens a link; `RtcLink` in the browser, a stand-in in the unit tests. */
 export type LinkFactory = (peer: UserId, options: LinkOptions, events: LinkEvents) => Link;
 
-/** The label of the one DataChannel of a link. */
+/** The label of a link's main DataChannel, opened in band by the impolite side. */
 const CHANNEL_LABEL = 'webrtc-p2p';
+/**
+ * The control channel: negotiated out of band (both sides create it with
+ * this stream id, so it costs no round trip), for whole frames. An ordered
+ * channel makes a small message wait behind every chunk queued before it;
+ * SCTP takes streams in turn, so on its own stream it waits behind one
+ * chunk at most. Stream 2: the main channel is 0 or 1 (by DTLS role).
+ */
+const CONTROL_LABEL = 'webrtc-p2p-control';
+const CONTROL_STREAM_ID = 2;
 /**
  * Past this many bytes queued in the channel, messages wait in the link
  * (Chromium's `send()` throws, and closes the channel, once 16 MiB are
@@ -84,19 +97,84 @@ const CHANNEL_LABEL = 'webrtc-p2p';
 const CHANNEL_HIGH_WATER_BYTES = 256 * 1024;
 const CHANNEL_LOW_WATER_BYTES = 64 * 1024;
 
+/**
+ * Chunk bytes a link keeps unacknowledged by a peer that acks (one with a
+ * control channel): bounds every queue between this page and the peer's
+ * (the channel, SCTP's congestion window, the sockets, the peer page's
+ * event queue), so that a small message sent meanwhile waits behind at
+ * most this much, and no burst overflows a buffer on the way (a lost
+ * packet stalls the association for a retransmission timeout, ~1 s). Sized
+ * to what the peer took in the last `WINDOW_PERIOD_MS` times
+ * `WINDOW_DELAY_MS`: about that long of queue, whatever the pace of the
+ * machine.
+ */
+const WINDOW_MIN_BYTES = 128 * 1024;
+const WINDOW_MAX_BYTES = 4 * 1024 * 1024;
+const WINDOW_DELAY_MS = 40;
+const WINDOW_PERIOD_MS = 100;
+
+/** What a sender keeps in flight to a peer that acks its chunks. */
+export class ChunkWindow {
+  private unacked = 0;
+  private size = WINDOW_MIN_BYTES;
+  private acked = 0;
+  private periodStart: number;
+
+  constructor(private readonly now: () => number) {
+    this.periodStart = now();
+  }
+
+  /** Whether another chunk may go. */
+  get open(): boolean {
+    return this.unacked < this.size;
+  }
+
+  sent(bytes: number): void {
+    this.unacked += bytes;
+  }
+
+  /** The peer acknowledged `bytes`; once a period, the window follows the pace they came at. */
+  ack(bytes: number): void {
+    this.unacked = Math.max(0, this.unacked - bytes);
+    this.acked += bytes;
+    const elapsed = this.now() - this.periodStart;
+    if (elapsed < WINDOW_PERIOD_MS) return;
+    const target = (this.acked / elapsed) * WINDOW_DELAY_MS;
+    this.size = Math.min(WINDOW_MAX_BYTES, Math.max(WINDOW_MIN_BYTES, (this.size + target) / 2));
+    this.acked = 0;
+    this.periodStart = this.now();
+  }
+}
+
 export class RtcLink implements Link {
   /** 'connecting' until the channel opens ('direct') or P2P gives up ('relayed'). */
   state: LinkState = 'connecting';
   private readonly pc: RTCPeerConnection;
   private channel: RTCDataChannel | undefined;
+  /** The control channel, made with the main one. */
+  private control: RTCDataChannel | undefined;
+  /** The peer said hello on the control channel: it takes whole frames there. */
+  private peerHasControl = false;
+  /** Our whole frames go on the control channel (a Moved frame on the main one said so). */
+  private moved = false;
+  /**
+   * The peer's frames on the control channel, held until its Moved frame
+   * comes on the main one: whole frames it sent on the main channel before
+   * come first. Undefined once it came.
+   */
+  private heldControl: unknown[] | undefined = [];
+  /** Our chunks in flight, once the peer said hello (and so acks them). */
+  private readonly window = new ChunkWindow(() => performance.now());
   /** True while this side creates and sets an offer: an incoming offer then collides. */
   private makingOffer = false;
   /** True after the impolite side dropped a colliding offer: its candidates are dropped too. */
   private ignoreOffer = false;
   /** Remote candidates that came before the remote description they belong to. */
   private readonly pendingCandidates: RTCIceCandidateInit[] = [];
-  /** Messages waiting for the channel to drain, in send order. */
+  /** Messages waiting for the main channel to drain, in send order. */
   private readonly backlog: Uint8Array<ArrayBuffer>[] = [];
+  /** Messages waiting for the control channel to drain, in send order. */
+  private readonly controlBacklog: Uint8Array<ArrayBuffer>[] = [];
   /** Transfers sending on the channel, in turn: the one at the front goes next. */
   private readonly sources: FrameSource[] = [];
   /** Incoming signals are applied one after the other, in arrival order. */
@@ -138,8 +216,20 @@ export class RtcLink implements Link {
       this.fallBack();
       return false;
     }
-    this.backlog.push(message);
-    this.drain(channel);
+    const control = this.control;
+    if (!this.moved && this.peerHasControl && control?.readyState === 'open') {
+      // After the whole frames already queued on the main channel.
+      this.backlog.push(encodeLinkFrame(FrameKind.Moved));
+      this.moved = true;
+      this.drain(channel);
+    }
+    if (this.moved && control !== undefined) {
+      this.controlBacklog.push(message);
+      this.flush(control, this.controlBacklog);
+    } else {
+      this.backlog.push(message);
+      this.drain(channel);
+    }
     return this.state === 'direct';
   }
 
@@ -238,24 +328,114 @@ export class RtcLink implements Link {
     channel.onbufferedamountlow = () => this.drain(channel);
     channel.onopen = () => this.setState('direct');
     channel.onclose = () => this.fallBack();
-    channel.onmessage = ({ data }) => this.events.message(data);
+    channel.onmessage = ({ data }) => this.onMainMessage(data);
     if (channel.readyState === 'open') this.setState('direct');
+    // The polite side makes it only now: before the offer is applied, a
+    // first channel would make it offer too.
+    this.openControl();
   }
 
-  private drain(channel: RTCDataChannel): void {
+  private openControl(): void {
+    if (this.control !== undefined) return;
+    const control = this.pc.createDataChannel(CONTROL_LABEL, { negotiated: true, id: CONTROL_STREAM_ID });
+    this.control = control;
+    control.binaryType = 'arraybuffer';
+    control.bufferedAmountLowThreshold = CHANNEL_LOW_WATER_BYTES;
+    control.onbufferedamountlow = () => this.flush(control, this.controlBacklog);
+    control.onopen = () => this.sendHello(control);
+    // A control channel the peer closes while ours go there takes the
+    // link down as the main one would; before, it is only not used.
+    control.onclose = () => {
+      if (this.moved) this.fallBack();
+      else this.peerHasControl = false;
+    };
+    control.onmessage = ({ data }) => this.onControlMessage(control, data);
+    if (control.readyState === 'open') this.sendHello(control);
+  }
+
+  /**
+   * Tells the peer it may send whole frames on the control channel. A peer
+   * that made its own a moment later dropped what came before: the first
+   * hello it sends back is answered once more.
+   */
+  private sendHello(control: RTCDataChannel): void {
+    this.sendOnControl(encodeLinkFrame(FrameKind.Hello), control);
+  }
+
+  /**
+   * A link frame of ours, ahead of any whole frame waiting for room. Not
+   * before the channel is open: Chromium may hand us the peer's first
+   * frames on a negotiated channel before its 'open' event, and `send()`
+   * then throws, which took the whole link down. Our hello goes at 'open'.
+   */
+  private sendOnControl(frame: Uint8Array<ArrayBuffer>, control = this.control): void {
+    if (control?.readyState !== 'open') return;
     try {
-      for (let next = this.backlog[0]; next !== undefined; next = this.backlog[0]) {
+      control.send(frame);
+    } catch {
+      this.fallBack();
+    }
+  }
+
+  private onMainMessage(data: unknown): void {
+    if (!isLinkFrame(data, FrameKind.Moved)) {
+      this.events.message(data);
+      // Acked once handled: the sender's window then covers this page's queue too.
+      if (data instanceof ArrayBuffer && isChunkFrame(data) && this.control?.readyState === 'open') {
+        this.sendOnControl(encodeAck(data.byteLength));
+      }
+      return;
+    }
+    const held = this.heldControl ?? [];
+    this.heldControl = undefined;
+    for (const message of held) this.events.message(message);
+  }
+
+  private onControlMessage(control: RTCDataChannel, data: unknown): void {
+    const acked = decodeAck(data);
+    if (acked !== undefined) {
+      this.window.ack(acked);
+      if (this.channel !== undefined) this.drain(this.channel);
+      return;
+    }
+    if (isLinkFrame(data, FrameKind.Hello)) {
+      if (this.peerHasControl) return;
+      this.peerHasControl = true;
+      this.sendHello(control);
+      return;
+    }
+    if (this.heldControl !== undefined) this.heldControl.push(data);
+    else this.events.message(data);
+  }
+
+  /** Sends what waits in `queue` while `channel` has room; false when it is full. */
+  private flush(channel: RTCDataChannel, queue: Uint8Array<ArrayBuffer>[]): boolean {
+    try {
+      for (let next = queue[0]; next !== undefined; next = queue[0]) {
         // At or below the low-water mark a message always goes: no
         // 'bufferedamountlow' would come to send it later.
         const full = channel.bufferedAmount + next.byteLength > CHANNEL_HIGH_WATER_BYTES;
-        if (full && channel.bufferedAmount > CHANNEL_LOW_WATER_BYTES) return;
+        if (full && channel.bufferedAmount > CHANNEL_LOW_WATER_BYTES) return false;
         channel.send(next);
-        this.backlog.shift();
+        queue.shift();
       }
-      while (channel.bufferedAmount < CHANNEL_HIGH_WATER_BYTES) {
+      return true;
+    } catch {
+      this.fallBack();
+      return false;
+    }
+  }
+
+  private drain(channel: RTCDataChannel): void {
+    if (!this.flush(channel, this.backlog)) return;
+    try {
+      // A peer without a control channel acks nothing: the channel's own
+      // high-water mark bounds what waits.
+      while (channel.bufferedAmount < CHANNEL_HIGH_WATER_BYTES && (!this.peerHasControl || this.window.open)) {
         const frame = this.nextChunk();
         if (frame === undefined) return;
         channel.send(frame);
+        if (isChunkFrame(frame)) this.window.sent(frame.byteLength);
       }
     } catch {
       this.fallBack();
@@ -288,8 +468,11 @@ export class RtcLink implements Link {
   private shutDown(): void {
     clearTimeout(this.connectTimer);
     this.backlog.length = 0;
+    this.controlBacklog.length = 0;
+    this.heldControl = undefined;
     for (const source of this.sources.splice(0)) source.interrupted();
     if (this.channel !== undefined) this.channel.onclose = null;
+    if (this.control !== undefined) this.control.onclose = null;
     this.pc.close();
   }
 

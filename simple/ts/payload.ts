@@ -21,6 +21,12 @@ export enum FrameKind {
   Chunk = 5,
   /** The sender gave a transfer up. */
   Abort = 6,
+  /** On the control channel: this side takes whole frames there (link.ts). */
+  Hello = 7,
+  /** On the main channel: this side's whole frames come on the control channel from here on. */
+  Moved = 8,
+  /** On the control channel: this many bytes of chunk frames reached this side's page. */
+  Ack = 9,
 }
 
 enum BodyType {
@@ -133,6 +139,41 @@ export function encodeAbort(id: number): Uint8Array<ArrayBuffer> {
   header.setUint8(0, FrameKind.Abort);
   header.setUint32(2, id);
   return out;
+}
+
+/** A header-only frame of `kind`: the links' own Hello and Moved. */
+export function encodeLinkFrame(kind: FrameKind.Hello | FrameKind.Moved): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(HEADER_BYTES);
+  out[0] = kind;
+  return out;
+}
+
+/** An Ack frame for `bytes` bytes of chunk frames (at most 2^32 − 1). */
+export function encodeAck(bytes: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(HEADER_BYTES);
+  const header = new DataView(out.buffer);
+  header.setUint8(0, FrameKind.Ack);
+  header.setUint32(2, bytes);
+  return out;
+}
+
+/** The bytes an Ack frame acknowledges, or undefined when the message is none. */
+export function decodeAck(message: unknown): number | undefined {
+  if (!(message instanceof ArrayBuffer) || message.byteLength !== HEADER_BYTES) return undefined;
+  const header = new DataView(message);
+  return header.getUint8(0) === FrameKind.Ack ? header.getUint32(2) : undefined;
+}
+
+/** Whether `message` (sent or received) is a transfer's chunk frame. */
+export function isChunkFrame(message: ArrayBuffer | Uint8Array): boolean {
+  if (message.byteLength < HEADER_BYTES) return false;
+  const bytes = message instanceof Uint8Array ? message : new Uint8Array(message, 0, 1);
+  return bytes[0] === FrameKind.Chunk;
+}
+
+/** Whether a DataChannel message is the header-only frame of `kind`. */
+export function isLinkFrame(message: unknown, kind: FrameKind.Hello | FrameKind.Moved): boolean {
+  return message instanceof ArrayBuffer && message.byteLength === HEADER_BYTES && new Uint8Array(message)[0] === kind;
 }
 
 /** A DataChannel message: a whole frame, or a part of a transfer. */

@@ -6,7 +6,8 @@
  * - `Slicer`: one message to one peer, cut into chunks on demand (the
  *   body is held once; no chunk exists before the path has room for it).
  * - `Assembly`: one message from one peer being put back together, in a
- *   buffer of exactly the announced size, dropped when the sender stalls.
+ *   buffer of exactly the announced size (text: decoded chunk by chunk),
+ *   dropped when the sender stalls.
  */
 import { ErrorCode, RpcError } from './errors';
 import type { Body } from './payload';
@@ -23,15 +24,16 @@ export enum MessageKind {
 export const CHANNEL_CHUNK_BYTES = 64 * 1024;
 /**
  * Through the server: one chunk's bytes. Base64 (4/3) and the JSON-RPC
- * envelope keep the relay at about 171 KiB, well under the server's 1 MiB
+ * envelope keep the relay at about 86 KiB, well under the server's 1 MiB
  * message limit; small, so that a small message relayed meanwhile waits
- * behind little (2 chunks, `RELAY_WINDOW`).
+ * behind little (2 chunks, `RELAY_WINDOW`: ~170 KiB, some 30 ms at the
+ * relay's pace on a loaded machine).
  */
-export const RELAY_CHUNK_BYTES = 128 * 1024;
+export const RELAY_CHUNK_BYTES = 64 * 1024;
 /**
  * Chunk relays a transfer has unanswered at once: each is a relay request
  * that the receiver answers once it holds the chunk, so that what waits in
- * the server for one receiver stays near this many chunks (about 350 KiB),
+ * the server for one receiver stays near this many chunks (about 170 KiB),
  * and a small message sent meanwhile waits behind no more than that.
  */
 export const RELAY_WINDOW = 2;
@@ -51,8 +53,6 @@ export interface Announcement {
 
 /** What a sender wants to hear about one message: bytes handed to the path so far. */
 export type Progress = (sentBytes: number) => void;
-
-const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /** One message to one peer, cut into chunks as the path takes them. */
 export class Slicer {
@@ -78,9 +78,17 @@ export class Slicer {
   }
 }
 
-/** A message from one peer being put back together. */
+/**
+ * A message from one peer being put back together. Text is decoded as its
+ * chunks come, into a string built by concatenation (cheap in the engine):
+ * decoding tens of MiB at the end would stop the page for a second, and
+ * every message behind it with it.
+ */
 export class Assembly {
-  private readonly buffer: Uint8Array<ArrayBuffer>;
+  /** The bytes so far; undefined for text. */
+  private readonly buffer: Uint8Array<ArrayBuffer> | undefined;
+  private readonly decoder: TextDecoder | undefined;
+  private text = '';
   private received = 0;
   private timer: ReturnType<typeof setTimeout>;
 
@@ -89,30 +97,43 @@ export class Assembly {
     readonly announcement: Announcement,
     private readonly stalled: () => void,
   ) {
-    this.buffer = new Uint8Array(announcement.size);
+    if (announcement.text) this.decoder = new TextDecoder('utf-8', { fatal: true });
+    else this.buffer = new Uint8Array(announcement.size);
     this.timer = setTimeout(stalled, TRANSFER_STALL_MS);
   }
 
   /**
    * Adds the next chunk; returns the whole body once the last one came.
-   * Throws `InvalidParams` when the chunks add up to more than announced.
+   * Throws `InvalidParams` when the chunks add up to more than announced,
+   * or when text is not UTF-8.
    */
   add(chunk: Uint8Array): Body | undefined {
-    if (this.received + chunk.byteLength > this.buffer.byteLength) {
+    if (this.received + chunk.byteLength > this.announcement.size) {
       this.drop();
       throw new RpcError(ErrorCode.InvalidParams, 'the chunks exceed the announced size');
     }
-    this.buffer.set(chunk, this.received);
+    this.take(chunk);
     this.received += chunk.byteLength;
     clearTimeout(this.timer);
-    if (this.received < this.buffer.byteLength) {
+    if (this.received < this.announcement.size) {
       this.timer = setTimeout(this.stalled, TRANSFER_STALL_MS);
       return undefined;
     }
-    if (!this.announcement.text) return this.buffer;
+    if (this.buffer !== undefined) return this.buffer;
+    this.take(undefined);
+    return this.text;
+  }
+
+  /** Keeps `chunk`'s bytes, or ends the text (undefined). */
+  private take(chunk: Uint8Array | undefined): void {
+    if (this.buffer !== undefined) {
+      if (chunk !== undefined) this.buffer.set(chunk, this.received);
+      return;
+    }
     try {
-      return decoder.decode(this.buffer);
+      this.text += this.decoder?.decode(chunk, { stream: chunk !== undefined }) ?? '';
     } catch {
+      this.drop();
       throw new RpcError(ErrorCode.InvalidParams, 'a text message is not UTF-8');
     }
   }

@@ -26,6 +26,20 @@ pub(super) enum Kind {
 const START: u8 = 4;
 const CHUNK: u8 = 5;
 const ABORT: u8 = 6;
+/// Byte 0 of a link's own frames (header only): `HELLO` on the control
+/// channel says this side takes whole frames there; `MOVED` on the main
+/// channel says this side's whole frames come on the control channel from
+/// here on.
+const HELLO: u8 = 7;
+const MOVED: u8 = 8;
+/// Byte 0 of an ack (on the control channel): bytes 2..6 say how many
+/// bytes of chunk frames the sender of the ack took in.
+const ACK: u8 = 9;
+
+/// The hello frame, sent on the control channel.
+pub(super) const HELLO_FRAME: [u8; HEADER_BYTES] = [HELLO, 0, 0, 0, 0, 0];
+/// The moved frame, sent on the main channel.
+pub(super) const MOVED_FRAME: [u8; HEADER_BYTES] = [MOVED, 0, 0, 0, 0, 0];
 
 /// A start frame: the header, then the message's kind (1 byte), request id
 /// and size (4 bytes each, big-endian).
@@ -71,6 +85,12 @@ pub(super) fn chunk_frame(id: u32, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The ack of a chunk frame of `len` bytes.
+pub(super) fn ack_frame(len: usize) -> [u8; HEADER_BYTES] {
+    let [a, b, c, d] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    [ACK, 0, a, b, c, d]
+}
+
 /// One DataChannel message: a whole frame, or a part of a transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Message {
@@ -78,6 +98,12 @@ pub(super) enum Message {
     Start(u32, Announcement),
     Chunk(u32, Vec<u8>),
     Abort(u32),
+    /// The peer takes whole frames on the control channel.
+    Hello,
+    /// The peer's whole frames come on the control channel from here on.
+    Moved,
+    /// The peer took in this many bytes of our chunk frames.
+    Ack(u32),
 }
 
 impl Message {
@@ -104,6 +130,9 @@ impl Message {
                 Some(Self::Chunk(id, bytes))
             }
             ABORT => Some(Self::Abort(id)),
+            HELLO => Some(Self::Hello),
+            MOVED => Some(Self::Moved),
+            ACK => Some(Self::Ack(id)),
             _ => Frame::decode(bytes).map(Self::Frame),
         }
     }
@@ -215,7 +244,11 @@ mod tests {
             "an error is never a transfer"
         );
         assert_eq!(Message::decode(vec![4, 1, 0, 0, 0, 7]), None, "short start");
-        assert_eq!(Message::decode(vec![7, 0, 0, 0, 0, 0]), None, "unknown kind");
+        assert_eq!(Message::decode(HELLO_FRAME.to_vec()), Some(Message::Hello));
+        assert_eq!(Message::decode(MOVED_FRAME.to_vec()), Some(Message::Moved));
+        assert_eq!(ack_frame(0x0001_0006), [9, 0, 0, 1, 0, 6]);
+        assert_eq!(Message::decode(ack_frame(70).to_vec()), Some(Message::Ack(70)));
+        assert_eq!(Message::decode(vec![10, 0, 0, 0, 0, 0]), None, "unknown kind");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! One link to one peer in one group: a str0m `Rtc` with one DataChannel,
-//! negotiated as the browsers' `Link` (`simple/ts/link.ts`) does, driven by
+//! One link to one peer in one group: a str0m `Rtc` with two DataChannels
+//! (the main one for transfers, a control one for whole frames), negotiated
+//! as the browsers' `Link` (`simple/ts/link.ts`) does, driven by
 //! one tokio task that owns it, its UDP sockets and the route of every
 //! message to the peer: on the channel while 'direct', through the server's
 //! `relay` once 'relayed', held while 'connecting'.
@@ -13,7 +14,7 @@ use jsonrpsee::core::client::Error;
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde_json::value::{RawValue, to_raw_value};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::ChannelId;
+use str0m::channel::{Channel, ChannelConfig, ChannelId};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig as Str0mConfig};
 use tokio::net::UdpSocket;
@@ -23,14 +24,21 @@ use tokio::time::sleep_until;
 use tracing::debug;
 use webrtc_p2p_interfaces::{ErrorCode, GroupId, SignalingClient, UserId};
 
-use super::frame::{Announcement, Frame, Kind, Message, chunk_frame, error_of};
+use super::frame::{Announcement, Frame, HELLO_FRAME, Kind, MOVED_FRAME, Message, ack_frame, chunk_frame, error_of};
 use super::{Inbound, LinkState, RtcConfig};
 use crate::client::Client;
 use crate::client::payload::{Body, IceCandidate, MAX_BODY_BYTES, RelayPayload, SdpType, SessionDescription, Signal};
 use crate::client::transfer::STALL_TIMEOUT;
 
-/// The label of the one DataChannel of a link, as the browsers name it.
+/// The label of a link's main DataChannel, as the browsers name it.
 const CHANNEL_LABEL: &str = "webrtc-p2p";
+/// The control channel, for whole frames: negotiated out of band (both
+/// sides make it with this stream id, no round trip), so that a small
+/// message does not wait behind the transfer chunks queued on the main
+/// channel (the browsers' SCTP takes streams in turn). Stream 2: the main
+/// channel is 0 or 1, by DTLS role.
+const CONTROL_LABEL: &str = "webrtc-p2p-control";
+const CONTROL_STREAM_ID: u16 = 2;
 /// Past this many bytes queued in the channel, frames wait in the link until
 /// it drains below the low-water mark (as in the browser's `Link`).
 const CHANNEL_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
@@ -135,6 +143,17 @@ struct P2p {
     packets: mpsc::Receiver<Packet>,
     readers: Vec<JoinHandle<()>>,
     channel: Option<ChannelId>,
+    /// The control channel, once open.
+    control: Option<ChannelId>,
+    /// The peer said hello on the control channel: it takes whole frames there.
+    peer_has_control: bool,
+    /// Our whole frames go on the control channel (a moved frame on the
+    /// main one said so).
+    moved: bool,
+    /// What the peer sent on the control channel before its moved frame
+    /// came on the main one: whole frames it sent there before go first.
+    /// `None` once it came.
+    held_control: Option<Vec<Message>>,
     /// Our offer, until its answer comes.
     pending_offer: Option<SdpPendingOffer>,
     /// Whether the peer's description is applied (candidates wait for it).
@@ -143,8 +162,10 @@ struct P2p {
     ignore_offer: bool,
     /// Remote candidates that came before the description they belong to.
     early_candidates: Vec<Candidate>,
-    /// Frames waiting for the channel to drain, in send order.
+    /// Frames waiting for the main channel to drain, in send order.
     backlog: VecDeque<Vec<u8>>,
+    /// Frames waiting for the control channel to drain, in send order.
+    control_backlog: VecDeque<Vec<u8>>,
     /// Messages larger than one frame, waiting to go out as chunks, one
     /// transfer after the other; whole frames go first.
     transfers: VecDeque<Transfer>,
@@ -324,7 +345,7 @@ impl Task {
 
     async fn event(&mut self, event: Event) {
         let Some(p2p) = self.p2p.as_mut() else { return };
-        let channel = p2p.channel;
+        let (channel, control, moved) = (p2p.channel, p2p.control, p2p.moved);
         match event {
             Event::ChannelOpen(id, label) if label == CHANNEL_LABEL && channel.is_none() => {
                 p2p.channel = Some(id);
@@ -336,11 +357,31 @@ impl Task {
                     self.route(message).await;
                 }
             }
-            Event::ChannelData(data) if Some(data.id) == channel => self.message(data.data).await,
-            Event::ChannelBufferedAmountLow(id) if Some(id) == channel && !self.flush_channel() => {
+            Event::ChannelOpen(id, label) if label == CONTROL_LABEL && p2p.control.is_none() => {
+                p2p.control = Some(id);
+                if let Some(mut control) = p2p.rtc.channel(id) {
+                    control.set_buffered_amount_low_threshold(CHANNEL_LOW_WATER_BYTES);
+                }
+                if !p2p.say_hello() {
+                    self.fall_back().await;
+                }
+            }
+            Event::ChannelData(data) if Some(data.id) == channel => self.channel_data(false, data.data).await,
+            Event::ChannelData(data) if Some(data.id) == control => self.channel_data(true, data.data).await,
+            Event::ChannelBufferedAmountLow(id)
+                if (Some(id) == channel || Some(id) == control) && !self.flush_channel() =>
+            {
                 self.fall_back().await;
             }
             Event::ChannelClose(id) if Some(id) == channel => self.fall_back().await,
+            // Once our frames go there, its end is the link's; before, it is only not used.
+            Event::ChannelClose(id) if Some(id) == control && moved => self.fall_back().await,
+            Event::ChannelClose(id) if Some(id) == control => {
+                if let Some(p2p) = self.p2p.as_mut() {
+                    p2p.control = None;
+                    p2p.peer_has_control = false;
+                }
+            }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.fall_back().await,
             _ => {}
         }
@@ -531,7 +572,7 @@ impl Task {
 
     async fn send_frame(&mut self, frame: Vec<u8>) {
         let Some(p2p) = self.p2p.as_mut() else { return };
-        p2p.backlog.push_back(frame);
+        p2p.queue_frame(frame);
         if !self.flush_channel() {
             self.fall_back().await;
         }
@@ -626,16 +667,54 @@ impl Task {
         });
     }
 
-    /// A message from the peer's channel.
-    async fn message(&mut self, bytes: Vec<u8>) {
+    /// A message from one of the peer's channels: the control one's wait
+    /// for the peer's moved frame on the main one.
+    async fn channel_data(&mut self, on_control: bool, bytes: Vec<u8>) {
+        let Some(p2p) = self.p2p.as_mut() else { return };
+        let len = bytes.len();
         match Message::decode(bytes) {
-            Some(Message::Frame(frame)) => self.frame(frame).await,
-            Some(Message::Start(id, announcement)) => self.start_transfer(id, announcement).await,
-            Some(Message::Chunk(id, bytes)) => self.chunk(id, bytes).await,
-            Some(Message::Abort(id)) => {
+            // A browser keeps a window of chunks unacked (its queues stay
+            // short): each is acked once taken in.
+            Some(Message::Chunk(id, chunk)) if !on_control => {
+                if !p2p.ack(len) {
+                    self.fall_back().await;
+                    return;
+                }
+                self.message(Message::Chunk(id, chunk)).await;
+            }
+            // A peer that made its channel after our hello lost it: its
+            // first hello is answered.
+            Some(Message::Hello) if on_control && !p2p.peer_has_control => {
+                p2p.peer_has_control = true;
+                if !p2p.say_hello() {
+                    self.fall_back().await;
+                }
+            }
+            Some(Message::Hello) if on_control => {}
+            Some(Message::Moved) if !on_control => {
+                for message in p2p.held_control.take().unwrap_or_default() {
+                    self.message(message).await;
+                }
+            }
+            // Acks are not held: this side's transfers keep to the channel's
+            // high-water mark instead of a window.
+            Some(Message::Ack(_)) => {}
+            Some(message) if on_control && let Some(held) = p2p.held_control.as_mut() => held.push(message),
+            Some(message) => self.message(message).await,
+            None => {}
+        }
+    }
+
+    /// A message from the peer.
+    async fn message(&mut self, message: Message) {
+        match message {
+            Message::Frame(frame) => self.frame(frame).await,
+            Message::Start(id, announcement) => self.start_transfer(id, announcement).await,
+            Message::Chunk(id, bytes) => self.chunk(id, bytes).await,
+            Message::Abort(id) => {
                 self.transfers_in.remove(&id);
             }
-            None => {}
+            Message::Hello | Message::Moved | Message::Ack(_) => {}
         }
     }
 
@@ -760,7 +839,7 @@ impl Task {
     /// the unicasts waiting for a reply on it fail.
     fn shut_down(&mut self) {
         if let Some(mut p2p) = self.p2p.take() {
-            if let Some(id) = p2p.channel {
+            for id in p2p.channel.into_iter().chain(p2p.control) {
                 p2p.rtc.direct_api().close_data_channel(id);
             }
             // Sends what closing the channel produced, so the peer's closes too.
@@ -796,6 +875,13 @@ impl P2p {
     /// One UDP socket per host address, each a host candidate.
     async fn bind(config: &RtcConfig) -> std::io::Result<Self> {
         let mut rtc = Str0mConfig::new().set_sctp_max_buffered_amount(SCTP_BUFFER_BYTES).build(Instant::now());
+        // Opens once the association is up, whichever side offers.
+        let control = ChannelConfig {
+            label: CONTROL_LABEL.to_owned(),
+            negotiated: Some(CONTROL_STREAM_ID),
+            ..ChannelConfig::default()
+        };
+        rtc.direct_api().create_data_channel(control);
         let (tx, packets) = mpsc::channel(PACKET_QUEUE);
         let mut sockets = Vec::new();
         let mut readers = Vec::new();
@@ -816,34 +902,68 @@ impl P2p {
             packets,
             readers,
             channel: None,
+            control: None,
+            peer_has_control: false,
+            moved: false,
+            held_control: Some(Vec::new()),
             pending_offer: None,
             described: false,
             ignore_offer: false,
             early_candidates: Vec::new(),
             backlog: VecDeque::new(),
+            control_backlog: VecDeque::new(),
             transfers: VecDeque::new(),
             progressed: Vec::new(),
         })
     }
 
-    /// Writes backlogged frames while the channel is below its high-water
-    /// mark, then transfers' chunks while it is below theirs (whole frames
-    /// first: a small message never waits behind a whole transfer); `false`
-    /// when the channel is dead.
+    /// Queues a whole frame: on the control channel once the peer has one
+    /// (after a moved frame on the main channel, behind the whole frames
+    /// queued there), on the main channel before.
+    fn queue_frame(&mut self, frame: Vec<u8>) {
+        if !self.moved && self.peer_has_control && self.control.is_some() {
+            self.backlog.push_back(MOVED_FRAME.to_vec());
+            self.moved = true;
+        }
+        if self.moved { self.control_backlog.push_back(frame) } else { self.backlog.push_back(frame) }
+    }
+
+    /// Tells the peer it may send whole frames on the control channel;
+    /// `false` when the channel is dead.
+    fn say_hello(&mut self) -> bool {
+        let Some(id) = self.control else { return true };
+        self.rtc.channel(id).is_some_and(|mut control| control.write(true, &HELLO_FRAME).is_ok())
+    }
+
+    /// Acks a chunk frame of `len` bytes, when the control channel is open;
+    /// `false` when it is dead.
+    fn ack(&mut self, len: usize) -> bool {
+        let Some(id) = self.control else { return true };
+        self.rtc.channel(id).is_some_and(|mut control| control.write(true, &ack_frame(len)).is_ok())
+    }
+
+    /// Writes what waits for either channel; `false` when one is dead.
     fn flush(&mut self) -> bool {
+        if let Some(id) = self.control {
+            let Some(mut control) = self.rtc.channel(id) else { return false };
+            if write_queued(&mut control, &mut self.control_backlog).is_none() {
+                return false;
+            }
+        }
+        self.flush_main()
+    }
+
+    /// Writes backlogged frames while the main channel is below its
+    /// high-water mark, then transfers' chunks while it is below theirs
+    /// (whole frames first: a small message never waits behind a whole
+    /// transfer); `false` when the channel is dead.
+    fn flush_main(&mut self) -> bool {
         let Some(id) = self.channel else { return true };
         let Some(mut channel) = self.rtc.channel(id) else { return false };
-        while let Some(next) = self.backlog.front() {
-            if channel.buffered_amount() + next.len() > CHANNEL_HIGH_WATER_BYTES {
-                return true;
-            }
-            match channel.write(true, next) {
-                Ok(true) => {
-                    self.backlog.pop_front();
-                }
-                Ok(false) => return true,
-                Err(_) => return false,
-            }
+        match write_queued(&mut channel, &mut self.backlog) {
+            None => return false,
+            Some(false) => return true,
+            Some(true) => {}
         }
         while let Some(transfer) = self.transfers.front_mut() {
             if channel.buffered_amount() >= TRANSFER_HIGH_WATER_BYTES {
@@ -865,6 +985,25 @@ impl P2p {
         }
         true
     }
+}
+
+/// Writes `queue`'s frames while `channel` is below its high-water mark:
+/// `Some(true)` when all are written, `Some(false)` when some wait, `None`
+/// when the channel is dead.
+fn write_queued(channel: &mut Channel<'_>, queue: &mut VecDeque<Vec<u8>>) -> Option<bool> {
+    while let Some(next) = queue.front() {
+        if channel.buffered_amount() + next.len() > CHANNEL_HIGH_WATER_BYTES {
+            return Some(false);
+        }
+        match channel.write(true, next) {
+            Ok(true) => {
+                queue.pop_front();
+            }
+            Ok(false) => return Some(false),
+            Err(_) => return None,
+        }
+    }
+    Some(true)
 }
 
 /// Feeds one socket's datagrams to the link task.
