@@ -3,8 +3,9 @@
 // default limits). Each transfer is checked by SHA-256 at both ends, its
 // progress must grow to the total, both pages' memory (JS heap + ArrayBuffer
 // backing stores) and the server's RSS must stay bounded, and small
-// broadcasts sent meanwhile must arrive within 100 ms. `LARGE_REPORT=1`
-// prints throughput and peak memory.
+// broadcasts sent meanwhile must arrive within 100 ms, each (but for the
+// few a starved machine holds up, below). `LARGE_REPORT=1` prints
+// throughput, peak memory and every small broadcast's latency.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
@@ -14,17 +15,25 @@ const MIB = 1024 * 1024;
 /** A relayed pair gives up on P2P this fast: the pages' candidates are blocked anyway. */
 const CONNECT_TIMEOUT_MS = 300;
 /**
- * Small broadcasts sent while a transfer runs arrive within this: the
- * median of them (LARGE_REPORT=1 prints them all, with how many were
- * late). On a DataChannel a small message goes on the link's control
- * channel and the transfer keeps about 40 ms of what the receiver takes in
- * flight; through the server it waits behind at most two chunk relays. On
- * a 2-core machine shared with other builds and suites a starved process
- * still holds a message up now and then (0-4 late per transfer, ~120 ms,
- * at a load average of 11-14; many more past 20), so each one is not held
- * to it.
+ * Each small broadcast sent while a transfer runs (one every 50 ms)
+ * arrives within this. On a DataChannel a small message goes on the
+ * link's control channel and the transfer keeps about 40 ms of what the
+ * receiver takes in flight; through the server it waits behind at most
+ * two chunk relays. Most take 5-50 ms.
  */
 const SMALL_WITHIN_MS = 100;
+/**
+ * But on a 2-core machine shared with builds and other suites a page or
+ * the server is now and then not scheduled for a few hundred ms, and every
+ * small message of that moment arrives late together (latencies such as
+ * 299 249 199 149 99): at a load average of 8-12, 0-9 of ~170 per 64 MiB
+ * direct transfer (37 of 415 once in a 26 s relayed one), none later than
+ * 650 ms. So up to this share may be late, none by more than
+ * `SMALL_WORST_MS`. Before the control channel and the chunk window, 29-44
+ * per 64 MiB direct transfer were late, by up to 0.4-2 s.
+ */
+const SMALL_LATE_SHARE = 0.15;
+const SMALL_WORST_MS = 1000;
 const report = process.env.LARGE_REPORT === '1';
 /** Characters of `make`'s alphabet (1.21 UTF-8 bytes each on average) that make a text just under 64 MiB. */
 const TEXT_CHARS_64_MIB = 52 * MIB;
@@ -251,8 +260,14 @@ async function transfer(a, b, { size, text = false, unicast = false, path }) {
   const slowest = Math.max(0, ...latencies);
   const late = latencies.filter((ms) => ms >= SMALL_WITHIN_MS).length;
   const seconds = (result.ended - result.started) / 1000;
+  const sorted = [...latencies].sort((x, y) => x - y);
+  const at = (q) => (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0).toFixed(0);
+  const distribution =
+    `${late} of ${latencies.length} small broadcasts took ${SMALL_WITHIN_MS} ms or more; ` +
+    `p50 ${at(0.5)}, p90 ${at(0.9)}, p99 ${at(0.99)}, max ${slowest.toFixed(0)} ms`;
   if (report) {
     console.log(`# latencies ${latencies.map((l) => l.toFixed(0)).join(' ')}`);
+    console.log(`# ${distribution}`);
     console.log(`# long tasks (ms): sender ${longTasks[0].join(' ') || 'none'}; receiver ${longTasks[1].join(' ') || 'none'}`);
     console.log(
       `# ${path} ${unicast ? 'unicast' : 'broadcast'} ${(size / MIB).toFixed(0)} MiB ${text ? 'text' : 'bytes'}: ` +
@@ -267,11 +282,10 @@ async function transfer(a, b, { size, text = false, unicast = false, path }) {
   // there (a text's reply encoded whole): the page is busy then whatever
   // the transport does; the latency is checked where the pages do nothing
   // but the transfer.
-  const median = [...latencies].sort((x, y) => x - y)[Math.floor(latencies.length / 2)] ?? 0;
-  assert.ok(
-    unicast || median < SMALL_WITHIN_MS,
-    `small broadcasts took ${median.toFixed(0)} ms (median) during the transfer; ${late} of ${latencies.length} took ${SMALL_WITHIN_MS} ms or more`,
-  );
+  if (!unicast) {
+    assert.ok(late <= SMALL_LATE_SHARE * latencies.length, `too many late during the transfer: ${distribution}`);
+    assert.ok(slowest < SMALL_WORST_MS, `a small broadcast was held up during the transfer: ${distribution}`);
+  }
   // Bounded: the message itself a few times over (made, copied at the send,
   // hashed), never the transfer's whole history.
   assert.ok(sender < 3 * made.bytes + 48 * MIB, `sending page peaked at ${(sender / MIB).toFixed(0)} MiB`);
