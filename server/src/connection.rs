@@ -5,6 +5,7 @@
 //! that runs on every exit path.
 
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,16 +14,17 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use jsonrpsee::core::server::ConnectionId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tracing::{Instrument, debug, debug_span};
 use webrtc_p2p_simple::{CloseReason, Dispatch, Limits, PeerHandle, Session};
 
 use crate::App;
+use crate::http::websocket_config;
 use crate::metrics::ConnectionSlot;
 use crate::stream::{Io, MemorySpent};
 
@@ -40,32 +42,32 @@ const SHRINK_ABOVE: usize = 16 * 1024;
 /// What a closing connection reads and discards at a time.
 const LINGER_READ: usize = 4096;
 
-/// Serves one upgraded WebSocket until it closes, for whatever reason;
-/// `slot` (the connection's place under the connection cap) is given back
-/// after that.
+/// Serves one WebSocket, once the upgrade completes, until it closes, for
+/// whatever reason; `slot` (the connection's place under the connection
+/// cap) is given back after that.
 ///
-/// Not an `async fn`: the WebSocket is built into its boxed [`Socket`]
-/// first, so it does not also sit in an argument slot of each future layer
-/// of every connection.
-pub(crate) fn serve(
-    io: TokioIo<hyper::upgrade::Upgraded>,
-    config: WebSocketConfig,
-    app: App,
-    slot: ConnectionSlot,
-) -> impl Future<Output = ()> + Send {
+/// This is each connection's task, as large as its largest state and all of
+/// it resident on idle connections too: it holds only what the read loop
+/// needs (the socket, its timer and buffers are on the heap), and every
+/// cold path (building the socket, closing, waiting out a resume window)
+/// runs boxed, allocated only when it runs.
+pub(crate) async fn serve(upgrade: hyper::upgrade::OnUpgrade, app: App, slot: ConnectionSlot) {
+    let io = match upgrade.await {
+        Ok(upgraded) => TokioIo::new(upgraded),
+        Err(e) => return debug!(error = %e, "upgrade failed"),
+    };
     let conn = app.next_connection_id();
     let span = debug_span!("conn", id = conn.0);
-    async move {
-        let io = Io::new(io, app.memory.clone());
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let socket = Box::new(Socket::new(ws, app.hub.limits().ping_interval));
+    async {
+        let socket = Box::pin(Socket::open(io, &app)).await;
         let suspended = run(socket, &app, conn).await;
         drop(slot);
         if let Some((session, generation)) = suspended {
-            await_resume(&app, &session, generation).await;
+            Box::pin(await_resume(&app, &session, generation)).await;
         }
     }
     .instrument(span)
+    .await;
 }
 
 /// How a connection's reading ended.
@@ -107,7 +109,7 @@ async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(
                 // What this connection got before (errors, the `resume`
                 // answer last) goes out before the session's replay.
                 let fresh = session.peer();
-                let written = socket.write_all(fresh).await;
+                let written = Box::pin(socket.write_all(fresh)).await;
                 fresh.seal();
                 (session, generation) = (resumed, resumed_generation);
                 socket.generation = generation;
@@ -119,6 +121,21 @@ async fn run(mut socket: Box<Socket>, app: &App, conn: ConnectionId) -> Option<(
             }
         }
     };
+    // Boxed: see `serve`.
+    Box::pin(finish(socket, app, session, generation, dispatch, reason)).await
+}
+
+/// Ends the connection for `reason`: closes the socket and ends the session,
+/// or suspends it (returned) for a resume.
+async fn finish(
+    mut socket: Box<Socket>,
+    app: &App,
+    session: Arc<Session>,
+    generation: u64,
+    dispatch: Dispatch<Arc<Session>>,
+    reason: CloseReason,
+) -> Option<(Arc<Session>, u64)> {
+    let limits = app.hub.limits();
     let peer = session.peer();
     // A newer connection may have taken the session over while this one
     // was failing for its own reasons.
@@ -182,8 +199,16 @@ struct Socket {
     ws: WebSocketStream<Io>,
     /// Frames written since the last flush.
     unflushed: bool,
-    /// The server's pings, so that a silent client is noticed.
-    ping: tokio::time::Interval,
+    /// The connection's one timer, armed for the earlier of the next ping
+    /// and the read loop's deadline: one timer instead of one per purpose,
+    /// since each sits in every idle connection's memory.
+    timer: Pin<Box<Sleep>>,
+    /// How often the server pings, so that a silent client is noticed.
+    ping_interval: Duration,
+    /// When the next ping is due.
+    ping_at: Instant,
+    /// A ping is due and not yet written.
+    ping_due: bool,
     /// The generation of the session this connection serves.
     generation: u64,
     /// A ping went out to learn that written frames arrived (resumable
@@ -201,13 +226,55 @@ enum Event {
     /// The WebSocket is between messages, flushed, with large buffers:
     /// time to [`Socket::rebuild`] it.
     Shrink,
+    /// The read loop's deadline passed; the time seen.
+    Deadline(Instant),
 }
 
 impl Socket {
-    fn new(ws: WebSocketStream<Io>, ping_interval: Duration) -> Self {
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self { ws, unflushed: false, ping, generation: 0, ack_pending: false, shrink: false }
+    /// The WebSocket over an upgraded connection, with the server's limits.
+    async fn open(io: TokioIo<hyper::upgrade::Upgraded>, app: &App) -> Box<Self> {
+        let io = Io::new(io, app.memory.clone());
+        let config = websocket_config(app.config.max_message_size);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let ping_interval = app.hub.limits().ping_interval;
+        let ping_at = Instant::now() + ping_interval;
+        Box::new(Self {
+            ws,
+            unflushed: false,
+            timer: Box::pin(sleep_until(ping_at)),
+            ping_interval,
+            ping_at,
+            ping_due: false,
+            generation: 0,
+            ack_pending: false,
+            shrink: false,
+        })
+    }
+
+    /// Polls the timer: marks a due ping, and says when `wake_at` has passed. The timer
+    /// is moved only when it fired or a deadline comes before it, so that
+    /// the read loop pushing its idle deadline back on every message costs
+    /// nothing here.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, wake_at: Instant) -> Option<Event> {
+        loop {
+            let due = wake_at.min(self.ping_at);
+            if self.timer.is_elapsed() || due < self.timer.deadline() {
+                self.timer.as_mut().reset(due);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            // Never before the deadline the timer fired for, so that each
+            // firing moves something on.
+            let now = Instant::now().max(self.timer.deadline());
+            if now >= self.ping_at {
+                self.ping_due = true;
+                self.ping_at = now + self.ping_interval;
+            }
+            if now >= wake_at {
+                return Some(Event::Deadline(now));
+            }
+        }
     }
 
     /// A fresh WebSocket over the same connection, with small buffers.
@@ -217,7 +284,9 @@ impl Socket {
     async fn rebuild(&mut self) {
         let io = self.ws.get_mut().take();
         let config = *self.ws.get_config();
-        self.ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        // Boxed: this future is larger than the read loop's other states, and
+        // would sit in every connection's task (see `serve`).
+        self.ws = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(config))).await;
         self.shrink = false;
     }
 
@@ -234,7 +303,7 @@ impl Socket {
                     Poll::Ready(Err(e)) => return Err(e),
                     Poll::Pending => return Ok(()),
                 }
-                let message = if self.ping.poll_tick(cx).is_ready() {
+                let message = if std::mem::take(&mut self.ping_due) {
                     Message::Ping(peer.ping_payload().into())
                 } else {
                     match peer.poll_next_frame(cx, self.generation) {
@@ -272,10 +341,14 @@ impl Socket {
         }
     }
 
-    /// The client's next message, writing whatever is queued meanwhile; or
-    /// the moment to shrink the WebSocket's buffers.
-    fn next<'a>(&'a mut self, peer: &'a PeerHandle) -> impl Future<Output = Event> + 'a {
+    /// The client's next message, writing whatever is queued meanwhile (and
+    /// pings); or the moment to shrink the WebSocket's buffers; or
+    /// `wake_at`, once it has passed.
+    fn next<'a>(&'a mut self, peer: &'a PeerHandle, wake_at: Instant) -> impl Future<Output = Event> + 'a {
         poll_fn(move |cx| {
+            if let Some(deadline) = self.poll_timer(cx, wake_at) {
+                return Poll::Ready(deadline);
+            }
             if let Err(e) = self.poll_write(cx, peer) {
                 return Poll::Ready(Event::Message(Some(Err(e))));
             }
@@ -374,8 +447,7 @@ async fn read_loop(
     let limits = app.hub.limits();
     let peer = session.peer();
     let init_deadline = Instant::now() + limits.init_timeout;
-    let idle = sleep(limits.idle_timeout);
-    tokio::pin!(idle);
+    let mut idle_deadline = Instant::now() + limits.idle_timeout;
     let closed = peer.ended(generation);
     tokio::pin!(closed);
     let mut shutdown = app.shutdown.clone();
@@ -404,18 +476,42 @@ async fn read_loop(
         if drain_until.is_some() && peer.pending_calls() == 0 && dispatch.running().is_idle() {
             return Ended::Closed(CloseReason::SHUTDOWN);
         }
+        // The loop's one deadline, on the socket's timer (see `Socket::timer`).
+        let mut wake_at = idle_deadline;
+        if session.user().is_none() {
+            wake_at = wake_at.min(init_deadline);
+        }
+        if drain_until.is_some() {
+            // Calls to the client have no "none left" event to await.
+            wake_at = wake_at.min(Instant::now() + DRAIN_CHECK);
+        }
         tokio::select! {
-            event = socket.next(peer) => {
-                let Event::Message(message) = event else {
-                    shrink = true;
-                    continue;
+            event = socket.next(peer, wake_at) => {
+                let message = match event {
+                    Event::Message(message) => message,
+                    Event::Shrink => {
+                        shrink = true;
+                        continue;
+                    }
+                    Event::Deadline(now) => {
+                        if drain_until.is_some_and(|until| now >= until) {
+                            return Ended::Closed(CloseReason::SHUTDOWN);
+                        }
+                        if now >= idle_deadline {
+                            return Ended::Closed(CloseReason::IDLE_TIMEOUT);
+                        }
+                        if now >= init_deadline && session.user().is_none() {
+                            return Ended::Closed(CloseReason::INIT_TIMEOUT);
+                        }
+                        continue;
+                    }
                 };
                 // Pings and pongs between the fragments of a message do not
                 // keep it alive: a message must arrive within the idle
                 // timeout, so a half-sent one cannot hold its buffers forever.
                 let control = matches!(message, Some(Ok(Message::Ping(_) | Message::Pong(_))));
                 if !control || !socket.ws.get_ref().fragmented() {
-                    idle.as_mut().reset(Instant::now() + limits.idle_timeout);
+                    idle_deadline = Instant::now() + limits.idle_timeout;
                 }
                 match message {
                     Some(Ok(Message::Text(text))) => counted(session, generation, || dispatch.text(text.as_str())),
@@ -438,16 +534,6 @@ async fn read_loop(
             _ = shutdown.wait_for(|stop| *stop), if drain_until.is_none() => {
                 drain_until = Some(Instant::now() + Limits::SHUTDOWN_DRAIN);
             }
-            // One timer, built only while draining: the two built on every
-            // pass before cost 4.6 KiB of RSS per idle connection (bench,
-            // conns N=19,000); the deadline is checked at each tick.
-            () = async { sleep(DRAIN_CHECK).await }, if drain_until.is_some() => {
-                if drain_until.is_some_and(|until| Instant::now() >= until) {
-                    return Ended::Closed(CloseReason::SHUTDOWN);
-                }
-            }
-            () = &mut idle => return Ended::Closed(CloseReason::IDLE_TIMEOUT),
-            () = sleep_until(init_deadline), if session.user().is_none() => return Ended::Closed(CloseReason::INIT_TIMEOUT),
         }
     }
 }

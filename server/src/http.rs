@@ -128,14 +128,7 @@ async fn upgrade(State(app): State<App>, mut request: Request) -> Response {
         let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECS)];
         return (StatusCode::SERVICE_UNAVAILABLE, retry, "too many connections\n").into_response();
     };
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    let config = websocket_config(app.config.max_message_size);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => connection::serve(TokioIo::new(upgraded), config, app, slot).await,
-            Err(e) => debug!(error = %e, "upgrade failed"),
-        }
-    });
+    tokio::spawn(connection::serve(hyper::upgrade::on(&mut request), app, slot));
     let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes())).unwrap_or(HeaderValue::from_static(""));
     let headers = [
         (header::CONNECTION, HeaderValue::from_static("upgrade")),
@@ -167,7 +160,7 @@ fn websocket_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a Head
 /// whole frame past its flush threshold; past that a pong the client asked
 /// for waits in tungstenite's single pending slot (a newer ping replaces
 /// it), so pings from a client that never reads cost nothing more.
-fn websocket_config(max: usize) -> WebSocketConfig {
+pub(crate) fn websocket_config(max: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
         .write_buffer_size(WRITE_BUFFER_SIZE)
