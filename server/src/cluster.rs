@@ -125,12 +125,7 @@ impl Target for NodeTarget {
     ) -> Result<Answer, CallFailed> {
         match self {
             Self::Local(peer) => PeerHandle::call_until(peer, method, params, cancelled).await,
-            // The caller stops waiting; the target on the other node is not
-            // told (its answer, if any, finds nobody waiting).
-            Self::Remote(remote) => tokio::select! {
-                answer = remote.call(method, params) => answer,
-                () = cancelled => Err(CallFailed::Cancelled),
-            },
+            Self::Remote(remote) => remote.call_until(method, params, cancelled).await,
         }
     }
 }
@@ -258,6 +253,10 @@ enum Message {
     /// A member of group `g` moved to another node: forget its route.
     #[serde(rename = "f")]
     Forget { g: GroupId },
+    /// Node `from` cancelled its call `id`: end it here too (the client
+    /// gets `$/cancelRequest`).
+    #[serde(rename = "x")]
+    Cancel { id: u64, from: String },
 }
 
 /// How a call made through another node ended. The answer travels as JSON
@@ -301,7 +300,15 @@ impl Remote {
         self.shared.publish(&self.node, &message, None)
     }
 
-    async fn call(&self, method: &str, params: String) -> Result<Answer, CallFailed> {
+    /// Calls `method` on the user's node and waits for the answer; when
+    /// `cancelled` completes first, that node is told to cancel the call
+    /// (its client gets `$/cancelRequest`, as a local target would).
+    async fn call_until(
+        &self,
+        method: &str,
+        params: String,
+        cancelled: impl Future<Output = ()> + Send,
+    ) -> Result<Answer, CallFailed> {
         let shared = &self.shared;
         let id = shared.next_call.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -311,7 +318,16 @@ impl Remote {
         let message =
             Message::Call { id, from: shared.node.to_string(), to: self.user, m: method.to_owned(), p: params, ms };
         shared.publish(&self.node, &message, Some(id))?;
-        let answer = tokio::time::timeout(shared.call_timeout, rx).await;
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(shared.call_timeout, rx) => answer,
+            () = cancelled => {
+                drop(forget);
+                // After the call on the same channel: it finds it there.
+                let cancel = Message::Cancel { id, from: shared.node.to_string() };
+                let _ = shared.publish(&self.node, &cancel, None);
+                return Err(CallFailed::Cancelled);
+            }
+        };
         drop(forget);
         match answer {
             Ok(Ok(Reply::Result(result))) => RawValue::from_string(result).map(Ok).map_err(|_| CallFailed::Gone),
@@ -380,6 +396,9 @@ struct Shared {
     /// Sessions this node is taking over, by correlation id, waiting for
     /// the node that held them.
     arriving: Mutex<HashMap<u64, Arriving>>,
+    /// Calls other nodes made to sessions here, still waiting for the
+    /// client's answer, by caller node and correlation id: what cancels them.
+    running: Mutex<HashMap<(String, u64), oneshot::Sender<()>>>,
 }
 
 /// A session this node asked another to hand over.
@@ -533,6 +552,11 @@ impl Shared {
     fn lock_arriving(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arriving>> {
         // One insert or remove per critical section: poisoning is moot.
         self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), oneshot::Sender<()>>> {
+        // Every critical section is one insert or remove: poisoning is moot.
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_unfinished(&self) -> std::sync::MutexGuard<'_, Vec<Unfinished>> {
@@ -951,6 +975,7 @@ impl RedisRouter {
             sessions: OnceLock::new(),
             forwarding: DashMap::new(),
             arriving: Mutex::default(),
+            running: Mutex::default(),
         });
         let scripts = Arc::new(Scripts::new());
         let tasks = Tasks(vec![
@@ -1040,6 +1065,16 @@ impl RedisRouter {
             return self.shared.local(user).map(NodeTarget::Local);
         }
         Some(NodeTarget::Remote(Remote { node: node.into(), user, shared: self.shared.clone() }))
+    }
+}
+
+/// Takes a call from another node out of [`Shared::running`] however it
+/// ends.
+struct Running<'a>(&'a Shared, (String, u64));
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.lock_running().remove(&self.1);
     }
 }
 
@@ -1416,9 +1451,24 @@ fn handle(message: Message, shared: &Arc<Shared>) {
                 return;
             };
             let answering = shared.clone();
+            let key = (from.clone(), id);
+            let (cancel, cancelled) = oneshot::channel::<()>();
+            shared.lock_running().insert(key.clone(), cancel);
             let mut call = Box::pin(async move {
-                let reply = match tokio::time::timeout(Duration::from_millis(ms), PeerHandle::call(&peer, &m, p)).await
-                {
+                let running = Running(&answering, key);
+                // Only a cancel sent ends the wait (not one dropped unsent).
+                let cancelled = async {
+                    if cancelled.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let call = PeerHandle::call_until(&peer, &m, p, cancelled);
+                let outcome = tokio::time::timeout(Duration::from_millis(ms), call).await;
+                drop(running);
+                if let Ok(Err(CallFailed::Cancelled)) = outcome {
+                    return; // the caller stopped waiting
+                }
+                let reply = match outcome {
                     Ok(Ok(Ok(result))) => Reply::Result(result.get().to_owned()),
                     Ok(Ok(Err(error))) => Reply::Error(error.get().to_owned()),
                     Ok(Err(CallFailed::Gone | CallFailed::Cancelled)) => Reply::Gone,
@@ -1452,6 +1502,11 @@ fn handle(message: Message, shared: &Arc<Shared>) {
             }
         }
         Message::Forget { g } => shared.routes.forget(g),
+        Message::Cancel { id, from } => {
+            if let Some(cancel) = shared.lock_running().remove(&(from, id)) {
+                let _ = cancel.send(());
+            }
+        }
     }
 }
 
