@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use common::{PATIENCE, TestServer, metric};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,14 +27,22 @@ struct SelfSigned {
     der: Vec<u8>,
 }
 
+/// DER as a PEM block (RFC 7468: base64 in lines of 64).
+fn pem(label: &str, der: &[u8]) -> String {
+    let base64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> =
+        base64.as_bytes().chunks(64).map(|line| std::str::from_utf8(line).expect("base64 is ASCII")).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
 impl SelfSigned {
     fn new(name: &str) -> Self {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
         let dir = std::env::temp_dir().join(format!("webrtc-p2p-tls-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, made.cert.pem()).expect("write cert");
-        std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+        std::fs::write(&cert, pem("CERTIFICATE", made.cert.der())).expect("write cert");
+        std::fs::write(&key, pem("PRIVATE KEY", &made.signing_key.serialize_der())).expect("write key");
         Self { dir, cert, key, der: made.cert.der().to_vec() }
     }
 

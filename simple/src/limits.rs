@@ -278,8 +278,8 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn the_limit_is_a_burst_and_comes_back_after_the_window() {
+    #[test]
+    fn the_limit_is_a_burst_and_comes_back_after_the_window() {
         let limiter = RateLimiter::new(5, Duration::from_secs(1)).unwrap();
         let now = Instant::now();
         assert_eq!((0..8).filter(|_| limiter.try_acquire(now)).count(), 5);
@@ -290,8 +290,8 @@ mod tests {
         assert_eq!((0..8).filter(|_| limiter.try_acquire(later)).count(), 5, "a full window refills it all");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_charge_puts_the_budget_into_debt_until_it_is_paid_back() {
+    #[test]
+    fn a_charge_puts_the_budget_into_debt_until_it_is_paid_back() {
         let limiter = RateLimiter::new(10, Duration::from_secs(1)).unwrap();
         let now = Instant::now();
         limiter.charge(25, now);
