@@ -89,12 +89,7 @@ pub(crate) async fn run(
                 let measured =
                     relay::measure(plan, &sides, Target::Server, pairs, window, opts.duration.into(), progress, &label)
                         .await?;
-                progress.say(&format!(
-                    "{label}: {:.0} rt/s, {:.0} rt/CPU-s, p50 {:.0} µs",
-                    measured.per_second,
-                    measured.per_cpu_second,
-                    measured.quantile(0.5)
-                ));
+                progress.say(&format!("{label}: {}", measured.summary()));
                 runs.push((way, measured));
             }
         }

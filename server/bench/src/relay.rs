@@ -46,6 +46,11 @@ impl Measurement {
         quantile(&self.latencies, q)
     }
 
+    /// One progress line: rates and median latency.
+    pub(crate) fn summary(&self) -> String {
+        format!("{:.0} rt/s, {:.0} rt/CPU-s, p50 {:.0} µs", self.per_second, self.per_cpu_second, self.quantile(0.5))
+    }
+
     pub(crate) fn json(&self) -> Value {
         json!({
             "round_trips_per_s": self.per_second,
@@ -114,12 +119,7 @@ pub(crate) async fn run(plan: &Plan, opts: &Opts, progress: &Progress, pairs: us
             let label = format!("relay P={pairs} W={window} {} round {}/{rounds}", target.name(), round + 1);
             let sides = Sides::one(child);
             let measured = measure(plan, &sides, target, pairs, window, duration, progress, &label).await?;
-            progress.say(&format!(
-                "{label}: {:.0} rt/s, {:.0} rt/CPU-s, p50 {:.0} µs",
-                measured.per_second,
-                measured.per_cpu_second,
-                measured.quantile(0.5)
-            ));
+            progress.say(&format!("{label}: {}", measured.summary()));
             runs.push((target, measured));
         }
     }
