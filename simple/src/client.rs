@@ -19,7 +19,10 @@
 //! Messages larger than one relay go in chunks, up to
 //! [`MemberBuilder::max_message_bytes`] (64 MiB by default), both ways: on
 //! a direct link as DataChannel transfers (`rtc`), otherwise through the
-//! server ([`transfer`]).
+//! server ([`transfer`]). [`Member::broadcast_with`] and
+//! [`Member::unicast_with`] report their progress ([`SendOptions`]);
+//! dropping a send's future cancels it at both ends, and
+//! [`Member::receiving`] watches what is coming in.
 //!
 //! ```no_run
 //! use jsonrpsee::core::{RpcResult, async_trait};
@@ -84,6 +87,7 @@ mod transport;
 pub use webrtc_p2p_interfaces::payload;
 
 pub use member::{Member, MemberBuilder, MemberHandler, StartError};
+pub use transfer::{Progress, Receiving, SendOptions};
 
 use std::fmt;
 use std::future::Future;

@@ -17,12 +17,12 @@ use tokio::time::timeout;
 use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, PeerServer, SignalingClient, UserId};
 use webrtc_p2p_simple::auth::Claims;
 use webrtc_p2p_simple::client::payload::{Body, MAX_BODY_BYTES, NO_WEBRTC};
-use webrtc_p2p_simple::client::transfer::DEFAULT_MAX_MESSAGE_BYTES;
-use webrtc_p2p_simple::client::{Member, MemberHandler, StartError};
+use webrtc_p2p_simple::client::transfer::{DEFAULT_MAX_MESSAGE_BYTES, STALL_TIMEOUT};
+use webrtc_p2p_simple::client::{Member, MemberHandler, Progress, Receiving, SendOptions, StartError};
 use webrtc_p2p_simple::{Client, app_error};
 
 mod common;
-use common::TestServer;
+use common::{MIB, TestServer, assert_progress_to};
 
 /// How long any expected event may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -95,6 +95,16 @@ impl Rust {
 
     async fn next(&mut self) -> Heard {
         within("the member's handler", self.heard.recv()).await.expect("handler gone")
+    }
+
+    /// The next broadcast, skipping joins and leaves.
+    async fn next_broadcast(&mut self) -> Heard {
+        loop {
+            match self.next().await {
+                Heard::Joined(..) | Heard::Left(..) => {}
+                heard => return heard,
+            }
+        }
     }
 }
 
@@ -360,6 +370,130 @@ async fn messages_larger_than_one_relay_travel_in_chunks_both_ways() {
     let reply = within("unicast", a.member.unicast(group, b.id(), bytes)).await.expect("unicast");
     assert!(matches!(b.next().await, Heard::Unicast(..)));
     assert_eq!(reply, Body::Bytes(reversed));
+}
+
+/// Within this a receiver has let go of a cancelled transfer, or the test
+/// fails: a third of the stall timeout that would free it anyway.
+const FREED_WITHIN: Duration = Duration::from_secs(STALL_TIMEOUT.as_secs() / 3);
+
+#[tokio::test]
+async fn relayed_sends_report_their_progress_up_to_the_total() {
+    let server = TestServer::start(&[]).await;
+    let mut a = Rust::connect(&server).await;
+    let group = within("create", a.member.create(None)).await.expect("create");
+    let mut reports = Vec::new();
+    let alone = a.member.broadcast_with(group, "no one hears", SendOptions::new().on_progress(|p| reports.push(p)));
+    within("broadcast", alone).await.expect("broadcast");
+    assert_eq!(reports, [Progress { sent: 0, total: 0 }], "no one to send to: done at once");
+
+    let (mut b, mut c) = (Rust::connect(&server).await, Rust::connect(&server).await);
+    for member in [&b, &c] {
+        within("join", member.member.join(group)).await.expect("join");
+        assert_eq!(a.next().await, Heard::Joined(group, member.id()));
+    }
+    // A broadcast's total counts every target; its chunks report as they go.
+    let bytes: Vec<u8> = (0..MIB + 17).map(|i| (i % 251) as u8).collect();
+    reports.clear();
+    let sent = a.member.broadcast_with(group, bytes.clone(), SendOptions::new().on_progress(|p| reports.push(p)));
+    within("broadcast", sent).await.expect("broadcast");
+    assert_progress_to(&reports, 2 * bytes.len() as u64);
+    assert!(reports.len() >= 2 * (MIB / (128 * 1024)), "one report a chunk: {}", reports.len());
+    for member in [&mut b, &mut c] {
+        assert!(member.next_broadcast().await == Heard::Broadcast(group, a.id(), Body::Bytes(bytes.clone())));
+    }
+
+    // A unicast counts its request, large or small.
+    reports.clear();
+    let sent = a.member.unicast_with(group, b.id(), bytes, SendOptions::new().on_progress(|p| reports.push(p)));
+    within("unicast", sent).await.expect("unicast");
+    assert_progress_to(&reports, MIB as u64 + 17);
+    reports.clear();
+    let sent = a.member.unicast_with(group, c.id(), "small", SendOptions::new().on_progress(|p| reports.push(p)));
+    assert_eq!(within("unicast", sent).await.expect("unicast"), Body::from("re:small"));
+    assert_eq!(reports, [Progress { sent: 5, total: 5 }]);
+}
+
+#[tokio::test]
+async fn dropping_a_relayed_send_stops_it_and_frees_the_receiver_at_once() {
+    let server = TestServer::start(&[]).await;
+    let mut a = Rust::connect(&server).await;
+    let mut b = Rust::connect(&server).await;
+    let group = within("create", a.member.create(None)).await.expect("create");
+    within("join", b.member.join(group)).await.expect("join");
+    assert_eq!(a.next().await, Heard::Joined(group, b.id()));
+    let mut receiving = b.member.receiving();
+    assert_eq!(*receiving.borrow(), Receiving::default());
+
+    let mut last = Progress::default();
+    let send = a.member.broadcast_with(group, vec![7u8; 16 * MIB], SendOptions::new().on_progress(|p| last = p));
+    tokio::select! {
+        sent = send => panic!("the send ended before it was cancelled: {sent:?}"),
+        held = within("b to hold some of it", receiving.wait_for(|r| r.bytes >= MIB as u64 / 4)) => {
+            assert_eq!(held.expect("b's meter").messages, 1);
+        }
+    }
+    // The send is dropped: the sender stopped, and b lets go long before its stall timeout.
+    assert!(last.sent < last.total, "the whole message went: {last:?}");
+    let freed = timeout(FREED_WITHIN, receiving.wait_for(|r| *r == Receiving::default())).await.is_ok();
+    assert!(freed, "b still holds the aborted transfer: {:?}", *receiving.borrow());
+
+    // What follows arrives; the aborted message never does (relays arrive in order).
+    within("broadcast", a.member.broadcast(group, "after")).await.expect("broadcast");
+    assert_eq!(b.next_broadcast().await, Heard::Broadcast(group, a.id(), Body::from("after")));
+}
+
+#[tokio::test]
+async fn a_cancelled_relayed_transfer_ends_with_the_abort_notification_browsers_take() {
+    let server = TestServer::start(&[]).await;
+    let mut browser = Browser::connect(&server).await;
+    let group = within("create", browser.client.create(None)).await.expect("create");
+    let rust = Rust::connect(&server).await;
+    within("join", rust.member.join(group)).await.expect("join");
+    assert_eq!(browser.next().await, (group, rust.id(), declaration()));
+
+    let send = rust.member.broadcast(group, vec![1u8; 4 * MIB]);
+    let first = tokio::select! {
+        sent = send => panic!("the send ended before it was cancelled: {sent:?}"),
+        first = browser.next() => first.2,
+    };
+    let id = first["chunk"]["id"].clone();
+    assert_eq!(first["chunk"]["seq"], 0, "{first}");
+    // What the window let out before the drop, in order, then the abort.
+    let mut seq = 0;
+    loop {
+        let (_, from, data) = browser.next().await;
+        assert_eq!(from, rust.id());
+        if data.get("abort").is_some() {
+            assert_eq!(data, json!({"abort": id}));
+            break;
+        }
+        seq += 1;
+        assert_eq!((&data["chunk"]["id"], data["chunk"]["seq"].as_u64()), (&id, Some(seq)), "{data}");
+    }
+    assert!(seq < 31, "all 32 chunks went before the abort");
+}
+
+#[tokio::test]
+async fn a_receiver_that_leaves_mid_transfer_fails_the_broadcast_with_peer_gone_and_the_others_get_it() {
+    let server = TestServer::start(&[]).await;
+    let mut a = Rust::connect(&server).await;
+    let (b, mut c) = (Rust::connect(&server).await, Rust::connect(&server).await);
+    let group = within("create", a.member.create(None)).await.expect("create");
+    for member in [&b, &c] {
+        within("join", member.member.join(group)).await.expect("join");
+        assert_eq!(a.next().await, Heard::Joined(group, member.id()));
+    }
+    let mut receiving = b.member.receiving();
+    // b, the first target, leaves once it holds some of it.
+    let bytes: Vec<u8> = (0..2 * MIB).map(|i| (i % 251) as u8).collect();
+    let b_leaves = async {
+        within("b to hold some of it", receiving.wait_for(|r| r.bytes >= MIB as u64 / 4)).await.expect("b's meter");
+        within("leave", b.member.leave(group)).await.expect("leave");
+    };
+    let (sent, ()) = tokio::join!(within("broadcast", a.member.broadcast(group, bytes.clone())), b_leaves);
+    assert_eq!(app_error(&sent.expect_err("b left mid-transfer")), Some(ErrorCode::PeerGone));
+    assert_eq!(*receiving.borrow(), Receiving::default(), "b let go of what it held");
+    assert!(c.next_broadcast().await == Heard::Broadcast(group, a.id(), Body::Bytes(bytes)), "c got another message");
 }
 
 #[tokio::test]

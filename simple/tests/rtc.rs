@@ -17,10 +17,11 @@ use webrtc_p2p_interfaces::{ErrorCode, GroupId, UserId};
 use webrtc_p2p_simple::app_error;
 use webrtc_p2p_simple::client::payload::{Body, MAX_BODY_BYTES};
 use webrtc_p2p_simple::client::rtc::{LinkState, RtcConfig};
-use webrtc_p2p_simple::client::{Member, MemberBuilder, MemberHandler};
+use webrtc_p2p_simple::client::transfer::STALL_TIMEOUT;
+use webrtc_p2p_simple::client::{Member, MemberBuilder, MemberHandler, Progress, Receiving, SendOptions};
 
 mod common;
-use common::TestServer;
+use common::{MIB, TestServer, assert_progress_to};
 
 /// How long any expected event may take before the test fails: DTLS
 /// handshakes on a loaded 2-core machine take a while.
@@ -190,10 +191,15 @@ async fn large_messages_go_on_the_data_channel_in_chunks() {
 
     // Not a multiple of the chunk size, every byte value.
     let bytes: Vec<u8> = (0..10 * 1024 * 1024 + 17).map(|i: u32| (i % 251) as u8).collect();
-    within("broadcast", a.member.broadcast(group, bytes.clone())).await.expect("broadcast");
-    within("broadcast", a.member.broadcast(group, "small, sent after")).await.expect("broadcast");
-    assert_eq!(b.broadcast_from(a_id).await, Body::Text("small, sent after".into()), "not behind 10 MiB");
-    assert_eq!(b.broadcast_from(a_id).await, Body::Bytes(bytes.clone()));
+    // The large one resolves once all of it is written: the small one goes meanwhile.
+    let large = a.member.broadcast(group, bytes.clone());
+    let small = async {
+        within("broadcast", a.member.broadcast(group, "small, sent after")).await.expect("broadcast");
+        assert_eq!(b.broadcast_from(a_id).await, Body::Text("small, sent after".into()), "not behind 10 MiB");
+    };
+    let (large, ()) = tokio::join!(within("broadcast", large), small);
+    large.expect("broadcast");
+    assert!(b.broadcast_from(a_id).await == Body::Bytes(bytes.clone()), "another broadcast arrived");
 
     let mut reversed = bytes.clone();
     reversed.reverse();
@@ -209,6 +215,80 @@ async fn large_messages_go_on_the_data_channel_in_chunks() {
     a.link(small.id(), LinkState::Direct).await;
     let too_large = within("unicast", a.member.unicast(group, small.id(), vec![0u8; 2 * 1024 * 1024])).await;
     assert_eq!(app_error(&too_large.expect_err("over its limit")), Some(ErrorCode::LimitExceeded));
+}
+
+/// Within this a receiver has let go of a cancelled transfer, or the test
+/// fails: a third of the stall timeout that would free it anyway.
+const FREED_WITHIN: Duration = Duration::from_secs(STALL_TIMEOUT.as_secs() / 3);
+
+#[tokio::test]
+async fn sends_on_a_data_channel_report_their_progress_up_to_the_total() {
+    let server = TestServer::start(&[]).await;
+    let (a, mut b, group) = direct_pair(&server).await;
+    let relays_before = server.relays().await;
+
+    let bytes: Vec<u8> = (0..MIB + 17).map(|i| (i % 251) as u8).collect();
+    let mut reports = Vec::new();
+    let sent = a.member.broadcast_with(group, bytes.clone(), SendOptions::new().on_progress(|p| reports.push(p)));
+    within("broadcast", sent).await.expect("broadcast");
+    assert_progress_to(&reports, bytes.len() as u64);
+    assert!(reports.len() > 2, "reports as chunks are written: {reports:?}");
+    assert!(b.broadcast_from(a.id()).await == Body::Bytes(bytes.clone()), "another broadcast arrived");
+
+    reports.clear();
+    let sent = b.member.unicast_with(group, a.id(), bytes.clone(), SendOptions::new().on_progress(|p| reports.push(p)));
+    let reply = within("unicast", sent).await.expect("unicast");
+    assert_progress_to(&reports, bytes.len() as u64);
+    assert_eq!(reply.len(), bytes.len());
+    reports.clear();
+    let sent = b.member.unicast_with(group, a.id(), "small", SendOptions::new().on_progress(|p| reports.push(p)));
+    assert_eq!(within("unicast", sent).await.expect("unicast"), Body::from("re:small"));
+    assert_eq!(reports, [Progress { sent: 5, total: 5 }]);
+    assert_eq!(server.relays().await, relays_before, "a message went through the server");
+}
+
+#[tokio::test]
+async fn dropping_a_send_on_a_data_channel_stops_it_and_frees_the_receiver_at_once() {
+    let server = TestServer::start(&[]).await;
+    let (a, mut b, group) = direct_pair(&server).await;
+    let mut receiving = b.member.receiving();
+    assert_eq!(*receiving.borrow(), Receiving::default());
+
+    let mut last = Progress::default();
+    let send = a.member.broadcast_with(group, vec![7u8; 32 * MIB], SendOptions::new().on_progress(|p| last = p));
+    tokio::select! {
+        sent = send => panic!("the send ended before it was cancelled: {sent:?}"),
+        held = within("b to hold a MiB", receiving.wait_for(|r| r.bytes >= MIB as u64)) => {
+            assert_eq!(held.expect("b's meter").messages, 1);
+        }
+    }
+    // The send is dropped: the sender stopped, and b lets go long before its stall timeout.
+    assert!(last.sent < last.total, "the whole message went: {last:?}");
+    let freed = timeout(FREED_WITHIN, receiving.wait_for(|r| *r == Receiving::default())).await.is_ok();
+    assert!(freed, "b still holds the aborted transfer: {:?}", *receiving.borrow());
+
+    // The next transfer on the channel arrives, and the aborted one never
+    // does (transfers keep their order on the main channel).
+    let next: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+    within("broadcast", a.member.broadcast(group, next.clone())).await.expect("broadcast");
+    assert!(b.broadcast_from(a.id()).await == Body::Bytes(next), "the aborted message arrived");
+    assert_eq!(*receiving.borrow(), Receiving::default());
+}
+
+#[tokio::test]
+async fn a_receiver_that_leaves_mid_transfer_on_a_data_channel_fails_the_unicast_with_peer_gone() {
+    let server = TestServer::start(&[]).await;
+    let (a, b, group) = direct_pair(&server).await;
+    let mut receiving = b.member.receiving();
+    let b_leaves = async {
+        within("b to hold a MiB", receiving.wait_for(|r| r.bytes >= MIB as u64)).await.expect("b's meter");
+        within("leave", b.member.leave(group)).await.expect("leave");
+    };
+    let sent = within("unicast", a.member.unicast(group, b.id(), vec![7u8; 32 * MIB]));
+    let (sent, ()) = tokio::join!(sent, b_leaves);
+    assert_eq!(app_error(&sent.expect_err("b left mid-transfer")), Some(ErrorCode::PeerGone));
+    let freed = timeout(FREED_WITHIN, receiving.wait_for(|r| *r == Receiving::default())).await.is_ok();
+    assert!(freed, "b still holds the transfer: {:?}", *receiving.borrow());
 }
 
 #[tokio::test]

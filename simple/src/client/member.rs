@@ -24,20 +24,24 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use futures_util::StreamExt as _;
+use futures_util::future::join_all;
 use futures_util::stream::FuturesOrdered;
 use jsonrpsee::core::client::Error;
 use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde_json::value::{RawValue, to_raw_value};
-use tokio::sync::{RwLock, oneshot};
+use tokio::sync::{RwLock, oneshot, watch};
 use tracing::debug;
 use webrtc_p2p_interfaces::{
     Capability, ErrorCode, Exchange, GroupId, JoinResult, PeerServer, SessionFacts, SignalingClient, UserId,
 };
 
 use super::payload::{Body, ChunkKind, MAX_BODY_BYTES, RelayPayload, Signal, UnicastAnswer, no_webrtc};
-use super::rtc::{Answer, Delivered, Inbound, LinkState, Mesh, Outgoing, RtcConfig, local};
-use super::transfer::{self, Assemblies, DEFAULT_MAX_MESSAGE_BYTES, Replies, STALL_TIMEOUT, TransferKey};
+use super::rtc::{Answer, Delivered, Inbound, Job, LinkState, Mesh, Outgoing, RtcConfig, local};
+use super::transfer::{
+    self, Assemblies, DEFAULT_MAX_MESSAGE_BYTES, Meter, Progress, Receiving, Replies, STALL_TIMEOUT, SendOptions,
+    TransferKey,
+};
 use super::{Client, ClientBuilder, ConnectError, Disconnected};
 use crate::wire::code::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
 
@@ -131,6 +135,11 @@ struct Shared {
     replies: Mutex<Replies>,
     /// The id of this member's next transfer.
     transfer_ids: AtomicU32,
+    /// Where partly received messages count themselves, on every path.
+    meter: Meter,
+    /// Changes each time a member leaves one of this member's groups, or
+    /// this member leaves one: relayed transfers to it stop with PeerGone.
+    departures: watch::Sender<()>,
     /// The largest message sent or taken ([`MemberBuilder::max_message_bytes`]).
     max_message_bytes: usize,
 }
@@ -188,6 +197,8 @@ impl Shared {
                     *view = None;
                     drop(view);
                     self.groups.remove_if(&group_id, |_, s| Arc::ptr_eq(s, &slot));
+                    self.incoming.lock().unwrap_or_else(|e| e.into_inner()).forget_group(group_id);
+                    self.departures.send_replace(());
                     if let Some(mesh) = &self.mesh {
                         mesh.close(Some(group_id));
                     }
@@ -205,6 +216,9 @@ impl Shared {
             drop(view);
             for &member in &left {
                 self.incoming.lock().unwrap_or_else(|e| e.into_inner()).forget(group_id, member);
+            }
+            if !left.is_empty() {
+                self.departures.send_replace(());
             }
             if let Err(e) = self.reconcile(group_id, &newcomers).await {
                 debug!(%group_id, error = %e, "could not tell the newcomers this member has no WebRTC");
@@ -374,6 +388,7 @@ impl<H: MemberHandler> PeerServer for Adapter<H> {
             // The earliest-joined remaining member, now first, is the owner.
             view.members.retain(|&m| m != user_id);
         }
+        self.shared.departures.send_replace(());
         // Links close (the owner's rules may also open or close others).
         let _ = self.shared.reconcile(group_id, &[]).await;
         self.handler.on_member_left(group_id, user_id);
@@ -416,7 +431,7 @@ impl<H: MemberHandler> Adapter<H> {
             // Sent after this answer is on its way; the requester takes the
             // chunks in either order.
             tokio::spawn(async move {
-                if let Err(e) = send_transfer(&client, group_id, from, id, ChunkKind::Reply, &reply).await {
+                if let Err(e) = send_transfer(&client, group_id, from, id, ChunkKind::Reply, &reply, |_| {}).await {
                     debug!(%group_id, %from, error = %e, "a chunked reply did not get through");
                 }
             });
@@ -432,38 +447,153 @@ fn check_size(body: &Body, max_message_bytes: usize) -> Result<(), ErrorCode> {
 }
 
 /// Relays `body` to `target` as transfer `id`, at most
-/// [`transfer::WINDOW`] chunks unanswered; resolves with the answer to the
-/// last chunk. On an error the peer is told to drop what it holds.
+/// [`transfer::WINDOW`] chunks unanswered, calling `report` with the bytes
+/// handed to the server so far; resolves with the answer to the last chunk.
+/// On an error, or when the future is dropped before the end, the peer is
+/// told to drop what it holds.
 async fn send_transfer(
-    client: &Client,
+    client: &Arc<Client>,
     group_id: GroupId,
     target: UserId,
     id: u32,
     kind: ChunkKind,
     body: &Body,
+    mut report: impl FnMut(u64),
 ) -> Result<Box<RawValue>, Error> {
-    let sent = async {
-        let mut unanswered = FuturesOrdered::new();
-        let mut last = RawValue::NULL.to_owned();
-        for chunk in transfer::chunks(id, kind, body) {
-            if unanswered.len() == transfer::WINDOW
-                && let Some(answer) = unanswered.next().await
-            {
-                last = answer?;
-            }
-            let payload = to_raw_value(&RelayPayload::Chunk(chunk))?;
-            unanswered.push_back(client.relay(group_id, target, payload));
-        }
-        while let Some(answer) = unanswered.next().await {
+    let mut abort = AbortOnDrop { client: Arc::downgrade(client), group_id, target, id, armed: true };
+    let mut unanswered = FuturesOrdered::new();
+    let mut last = RawValue::NULL.to_owned();
+    let mut sent = 0u64;
+    for chunk in transfer::chunks(id, kind, body) {
+        if unanswered.len() == transfer::WINDOW
+            && let Some(answer) = unanswered.next().await
+        {
             last = answer?;
         }
-        Ok::<_, Error>(last)
+        sent += chunk.base64.len() as u64;
+        let payload = to_raw_value(&RelayPayload::Chunk(chunk))?;
+        unanswered.push_back(client.relay(group_id, target, payload));
+        report(sent);
     }
-    .await;
-    if sent.is_err() {
-        let _ = client.relay_notification(group_id, target, &RelayPayload::Abort(id)).await;
+    while let Some(answer) = unanswered.next().await {
+        last = answer?;
     }
-    sent
+    abort.armed = false;
+    Ok(last)
+}
+
+/// Tells the receiver of a relayed transfer to drop it (`{"abort": id}`)
+/// unless disarmed: the transfer failed, or the future sending it was
+/// dropped (the caller cancelled). Drop cannot await, so the notification
+/// is spawned; it follows the chunks already queued on the connection.
+struct AbortOnDrop {
+    client: Weak<Client>,
+    group_id: GroupId,
+    target: UserId,
+    id: u32,
+    armed: bool,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (Some(client), Ok(runtime)) = (self.client.upgrade(), tokio::runtime::Handle::try_current()) else {
+            // No connection or no runtime: the receiver's stall timeout frees it.
+            return;
+        };
+        let (group_id, target, abort) = (self.group_id, self.target, RelayPayload::Abort(self.id));
+        runtime.spawn(async move {
+            if let Err(e) = client.relay_notification(group_id, target, &abort).await {
+                debug!(%group_id, %target, error = %e, "could not tell a transfer's receiver it was aborted");
+            }
+        });
+    }
+}
+
+/// One send's progress over its targets (`targets` of them, index by
+/// index): each counted at its furthest, so that a transfer that starts
+/// over through the server does not count twice, and reported to the
+/// caller's callback only when the sum grows. Links report to their own
+/// job; the send's future brings that here, so the callback runs on the
+/// caller's task.
+struct Tally<'a> {
+    size: u64,
+    total: u64,
+    state: Mutex<TallyState<'a>>,
+}
+
+struct TallyState<'a> {
+    furthest: Vec<u64>,
+    sent: u64,
+    report: Option<Box<dyn FnMut(Progress) + Send + 'a>>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(size: usize, targets: usize, options: SendOptions<'a>) -> Self {
+        let size = size as u64;
+        let state = TallyState { furthest: vec![0; targets], sent: 0, report: options.on_progress };
+        Self { size, total: size * targets as u64, state: Mutex::new(state) }
+    }
+
+    /// `target` has `sent` bytes of the message handed over.
+    fn report(&self, target: usize, sent: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let TallyState { furthest, sent: sum, report } = &mut *state;
+        let Some(before) = furthest.get_mut(target).filter(|before| sent > **before) else { return };
+        *sum += sent - *before;
+        *before = sent;
+        let progress = Progress { sent: *sum, total: self.total };
+        if let Some(report) = report {
+            report(progress);
+        }
+    }
+
+    /// All of the message is handed over for `target`.
+    fn handed_over(&self, target: usize) {
+        self.report(target, self.size);
+    }
+
+    /// No one to send to: done at once, `0 == 0`.
+    fn nobody(&self) {
+        if let Some(report) = &mut self.state.lock().unwrap_or_else(|e| e.into_inner()).report {
+            report(Progress { sent: 0, total: 0 });
+        }
+    }
+}
+
+/// Follows a transfer on a link, calling `report` with what it wrote:
+/// `true` once all `size` bytes are written, `false` when the link stopped
+/// short (it left 'direct', or closed).
+async fn follow(mut written: watch::Receiver<u64>, size: usize, report: impl Fn(u64)) -> bool {
+    while written.changed().await.is_ok() {
+        let sent = *written.borrow_and_update();
+        report(sent);
+        if sent >= size as u64 {
+            return true;
+        }
+    }
+    false
+}
+
+/// A large unicast on a direct link: its progress while it is written,
+/// then its reply. A reply that comes first (the target refused the
+/// message at its start, or the link closed) ends the call, and dropping
+/// the progress gives up what is still to be written.
+async fn unicast_on_link(
+    target: UserId,
+    reply: oneshot::Receiver<Result<Body, Error>>,
+    written: impl Future<Output = bool>,
+) -> Result<Body, Error> {
+    let reply = async { reply.await.unwrap_or_else(|_| Err(local(ErrorCode::PeerGone, format!("{target} left")))) };
+    tokio::pin!(reply);
+    tokio::select! {
+        biased;
+        early = &mut reply => return early,
+        _ = written => {}
+    }
+    reply.await
 }
 
 /// [`Member::connect`] failed.
@@ -573,15 +703,18 @@ impl MemberBuilder {
 
     /// Connects to `url` (e.g. `ws://127.0.0.1:3001/ws`) and calls `init`.
     pub async fn connect(self, url: &str, handler: impl MemberHandler) -> Result<Member, StartError> {
-        let mesh = (!self.no_webrtc).then(|| Mesh::new(self.rtc, self.max_message_bytes));
+        let meter = Meter::default();
+        let mesh = (!self.no_webrtc).then(|| Mesh::new(self.rtc, self.max_message_bytes, meter.clone()));
         let shared = Arc::new(Shared {
             me: OnceLock::new(),
             client: OnceLock::new(),
             groups: DashMap::new(),
             mesh,
-            incoming: Mutex::default(),
+            incoming: Mutex::new(Assemblies::new(meter.clone())),
             replies: Mutex::default(),
             transfer_ids: AtomicU32::new(0),
+            meter,
+            departures: watch::Sender::new(()),
             max_message_bytes: self.max_message_bytes,
         });
         let handler = Arc::new(handler);
@@ -713,6 +846,8 @@ impl Member {
         if let Some((_, slot)) = self.shared.groups.remove(&group_id) {
             *slot.write().await = None;
         }
+        self.shared.incoming.lock().unwrap_or_else(|e| e.into_inner()).forget_group(group_id);
+        self.shared.departures.send_replace(());
         if let Some(mesh) = &self.shared.mesh {
             mesh.close(Some(group_id));
         }
@@ -737,11 +872,49 @@ impl Member {
     }
 
     /// Sends `data` to every member the capability lets this member broadcast
-    /// to, as relay notifications; resolves once they are queued (no
-    /// delivery receipt). Fails with `NotAMember`, `PermissionDenied` (the
-    /// capability lets this member broadcast to no one while there are
-    /// others) or `LimitExceeded` (past [`MAX_BODY_BYTES`]).
+    /// to; resolves once all of it is handed to every link (no delivery
+    /// receipt): queued for a message that fits one frame, its last chunk
+    /// written for a larger one. Fails with `NotAMember`,
+    /// `PermissionDenied` (the capability lets this member broadcast to no
+    /// one while there are others), `LimitExceeded` (past
+    /// [`MemberBuilder::max_message_bytes`]) or `PeerGone` (a target left
+    /// before it had all of a message sent in chunks; the others still get
+    /// it). Dropping the future cancels what is still being sent; see
+    /// [`SendOptions`]. [`Self::broadcast_with`] reports progress.
     pub async fn broadcast(&self, group_id: GroupId, data: impl Into<Body>) -> Result<(), Error> {
+        self.broadcast_with(group_id, data, SendOptions::new()).await
+    }
+
+    /// [`Self::broadcast`] with options: progress reports as the message is
+    /// handed to the links, summed over the targets. The browser's
+    /// `broadcast(data, { onprogress, signal })`; dropping the future is the
+    /// `signal`.
+    ///
+    /// ```no_run
+    /// # use webrtc_p2p_simple::client::{Member, SendOptions};
+    /// # use webrtc_p2p_interfaces::GroupId;
+    /// # async fn run(member: &Member, group: GroupId, file: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(cancel);
+    /// let send = member.broadcast_with(
+    ///     group,
+    ///     file,
+    ///     SendOptions::new().on_progress(|p| println!("{} of {} bytes", p.sent, p.total)),
+    /// );
+    /// tokio::select! {
+    ///     sent = send => sent?,
+    ///     // Dropping `send` stops it: the receivers drop what they hold of it.
+    ///     _ = cancelled => println!("cancelled"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn broadcast_with(
+        &self,
+        group_id: GroupId,
+        data: impl Into<Body>,
+        options: SendOptions<'_>,
+    ) -> Result<(), Error> {
         let view = self.view(group_id).await?;
         let others = view.members.iter().filter(|&&m| m != self.id).count();
         let targets: Vec<UserId> = view.members.iter().copied().filter(|&m| view.may_broadcast(self.id, m)).collect();
@@ -750,45 +923,138 @@ impl Member {
             return Err(local(ErrorCode::PermissionDenied, message));
         }
         let body = self.body(data)?;
-        if body.len() > MAX_BODY_BYTES {
-            // A direct link sends it in chunks on its DataChannel; any other
-            // goes through the server as a transfer.
-            for target in targets {
-                if self.direct(group_id, target) {
-                    let sent = self
-                        .shared
-                        .mesh
-                        .as_ref()
-                        .map(|mesh| mesh.send(group_id, target, Outgoing::Broadcast(body.clone())));
-                    if matches!(sent, Some(Ok(()))) {
-                        continue;
-                    }
-                }
-                let id = self.shared.transfer_ids.fetch_add(1, Ordering::Relaxed);
-                send_transfer(&self.client, group_id, target, id, ChunkKind::Broadcast, &body).await?;
-            }
+        let tally = Tally::new(body.len(), targets.len(), options);
+        if targets.is_empty() {
+            tally.nobody();
             return Ok(());
         }
+        if body.len() > MAX_BODY_BYTES {
+            return self.broadcast_large(group_id, &targets, &body, &tally).await;
+        }
         let payload = to_raw_value(&RelayPayload::Broadcast(body.clone()))?;
-        for target in targets {
+        for (index, &target) in targets.iter().enumerate() {
             // On the link to the target, which relays it when it must.
             let unlinked = self
                 .shared
                 .mesh
                 .as_ref()
-                .is_none_or(|mesh| mesh.send(group_id, target, Outgoing::Broadcast(body.clone())).is_err());
+                .is_none_or(|mesh| mesh.send(group_id, target, Outgoing::Broadcast(body.clone(), None)).is_err());
             if unlinked {
                 self.client.relay_notification(group_id, target, &payload).await?;
             }
+            tally.handed_over(index);
         }
         Ok(())
+    }
+
+    /// A broadcast larger than one relay: in chunks on each direct link at
+    /// once, and through the server to the others one after the other (so
+    /// that what this member has in flight at the server stays a window's
+    /// worth). Every target gets it even when one fails; the first failure
+    /// is the answer.
+    async fn broadcast_large(
+        &self,
+        group_id: GroupId,
+        targets: &[UserId],
+        body: &Body,
+        tally: &Tally<'_>,
+    ) -> Result<(), Error> {
+        let (direct, relayed): (Vec<_>, Vec<_>) =
+            targets.iter().copied().enumerate().partition(|&(_, target)| self.direct(group_id, target));
+        let on_links = join_all(direct.into_iter().map(|(index, target)| async move {
+            let report = |sent| tally.report(index, sent);
+            self.broadcast_on_link(group_id, target, body, report).await
+        }));
+        let through_server = async {
+            let mut results = Vec::with_capacity(relayed.len());
+            for (index, target) in relayed {
+                let report = |sent| tally.report(index, sent);
+                results.push(self.relay_transfer(group_id, target, ChunkKind::Broadcast, body, report).await);
+            }
+            results
+        };
+        let (on_links, through_server) = tokio::join!(on_links, through_server);
+        on_links.into_iter().chain(through_server.into_iter().map(|sent| sent.map(drop))).collect()
+    }
+
+    /// A large broadcast to `target` on its direct link, in chunks; through
+    /// the server, from the start, when the link is relayed before all of
+    /// it is written (as the browser does); `PeerGone` when it closed.
+    async fn broadcast_on_link(
+        &self,
+        group_id: GroupId,
+        target: UserId,
+        body: &Body,
+        report: impl Fn(u64),
+    ) -> Result<(), Error> {
+        if let Some(mesh) = &self.shared.mesh {
+            let (job, written): (Job, _) = watch::channel(0);
+            let handed = mesh.send(group_id, target, Outgoing::Broadcast(body.clone(), Some(job))).is_ok();
+            if handed && follow(written, body.len(), &report).await {
+                return Ok(());
+            }
+        }
+        if self.link_state(group_id, target).await != LinkState::Relayed {
+            return Err(local(ErrorCode::PeerGone, format!("the link to {target} closed mid-transfer")));
+        }
+        self.relay_transfer(group_id, target, ChunkKind::Broadcast, body, report).await.map(drop)
+    }
+
+    /// Relays `body` to `target` as a transfer; `PeerGone` when the target
+    /// leaves before it has all of it (the server's `UserNotFound` for a
+    /// chunk means the same).
+    async fn relay_transfer(
+        &self,
+        group_id: GroupId,
+        target: UserId,
+        kind: ChunkKind,
+        body: &Body,
+        report: impl FnMut(u64),
+    ) -> Result<Box<RawValue>, Error> {
+        let id = self.shared.transfer_ids.fetch_add(1, Ordering::Relaxed);
+        let gone = || local(ErrorCode::PeerGone, format!("{target} left before it had all of the message"));
+        let sent = send_transfer(&self.client, group_id, target, id, kind, body, report);
+        tokio::select! {
+            sent = sent => sent.map_err(|e| if super::app_error(&e) == Some(ErrorCode::UserNotFound) { gone() } else { e }),
+            () = self.departed(group_id, target) => Err(gone()),
+        }
+    }
+
+    /// Resolves once `target` is no longer in `group_id` as this member
+    /// sees it (it left, or this member did).
+    async fn departed(&self, group_id: GroupId, target: UserId) {
+        let mut departures = self.shared.departures.subscribe();
+        loop {
+            if !self.shared.view(group_id).await.is_some_and(|view| view.members.contains(&target)) {
+                return;
+            }
+            if departures.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Sends `data` to `target` and resolves with its reply. Fails with
     /// `NotAMember`, `UserNotFound` (not another member), `PermissionDenied`,
     /// `LimitExceeded`, or what the target or the server answered
     /// (`RelayTimeout`, `PeerGone`, `MethodNotFound`, `InternalError`, …).
+    /// Dropping the future cancels what is still being sent; see
+    /// [`SendOptions`]. [`Self::unicast_with`] reports progress.
     pub async fn unicast(&self, group_id: GroupId, target: UserId, data: impl Into<Body>) -> Result<Body, Error> {
+        self.unicast_with(group_id, target, data, SendOptions::new()).await
+    }
+
+    /// [`Self::unicast`] with options: progress reports as the request is
+    /// handed to the link (the reply is not counted). The browser's
+    /// `unicast(target, data, { onprogress, signal })`; dropping the future
+    /// is the `signal`.
+    pub async fn unicast_with(
+        &self,
+        group_id: GroupId,
+        target: UserId,
+        data: impl Into<Body>,
+        options: SendOptions<'_>,
+    ) -> Result<Body, Error> {
         let view = self.view(group_id).await?;
         if target == self.id || !view.members.contains(&target) {
             return Err(local(ErrorCode::UserNotFound, format!("{target} is not another member of this group")));
@@ -796,20 +1062,34 @@ impl Member {
         if !view.may_unicast(self.id, target) {
             return Err(local(ErrorCode::PermissionDenied, format!("this capability forbids unicasts to {target}")));
         }
-        let body = self.body(data)?;
-        let answer = if body.len() > MAX_BODY_BYTES && !self.direct(group_id, target) {
-            // As for broadcasts: through the server, as a transfer, unless
-            // the link is direct.
-            let id = self.shared.transfer_ids.fetch_add(1, Ordering::Relaxed);
-            send_transfer(&self.client, group_id, target, id, ChunkKind::Unicast, &body).await?
-        } else {
-            if let Some(mesh) = &self.shared.mesh {
-                let (reply_to, reply) = oneshot::channel();
-                if mesh.send(group_id, target, Outgoing::Unicast(body.clone(), reply_to)).is_ok() {
+        let mut body = self.body(data)?;
+        let tally = Tally::new(body.len(), 1, options);
+        let report = |sent| tally.report(0, sent);
+        // On the link to the target, which relays a small one when it must;
+        // a large one only when the link is direct.
+        let large = body.len() > MAX_BODY_BYTES;
+        if let Some(mesh) = &self.shared.mesh
+            && (!large || self.direct(group_id, target))
+        {
+            let (reply_to, reply) = oneshot::channel();
+            let (job, written): (Job, _) = watch::channel(0);
+            let size = body.len();
+            match mesh.send(group_id, target, Outgoing::Unicast(body, reply_to, large.then_some(job))) {
+                Ok(()) if large => return unicast_on_link(target, reply, follow(written, size, report)).await,
+                Ok(()) => {
+                    tally.handed_over(0);
                     return reply.await.unwrap_or_else(|_| Err(local(ErrorCode::PeerGone, format!("{target} left"))));
                 }
+                // No link after all: through the server.
+                Err(Outgoing::Unicast(unlinked, ..) | Outgoing::Broadcast(unlinked, _)) => body = unlinked,
             }
-            self.client.relay(group_id, target, to_raw_value(&RelayPayload::Unicast(body))?).await?
+        }
+        let answer = if large {
+            self.relay_transfer(group_id, target, ChunkKind::Unicast, &body, report).await?
+        } else {
+            let relayed = self.client.relay(group_id, target, to_raw_value(&RelayPayload::Unicast(body))?);
+            tally.handed_over(0);
+            relayed.await?
         };
         let answer: UnicastAnswer = serde_json::from_str(answer.get()).map_err(|e| {
             Error::Call(ErrorObject::owned(INTERNAL_ERROR, format!("malformed unicast reply: {e}"), None::<()>))
@@ -818,6 +1098,18 @@ impl Member {
             UnicastAnswer::Body(reply) => Ok(reply),
             UnicastAnswer::Chunked { chunked } => self.chunked_reply((group_id, target, chunked)).await,
         }
+    }
+
+    /// The messages coming in to this member that started and are not
+    /// whole yet, on every path (DataChannel transfers and relayed ones,
+    /// chunked replies too), with their bytes so far; `changed()` wakes at
+    /// each chunk. A message counts from its first chunk until it is handed
+    /// over, or dropped: its sender aborted it (its future was dropped, say)
+    /// or left, it stalled for [`STALL_TIMEOUT`], its link left 'direct'.
+    /// What a progress bar on the receiving side, or a test that wants the
+    /// receiver freed, watches.
+    pub fn receiving(&self) -> watch::Receiver<Receiving> {
+        self.shared.meter.subscribe()
     }
 
     /// Waits for the chunked reply `key`; `RelayTimeout` when it stalls.

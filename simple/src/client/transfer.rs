@@ -5,12 +5,18 @@
 //! No socket here: [`chunks`] cuts a body, [`Assemblies`] puts bodies back
 //! together, [`Replies`] matches chunked replies to the unicasts waiting for
 //! them; [`Member`](super::Member) does the relaying.
+//!
+//! Also what a user of [`Member`](super::Member) sees of large messages on
+//! either path: [`SendOptions`] and the [`Progress`] of a send, and the
+//! [`Receiving`] meter of what is coming in.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use webrtc_p2p_interfaces::{ErrorCode, GroupId, UserId};
 
 use super::payload::{Body, Chunk, ChunkKind};
@@ -50,6 +56,137 @@ pub fn chunks(id: u32, kind: ChunkKind, body: &Body) -> impl Iterator<Item = Chu
     })
 }
 
+/// How far one send went: bytes handed to the paths so far and in all,
+/// both counted over every target (a broadcast of 1 MiB to 3 members has a
+/// `total` of 3 MiB), as the browser's `onprogress(sent, total)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Bytes handed over so far: written to a DataChannel, or sent to the
+    /// server as a relay chunk. Each target counts at its furthest (a
+    /// transfer that starts over through the server does not count twice).
+    pub sent: u64,
+    /// The message's bytes times its targets.
+    pub total: u64,
+}
+
+impl Progress {
+    /// Whether all of it is handed over.
+    pub fn is_done(&self) -> bool {
+        self.sent == self.total
+    }
+}
+
+/// The callback of [`SendOptions::on_progress`].
+type OnProgress<'a> = Box<dyn FnMut(Progress) + Send + 'a>;
+
+/// Options of one [`Member::broadcast_with`](super::Member::broadcast_with)
+/// or [`Member::unicast_with`](super::Member::unicast_with): the browser's
+/// `SendOptions` (`{ onprogress, signal }`), in Rust's terms.
+///
+/// Progress is a callback rather than a handle with a channel because it
+/// runs where the send runs: on the caller's task, between polls of the
+/// send's future, never on a link's or the connection's task. So it may
+/// borrow (a progress bar on the caller's stack), needs no `'static`, and a
+/// slow one slows only its own send. The links report as they write, the
+/// send's future reads the latest value when polled: progress is
+/// monotonic, may skip values, and its last call has `sent == total` (also
+/// `0 == 0` with no one to send to) unless the send fails. Send it on to a
+/// `tokio::sync::watch` from the callback if another task wants it.
+///
+/// There is no cancel token: dropping the send's future cancels it, as
+/// everywhere in async Rust (`tokio::select!` against your own signal,
+/// `tokio::time::timeout`, `JoinHandle::abort` on a spawned send). No more
+/// of the message leaves, and each receiver is told to drop what it holds
+/// of it (an abort frame on a DataChannel, an `{"abort": id}` relay
+/// notification through the server, as the browser's `AbortSignal` does);
+/// parts already whole at some receiver stay delivered.
+#[derive(Default)]
+pub struct SendOptions<'a> {
+    pub(crate) on_progress: Option<OnProgress<'a>>,
+}
+
+impl fmt::Debug for SendOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendOptions").field("on_progress", &self.on_progress.is_some()).finish()
+    }
+}
+
+impl<'a> SendOptions<'a> {
+    /// No progress reports: what `broadcast` and `unicast` use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls `report` as the message is handed to the paths (see
+    /// [`Progress`]), on the task that polls the send.
+    pub fn on_progress(mut self, report: impl FnMut(Progress) + Send + 'a) -> Self {
+        self.on_progress = Some(Box::new(report));
+        self
+    }
+}
+
+/// Messages this member is receiving, started and not yet whole, on every
+/// path: see [`Member::receiving`](super::Member::receiving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Receiving {
+    /// How many.
+    pub messages: usize,
+    /// Their bytes received so far (each one's buffer is allocated at its
+    /// announced size when it starts).
+    pub bytes: u64,
+}
+
+/// Where every partly received message counts itself: one per member,
+/// shared by its relayed transfers and its links.
+#[derive(Debug, Clone)]
+pub(crate) struct Meter(Arc<watch::Sender<Receiving>>);
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(Receiving::default())))
+    }
+}
+
+impl Meter {
+    /// What is being received now, and each change.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Receiving> {
+        self.0.subscribe()
+    }
+
+    /// One more message being received; it counts until the [`Hold`] is dropped.
+    pub(crate) fn hold(&self) -> Hold {
+        self.0.send_modify(|receiving| receiving.messages += 1);
+        Hold { meter: self.clone(), bytes: 0 }
+    }
+}
+
+/// One partly received message on its [`Meter`]: dropped with the message's
+/// buffer, however that goes (whole, aborted, stalled, its sender gone).
+#[derive(Debug)]
+pub(crate) struct Hold {
+    meter: Meter,
+    bytes: u64,
+}
+
+impl Hold {
+    /// `bytes` more of it came.
+    pub(crate) fn add(&mut self, bytes: usize) {
+        let bytes = bytes as u64;
+        self.bytes += bytes;
+        self.meter.0.send_modify(|receiving| receiving.bytes += bytes);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let bytes = self.bytes;
+        self.meter.0.send_modify(|receiving| {
+            receiving.messages -= 1;
+            receiving.bytes -= bytes;
+        });
+    }
+}
+
 /// One message being put back together.
 #[derive(Debug)]
 struct Assembly {
@@ -60,6 +197,8 @@ struct Assembly {
     /// Never longer than `size`.
     bytes: Vec<u8>,
     last_chunk: Instant,
+    /// Counts it as being received.
+    hold: Hold,
 }
 
 /// Whose transfer: the group it came in, its sender, its id.
@@ -69,6 +208,7 @@ pub type TransferKey = (GroupId, UserId, u32);
 #[derive(Debug, Default)]
 pub struct Assemblies {
     open: HashMap<TransferKey, Assembly>,
+    meter: Meter,
 }
 
 fn invalid(message: String) -> ErrorObjectOwned {
@@ -76,6 +216,11 @@ fn invalid(message: String) -> ErrorObjectOwned {
 }
 
 impl Assemblies {
+    /// Counts what it holds on `meter`.
+    pub(crate) fn new(meter: Meter) -> Self {
+        Self { open: HashMap::new(), meter }
+    }
+
     /// Takes one chunk: `Ok(None)` while the message is incomplete, the
     /// whole message with its last chunk. A size over `max` is
     /// `LimitExceeded` before anything is held; a chunk out of order, past
@@ -101,8 +246,8 @@ impl Assemblies {
                     None::<()>,
                 ));
             }
-            let bytes = Vec::with_capacity(size);
-            self.open.insert(key, Assembly { kind, text, size, next_seq: 0, bytes, last_chunk: now });
+            let (bytes, hold) = (Vec::with_capacity(size), self.meter.hold());
+            self.open.insert(key, Assembly { kind, text, size, next_seq: 0, bytes, last_chunk: now, hold });
         }
         let Some(assembly) = self.open.get_mut(&key) else {
             return Err(invalid(format!("no transfer {} from {}", key.2, key.1)));
@@ -114,6 +259,7 @@ impl Assemblies {
         assembly.next_seq += 1;
         assembly.last_chunk = now;
         assembly.bytes.extend_from_slice(&chunk.base64);
+        assembly.hold.add(chunk.base64.len());
         if assembly.bytes.len() < assembly.size {
             return Ok(None);
         }
@@ -134,6 +280,11 @@ impl Assemblies {
     /// `member` left `group_id`: what it was sending is dropped.
     pub fn forget(&mut self, group_id: GroupId, member: UserId) {
         self.open.retain(|&(group, from, _), _| (group, from) != (group_id, member));
+    }
+
+    /// This member left `group_id`: what came in it is dropped.
+    pub fn forget_group(&mut self, group_id: GroupId) {
+        self.open.retain(|&(group, _, _), _| group != group_id);
     }
 
     /// Drops the transfers that got no chunk for [`STALL_TIMEOUT`].
@@ -274,6 +425,33 @@ mod tests {
         assert_eq!(assemblies.len(), 1);
         assemblies.sweep(start + STALL_TIMEOUT);
         assert!(assemblies.is_empty());
+    }
+
+    #[test]
+    fn the_meter_counts_a_message_from_its_first_chunk_until_it_is_whole_or_dropped() {
+        let meter = Meter::default();
+        let receiving = meter.subscribe();
+        let mut assemblies = Assemblies::new(meter);
+        let (key, now) = (key(), Instant::now());
+        let body = Body::Bytes(vec![1; 2 * CHUNK_BYTES + 1]);
+        let mut parts = chunks(7, ChunkKind::Broadcast, &body);
+        for held in [CHUNK_BYTES, 2 * CHUNK_BYTES] {
+            let part = parts.next().expect("a chunk");
+            assert!(assemblies.accept(key, part, DEFAULT_MAX_MESSAGE_BYTES, now).expect("taken").is_none());
+            assert_eq!(*receiving.borrow(), Receiving { messages: 1, bytes: held as u64 });
+        }
+        let last = parts.next().expect("the last chunk");
+        assert!(assemblies.accept(key, last, DEFAULT_MAX_MESSAGE_BYTES, now).expect("taken").is_some());
+        assert_eq!(*receiving.borrow(), Receiving::default(), "a whole message is no longer counted");
+
+        let first = chunks(8, ChunkKind::Broadcast, &body).next().expect("a chunk");
+        assemblies.accept(key, first.clone(), DEFAULT_MAX_MESSAGE_BYTES, now).expect("taken");
+        assert_eq!(receiving.borrow().messages, 1);
+        assemblies.abort(key);
+        assert_eq!(*receiving.borrow(), Receiving::default(), "an aborted one neither");
+        assemblies.accept(key, first, DEFAULT_MAX_MESSAGE_BYTES, now).expect("taken");
+        assemblies.forget_group(key.0);
+        assert_eq!(*receiving.borrow(), Receiving::default(), "nor one from a group this member left");
     }
 
     #[tokio::test]

@@ -9,6 +9,19 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webrtc_p2p_server::{Config, Server};
+use webrtc_p2p_simple::client::Progress;
+
+/// A mebibyte.
+pub const MIB: usize = 1024 * 1024;
+
+/// Checks a send's progress reports: each further than the one before, all
+/// with the same `total`, the last at it.
+pub fn assert_progress_to(reports: &[Progress], total: u64) {
+    assert!(!reports.is_empty(), "no progress reported");
+    assert!(reports.iter().all(|p| p.total == total), "a total other than {total}: {reports:?}");
+    assert!(reports.windows(2).all(|w| w[0].sent < w[1].sent), "not monotonic: {reports:?}");
+    assert_eq!(reports.last().map(|p| p.sent), Some(total), "did not end at the total: {reports:?}");
+}
 
 /// A real server on 127.0.0.1:0, stopped when dropped.
 pub struct TestServer {

@@ -85,6 +85,12 @@ pub(super) fn chunk_frame(id: u32, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The abort frame of transfer `id`: the receiver drops what it holds of it.
+pub(super) fn abort_frame(id: u32) -> [u8; HEADER_BYTES] {
+    let [a, b, c, d] = id.to_be_bytes();
+    [ABORT, 0, a, b, c, d]
+}
+
 /// The ack of a chunk frame of `len` bytes.
 pub(super) fn ack_frame(len: usize) -> [u8; HEADER_BYTES] {
     let [a, b, c, d] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
@@ -237,7 +243,8 @@ mod tests {
         let chunk = chunk_frame(7, &[1, 2, 3]);
         assert_eq!(chunk, [5, 0, 0, 0, 0, 7, 1, 2, 3]);
         assert_eq!(Message::decode(chunk), Some(Message::Chunk(7, vec![1, 2, 3])));
-        assert_eq!(Message::decode(vec![6, 0, 0, 0, 0, 7]), Some(Message::Abort(7)));
+        assert_eq!(abort_frame(0x0102_0307), [6, 0, 1, 2, 3, 7]);
+        assert_eq!(Message::decode(abort_frame(7).to_vec()), Some(Message::Abort(7)));
         assert_eq!(
             Message::decode(vec![4, 1, 0, 0, 0, 7, 3, 0, 0, 0, 0, 0, 0, 0, 1]),
             None,

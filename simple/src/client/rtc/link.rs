@@ -24,11 +24,13 @@ use tokio::time::sleep_until;
 use tracing::debug;
 use webrtc_p2p_interfaces::{ErrorCode, GroupId, SignalingClient, UserId};
 
-use super::frame::{Announcement, Frame, HELLO_FRAME, Kind, MOVED_FRAME, Message, ack_frame, chunk_frame, error_of};
+use super::frame::{
+    Announcement, Frame, HELLO_FRAME, Kind, MOVED_FRAME, Message, abort_frame, ack_frame, chunk_frame, error_of,
+};
 use super::{Inbound, LinkState, RtcConfig};
 use crate::client::Client;
 use crate::client::payload::{Body, IceCandidate, MAX_BODY_BYTES, RelayPayload, SdpType, SessionDescription, Signal};
-use crate::client::transfer::STALL_TIMEOUT;
+use crate::client::transfer::{Hold, Meter, STALL_TIMEOUT};
 
 /// The label of a link's main DataChannel, as the browsers name it.
 const CHANNEL_LABEL: &str = "webrtc-p2p";
@@ -62,11 +64,20 @@ const MAX_FRAME_ID: u32 = u32::MAX;
 /// Where a unicast's reply goes.
 pub(crate) type ReplyTo = oneshot::Sender<Result<Body, Error>>;
 
-/// A message for the peer.
+/// How far a transfer of ours went, for whoever sent the message: the
+/// bytes of it written to the channel so far. The sender drops its
+/// receiver to give the message up: the link stops sending it and tells
+/// the peer to drop what it holds. The link drops the job when it stops
+/// short of the end: the link left 'direct' or closed (the sender may
+/// then try the server).
+pub(crate) type Job = watch::Sender<u64>;
+
+/// A message for the peer; a job to report to when it is larger than one
+/// frame and its sender wants to know.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    Broadcast(Body),
-    Unicast(Body, ReplyTo),
+    Broadcast(Body, Option<Job>),
+    Unicast(Body, ReplyTo, Option<Job>),
 }
 
 /// What the rest of the member tells a link.
@@ -91,6 +102,8 @@ pub(crate) struct Context {
     pub(crate) inbound: Arc<dyn Inbound>,
     /// The largest message taken (the member's `max_message_bytes`).
     pub(crate) max_message_bytes: usize,
+    /// Where the messages coming in as transfers count themselves.
+    pub(crate) meter: Meter,
 }
 
 /// The member's handle on a link. Dropping it closes the link.
@@ -184,6 +197,8 @@ struct Transfer {
     sent: usize,
     /// The request id, when the message is a unicast request.
     request: Option<u32>,
+    /// Whoever sent the message, when it wants to know how far it went.
+    job: Option<Job>,
 }
 
 impl Transfer {
@@ -203,8 +218,16 @@ impl Transfer {
     fn advance(&mut self) -> bool {
         if self.start.take().is_none() {
             self.sent = self.body.len().min(self.sent + CHANNEL_CHUNK_BYTES);
+            if let Some(job) = &self.job {
+                job.send_replace(self.sent as u64);
+            }
         }
         self.sent >= self.body.len()
+    }
+
+    /// Its sender gave it up.
+    fn abandoned(&self) -> bool {
+        self.job.as_ref().is_some_and(Job::is_closed)
     }
 }
 
@@ -216,6 +239,8 @@ struct Incoming {
     /// Never longer than `size`.
     bytes: Vec<u8>,
     last_chunk: Instant,
+    /// Counts it as being received.
+    hold: Hold,
 }
 
 impl Drop for P2p {
@@ -394,7 +419,7 @@ impl Task {
             Command::GiveUp => self.fall_back().await,
             // A reply whose link died on the way is lost; the caller's timeout tells it.
             Command::Reply(id, result) if self.state == LinkState::Direct => match result {
-                Ok(body) if body.len() > MAX_BODY_BYTES => self.send_transfer(Kind::Reply, id, body).await,
+                Ok(body) if body.len() > MAX_BODY_BYTES => self.send_transfer(Kind::Reply, id, body, None).await,
                 Ok(body) => self.send_frame(Frame { kind: Kind::Reply, id, body }.encode()).await,
                 Err(error) => self.send_frame(Frame::error(id, &error).encode()).await,
             },
@@ -541,13 +566,13 @@ impl Task {
         match self.state {
             LinkState::Connecting => self.outbox.push(message),
             LinkState::Direct => match message {
-                Outgoing::Broadcast(body) if body.len() > MAX_BODY_BYTES => {
-                    self.send_transfer(Kind::Broadcast, 0, body).await;
+                Outgoing::Broadcast(body, job) if body.len() > MAX_BODY_BYTES => {
+                    self.send_transfer(Kind::Broadcast, 0, body, job).await;
                 }
-                Outgoing::Broadcast(body) => {
+                Outgoing::Broadcast(body, _) => {
                     self.send_frame(Frame { kind: Kind::Broadcast, id: 0, body }.encode()).await
                 }
-                Outgoing::Unicast(body, reply) => {
+                Outgoing::Unicast(body, reply, job) => {
                     self.last_frame_id = if self.last_frame_id == MAX_FRAME_ID { 1 } else { self.last_frame_id + 1 };
                     let id = self.last_frame_id;
                     // A transfer's reply timeout starts again with each chunk written.
@@ -555,7 +580,7 @@ impl Task {
                     self.in_flight.retain(|_, call| !call.reply.is_closed());
                     self.in_flight.insert(id, InFlight { deadline, reply });
                     if body.len() > MAX_BODY_BYTES {
-                        self.send_transfer(Kind::Request, id, body).await;
+                        self.send_transfer(Kind::Request, id, body, job).await;
                     } else {
                         self.send_frame(Frame { kind: Kind::Request, id, body }.encode()).await;
                     }
@@ -563,7 +588,7 @@ impl Task {
             },
             LinkState::Relayed => self.relay(message).await,
             LinkState::Closed => {
-                if let Outgoing::Unicast(_, reply) = message {
+                if let Outgoing::Unicast(_, reply, _) = message {
                     let _ = reply.send(Err(self.gone()));
                 }
             }
@@ -579,9 +604,13 @@ impl Task {
     }
 
     /// Sends a message larger than one frame on the channel as a transfer:
-    /// a start frame, then chunks, written as the channel drains.
-    async fn send_transfer(&mut self, kind: Kind, request_id: u32, body: Body) {
+    /// a start frame, then chunks, written as the channel drains (and
+    /// reported to `job`). One its sender gave up meanwhile is dropped.
+    async fn send_transfer(&mut self, kind: Kind, request_id: u32, body: Body, job: Option<Job>) {
         let Some(p2p) = self.p2p.as_mut() else { return };
+        if job.as_ref().is_some_and(Job::is_closed) {
+            return;
+        }
         // Within the member's max_message_bytes, which a 32-bit size bounds
         // on the wire.
         let Ok(size) = u32::try_from(body.len()) else {
@@ -595,7 +624,7 @@ impl Task {
         let id = self.last_transfer_id;
         let announcement = Announcement { kind, request_id, text: matches!(body, Body::Text(_)), size };
         let request = (kind == Kind::Request).then_some(request_id);
-        p2p.transfers.push_back(Transfer { id, start: Some(announcement.encode(id)), body, sent: 0, request });
+        p2p.transfers.push_back(Transfer { id, start: Some(announcement.encode(id)), body, sent: 0, request, job });
         if !self.flush_channel() {
             self.fall_back().await;
         }
@@ -619,16 +648,17 @@ impl Task {
         match message {
             // Only a direct link is handed a message larger than one relay
             // (the member relays those as transfers itself); one that left
-            // 'direct' while it waited cannot send it.
-            Outgoing::Broadcast(body) if body.len() > MAX_BODY_BYTES => {
-                debug!(peer = %self.context.peer, bytes = body.len(), "the link left 'direct': a large broadcast is lost");
+            // 'direct' while it waited cannot send it: its job, dropped,
+            // tells the member, which relays it.
+            Outgoing::Broadcast(body, _) if body.len() > MAX_BODY_BYTES => {
+                debug!(peer = %self.context.peer, bytes = body.len(), "the link left 'direct': a large broadcast goes back");
             }
-            Outgoing::Unicast(body, reply) if body.len() > MAX_BODY_BYTES => {
+            Outgoing::Unicast(body, reply, _) if body.len() > MAX_BODY_BYTES => {
                 let message = format!("the direct link to {} closed before the message went out", self.context.peer);
                 let _ = reply.send(Err(local(ErrorCode::PeerGone, message)));
             }
-            Outgoing::Broadcast(body) => self.notify(RelayPayload::Broadcast(body)).await,
-            Outgoing::Unicast(body, reply) => self.relay_unicast(body, reply),
+            Outgoing::Broadcast(body, _) => self.notify(RelayPayload::Broadcast(body)).await,
+            Outgoing::Unicast(body, reply, _) => self.relay_unicast(body, reply),
         }
     }
 
@@ -742,7 +772,8 @@ impl Task {
         }
         let now = Instant::now();
         self.hold_reply(&announcement, now);
-        self.transfers_in.insert(id, Incoming { announcement, size, bytes: Vec::with_capacity(size), last_chunk: now });
+        let (bytes, hold) = (Vec::with_capacity(size), self.context.meter.hold());
+        self.transfers_in.insert(id, Incoming { announcement, size, bytes, last_chunk: now, hold });
     }
 
     /// A reply coming in as a transfer keeps its call waiting while chunks
@@ -766,6 +797,7 @@ impl Task {
             return;
         }
         incoming.bytes.extend_from_slice(&bytes);
+        incoming.hold.add(bytes.len());
         incoming.last_chunk = now;
         let (announcement, whole) = (incoming.announcement, incoming.bytes.len() == incoming.size);
         self.hold_reply(&announcement, now);
@@ -829,7 +861,7 @@ impl Task {
         self.set_state(LinkState::Closed);
         self.shut_down();
         for message in std::mem::take(&mut self.outbox) {
-            if let Outgoing::Unicast(_, reply) = message {
+            if let Outgoing::Unicast(_, reply, _) = message {
                 let _ = reply.send(Err(self.gone()));
             }
         }
@@ -958,6 +990,7 @@ impl P2p {
     /// (whole frames first: a small message never waits behind a whole
     /// transfer); `false` when the channel is dead.
     fn flush_main(&mut self) -> bool {
+        self.drop_abandoned();
         let Some(id) = self.channel else { return true };
         let Some(mut channel) = self.rtc.channel(id) else { return false };
         match write_queued(&mut channel, &mut self.backlog) {
@@ -984,6 +1017,23 @@ impl P2p {
             }
         }
         true
+    }
+
+    /// Drops the transfers whose senders gave them up; the peer is told to
+    /// drop what it holds of each that started (on the main channel, behind
+    /// its chunks). While a transfer is under way the channel keeps
+    /// draining, so a flush, and this, comes soon after the sender left.
+    fn drop_abandoned(&mut self) {
+        let backlog = &mut self.backlog;
+        self.transfers.retain(|transfer| {
+            if !transfer.abandoned() {
+                return true;
+            }
+            if transfer.start.is_none() {
+                backlog.push_back(abort_frame(transfer.id).to_vec());
+            }
+            false
+        });
     }
 }
 

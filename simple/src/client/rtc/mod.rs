@@ -25,10 +25,11 @@ use jsonrpsee::types::ErrorObjectOwned;
 use serde::{Deserialize, Serialize};
 use webrtc_p2p_interfaces::{GroupId, UserId};
 
-pub(crate) use link::{Outgoing, local};
+pub(crate) use link::{Job, Outgoing, local};
 
 use super::Client;
 use super::payload::{Body, Signal};
+use super::transfer::Meter;
 use link::{Context, Link};
 
 /// How long a link may stay `connecting` by default before it is relayed
@@ -144,6 +145,8 @@ pub(crate) struct Mesh {
     config: Arc<RtcConfig>,
     /// The largest message a link takes (the member's `max_message_bytes`).
     max_message_bytes: usize,
+    /// Where the links' incoming transfers count themselves.
+    meter: Meter,
     started: OnceLock<Started>,
     links: DashMap<(GroupId, UserId), Link>,
 }
@@ -155,8 +158,8 @@ impl fmt::Debug for Mesh {
 }
 
 impl Mesh {
-    pub(crate) fn new(config: RtcConfig, max_message_bytes: usize) -> Self {
-        Self { config: Arc::new(config), max_message_bytes, started: OnceLock::new(), links: DashMap::new() }
+    pub(crate) fn new(config: RtcConfig, max_message_bytes: usize, meter: Meter) -> Self {
+        Self { config: Arc::new(config), max_message_bytes, meter, started: OnceLock::new(), links: DashMap::new() }
     }
 
     /// Called once, when `init` has answered.
@@ -179,6 +182,7 @@ impl Mesh {
                     client: started.client.clone(),
                     inbound: started.inbound.clone(),
                     max_message_bytes: self.max_message_bytes,
+                    meter: self.meter.clone(),
                 })
             });
         }
