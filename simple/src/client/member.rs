@@ -1157,3 +1157,34 @@ impl Member {
         Ok(body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_each_target_at_its_furthest_and_only_grows() {
+        let mut reports = Vec::new();
+        {
+            let tally = Tally::new(100, 2, SendOptions::new().on_progress(|p| reports.push(p.sent)));
+            tally.report(0, 40);
+            tally.report(1, 30);
+            // Target 0's transfer starts over through the server: nothing
+            // is reported until it passes where it was.
+            tally.report(0, 10);
+            tally.report(0, 40);
+            tally.report(0, 70);
+            tally.handed_over(1);
+            tally.handed_over(0);
+            tally.handed_over(0);
+        }
+        assert_eq!(reports, [40, 70, 100, 170, 200]);
+    }
+
+    #[test]
+    fn a_send_to_no_one_reports_zero_of_zero_once() {
+        let mut reports = Vec::new();
+        Tally::new(100, 0, SendOptions::new().on_progress(|p| reports.push(p))).nobody();
+        assert_eq!(reports, [Progress { sent: 0, total: 0 }]);
+    }
+}
