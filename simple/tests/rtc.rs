@@ -273,6 +273,17 @@ async fn dropping_a_send_on_a_data_channel_stops_it_and_frees_the_receiver_at_on
     within("broadcast", a.member.broadcast(group, next.clone())).await.expect("broadcast");
     assert!(b.broadcast_from(a.id()).await == Body::Bytes(next), "the aborted message arrived");
     assert_eq!(*receiving.borrow(), Receiving::default());
+
+    // A unicast too: dropped while its request is being written.
+    let send = a.member.unicast(group, b.id(), vec![7u8; 32 * MIB]);
+    tokio::select! {
+        sent = send => panic!("the unicast ended before it was cancelled: {sent:?}"),
+        held = within("b to hold a MiB", receiving.wait_for(|r| r.bytes >= MIB as u64)) => {
+            assert_eq!(held.expect("b's meter").messages, 1);
+        }
+    }
+    let freed = timeout(FREED_WITHIN, receiving.wait_for(|r| *r == Receiving::default())).await.is_ok();
+    assert!(freed, "b still holds the aborted request: {:?}", *receiving.borrow());
 }
 
 #[tokio::test]
