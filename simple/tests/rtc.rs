@@ -232,7 +232,7 @@ async fn sends_on_a_data_channel_report_their_progress_up_to_the_total() {
     let sent = a.member.broadcast_with(group, bytes.clone(), SendOptions::new().on_progress(|p| reports.push(p)));
     within("broadcast", sent).await.expect("broadcast");
     assert_progress_to(&reports, bytes.len() as u64);
-    assert!(reports.len() > 2, "reports as chunks are written: {reports:?}");
+    assert!(reports.len() >= 2, "no report before the end: {reports:?}");
     assert!(b.broadcast_from(a.id()).await == Body::Bytes(bytes.clone()), "another broadcast arrived");
 
     reports.clear();
