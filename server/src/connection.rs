@@ -543,10 +543,11 @@ async fn read_loop(
 /// A frame that reaches a connection whose session a newer one took over
 /// is dropped, not handled: the client sends it again there.
 fn counted(session: &Session, generation: u64, handle: impl FnOnce()) {
-    if session.user().is_some() && !session.peer().count_received(generation) {
-        return;
+    if session.user().is_some() {
+        session.peer().handle_received(generation, handle);
+    } else {
+        handle();
     }
-    handle();
 }
 
 /// What a WebSocket error means for the close frame.

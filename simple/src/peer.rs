@@ -180,6 +180,9 @@ pub struct PeerHandle {
     /// that node made to the client (ids below the first of ours) go back
     /// to it, where their callers wait.
     inherited: OnceLock<Inherited>,
+    /// Held while a connection counts and handles a frame from the client,
+    /// and by [`attach`](Self::attach): see [`handle_received`](Self::handle_received).
+    reading: Mutex<()>,
 }
 
 /// Calls a session's previous node made, whose answers go back there.
@@ -226,6 +229,7 @@ impl PeerHandle {
             closing: Notify::new(),
             memory: None,
             inherited: OnceLock::new(),
+            reading: Mutex::new(()),
         }
     }
 
@@ -367,15 +371,28 @@ impl PeerHandle {
         outbox.received = 1;
     }
 
-    /// Counts a data frame connection `generation` received from the client;
-    /// `false` (and not counted) when a newer connection serves the session,
-    /// and the frame must be dropped.
-    pub fn count_received(&self, generation: u64) -> bool {
-        let mut outbox = self.lock_outbox();
-        if outbox.generation != generation {
-            return false;
+    /// Counts a data frame connection `generation` received from the client
+    /// and handles it (`handle` runs up to the request's first await);
+    /// `false` (neither counted nor handled) when a newer connection serves
+    /// the session, and the frame must be dropped: the client sends it
+    /// again there.
+    ///
+    /// Both happen under the session's read gate, which [`attach`](Self::attach)
+    /// takes too. An older connection may still be reading what arrived
+    /// before its TCP connection broke when the client's resume arrives on
+    /// a new one; without the gate, a frame it had counted but not yet
+    /// handled could take effect after the first frame the new connection
+    /// replays (seen: a relay to another member overtaken by the next one).
+    pub fn handle_received(&self, generation: u64, handle: impl FnOnce()) -> bool {
+        let _reading = self.lock_reading();
+        {
+            let mut outbox = self.lock_outbox();
+            if outbox.generation != generation {
+                return false;
+            }
+            outbox.received += 1;
         }
-        outbox.received += 1;
+        handle();
         true
     }
 
@@ -453,6 +470,8 @@ impl PeerHandle {
     /// count carries on from the client's. An older connection still open
     /// is told to close. `None` when the session is over.
     pub fn attach(&self, received: u64) -> Option<Attached> {
+        // Whatever an older connection is handling counts, and takes effect, first.
+        let _reading = self.lock_reading();
         let mut outbox = self.lock_outbox();
         if outbox.sealed || self.is_closed() {
             return None;
@@ -720,6 +739,11 @@ impl PeerHandle {
         OutboxGuard { outbox, memory: self.memory.as_deref() }
     }
 
+    fn lock_reading(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data: poisoning is moot.
+        self.reading.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Answer>>>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (each operation is a single insert/remove/take), so poisoning is moot.
@@ -920,6 +944,45 @@ mod tests {
         assert!(!peer.is_closed());
         assert_eq!(peer.send_frame("d".repeat(8)), Err(CallFailed::Gone));
         assert_eq!(peer.closed().await, CloseReason::SLOW_CONSUMER);
+    }
+
+    #[test]
+    fn a_resume_waits_for_the_frame_an_older_connection_is_handling() {
+        let peer = Arc::new(handle(64, 60_000));
+        peer.keep_for_replay(1_000);
+        peer.start_counting();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (inside, handling) = std::sync::mpsc::channel();
+        let (release, go) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn({
+            let (peer, order) = (peer.clone(), order.clone());
+            move || {
+                peer.handle_received(0, || {
+                    inside.send(()).unwrap();
+                    go.recv().unwrap();
+                    order.lock().unwrap().push("frame handled");
+                })
+            }
+        });
+        handling.recv().unwrap();
+        let resume = std::thread::spawn({
+            let (peer, order) = (peer.clone(), order.clone());
+            move || {
+                let attached = peer.attach(2);
+                order.lock().unwrap().push("attached");
+                attached
+            }
+        });
+        // What must not happen has no event to await: give the resume time
+        // to overtake the frame, as it did before the gate.
+        std::thread::sleep(Duration::from_millis(100));
+        release.send(()).unwrap();
+        assert!(reader.join().unwrap(), "counted and handled on the connection that still served");
+        let attached = resume.join().unwrap().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["frame handled", "attached"]);
+        assert_eq!(attached.received, 2, "the init request and the frame");
+        assert!(!peer.handle_received(0, || panic!("an older connection's frame is dropped")));
+        assert!(peer.handle_received(attached.generation, || {}));
     }
 
     #[tokio::test]
