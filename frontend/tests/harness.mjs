@@ -79,6 +79,12 @@ export async function startServer(extraArgs = [], { host = '127.0.0.1', wrap = [
         child.kill('SIGTERM');
         await once(child, 'exit');
       },
+      /** `kill -9`: the node dies without a word to anyone. */
+      async kill() {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill('SIGKILL');
+        await once(child, 'exit');
+      },
     };
   } catch (error) {
     child.kill('SIGKILL');
@@ -413,7 +419,8 @@ export const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
  */
 export async function startProxy(server) {
   const net = await import('node:net');
-  const [host, port] = new URL(server.httpUrl).host.split(':');
+  const hostAndPort = (server) => new URL(server.httpUrl).host.split(':');
+  let [host, port] = hostAndPort(server);
   const open = new Set();
   let down = false;
   const listener = net.createServer((inbound) => {
@@ -448,6 +455,10 @@ export async function startProxy(server) {
     },
     setDown(value) {
       down = value;
+    },
+    /** New connections go to `server` from now on (the open ones stay where they are). */
+    retarget(server) {
+      [host, port] = hostAndPort(server);
     },
     close() {
       this.cut();

@@ -5,7 +5,17 @@
 // ends for good.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Peer, WAIT_MS, startProxy, startServer, launchBrowser, waitForConnection, waitForMesh, watchConnection } from './harness.mjs';
+import {
+  Peer,
+  WAIT_MS,
+  startCluster,
+  startProxy,
+  startServer,
+  launchBrowser,
+  waitForConnection,
+  waitForMesh,
+  watchConnection,
+} from './harness.mjs';
 
 let env;
 let server;
@@ -150,6 +160,67 @@ test('a page cut 20 times resumes each time; relayed messages both ways arrive e
   } finally {
     proxy.close();
     await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test('a page whose node is killed resumes on another, and from then on what it sends arrives exactly once, in order', async () => {
+  const CUTS = 5;
+  const BETWEEN = 100;
+  const flags = ['--resume-window', '30s', '--rate-limit', '0', '--resume-secret', 'one secret for the nodes'];
+  const cluster = await startCluster(2, flags);
+  const [doomed, survivor] = cluster.nodes;
+  const proxy = await startProxy(doomed);
+  const options = { connectTimeoutMs: 200 };
+  const a = await Peer.open(env.context, proxy.server, { options });
+  const b = await Peer.open(env.context, survivor, { options });
+  try {
+    await a.forceRelayWith(b.id);
+    await b.forceRelayWith(a.id);
+    const groupId = await a.create();
+    await b.join(groupId);
+    await a.waitForLinks([a.id, b.id], 'relayed');
+    await b.waitForLinks([a.id, b.id], 'relayed');
+    await watchConnection(a);
+    await startSending(a, (CUTS + 2) * BETWEEN);
+    await sentAtLeast(a, BETWEEN);
+
+    // The node dies mid-traffic; the way back leads to the other one, which
+    // knows nothing of what the dead one had received (its count is 0).
+    proxy.retarget(survivor);
+    await doomed.kill();
+    await waitForConnection(a, 'connected');
+    // Whatever is sent from now on was never held by the dead node.
+    const sentAfterDeath = await a.page.evaluate(() => window.peer.sent);
+    await metricSettlesAt(survivor, 'webrtc_p2p_sessions_resumed_total{replayed="false"}', 1);
+    for (let cut = 1; cut <= CUTS; cut++) {
+      await sentAtLeast(a, sentAfterDeath + cut * BETWEEN);
+      proxy.cut();
+      await waitForConnection(a, 'connected', cut + 1);
+    }
+    await stopSending(a);
+    const fromA = await sent(a);
+    await b.waitForMessage(a.id, String(fromA - 1));
+    const numbers = (await b.received()).filter((m) => m.from === a.id).map((m) => Number(m.data));
+    // Exactly once and in order for everything the resumes on the living
+    // node dealt with: its counts and the page's agree again.
+    const expected = Array.from({ length: fromA - sentAfterDeath }, (_, i) => sentAfterDeath + i);
+    assert.deepEqual(
+      numbers.filter((n) => n >= sentAfterDeath),
+      expected,
+    );
+    await metricSettlesAt(survivor, 'webrtc_p2p_sessions_resumed_total{replayed="true"}', CUTS);
+    assert.equal(await a.page.evaluate(() => window.peer.service.info().id()), a.id);
+    const before = numbers.filter((n) => n < sentAfterDeath);
+    const distinct = new Set(before).size;
+    console.log(
+      `node death (browser): of ${sentAfterDeath} messages sent before the resume on the living node, ` +
+        `${sentAfterDeath - distinct} lost with the dead node and ${before.length - distinct} arrived twice; ` +
+        `the ${fromA - sentAfterDeath} after it, through ${CUTS} cuts, exactly once`,
+    );
+  } finally {
+    proxy.close();
+    await Promise.all([a.close(), b.close()]);
+    await cluster.stop();
   }
 });
 

@@ -133,6 +133,12 @@ export class SimpleService implements IService {
   /** Messages sent and received on the session (resume's counting rule). */
   private sent = 0;
   private received = 0;
+  /**
+   * How far our count of messages sent is ahead of the server's: 0 until a
+   * resume finds the server counting from less than we know it had (the
+   * node that held the session was gone), then the difference, for good.
+   */
+  private sentOffset = 0;
   /** What the server may not have received yet, oldest first, and its size in UTF-16 units. */
   private unacked: Sent[] = [];
   private unackedSize = 0;
@@ -422,11 +428,21 @@ export class SimpleService implements IService {
 
   /** Carries on over a resumed socket: first what the server lacks. */
   private adopt(socket: WebSocket, resumed: Resumed): void {
-    this.forgetThrough(resumed.received);
+    let serverHas = resumed.received + this.sentOffset;
+    this.forgetThrough(serverHas);
+    const firstKept = this.unacked[0]?.seq ?? this.sent + 1;
+    if (serverHas < firstKept - 1) {
+      // The node that held the session is gone and its successor counts
+      // from 0: everything kept goes again (what the old node had handled
+      // arrives twice, rather than the rest not at all), and the server's
+      // count is ours, shifted, from now on, so the next resume is exact.
+      this.sentOffset += firstKept - 1 - serverHas;
+      serverHas = firstKept - 1;
+    }
     for (const sent of this.unacked) socket.send(sent.text);
     this.setState('connected');
     if (!resumed.replayed) {
-      this.loseAnswers(resumed.received);
+      this.loseAnswers(serverHas);
       void this.refreshGroups();
     }
   }

@@ -317,6 +317,22 @@ impl Resumable {
             self.unacked.pop_front();
         }
     }
+
+    /// A resume said the server had received `server_received` of our
+    /// frames: the kept frames after those are what to send again.
+    ///
+    /// A count below every kept frame means the node that held the session
+    /// is gone and its successor does not know what arrived (it counts from
+    /// 0): every kept frame is sent again (those the old node had handled
+    /// arrive twice, rather than the others not at all), and our count
+    /// moves to the server's, so that the next resume is exact again.
+    fn resend_after(&mut self, server_received: u64) {
+        self.forget_through(server_received);
+        let first = self.sent - self.unacked.len() as u64;
+        if server_received < first {
+            self.sent = server_received + self.unacked.len() as u64;
+        }
+    }
 }
 
 /// Asks the server for a fresh ticket every `every`, for as long as the
@@ -722,7 +738,7 @@ async fn replay(link: Link, conn: &Conn) -> Option<SplitSink<Socket, Message>> {
     let again: Vec<String> = {
         let mut session = conn.lock_session();
         session.ack_pending = false;
-        session.forget_through(server_received);
+        session.resend_after(server_received);
         session.unacked.iter().cloned().collect()
     };
     let write = async {
@@ -746,6 +762,31 @@ async fn replay(link: Link, conn: &Conn) -> Option<SplitSink<Socket, Message>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kept(sent: u64, frames: &[&str]) -> Resumable {
+        let unacked = frames.iter().map(|f| f.to_string()).collect();
+        Resumable { sent, unacked, ..Resumable::default() }
+    }
+
+    #[test]
+    fn a_resume_sends_again_what_follows_the_servers_count() {
+        let mut session = kept(10, &["7", "8", "9", "10"]);
+        session.resend_after(8);
+        assert_eq!(session.unacked, ["9", "10"]);
+        assert_eq!(session.sent, 10, "same numbering as the server's");
+    }
+
+    #[test]
+    fn a_count_below_everything_kept_sends_it_all_again_and_takes_the_servers_numbering() {
+        // The node that held the session died; its successor counts from 0.
+        let mut session = kept(10, &["7", "8", "9", "10"]);
+        session.resend_after(0);
+        assert_eq!(session.unacked, ["7", "8", "9", "10"]);
+        assert_eq!(session.sent, 4, "the server will have counted these four");
+        // The next resume is exact again: the server had the first two.
+        session.resend_after(2);
+        assert_eq!(session.unacked, ["9", "10"]);
+    }
 
     #[test]
     fn close_marker_frame_is_how_jsonrpsee_writes_the_marker_notification() {
