@@ -211,7 +211,8 @@ export interface ServiceOptions {
 
 /**
  * Where a service's connection to the server stands (from `join()` on).
- * `'reconnecting'`: the WebSocket dropped and the service is resuming the
+ * `'reconnecting'`: the WebSocket dropped (or the server's node is stopping
+ * and closed it with 1012) and the service is resuming the
  * session (same user id, same groups; nobody else is told), dialing at
  * once, then after 0.3, 1.2, 2.7 and 4.8 s, then every 7 s (each with up to
  * half of itself, at most 1 s, of jitter) until the server's resume window

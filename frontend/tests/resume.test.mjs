@@ -163,9 +163,12 @@ test('a page cut 20 times resumes each time; relayed messages both ways arrive e
   }
 });
 
-test('a page whose node is killed resumes on another, and from then on what it sends arrives exactly once, in order', async () => {
-  const CUTS = 5;
-  const BETWEEN = 100;
+/**
+ * Two nodes of a cluster; page `a` on the first (`doomed`), through a proxy
+ * whose way back already leads to the second, and `b` on the second, their
+ * link forced relayed; `a` sending numbered broadcasts.
+ */
+async function pageOnANodeThatStops() {
   const flags = ['--resume-window', '30s', '--rate-limit', '0', '--resume-secret', 'one secret for the nodes'];
   const cluster = await startCluster(2, flags);
   const [doomed, survivor] = cluster.nodes;
@@ -173,6 +176,11 @@ test('a page whose node is killed resumes on another, and from then on what it s
   const options = { connectTimeoutMs: 200 };
   const a = await Peer.open(env.context, proxy.server, { options });
   const b = await Peer.open(env.context, survivor, { options });
+  const stopAll = async () => {
+    proxy.close();
+    await Promise.all([a.close(), b.close()]);
+    await cluster.stop();
+  };
   try {
     await a.forceRelayWith(b.id);
     await b.forceRelayWith(a.id);
@@ -181,12 +189,52 @@ test('a page whose node is killed resumes on another, and from then on what it s
     await a.waitForLinks([a.id, b.id], 'relayed');
     await b.waitForLinks([a.id, b.id], 'relayed');
     await watchConnection(a);
+    proxy.retarget(survivor);
+    return { doomed, survivor, proxy, a, b, stopAll };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}
+
+/** The numbers `b` received from `a` once the last of `count` arrived. */
+async function numbersFrom(b, a, count) {
+  await b.waitForMessage(a.id, String(count - 1));
+  return (await b.received()).filter((m) => m.from === a.id).map((m) => Number(m.data));
+}
+
+const range = (from, to) => Array.from({ length: to - from }, (_, i) => from + i);
+
+test('a page whose node is stopped (SIGTERM) moves to another with an exact replay: nothing lost, nothing twice', async () => {
+  const { doomed, survivor, a, b, stopAll } = await pageOnANodeThatStops();
+  try {
+    await startSending(a, 600);
+    await sentAtLeast(a, 200);
+    // The node closes a's socket with 1012 and hands the session over to
+    // the node a resumes on, with what it still had for it.
+    await doomed.stop();
+    await waitForConnection(a, 'connected');
+    await metricSettlesAt(survivor, 'webrtc_p2p_sessions_resumed_total{replayed="true"}', 1);
+    await stopSending(a);
+    const fromA = await sent(a);
+    assert.deepEqual(await numbersFrom(b, a, fromA), range(0, fromA));
+    assert.equal(await metric(survivor, 'webrtc_p2p_sessions_resumed_total{replayed="false"}'), 0);
+    assert.deepEqual((await b.events()).filter((e) => e.type === 'leave'), []);
+  } finally {
+    await stopAll();
+  }
+});
+
+test('a page whose node is killed resumes on another, and from then on what it sends arrives exactly once, in order', async () => {
+  const CUTS = 5;
+  const BETWEEN = 100;
+  const { doomed, survivor, proxy, a, b, stopAll } = await pageOnANodeThatStops();
+  try {
     await startSending(a, (CUTS + 2) * BETWEEN);
     await sentAtLeast(a, BETWEEN);
 
-    // The node dies mid-traffic; the way back leads to the other one, which
-    // knows nothing of what the dead one had received (its count is 0).
-    proxy.retarget(survivor);
+    // The node dies mid-traffic; the other one knows nothing of what the
+    // dead one had received (its count is 0).
     await doomed.kill();
     await waitForConnection(a, 'connected');
     // Whatever is sent from now on was never held by the dead node.
@@ -199,14 +247,12 @@ test('a page whose node is killed resumes on another, and from then on what it s
     }
     await stopSending(a);
     const fromA = await sent(a);
-    await b.waitForMessage(a.id, String(fromA - 1));
-    const numbers = (await b.received()).filter((m) => m.from === a.id).map((m) => Number(m.data));
+    const numbers = await numbersFrom(b, a, fromA);
     // Exactly once and in order for everything the resumes on the living
     // node dealt with: its counts and the page's agree again.
-    const expected = Array.from({ length: fromA - sentAfterDeath }, (_, i) => sentAfterDeath + i);
     assert.deepEqual(
       numbers.filter((n) => n >= sentAfterDeath),
-      expected,
+      range(sentAfterDeath, fromA),
     );
     await metricSettlesAt(survivor, 'webrtc_p2p_sessions_resumed_total{replayed="true"}', CUTS);
     assert.equal(await a.page.evaluate(() => window.peer.service.info().id()), a.id);
@@ -218,9 +264,7 @@ test('a page whose node is killed resumes on another, and from then on what it s
         `the ${fromA - sentAfterDeath} after it, through ${CUTS} cuts, exactly once`,
     );
   } finally {
-    proxy.close();
-    await Promise.all([a.close(), b.close()]);
-    await cluster.stop();
+    await stopAll();
   }
 });
 

@@ -202,6 +202,16 @@ impl Router for NodeRouter {
         }
     }
 
+    fn moves_sessions(&self) -> bool {
+        matches!(self, Self::Redis(_))
+    }
+
+    async fn stop(&self) {
+        if let Self::Redis(r) = self {
+            r.stop().await;
+        }
+    }
+
     async fn resumable(&self, user: UserId, grants: &str) {
         if let Self::Redis(r) = self {
             r.resumable(user, grants).await;
@@ -276,6 +286,37 @@ enum Reply {
     TooLarge,
     #[serde(rename = "memory")]
     MemoryBudget,
+}
+
+/// Messages queued for the publisher and those it is done with (published,
+/// or lost with a batch Redis refused), counted since the node started.
+#[derive(Debug, Default)]
+struct Published {
+    queued: AtomicU64,
+    done: AtomicU64,
+    /// Hand-overs under way: their state is about to be queued. (The
+    /// session's connection task, which holds a stopping server open, ends
+    /// as soon as the session is given up, a moment before that.)
+    handing_over: AtomicUsize,
+    /// Woken after each batch and each hand-over.
+    batch_done: tokio::sync::Notify,
+}
+
+/// Counts a hand-over under way for as long as it lives.
+struct HandingOver<'a>(&'a Published);
+
+impl<'a> HandingOver<'a> {
+    fn new(published: &'a Published) -> Self {
+        published.handing_over.fetch_add(1, Ordering::AcqRel);
+        Self(published)
+    }
+}
+
+impl Drop for HandingOver<'_> {
+    fn drop(&mut self) {
+        self.0.handing_over.fetch_sub(1, Ordering::AcqRel);
+        self.0.batch_done.notify_waiters();
+    }
 }
 
 /// A message waiting for the publisher, and the call to fail if it cannot go.
@@ -375,6 +416,8 @@ struct Shared {
     heartbeat_ttl: Duration,
     /// Everything to publish, in order, for the publisher task.
     outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// How far the publisher got: what a stopping node waits for.
+    published: Published,
     /// What relays need of groups with a member on this node, so that a
     /// relay costs no Redis round trip: see [`Routes`].
     routes: Routes,
@@ -572,7 +615,9 @@ impl Shared {
     fn publish(&self, node: &str, message: &Message, call: Option<u64>) -> Result<(), CallFailed> {
         let payload = serde_json::to_string(message).map_err(|_| CallFailed::Gone)?;
         let outgoing = Outgoing { channel: channel(node), payload, call };
-        self.outgoing.send(outgoing).map_err(|_| CallFailed::Gone)
+        self.outgoing.send(outgoing).map_err(|_| CallFailed::Gone)?;
+        self.published.queued.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     fn answer(&self, id: u64, reply: Reply) {
@@ -969,6 +1014,7 @@ impl RedisRouter {
             // A key that lives one beat or less would lapse between beats.
             heartbeat_ttl: heartbeat_ttl.max(2 * HEARTBEAT),
             outgoing,
+            published: Published::default(),
             routes: Routes::default(),
             unfinished: Mutex::default(),
             local_groups: DashMap::new(),
@@ -985,6 +1031,25 @@ impl RedisRouter {
         ]);
         debug!(%node, "joined the cluster");
         Ok(Self { shared, redis, scripts, _tasks: tasks })
+    }
+
+    /// Resolves once everything queued for the publisher so far is published
+    /// (or lost with a batch Redis refused): a stopping node's last words,
+    /// such as the state of a session it just handed over, must go out
+    /// before the process ends.
+    pub async fn stop(&self) {
+        let published = &self.shared.published;
+        loop {
+            let batch_done = published.batch_done.notified();
+            tokio::pin!(batch_done);
+            batch_done.as_mut().enable();
+            if published.handing_over.load(Ordering::Acquire) == 0
+                && published.done.load(Ordering::Acquire) >= published.queued.load(Ordering::Acquire)
+            {
+                return;
+            }
+            batch_done.await;
+        }
     }
 
     /// The group's capability, owner and members' nodes, read at once.
@@ -1404,6 +1469,8 @@ async fn publisher(mut redis: ConnectionManager, mut queued: mpsc::UnboundedRece
                 shared.answer(call, Reply::Gone);
             }
         }
+        shared.published.done.fetch_add(batch.len() as u64, Ordering::AcqRel);
+        shared.published.batch_done.notify_waiters();
         batch.clear();
     }
 }
@@ -1514,6 +1581,7 @@ fn handle(message: Message, shared: &Arc<Shared>) {
 /// open connection closes with 4001), its state goes there, and for a
 /// relay timeout what is still sent to it here follows (see [`forward`]).
 fn hand_over(shared: &Arc<Shared>, id: u64, from: Arc<str>, user: UserId, epoch: u64, received: u64) {
+    let _handing_over = HandingOver::new(&shared.published);
     let sessions = shared.sessions.get().and_then(Weak::upgrade);
     let Some(departure) = sessions.and_then(|sessions| sessions.depart(user, epoch, received)) else {
         let _ = shared.publish(&from, &Message::Handed { id, s: None }, None);

@@ -81,12 +81,26 @@ enum Ended {
 
 /// Waits out a suspended session's resume window; unless a new connection
 /// took it over by then (or the server is stopping), it ends as in v1.
+///
+/// A stopping node of a cluster waits instead (as long as the server's
+/// shutdown grace lets it) for the client to resume on another node, which
+/// asks this one for the session, and then for the answers to the calls it
+/// made to the client (the client sends them there, and they come back
+/// here, where their callers' relays wait). A node that stops with a
+/// session still here is like one that died: the other nodes keep it for
+/// the window.
 async fn await_resume(app: &App, session: &Session, generation: u64) {
     let mut shutdown = app.shutdown.clone();
-    tokio::select! {
-        () = sleep(app.hub.limits().resume_window) => {}
-        _ = shutdown.wait_for(|stop| *stop) => {}
-        _ = session.peer().ended(generation) => {}
+    let hands_over = app.hub.hands_over_on_shutdown();
+    let peer = session.peer();
+    let taken_over = tokio::select! {
+        () = sleep(app.hub.limits().resume_window) => false,
+        _ = shutdown.wait_for(|stop| *stop), if !hands_over => false,
+        _ = peer.ended(generation) => true,
+    };
+    // Calls to the client have no "none left" event to await.
+    while taken_over && hands_over && *shutdown.borrow() && peer.pending_calls() > 0 {
+        sleep(DRAIN_CHECK).await;
     }
     // Boxed, like every cold path's large future: see `run`.
     Box::pin(app.hub.expire(session, generation)).await;
@@ -148,11 +162,13 @@ async fn finish(
         socket.close_lingering(reason, linger_bytes).await;
         return None;
     }
-    if matches!(reason, CloseReason::LOST | CloseReason::IDLE_TIMEOUT) && app.hub.suspend(&session, generation) {
+    let suspends = matches!(reason, CloseReason::LOST | CloseReason::IDLE_TIMEOUT | CloseReason::MOVE_ELSEWHERE);
+    if suspends && app.hub.suspend(&session, generation) {
         // Suspended before the socket closes, so nothing in the close can
         // end the session. What is queued stays queued for the resume; a
-        // silent client may still read a close frame.
-        if reason == CloseReason::IDLE_TIMEOUT {
+        // silent client may still read a close frame, and a client whose
+        // node stops learns to resume on another.
+        if reason != CloseReason::LOST {
             socket.close_lingering(reason, linger_bytes).await;
         }
         return Some((session, generation));
@@ -532,6 +548,11 @@ async fn read_loop(
             }
             reason = &mut closed => return Ended::Closed(reason),
             _ = shutdown.wait_for(|stop| *stop), if drain_until.is_none() => {
+                if session.user().is_some() && peer.is_resumable() && app.hub.hands_over_on_shutdown() {
+                    // The session moves to the node the client resumes on,
+                    // with whatever is running for it: nothing to drain.
+                    return Ended::Closed(CloseReason::MOVE_ELSEWHERE);
+                }
                 drain_until = Some(Instant::now() + Limits::SHUTDOWN_DRAIN);
             }
         }

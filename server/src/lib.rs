@@ -240,12 +240,18 @@ impl Server {
         }
         drop(listener);
         info!("shutting down: closing connections");
+        let hub = app.hub.clone();
         // Every connection holds a receiver (through `App`): once all are
         // dropped, every connection is closed.
         drop((app, router));
         let _ = shutdown.send(true);
         if tokio::time::timeout(Limits::SHUTDOWN_GRACE, shutdown.closed()).await.is_err() {
             warn!(open = shutdown.receiver_count(), "connections still open after the grace time");
+        }
+        // A cluster node's last messages to the others (the state of the
+        // sessions it handed over) go out before the process ends.
+        if tokio::time::timeout(Limits::SHUTDOWN_GRACE, hub.stop()).await.is_err() {
+            warn!("messages to the other nodes still unsent after the grace time");
         }
         Ok(())
     }

@@ -418,6 +418,55 @@ async fn a_session_dropped_on_one_node_resumes_on_another_with_an_exact_replay()
     assert_eq!(result["error"]["code"], -32012, "{result}");
 }
 
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_hands_its_resumable_sessions_over_with_an_exact_replay() {
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 1, &RESUME).await;
+    let mut flags = vec!["--redis", redis.url.as_str()];
+    flags.extend_from_slice(&RESUME);
+    let (mut stopping, addr) = common::spawn_binary(&flags).await;
+    let (mut b, ub) = nodes[0].user().await;
+    let group = id(b.ok("create", json!([])).await);
+    // a resumable (init 1, session 2, join 3) and e a v1 client, on the node that stops.
+    let mut a = Raw::connect(&format!("ws://{addr}/ws")).await;
+    let ua = id(a.ok("init", json!([])).await);
+    let ticket = a.ok("session", json!([])).await["resume_ticket"].as_str().expect("ticket").to_owned();
+    a.ok("join", json!([group])).await;
+    assert_eq!(b.incoming("member_joined").await["params"], json!([group, ua]));
+    let mut e = Raw::connect(&format!("ws://{addr}/ws")).await;
+    e.ok("init", json!([])).await;
+    // b's call to a waits for a's answer when the node stops.
+    let call = b.request("relay", json!([group, ua, "offer"])).await;
+    let offer = a.incoming("relay").await; // 4
+
+    common::sigterm(&stopping).await;
+    let stopped = std::time::Instant::now();
+    assert_eq!(a.closed().await, (Some(1012), "node stopping: resume on another node".to_owned()));
+    assert_eq!(e.closed().await, (Some(1001), "server shutting down".to_owned()), "a v1 client ends as before");
+    b.notify("relay", json!([group, ua, "while moving"])).await;
+
+    let (mut a, result) = resume_on(&nodes[0], &ticket, 4).await;
+    let moved = stopped.elapsed();
+    assert_eq!(
+        result["result"],
+        json!({"user_id": ua, "groups": [group], "received": 3, "replayed": true}),
+        "{result}"
+    );
+    assert_eq!(a.next().await["params"], json!([group, ub, "while moving"]));
+    a.answer(&offer, json!("answer")).await;
+    assert_eq!(b.response(call).await["result"], "answer", "the call made before the node stopped is answered");
+    relay_rounds(&group, &mut b, &mut a, &ua, 2).await;
+    relay_rounds(&group, &mut a, &mut b, &ub, 2).await;
+    assert_eq!(b.ok("get_members", json!([group])).await, json!([ub, ua]));
+    b.nothing_pending().await;
+    let status = tokio::time::timeout(PATIENCE, stopping.wait()).await.expect("the node exits").expect("wait");
+    assert!(status.success(), "{status}");
+    let exited = stopped.elapsed();
+    nodes[0].metric_settles_at("webrtc_p2p_sessions_resumed_total{replayed=\"true\"}", 1.0).await;
+    nodes[0].settles_at(HubStats { users: 2, groups: 1 }).await;
+    eprintln!("SIGTERM: the session moved after {moved:?}, the node exited after {exited:?}");
+}
+
 /// Resumes `ticket` on `node` until the answer is not Busy (a node that
 /// stopped a moment ago still has a heartbeat, and does not answer).
 async fn resume_when_not_busy(node: &TestServer, ticket: &str, received: u64) -> (Raw, Value) {

@@ -154,8 +154,9 @@ pub enum Disconnected {
 pub enum ConnectionState {
     /// Connected since `connect`.
     Connected,
-    /// The connection dropped and the client is resuming the session
-    /// (only once `session` gave it a ticket). Calls wait meanwhile.
+    /// The connection dropped (or the server's node is stopping and closed
+    /// it with 1012) and the client is resuming the session (only once
+    /// `session` gave it a ticket). Calls wait meanwhile.
     Reconnecting,
     /// Resumed on a new connection. `replayed: false`: the server could not
     /// send again everything in between, so what the client knows (members)

@@ -315,6 +315,20 @@ impl<R: Router> Hub<R> {
         &self.shared.limits
     }
 
+    /// Whether a stopping server hands its resumable sessions to the other
+    /// nodes (closing their connections with 1012 and keeping the sessions
+    /// for the clients' resumes elsewhere) rather than ending them.
+    pub fn hands_over_on_shutdown(&self) -> bool {
+        !self.shared.limits.resume_window.is_zero() && self.shared.router.moves_sessions()
+    }
+
+    /// The server is stopping and its connections have closed: resolves once
+    /// the router has sent what it still had for other nodes (see
+    /// [`Router::stop`]). The caller bounds the wait.
+    pub async fn stop(&self) {
+        self.shared.router.stop().await;
+    }
+
     /// Who is told what happens (metrics).
     pub(crate) fn observer(&self) -> &Arc<dyn Observer> {
         &self.shared.observer

@@ -52,6 +52,9 @@ impl CloseReason {
     pub const LOST: Self = Self { code: 1006, reason: "connection lost" };
     /// The session was resumed on another connection.
     pub const RESUMED_ELSEWHERE: Self = Self { code: 4001, reason: "resumed elsewhere" };
+    /// The node is stopping and its resumable session moves to another
+    /// node with the client's resume (RFC 6455's "Service Restart").
+    pub const MOVE_ELSEWHERE: Self = Self { code: 1012, reason: "node stopping: resume on another node" };
 }
 
 /// Why a call to a peer failed without an answer.
@@ -424,6 +427,11 @@ impl PeerHandle {
             Some(_) => outbox.taken.to_be_bytes().to_vec(),
             None => Vec::new(),
         }
+    }
+
+    /// Whether the session keeps what a resume needs (its client called `session`).
+    pub fn is_resumable(&self) -> bool {
+        self.lock_outbox().replay.is_some()
     }
 
     /// Whether written frames wait for a pong to be known delivered.

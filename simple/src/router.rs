@@ -225,6 +225,21 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
         let _ = sessions;
     }
 
+    /// Whether a session this process holds can move to another process
+    /// (a router shared by many nodes): then a node that stops hands its
+    /// resumable sessions over rather than ending them.
+    fn moves_sessions(&self) -> bool {
+        false
+    }
+
+    /// The server is stopping and its connections have closed: resolves once
+    /// whatever this router still had to send to other processes (a
+    /// hand-over's state, answers on their way) is out. The caller bounds
+    /// the wait.
+    fn stop(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// `user`'s session may be suspended and resumed (its client called
     /// `session`), with these grants (JSON text): a router shared by many
     /// nodes keeps that, so that the session outlives its node.

@@ -293,9 +293,10 @@ export class SimpleService implements IService {
     socket.onmessage = ({ data }) => this.onFrame(data);
     socket.onclose = ({ code, reason }) => {
       if (socket !== this.socket || this.closed) return;
-      // No close frame (1006), or the server's idle timeout: the server keeps
-      // the session for its resume window. Any other close ends it.
-      const dropped = code === 1006 || (code === 1008 && reason === 'idle timeout');
+      // No close frame (1006), the server's idle timeout, or a stopping node
+      // of a cluster (1012, resume on another node): the server keeps the
+      // session for its resume window. Any other close ends it.
+      const dropped = code === 1006 || (code === 1008 && reason === 'idle timeout') || code === 1012;
       if (dropped && (this.ticket?.windowMs ?? 0) > 0) void this.resume();
       else this.shutDown(`the connection to the server closed (${code}${reason ? ` ${reason}` : ''})`);
     };

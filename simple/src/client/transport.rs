@@ -481,9 +481,14 @@ impl TransportReceiverT for Receiver {
                         }
                         None => Disconnected::Server { code: CloseCode::Status.into(), reason: String::new() },
                     };
-                    // The server suspends a session it closes for silence.
-                    let suspended =
-                        matches!(&reason, Disconnected::Server { code: 1008, reason } if reason == "idle timeout");
+                    // The server suspends a session it closes for silence,
+                    // and a stopping node of a cluster the sessions it hands
+                    // over (1012: resume on another node).
+                    let suspended = match &reason {
+                        Disconnected::Server { code: 1008, reason } => reason == "idle timeout",
+                        Disconnected::Server { code, .. } => *code == 1012,
+                        _ => false,
+                    };
                     if suspended && self.resume().await {
                         continue;
                     }
