@@ -233,6 +233,9 @@ struct Socket {
     /// tungstenite's buffers may have grown past [`SHRINK_ABOVE`]: the
     /// WebSocket is rebuilt once it is between messages and flushed.
     shrink: bool,
+    /// The first ping asking for a pong went out: the WebSocket was then
+    /// rebuilt once (see [`Socket::poll_write`]).
+    asked_for_ack: bool,
 }
 
 /// What the connection's socket has for the read loop.
@@ -264,6 +267,7 @@ impl Socket {
             generation: 0,
             ack_pending: false,
             shrink: false,
+            asked_for_ack: false,
         })
     }
 
@@ -328,6 +332,13 @@ impl Socket {
                         // pong says it arrived: ask once the burst is out.
                         Poll::Pending if !self.ack_pending && peer.awaits_ack() => {
                             self.ack_pending = true;
+                            // The session just became resumable (`session`
+                            // was answered): tungstenite's write buffer keeps
+                            // the capacity of its largest write for good,
+                            // here that answer's and this ping's, ~0.5 KiB
+                            // on every idle resumable connection. Rebuilt
+                            // once, between messages, it holds none.
+                            self.shrink |= !std::mem::replace(&mut self.asked_for_ack, true);
                             Message::Ping(peer.ping_payload().into())
                         }
                         Poll::Pending => break,
