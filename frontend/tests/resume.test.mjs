@@ -109,6 +109,12 @@ async function relayedPairThroughProxy(aOptions = {}) {
   const options = { connectTimeoutMs: 200 };
   const a = await Peer.open(env.context, proxy.server, { options: { ...options, ...aOptions } });
   const b = await Peer.open(env.context, server, { options });
+  await relayedGroupOf(a, b);
+  return { proxy, a, b };
+}
+
+/** `a` creates a group, `b` joins it, their link forced relayed; `a`'s connection states are watched. */
+async function relayedGroupOf(a, b) {
   await a.forceRelayWith(b.id);
   await b.forceRelayWith(a.id);
   const groupId = await a.create();
@@ -116,7 +122,6 @@ async function relayedPairThroughProxy(aOptions = {}) {
   await a.waitForLinks([a.id, b.id], 'relayed');
   await b.waitForLinks([a.id, b.id], 'relayed');
   await watchConnection(a);
-  return { proxy, a, b };
 }
 
 const numbered = (count, prefix = '') => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
@@ -182,13 +187,7 @@ async function pageOnANodeThatStops() {
     await cluster.stop();
   };
   try {
-    await a.forceRelayWith(b.id);
-    await b.forceRelayWith(a.id);
-    const groupId = await a.create();
-    await b.join(groupId);
-    await a.waitForLinks([a.id, b.id], 'relayed');
-    await b.waitForLinks([a.id, b.id], 'relayed');
-    await watchConnection(a);
+    await relayedGroupOf(a, b);
     proxy.retarget(survivor);
     return { doomed, survivor, proxy, a, b, stopAll };
   } catch (error) {
