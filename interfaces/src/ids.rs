@@ -24,6 +24,24 @@ fn parse_hex128(s: &str) -> Result<u128, InvalidId> {
     u128::from_str_radix(s, 16).map_err(|_| InvalidId)
 }
 
+/// Reads an id from the string as the deserializer holds it, never copied
+/// (`Cow<str>`'s own `Deserialize` always copies it into a `String`: two
+/// allocations on every relay).
+struct HexVisitor;
+
+impl serde::de::Visitor<'_> for HexVisitor {
+    type Value = u128;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As `String`'s visitor says it, so that errors read as before.
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<u128, E> {
+        parse_hex128(s).map_err(E::custom)
+    }
+}
+
 /// 128 bits from the operating system's CSPRNG.
 fn random_u128() -> u128 {
     let mut bytes = [0u8; 16];
@@ -85,10 +103,7 @@ macro_rules! id_type {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                // Borrow when the input allows it (no allocation on the hot
-                // path); a JSON string with escapes arrives owned.
-                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                s.parse().map_err(serde::de::Error::custom)
+                deserializer.deserialize_str(HexVisitor).map(Self)
             }
         }
     };
