@@ -128,6 +128,13 @@ impl Target for NodeTarget {
             Self::Remote(remote) => remote.call_until(method, params, cancelled).await,
         }
     }
+
+    fn local_peer(&self) -> Option<&Arc<PeerHandle>> {
+        match self {
+            Self::Local(peer) => Some(peer),
+            Self::Remote(_) => None,
+        }
+    }
 }
 
 impl Router for NodeRouter {
@@ -186,6 +193,14 @@ impl Router for NodeRouter {
         match self {
             Self::Local(r) => r.route(group, from, to).await.map(NodeTarget::Local),
             Self::Redis(r) => r.route(group, from, to).await,
+        }
+    }
+
+    fn route_now(&self, group: GroupId, from: UserId, to: UserId) -> Option<Result<NodeTarget, ErrorCode>> {
+        match self {
+            Self::Local(r) => r.route_now(group, from, to).map(|route| route.map(NodeTarget::Local)),
+            // Redis may have to be asked: the relay takes the general path.
+            Self::Redis(_) => None,
         }
     }
 

@@ -93,13 +93,27 @@ async fn await_resume(app: &App, session: &Session, generation: u64) {
     let mut shutdown = app.shutdown.clone();
     let hands_over = app.hub.hands_over_on_shutdown();
     let peer = session.peer();
+    // Relays to the client still time out meanwhile (nobody else looks).
+    let expiring = async {
+        loop {
+            match peer.next_call_deadline() {
+                Some(deadline) => {
+                    sleep_until(deadline).await;
+                    peer.expire_calls(Instant::now());
+                }
+                None => std::future::pending().await,
+            }
+        }
+    };
     let taken_over = tokio::select! {
         () = sleep(app.hub.limits().resume_window) => false,
         _ = shutdown.wait_for(|stop| *stop), if !hands_over => false,
         _ = peer.ended(generation) => true,
+        () = expiring => false,
     };
     // Calls to the client have no "none left" event to await.
     while taken_over && hands_over && *shutdown.borrow() && peer.pending_calls() > 0 {
+        peer.expire_calls(Instant::now());
         sleep(DRAIN_CHECK).await;
     }
     // Boxed, like every cold path's large future: see `run`.
@@ -373,6 +387,10 @@ impl Socket {
     /// `wake_at`, once it has passed.
     fn next<'a>(&'a mut self, peer: &'a PeerHandle, wake_at: Instant) -> impl Future<Output = Event> + 'a {
         poll_fn(move |cx| {
+            // A call to the client may have been made since the last poll
+            // (queueing its frame woke this task): its timeout is this
+            // connection's to find.
+            let wake_at = peer.next_call_deadline().map_or(wake_at, |call| call.min(wake_at));
             if let Some(deadline) = self.poll_timer(cx, wake_at) {
                 return Poll::Ready(deadline);
             }
@@ -521,6 +539,7 @@ async fn read_loop(
                         continue;
                     }
                     Event::Deadline(now) => {
+                        peer.expire_calls(now);
                         if drain_until.is_some_and(|until| now >= until) {
                             return Ended::Closed(CloseReason::SHUTDOWN);
                         }

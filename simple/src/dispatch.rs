@@ -185,6 +185,7 @@ impl<E: Endpoint> Dispatch<E> {
             }
             return self.refuse(request.id, &ErrorCode::Busy.to_string());
         };
+        let Err(running) = self.relay_direct(&request, running) else { return };
         match self.start(request) {
             Started::Done(reply) => self.reply_some(reply),
             Started::Running(future) => {
@@ -250,6 +251,17 @@ impl<E: Endpoint> Dispatch<E> {
             }
             drop(running);
         });
+    }
+
+    /// The hot path, a relay between two clients of this server, without a
+    /// task (see [`Hub::relay_direct`]); `running` back when it is not one.
+    fn relay_direct(&self, request: &Request<'_>, running: RunningGuard) -> Result<(), RunningGuard> {
+        match (&self.hub, self.endpoint.session(), request.params) {
+            (Some(hub), Some(session), Some(params)) if request.method == method::RELAY => {
+                hub.relay_direct(session, request.id, params, running)
+            }
+            _ => Err(running),
+        }
     }
 
     fn start(&self, request: Request<'_>) -> Started {
@@ -398,7 +410,7 @@ struct RunningInner {
 
 /// Held by a running request until its answer is queued.
 #[derive(Debug)]
-struct RunningGuard(Running);
+pub(crate) struct RunningGuard(Running);
 
 impl Running {
     fn new(max: usize) -> Self {

@@ -29,7 +29,8 @@ use crate::ice::IceConfig;
 use crate::limits::{Limits, RateLimiter};
 use crate::memory;
 use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobserved};
-use crate::peer::{Attached, CallFailed, CloseReason, PeerHandle};
+use crate::dispatch::{Endpoint, RunningGuard};
+use crate::peer::{AnswerRef, Attached, CallFailed, CloseReason, PeerHandle};
 use crate::router::{Arrival, Departure, Entrant, Introduction, LocalRouter, Router, Sessions, Target};
 use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
 use crate::wire::{self, InBatch, IsNotification, Passthrough, RawAnswer, RequestId, Started};
@@ -140,7 +141,7 @@ impl Session {
     fn cancellable(&self, key: Box<str>) -> (Cancellable<'_>, impl Future<Output = ()> + use<>) {
         let registration = self.next_registration.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.lock_cancels().insert(key.clone(), (registration, tx));
+        self.lock_cancels().insert(key.clone(), (registration, Canceller::Task(tx)));
         // A sender dropped without a cancel (its name taken over) never cancels.
         let cancelled = async move {
             if rx.await.is_err() {
@@ -152,16 +153,57 @@ impl Session {
 
     /// Cancels the pending relay with request id `id`; whether there was one.
     fn cancel(&self, id: &RawValue) -> bool {
-        self.lock_cancels().remove(id.get()).is_some_and(|(_, tx)| tx.send(()).is_ok())
+        let removed = self.lock_cancels().remove(id.get());
+        // Outside the lock: a cancelled call ends its relay at once, which
+        // takes its name off this map.
+        match removed {
+            Some((_, Canceller::Task(tx))) => tx.send(()).is_ok(),
+            Some((_, Canceller::Call(Some((peer, call))))) => peer.cancel_call(call),
+            Some((_, Canceller::Call(None))) | None => false,
+        }
+    }
+
+    /// Names a relay started without a task ([`Hub::relay_direct`]) by its
+    /// request id, written `key`, before its call is made; returns the
+    /// registration, for [`call_made`](Self::call_made) and
+    /// [`forget_cancel`](Self::forget_cancel). A later relay with the same
+    /// id takes the name over.
+    fn name_call(&self, key: &str) -> u64 {
+        let registration = self.next_registration.fetch_add(1, Ordering::Relaxed);
+        self.lock_cancels().insert(key.into(), (registration, Canceller::Call(None)));
+        registration
+    }
+
+    /// The call of the relay named `key` (registration `registration`) is
+    /// `call` to `peer`: what `$/cancelRequest` cancels. Nothing when the
+    /// relay ended already.
+    fn call_made(&self, key: &str, registration: u64, peer: &Arc<PeerHandle>, call: u64) {
+        let mut cancels = self.lock_cancels();
+        if let Some((named, canceller)) = cancels.get_mut(key)
+            && *named == registration
+        {
+            *canceller = Canceller::Call(Some((peer.clone(), call)));
+        }
+    }
+
+    /// Takes the name `key` off, unless a later relay took it over.
+    fn forget_cancel(&self, key: &str, registration: u64) {
+        let mut cancels = self.lock_cancels();
+        if cancels.get(key).is_some_and(|(named, _)| *named == registration) {
+            cancels.remove(key);
+        }
     }
 
     /// Counts a relay in flight for as long as the guard lives; `None` when
     /// `limit` are in flight already.
     fn begin_relay(&self, limit: usize) -> Option<InFlight<'_>> {
-        self.relays_in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
-            .ok()
-            .map(|_| InFlight(&self.relays_in_flight))
+        self.try_begin_relay(limit).then(|| InFlight(&self.relays_in_flight))
+    }
+
+    /// Counts a relay in flight unless `limit` are; whoever gets `true`
+    /// takes the count off again.
+    fn try_begin_relay(&self, limit: usize) -> bool {
+        self.relays_in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).is_ok()
     }
 }
 
@@ -169,7 +211,17 @@ struct InFlight<'a>(&'a AtomicUsize);
 
 /// A session's cancellable relays: by request id, the registration's number
 /// and what cancels it.
-type Cancels = HashMap<Box<str>, (u64, oneshot::Sender<()>)>;
+type Cancels = HashMap<Box<str>, (u64, Canceller)>;
+
+/// What cancels a relay.
+#[derive(Debug)]
+enum Canceller {
+    /// A relay a task awaits: told through this channel.
+    Task(oneshot::Sender<()>),
+    /// A relay without a task: its call to the target (`None` for the
+    /// moment while it is being made).
+    Call(Option<(Arc<PeerHandle>, u64)>),
+}
 
 /// A relay's entry among its session's cancellable relays, removed on drop.
 struct Cancellable<'a> {
@@ -180,10 +232,7 @@ struct Cancellable<'a> {
 
 impl Drop for Cancellable<'_> {
     fn drop(&mut self) {
-        let mut cancels = self.session.lock_cancels();
-        if cancels.get(&self.key).is_some_and(|(registration, _)| *registration == self.registration) {
-            cancels.remove(&self.key);
-        }
+        self.session.forget_cancel(&self.key, self.registration);
     }
 }
 
@@ -668,11 +717,30 @@ struct RelayArgs<'a>(GroupId, UserId, #[serde(borrow)] &'a RawValue);
 pub(crate) trait StartRelay: Send + Sync + std::fmt::Debug {
     /// See [`Hub::start_relay`].
     fn start_relay(&self, session: &Arc<Session>, id: Option<&RawValue>, params: &RawValue) -> Option<Started>;
+
+    /// See [`Hub::relay_direct`].
+    fn relay_direct(
+        &self,
+        session: &Arc<Session>,
+        id: Option<&RawValue>,
+        params: &RawValue,
+        running: RunningGuard,
+    ) -> Result<(), RunningGuard>;
 }
 
 impl<R: Router> StartRelay for Hub<R> {
     fn start_relay(&self, session: &Arc<Session>, id: Option<&RawValue>, params: &RawValue) -> Option<Started> {
         Hub::start_relay(self, session, id, params)
+    }
+
+    fn relay_direct(
+        &self,
+        session: &Arc<Session>,
+        id: Option<&RawValue>,
+        params: &RawValue,
+        running: RunningGuard,
+    ) -> Result<(), RunningGuard> {
+        Hub::relay_direct(self, session, id, params, running)
     }
 }
 
@@ -695,6 +763,93 @@ impl<R: Router> Hub<R> {
             answer
         };
         Some(wire::start_future(id.map(RawValue::to_owned), answer))
+    }
+}
+
+impl<R: Router> Hub<R> {
+    /// The common relay, a request from a client of this process to another
+    /// one, without a task, a channel or a timer of its own: the frame is
+    /// queued to the target at once, and the target's answer, read by the
+    /// target's connection, goes straight into the caller's reply (copied
+    /// once); a timeout (found by the target's connection), a
+    /// `$/cancelRequest` or the target going away end it the same way
+    /// ([`PeerHandle::call_then`]). The same checks in the same order, the
+    /// same outcome to the observer and the same frames as
+    /// [`start_relay`](Self::start_relay) (tests compare them). `running` is
+    /// held until the reply is queued.
+    ///
+    /// Everything else (a notification, params that are not the plain
+    /// array, an uninitialised caller, a route that must be awaited or
+    /// fails, a target elsewhere, no relay slot left) gets `running` back,
+    /// nothing done, for the general path to answer.
+    pub(crate) fn relay_direct(
+        &self,
+        session: &Arc<Session>,
+        id: Option<&RawValue>,
+        params: &RawValue,
+        running: RunningGuard,
+    ) -> Result<(), RunningGuard> {
+        let (Some(id), Some(from)) = (id, session.user()) else { return Err(running) };
+        let Ok(RelayArgs(group_id, user_id, data)) = serde_json::from_str(params.get()) else { return Err(running) };
+        let Some(Ok(target)) = self.shared.router.route_now(group_id, from, user_id) else { return Err(running) };
+        let Some(peer) = target.local_peer() else { return Err(running) };
+        if !session.try_begin_relay(self.shared.limits.max_relays_in_flight) {
+            return Err(running);
+        }
+        self.shared.relays_in_flight.fetch_add(1, Ordering::AcqRel);
+        // Named before the call is made, so that a `$/cancelRequest` read
+        // right after finds it, and the call's end (which may come at once)
+        // takes the name off.
+        let registration = session.name_call(id.get());
+        let relay = DirectRelay {
+            hub: self.clone(),
+            session: session.clone(),
+            id: id.to_owned(),
+            registration,
+            started: tokio::time::Instant::now(),
+            running,
+        };
+        let then = Box::new(move |answer: Result<AnswerRef<'_>, CallFailed>| relay.finish(answer));
+        let call = peer.call_then(method::RELAY, &relay_params(group_id, from, data), then);
+        session.call_made(id.get(), registration, peer, call);
+        Ok(())
+    }
+}
+
+/// A relay made by [`Hub::relay_direct`], until its call ends.
+struct DirectRelay<R: Router> {
+    hub: Hub<R>,
+    /// The caller's session: its relay slot, its cancel name, its reply.
+    session: Arc<Session>,
+    /// The caller's request id, as sent; also the relay's cancel name.
+    id: Box<RawValue>,
+    registration: u64,
+    started: tokio::time::Instant,
+    /// The caller's connection counts the request until its reply is queued.
+    running: RunningGuard,
+}
+
+impl<R: Router> DirectRelay<R> {
+    /// The call ended: frees the relay's slots and name, tells the observer
+    /// and queues the reply, as [`Hub::relay_routed`] and the dispatch do.
+    fn finish(self, answer: Result<AnswerRef<'_>, CallFailed>) {
+        let shared = &self.hub.shared;
+        let (outcome, answer) = match answer {
+            Ok(Ok(result)) => (RelayOutcome::Answered, Ok(Ok(result))),
+            Ok(Err(error)) => (RelayOutcome::TargetError, Ok(Err(error))),
+            Err(failed) => call_failed(failed, shared.limits.max_message_size),
+        };
+        self.session.relays_in_flight.fetch_sub(1, Ordering::AcqRel);
+        shared.relays_in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.session.forget_cancel(self.id.get(), self.registration);
+        shared.observer.relay_done(outcome, self.started.elapsed());
+        if let Some(reply) = wire::reply_ref(Some(&self.id), answer) {
+            if let Some(code) = reply.error {
+                shared.observer.error_sent(code);
+            }
+            self.session.send(reply.frame);
+        }
+        drop(self.running);
     }
 }
 
@@ -768,14 +923,21 @@ impl<R: Router> Hub<R> {
         match target.call(method::RELAY, params, cancelled).await {
             Ok(Ok(result)) => (RelayOutcome::Answered, Ok(Ok(result))),
             Ok(Err(error)) => (RelayOutcome::TargetError, Ok(Err(error))),
-            Err(CallFailed::Timeout) => (RelayOutcome::Timeout, Err(ErrorCode::RelayTimeout.into())),
-            Err(CallFailed::Gone) => (RelayOutcome::PeerGone, Err(ErrorCode::PeerGone.into())),
-            Err(CallFailed::TooLarge) => (RelayOutcome::Refused, Err(too_large(self.shared.limits.max_message_size))),
-            Err(CallFailed::MemoryBudget) => {
-                (RelayOutcome::Busy, Err(ErrorObjectOwned::owned(memory::REFUSAL_CODE, memory::REFUSAL, None::<()>)))
-            }
-            Err(CallFailed::Cancelled) => (RelayOutcome::Cancelled, Err(ErrorCode::RequestCancelled.into())),
+            Err(failed) => call_failed(failed, self.shared.limits.max_message_size),
         }
+    }
+}
+
+/// How a relay whose call to its target failed ends.
+fn call_failed<T>(failed: CallFailed, max_message_size: usize) -> (RelayOutcome, Result<T, ErrorObjectOwned>) {
+    match failed {
+        CallFailed::Timeout => (RelayOutcome::Timeout, Err(ErrorCode::RelayTimeout.into())),
+        CallFailed::Gone => (RelayOutcome::PeerGone, Err(ErrorCode::PeerGone.into())),
+        CallFailed::TooLarge => (RelayOutcome::Refused, Err(too_large(max_message_size))),
+        CallFailed::MemoryBudget => {
+            (RelayOutcome::Busy, Err(ErrorObjectOwned::owned(memory::REFUSAL_CODE, memory::REFUSAL, None::<()>)))
+        }
+        CallFailed::Cancelled => (RelayOutcome::Cancelled, Err(ErrorCode::RequestCancelled.into())),
     }
 }
 

@@ -3,7 +3,7 @@
 //! server made to the client that still wait for an answer; the router's
 //! [`Target`](crate::Target) for a client of this process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 
 use webrtc_p2p_interfaces::method::CANCEL_REQUEST;
 
@@ -80,6 +81,42 @@ pub enum CallFailed {
 
 /// A peer's answer to a call: its result or its error object, both raw.
 pub type Answer = Result<Box<RawValue>, Box<RawValue>>;
+
+/// A peer's answer as it sits in the frame that brought it: its result or
+/// its error object, borrowed.
+pub type AnswerRef<'a> = Result<&'a RawValue, &'a RawValue>;
+
+/// Where the answer to a [`PeerHandle::call_then`] goes: run once, with the
+/// answer (borrowed from the frame that brought it) or why there is none,
+/// on whichever task learns it: the one reading the peer's answer, the one
+/// serving the peer's connection when the call times out, the one closing
+/// the handle or cancelling the call. Spares each call a waiting task, its
+/// oneshot channel, its timer and a copy of the answer.
+pub type Then = Box<dyn for<'a> FnOnce(Result<AnswerRef<'a>, CallFailed>) + Send>;
+
+/// The calls to a client that wait for its answer, by our request id.
+#[derive(Default)]
+struct Calls {
+    /// Calls a task awaits ([`PeerHandle::call_until`]); each times itself out.
+    tasks: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Calls made with [`PeerHandle::call_then`], with their deadlines. Ids
+    /// grow and every call waits as long, so the first is the next to time
+    /// out; whoever serves the connection expires them
+    /// ([`PeerHandle::expire_calls`]).
+    thens: BTreeMap<u64, (Then, Instant)>,
+}
+
+impl Calls {
+    fn len(&self) -> usize {
+        self.tasks.len() + self.thens.len()
+    }
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls").field("tasks", &self.tasks.len()).field("thens", &self.thens.len()).finish()
+    }
+}
 
 /// Frames waiting to be written to the client, and the connection task to
 /// wake when one arrives. A `VecDeque` behind a lock rather than tokio's mpsc
@@ -162,9 +199,9 @@ pub struct PeerHandle {
     /// The largest frame the client was promised (its message size limit);
     /// a larger one is refused with [`CallFailed::TooLarge`] rather than sent.
     max_frame_size: usize,
-    /// Calls to this client waiting for its answer, by our request id. `None`
-    /// once the connection closed, which fails every waiter at once.
-    pending: Mutex<Option<HashMap<u64, oneshot::Sender<Answer>>>>,
+    /// Calls to this client waiting for its answer. `None` once the
+    /// connection closed, which fails every waiter at once.
+    pending: Mutex<Option<Calls>>,
     /// The next id for a call to this client. Our ids go out as strings
     /// (`"s1"`), apart from anything a client might use.
     next_id: AtomicU64,
@@ -225,7 +262,7 @@ impl PeerHandle {
             max_queued_frames: max_queued_frames.max(1),
             max_queued_bytes: usize::MAX,
             max_frame_size: usize::MAX,
-            pending: Mutex::new(Some(HashMap::new())),
+            pending: Mutex::new(Some(Calls::default())),
             next_id: AtomicU64::new(1),
             call_timeout,
             closed: OnceLock::new(),
@@ -666,7 +703,7 @@ impl PeerHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match self.lock_pending().as_mut() {
-            Some(pending) => pending.insert(id, tx),
+            Some(pending) => pending.tasks.insert(id, tx),
             None => return Err(CallFailed::Gone),
         };
         let waiting = Waiting { peer: self, id };
@@ -696,19 +733,100 @@ impl PeerHandle {
         let Some(id) = parse_our_id(response.id) else {
             return false;
         };
-        let Some(tx) = self.lock_pending().as_mut().and_then(|p| p.remove(&id)) else {
-            if let Some(inherited) = self.inherited.get().filter(|i| id < i.below) {
-                (inherited.answer)(wire::response_frame(response));
-                return true;
+        let waiter = self.lock_pending().as_mut().and_then(|calls| match calls.thens.remove(&id) {
+            Some((then, _)) => Some(Ok(then)),
+            None => calls.tasks.remove(&id).map(Err),
+        });
+        match waiter {
+            Some(Ok(then)) => {
+                then(Ok(response.outcome));
+                true
             }
-            return false;
+            Some(Err(tx)) => {
+                let answer = match response.outcome {
+                    Ok(result) => Ok(result.to_owned()),
+                    Err(error) => Err(error.to_owned()),
+                };
+                // The waiter may have timed out a moment ago; then nobody wants it.
+                tx.send(answer).is_ok()
+            }
+            None => {
+                if let Some(inherited) = self.inherited.get().filter(|i| id < i.below) {
+                    (inherited.answer)(wire::response_frame(response));
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// [`call`](Self::call) with nobody waiting: `then` gets the answer, or
+    /// why there is none: `Timeout` once the call timeout passed (whoever
+    /// serves the connection calls [`expire_calls`](Self::expire_calls)),
+    /// `Gone` when the handle closes first, `Gone`, `TooLarge` or
+    /// `MemoryBudget` at once when the frame cannot be queued. The frame is
+    /// queued before this returns, so calls keep the order in which they
+    /// were made. Returns the call's id, by which
+    /// [`cancel_call`](Self::cancel_call) finds it.
+    pub fn call_then(&self, method: &str, params: &str, then: Then) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + self.call_timeout;
+        let refused = match self.lock_pending().as_mut() {
+            Some(calls) => {
+                calls.thens.insert(id, (then, deadline));
+                None
+            }
+            None => Some(then),
         };
-        let answer = match response.outcome {
-            Ok(result) => Ok(result.to_owned()),
-            Err(error) => Err(error.to_owned()),
-        };
-        // The waiter may have timed out a moment ago; then nobody wants it.
-        tx.send(answer).is_ok()
+        if let Some(then) = refused {
+            then(Err(CallFailed::Gone));
+            return id;
+        }
+        if let Err(e) = self.send_frame(wire::call_frame(id, method, params)) {
+            // Unless closing the handle (a full queue) told it already.
+            if let Some(then) = self.take_then(id) {
+                then(Err(e));
+            }
+        }
+        id
+    }
+
+    /// Gives up on the [`call_then`](Self::call_then) call `id`: the peer
+    /// gets `$/cancelRequest` with its id, and its `then` `Cancelled`.
+    /// `false` (and nothing done) when the call ended already.
+    pub fn cancel_call(&self, id: u64) -> bool {
+        let Some(then) = self.take_then(id) else { return false };
+        // The peer may be gone already; then there is nobody to tell.
+        let _ = self.notify(CANCEL_REQUEST, &format!(r#"{{"id":"s{id}"}}"#));
+        then(Err(CallFailed::Cancelled));
+        true
+    }
+
+    /// When the next [`call_then`](Self::call_then) call times out, if one waits.
+    pub fn next_call_deadline(&self) -> Option<Instant> {
+        let calls = self.lock_pending();
+        calls.as_ref()?.thens.first_key_value().map(|(_, (_, deadline))| *deadline)
+    }
+
+    /// Fails the [`call_then`](Self::call_then) calls whose deadline is
+    /// `now` or earlier with `Timeout`.
+    pub fn expire_calls(&self, now: Instant) {
+        loop {
+            let expired = {
+                let mut calls = self.lock_pending();
+                let Some(thens) = calls.as_mut().map(|calls| &mut calls.thens) else { return };
+                match thens.first_entry() {
+                    Some(first) if first.get().1 <= now => first.remove().0,
+                    _ => return,
+                }
+            };
+            // Outside the lock: `then` may make calls of its own.
+            expired(Err(CallFailed::Timeout));
+        }
+    }
+
+    fn take_then(&self, id: u64) -> Option<Then> {
+        self.lock_pending().as_mut().and_then(|calls| calls.thens.remove(&id)).map(|(then, _)| then)
     }
 
     /// Closes the handle: every waiting call fails with `Gone`, new calls fail
@@ -716,10 +834,16 @@ impl PeerHandle {
     /// first reason counts. Returns whether this call closed it.
     pub fn close(&self, reason: CloseReason) -> bool {
         let dropped = self.lock_pending().take();
-        drop(dropped);
         let first = self.closed.set(reason).is_ok();
         if first {
             self.closing.notify_waiters();
+        }
+        if let Some(calls) = dropped {
+            // Tasks learn it from their dropped channel; the others are told
+            // once the reason is set, so that nothing they do can set another.
+            for (then, _) in calls.thens.into_values() {
+                then(Err(CallFailed::Gone));
+            }
         }
         first
     }
@@ -736,7 +860,7 @@ impl PeerHandle {
 
     /// Calls waiting for this client's answer.
     pub fn pending_calls(&self) -> usize {
-        self.lock_pending().as_ref().map_or(0, HashMap::len)
+        self.lock_pending().as_ref().map_or(0, Calls::len)
     }
 
     /// The outbox, locked; the memory budget is charged with what it holds
@@ -752,7 +876,7 @@ impl PeerHandle {
         self.reading.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Answer>>>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Option<Calls>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (each operation is a single insert/remove/take), so poisoning is moot.
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -761,6 +885,11 @@ impl PeerHandle {
 
 impl Drop for PeerHandle {
     fn drop(&mut self) {
+        // Never closed (closing tells them): every `then` still runs once.
+        let pending = self.pending.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        for (then, _) in pending.into_iter().flat_map(|calls| calls.thens.into_values()) {
+            then(Err(CallFailed::Gone));
+        }
         if let Some(memory) = &self.memory {
             let outbox = self.outbox.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
             memory.recharge(&mut outbox.charged, 0);
@@ -847,7 +976,7 @@ struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if let Some(pending) = self.peer.lock_pending().as_mut() {
-            pending.remove(&self.id);
+            pending.tasks.remove(&self.id);
         }
     }
 }

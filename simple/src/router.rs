@@ -47,10 +47,20 @@ pub trait Target: Clone + Send + Sync + std::fmt::Debug + 'static {
         params: String,
         cancelled: impl Future<Output = ()> + Send,
     ) -> impl Future<Output = Result<Answer, CallFailed>> + Send;
+
+    /// The handle, when the target is a client of this process: a relay to
+    /// it needs no task ([`PeerHandle::call_then`]).
+    fn local_peer(&self) -> Option<&Arc<PeerHandle>> {
+        None
+    }
 }
 
 /// A client connected to this process.
 impl Target for Arc<PeerHandle> {
+    fn local_peer(&self) -> Option<&Arc<PeerHandle>> {
+        Some(self)
+    }
+
     fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
         PeerHandle::notify(self, method, params)
     }
@@ -216,6 +226,13 @@ pub trait Router: Send + Sync + std::fmt::Debug + 'static {
         to: UserId,
     ) -> impl Future<Output = Result<Self::Target, ErrorCode>> + Send;
 
+    /// [`route`](Self::route), when the answer is known without waiting
+    /// (a router in this process's memory); `None`: ask `route`.
+    fn route_now(&self, group: GroupId, from: UserId, to: UserId) -> Option<Result<Self::Target, ErrorCode>> {
+        let _ = (group, from, to);
+        None
+    }
+
     /// The users and groups this router holds for this process.
     fn stats(&self) -> HubStats;
 
@@ -363,8 +380,15 @@ impl Router for LocalRouter {
     }
 
     async fn route(&self, group_id: GroupId, from: UserId, to: UserId) -> Result<Arc<PeerHandle>, ErrorCode> {
-        let group = self.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
-        Ok(group.route(from, to)?.target.clone())
+        self.route_now(group_id, from, to).unwrap_or(Err(ErrorCode::GroupNotFound))
+    }
+
+    fn route_now(&self, group_id: GroupId, from: UserId, to: UserId) -> Option<Result<Arc<PeerHandle>, ErrorCode>> {
+        let route = || {
+            let group = self.groups.get(&group_id).ok_or(ErrorCode::GroupNotFound)?;
+            Ok(group.route(from, to)?.target.clone())
+        };
+        Some(route())
     }
 
     fn stats(&self) -> HubStats {

@@ -456,6 +456,15 @@ where
 /// object) goes in exactly as it is, as through a [`Passthrough`]; an
 /// error of ours as jsonrpsee writes it.
 pub fn reply(id: Option<&RawValue>, answer: Result<RawAnswer, ErrorObjectOwned>) -> Option<Reply> {
+    match answer {
+        Ok(raw) => reply_ref(id, Ok(raw.as_deref().map_err(|error| &**error))),
+        Err(error) => reply_ref(id, Err(error)),
+    }
+}
+
+/// [`reply`] for an answer borrowed from the frame that brought it: copied
+/// once, straight into the reply.
+pub fn reply_ref(id: Option<&RawValue>, answer: Result<RawAnswerRef<'_>, ErrorObjectOwned>) -> Option<Reply> {
     let id = id?;
     Some(match answer {
         Ok(answer) => raw_reply(id.get(), answer),
@@ -499,6 +508,7 @@ fn plain_number(raw: &RawValue) -> Option<u64> {
 
 fn finish(response: MethodResponse, echo: Echo, passthrough: &Passthrough) -> Option<Reply> {
     if let Some(answer) = passthrough.take() {
+        let answer = answer.as_deref().map_err(|error| &**error);
         return match echo {
             Echo::Nothing => None,
             Echo::Written(n) => Some(raw_reply(&n.to_string(), answer)),
@@ -516,6 +526,9 @@ fn finish(response: MethodResponse, echo: Echo, passthrough: &Passthrough) -> Op
 
 /// A peer's answer: its result or its error object, both kept raw.
 pub type RawAnswer = Result<Box<RawValue>, Box<RawValue>>;
+
+/// A [`RawAnswer`] borrowed from the frame that brought it.
+pub type RawAnswerRef<'a> = Result<&'a RawValue, &'a RawValue>;
 
 /// The answer a method wants sent exactly as it is (a raw result, or any
 /// error object) in place of what it returns through jsonrpsee, whose error
@@ -542,8 +555,8 @@ impl Passthrough {
 }
 
 /// The response frame for a raw answer.
-fn raw_reply(id: &str, answer: RawAnswer) -> Reply {
-    let (member, raw, error) = match &answer {
+fn raw_reply(id: &str, answer: RawAnswerRef<'_>) -> Reply {
+    let (member, raw, error) = match answer {
         Ok(result) => ("result", result, None),
         Err(error) => ("error", error, Some(error_code(error))),
     };
