@@ -199,8 +199,7 @@ impl Router for NodeRouter {
     fn route_now(&self, group: GroupId, from: UserId, to: UserId) -> Option<Result<NodeTarget, ErrorCode>> {
         match self {
             Self::Local(r) => r.route_now(group, from, to).map(|route| route.map(NodeTarget::Local)),
-            // Redis may have to be asked: the relay takes the general path.
-            Self::Redis(_) => None,
+            Self::Redis(r) => r.route_now(group, from, to),
         }
     }
 
@@ -987,6 +986,21 @@ impl Drop for Tasks {
 }
 
 impl RedisRouter {
+    /// Where a relay from `from` to `to` goes in a group whose route is
+    /// `route`, checked in the protocol's order (the caller first).
+    fn route_in(&self, route: &Route, from: UserId, to: UserId) -> Result<NodeTarget, ErrorCode> {
+        if !route.nodes.contains_key(&from) {
+            return Err(ErrorCode::NotAMember);
+        }
+        let to_node = route.nodes.get(&to).ok_or(ErrorCode::UserNotFound)?;
+        let owner = route.owner;
+        if !route.capability.allows_pair(owner == Some(from) || owner == Some(to)) {
+            return Err(ErrorCode::PermissionDenied);
+        }
+        // A member whose session is gone from this node is about to leave.
+        self.target(to_node, to).ok_or(ErrorCode::UserNotFound)
+    }
+
     /// Connects to the Redis at `url`, subscribes to this node's channel and
     /// starts the heartbeat; relays wait `call_timeout` for their answer,
     /// and the resumable sessions of a node that stopped wait
@@ -1376,16 +1390,20 @@ impl Router for RedisRouter {
                 }
             }
         };
-        if !route.nodes.contains_key(&from) {
-            return Err(ErrorCode::NotAMember);
+        self.route_in(&route, from, to)
+    }
+
+    /// [`route`](Router::route) when this node keeps the group's route and
+    /// no relay waits for one (it would be overtaken): no Redis call, so a
+    /// relay between two members on this node can take the hub's path
+    /// without a task. `None`: ask `route`.
+    fn route_now(&self, group: GroupId, from: UserId, to: UserId) -> Option<Result<NodeTarget, ErrorCode>> {
+        let routes = &self.shared.routes;
+        if routes.queued.load(Ordering::Acquire) != 0 {
+            return None;
         }
-        let to_node = route.nodes.get(&to).ok_or(ErrorCode::UserNotFound)?;
-        let owner = route.owner;
-        if !route.capability.allows_pair(owner == Some(from) || owner == Some(to)) {
-            return Err(ErrorCode::PermissionDenied);
-        }
-        // A member whose session is gone from this node is about to leave.
-        self.target(to_node, to).ok_or(ErrorCode::UserNotFound)
+        let route = routes.get(group)?;
+        Some(self.route_in(&route, from, to))
     }
 
     fn stats(&self) -> HubStats {
@@ -1631,6 +1649,9 @@ async fn forward(shared: Arc<Shared>, user: UserId, node: Arc<str>, peer: Arc<Pe
         }
     }
     shared.forwarding.remove_if(&user, |_, held| Arc::ptr_eq(held, &peer));
+    // Calls made here without a task of their own time out as they would
+    // have (this handle has no connection to find their deadlines).
+    peer.expire_calls(tokio::time::Instant::now());
     peer.close(CloseReason::RESUMED_ELSEWHERE);
     shared.lock_unfinished().push(Unfinished::Abandoned(user));
 }

@@ -413,12 +413,12 @@ struct RunningInner {
 pub(crate) struct RunningGuard(Running);
 
 impl Running {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self(Arc::new(RunningInner { count: AtomicUsize::new(0), max, finished: Notify::new() }))
     }
 
     /// Counts one more request, unless `max` are running.
-    fn track(&self) -> Option<RunningGuard> {
+    pub(crate) fn track(&self) -> Option<RunningGuard> {
         let max = self.0.max;
         self.0.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
         Some(RunningGuard(self.clone()))

@@ -25,11 +25,11 @@ use webrtc_p2p_interfaces::{
 };
 
 use crate::auth::{Grants, GroupGrant, TokenVerifier};
+use crate::dispatch::{Endpoint, RunningGuard};
 use crate::ice::IceConfig;
 use crate::limits::{Limits, RateLimiter};
 use crate::memory;
 use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobserved};
-use crate::dispatch::{Endpoint, RunningGuard};
 use crate::peer::{AnswerRef, Attached, CallFailed, CloseReason, PeerHandle};
 use crate::router::{Arrival, Departure, Entrant, Introduction, LocalRouter, Router, Sessions, Target};
 use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
@@ -203,7 +203,9 @@ impl Session {
     /// Counts a relay in flight unless `limit` are; whoever gets `true`
     /// takes the count off again.
     fn try_begin_relay(&self, limit: usize) -> bool {
-        self.relays_in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).is_ok()
+        self.relays_in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .is_ok()
     }
 }
 
@@ -711,6 +713,20 @@ impl<R: Router> SignalingServer for Hub<R> {
 #[derive(serde::Deserialize)]
 struct RelayArgs<'a>(GroupId, UserId, #[serde(borrow)] &'a RawValue);
 
+/// [`RelayArgs`] with the ids as the text sent (strings without escapes).
+#[derive(serde::Deserialize)]
+struct RelayText<'a>(&'a str, &'a str, #[serde(borrow)] &'a RawValue);
+
+/// An id's wire form, 32 lowercase hex digits, without a `String`.
+fn hex_id(bits: u128) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (at, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((bits >> (124 - 4 * at)) & 0xf) as usize];
+    }
+    out
+}
+
 /// Starts `relay` requests without jsonrpsee's method table; what a
 /// connection's [`Dispatch`](crate::Dispatch) holds of its hub, whatever
 /// the router.
@@ -790,7 +806,12 @@ impl<R: Router> Hub<R> {
         running: RunningGuard,
     ) -> Result<(), RunningGuard> {
         let (Some(id), Some(from)) = (id, session.user()) else { return Err(running) };
-        let Ok(RelayArgs(group_id, user_id, data)) = serde_json::from_str(params.get()) else { return Err(running) };
+        // The ids borrowed as sent: a valid one is its own canonical form
+        // (32 lowercase hex digits), so the group's goes out as it came.
+        let Ok(RelayText(group, user_id, data)) = serde_json::from_str(params.get()) else { return Err(running) };
+        let (Ok(group_id), Ok(user_id)) = (group.parse::<GroupId>(), user_id.parse::<UserId>()) else {
+            return Err(running);
+        };
         let Some(Ok(target)) = self.shared.router.route_now(group_id, from, user_id) else { return Err(running) };
         let Some(peer) = target.local_peer() else { return Err(running) };
         if !session.try_begin_relay(self.shared.limits.max_relays_in_flight) {
@@ -810,7 +831,11 @@ impl<R: Router> Hub<R> {
             running,
         };
         let then = Box::new(move |answer: Result<AnswerRef<'_>, CallFailed>| relay.finish(answer));
-        let call = peer.call_then(method::RELAY, &relay_params(group_id, from, data), then);
+        let from = hex_id(from.as_u128());
+        let from = std::str::from_utf8(&from).unwrap_or_default();
+        // `[group_id, from_user_id, data]`, straight into the frame.
+        let params = ["[\"", group, "\",\"", from, "\",", data.get(), "]"];
+        let call = peer.call_then_with(|call| wire::call_frame_parts(call, method::RELAY, &params), then);
         session.call_made(id.get(), registration, peer, call);
         Ok(())
     }
@@ -1087,6 +1112,54 @@ mod tests {
             let request = wire::Request { id: id.as_deref(), method: method::RELAY.into(), params: Some(&params) };
             wire::start(&methods, request, jsonrpsee::core::server::ConnectionId(0), from.extensions())
         };
+        let sent = answer_as(target, answer);
+        let reply = match started {
+            Started::Done(reply) => reply,
+            Started::Running(future) => future.await,
+        };
+        (reply.map(|r| (r.frame, r.error)), sent, outcomes.0.lock().unwrap().pop())
+    }
+
+    /// [`relay_seen`] as a server's dispatch starts a relay: without a task
+    /// ([`Hub::relay_direct`]), or, when that hands it back, as
+    /// [`Hub::start_relay`] does. A reply queued without a task is read
+    /// from the caller's queue.
+    async fn relay_seen_taskless(
+        hub: &Hub,
+        outcomes: &Outcomes,
+        (from, target): (&Arc<Session>, &Session),
+        (id, params): (Option<&str>, &str),
+        answer: &str,
+    ) -> Seen {
+        let id = id.map(|id| RawValue::from_string(id.to_owned()).unwrap());
+        let params = RawValue::from_string(params.to_owned()).unwrap();
+        let running = crate::dispatch::Running::new(usize::MAX);
+        let guard = running.track().unwrap();
+        let started = hub
+            .relay_direct(from, id.as_deref(), &params, guard)
+            .err()
+            .map(|_| hub.start_relay(from, id.as_deref(), &params).expect("a plain array"));
+        let sent = answer_as(target, answer);
+        let reply = match started {
+            Some(Started::Done(reply)) => reply.map(|r| (r.frame, r.error)),
+            Some(Started::Running(future)) => future.await.map(|r| (r.frame, r.error)),
+            None => {
+                let frame = from.peer().try_next_frame();
+                frame.map(|frame| {
+                    let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
+                    let code = json["error"]["code"].as_i64().map(|code| i32::try_from(code).unwrap_or(0));
+                    let code = code.or(json["error"].is_object().then_some(0));
+                    (frame, code)
+                })
+            }
+        };
+        assert!(running.is_idle(), "the request counted until its reply was queued");
+        (reply, sent, outcomes.0.lock().unwrap().pop())
+    }
+
+    /// Takes the frame queued to `target`, if any, and answers it (a relay's
+    /// call) with `answer`; returns the frame, our id blanked.
+    fn answer_as(target: &Session, answer: &str) -> Option<String> {
         let sent = target.peer().try_next_frame();
         if let Some(frame) = &sent
             && let Some(at) = frame.find(r#""id":"s"#)
@@ -1096,10 +1169,6 @@ mod tests {
             let wire::Incoming::Response(response) = wire::classify(&response) else { panic!("{response}") };
             target.peer().complete(&response);
         }
-        let reply = match started {
-            Started::Done(reply) => reply,
-            Started::Running(future) => future.await,
-        };
         let blank = |frame: String| match frame.find(r#""id":"s"#) {
             Some(at) => {
                 let end = at + 6 + frame[at + 6..].find('"').unwrap();
@@ -1107,7 +1176,7 @@ mod tests {
             }
             None => frame,
         };
-        (reply.map(|r| (r.frame, r.error)), sent.map(blank), outcomes.0.lock().unwrap().pop())
+        sent.map(blank)
     }
 
     #[tokio::test]
@@ -1166,6 +1235,8 @@ mod tests {
             let direct = relay_seen(&hub, &outcomes, (from, target), (id, params), answer, true).await;
             let table = relay_seen(&hub, &outcomes, (from, target), (id, params), answer, false).await;
             assert_eq!(direct, table, "{id:?} {params} answered with {answer}");
+            let taskless = relay_seen_taskless(&hub, &outcomes, (from, target), (id, params), answer).await;
+            assert_eq!(taskless, table, "{id:?} {params} answered with {answer}, without a task");
             assert!(direct.2.is_some(), "{id:?} {params}: the observer was told");
             if id.is_some() {
                 assert_eq!(
@@ -1191,6 +1262,8 @@ mod tests {
         let table = relay_seen(&hub, &outcomes, (&a, &b), (Some("1"), &to_b), result, false).await;
         assert_eq!(direct, table);
         assert_eq!(direct.2, Some(RelayOutcome::PeerGone));
+        let taskless = relay_seen_taskless(&hub, &outcomes, (&a, &b), (Some("1"), &to_b), result).await;
+        assert_eq!(taskless, table);
 
         // Anything but the plain array is left to the method table's parser.
         for params in [format!(r#"{{"group_id":"{g}","user_id":"{ub}","data":1}}"#), format!(r#"["{g}","{ub}"]"#)] {
@@ -1232,6 +1305,59 @@ mod tests {
             let told = serde_json::json!({"jsonrpc": "2.0", "method": method::CANCEL_REQUEST, "params": {"id": forwarded["id"]}});
             assert_eq!(frames(&b), [told], "direct: {direct}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_relay_without_a_task_times_out_is_cancelled_and_ends_with_its_target() {
+        let outcomes = Arc::new(Outcomes::default());
+        let hub = Hub::with_observer(Limits::DEFAULT, outcomes.clone());
+        let (a, ea, _) = user(&hub).await;
+        let (b, eb, ub) = user(&hub).await;
+        let g = hub.create(&ea, None).await.unwrap();
+        hub.join(&eb, g).await.unwrap();
+        let _ = (frames(&a), frames(&b));
+        let params = RawValue::from_string(format!(r#"["{g}","{ub}",{{}}]"#)).unwrap();
+        let running = crate::dispatch::Running::new(usize::MAX);
+        let relay = |id: &str| {
+            let id = RawValue::from_string(id.to_owned()).unwrap();
+            assert!(hub.relay_direct(&a, Some(&id), &params, running.track().unwrap()).is_ok(), "taken without a task");
+            assert!(b.peer().try_next_frame().is_some(), "queued to the target at once");
+        };
+        let reply = || {
+            let frame = a.peer().try_next_frame().expect("a reply");
+            let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
+            (json["id"].clone(), json["error"]["code"].as_i64())
+        };
+        let code = |code: ErrorCode| Some(i64::from(code.code()));
+
+        // Timed out by whoever serves the target's connection, not before.
+        relay("1");
+        let deadline = b.peer().next_call_deadline().expect("a call waits");
+        b.peer().expire_calls(deadline - Duration::from_millis(1));
+        assert_eq!(a.peer().try_next_frame(), None);
+        b.peer().expire_calls(deadline);
+        assert_eq!(reply(), (serde_json::json!(1), code(ErrorCode::RelayTimeout)));
+        assert_eq!(outcomes.0.lock().unwrap().pop(), Some(RelayOutcome::Timeout));
+
+        // Cancelled by its id: the target is told, the caller answered.
+        relay(r#""c""#);
+        hub.cancel_request(&ea, RawValue::from_string(r#""c""#.to_owned()).unwrap()).await.unwrap();
+        assert_eq!(reply(), (serde_json::json!("c"), code(ErrorCode::RequestCancelled)));
+        assert_eq!(outcomes.0.lock().unwrap().pop(), Some(RelayOutcome::Cancelled));
+        let told = frames(&b);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0]["method"], method::CANCEL_REQUEST);
+
+        // Ended by the target's end.
+        relay("2");
+        b.peer().close(CloseReason::NORMAL);
+        assert_eq!(reply(), (serde_json::json!(2), code(ErrorCode::PeerGone)));
+        assert_eq!(outcomes.0.lock().unwrap().pop(), Some(RelayOutcome::PeerGone));
+
+        assert_eq!(hub.relays_in_flight(), 0);
+        assert_eq!(b.peer().pending_calls(), 0);
+        assert!(running.is_idle(), "each request counted until its reply was queued");
+        assert!(a.lock_cancels().is_empty(), "no cancel name left behind");
     }
 
     #[test]

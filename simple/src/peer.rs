@@ -769,6 +769,12 @@ impl PeerHandle {
     /// were made. Returns the call's id, by which
     /// [`cancel_call`](Self::cancel_call) finds it.
     pub fn call_then(&self, method: &str, params: &str, then: Then) -> u64 {
+        self.call_then_with(|id| wire::call_frame(id, method, params), then)
+    }
+
+    /// [`call_then`](Self::call_then) with the frame written by `frame`,
+    /// given the call's id (see [`wire::call_frame_parts`]).
+    pub fn call_then_with(&self, frame: impl FnOnce(u64) -> String, then: Then) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + self.call_timeout;
         let refused = match self.lock_pending().as_mut() {
@@ -782,7 +788,7 @@ impl PeerHandle {
             then(Err(CallFailed::Gone));
             return id;
         }
-        if let Err(e) = self.send_frame(wire::call_frame(id, method, params)) {
+        if let Err(e) = self.send_frame(frame(id)) {
             // Unless closing the handle (a full queue) told it already.
             if let Some(then) = self.take_then(id) {
                 then(Err(e));

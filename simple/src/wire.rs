@@ -224,12 +224,12 @@ pub fn error_frame(id: Option<&RawValue>, code: i32, message: &str) -> String {
 
 /// A request (with `id`) or notification (without) to send.
 pub fn request_frame(id: Option<&str>, method: &str, params: Option<&RawValue>) -> String {
-    request_frame_with(id.map_or(FrameId::None, FrameId::Raw), method, params.map_or("[]", RawValue::get))
+    request_frame_with(id.map_or(FrameId::None, FrameId::Raw), method, &[params.map_or("[]", RawValue::get)])
 }
 
 /// A notification with params as JSON text (an array or object).
 pub fn notification_frame(method: &str, params: &str) -> String {
-    request_frame_with(FrameId::None, method, params)
+    request_frame_with(FrameId::None, method, &[params])
 }
 
 /// A response frame again, as the client sent it (its id, its result or
@@ -245,6 +245,12 @@ pub fn response_frame(response: &Response<'_>) -> String {
 /// A request to a client with our own id `"s<n>"`, written straight into the
 /// frame (no id string of its own on this hot path).
 pub fn call_frame(id: u64, method: &str, params: &str) -> String {
+    request_frame_with(FrameId::Ours(id), method, &[params])
+}
+
+/// [`call_frame`] with params given in pieces, written one after the other
+/// (JSON text together): a relay's params without a string of their own.
+pub fn call_frame_parts(id: u64, method: &str, params: &[&str]) -> String {
     request_frame_with(FrameId::Ours(id), method, params)
 }
 
@@ -258,10 +264,7 @@ enum FrameId<'a> {
     Ours(u64),
 }
 
-/// Digits of a `u64`, at most.
-const U64_DIGITS: usize = 20;
-
-fn request_frame_with(id: FrameId<'_>, method: &str, params: &str) -> String {
+fn request_frame_with(id: FrameId<'_>, method: &str, params: &[&str]) -> String {
     // Method names are ours and plain; escaping keeps any other name valid JSON.
     let escaped;
     let method = if method.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
@@ -270,28 +273,44 @@ fn request_frame_with(id: FrameId<'_>, method: &str, params: &str) -> String {
         escaped = serde_json::to_string(method).unwrap_or_else(|_| String::from("\"\""));
         &escaped[1..escaped.len() - 1]
     };
-    let id_len = match id {
-        FrameId::None => 0,
-        FrameId::Raw(id) => id.len(),
-        FrameId::Ours(_) => U64_DIGITS + 3,
+    let head = match id {
+        FrameId::None => NOTIFICATION_HEAD.len(),
+        FrameId::Raw(id) => HEAD.len() + id.len(),
+        FrameId::Ours(n) => HEAD.len() + "\"s\"".len() + decimal_digits(n),
     };
-    // Sized for the whole frame, so the writer can hand it to the socket
-    // without copying or reallocating.
-    let mut out = String::with_capacity(48 + id_len + method.len() + params.len());
+    // Exactly the frame's size: the writer hands it to the socket without
+    // copying, reallocating or allocating (a `Vec` whose length is its
+    // capacity becomes `Bytes` as it is).
+    let params_len: usize = params.iter().map(|part| part.len()).sum();
+    let mut out = String::with_capacity(head + METHOD.len() + method.len() + PARAMS.len() + params_len + 1);
     match id {
-        FrameId::None => out.push_str("{\"jsonrpc\":\"2.0\""),
+        FrameId::None => out.push_str(NOTIFICATION_HEAD),
         FrameId::Raw(id) => push_head(&mut out, id),
         FrameId::Ours(n) => {
             push_head(&mut out, "\"s");
             let _ = write!(out, "{n}\"");
         }
     }
-    out.push_str(",\"method\":\"");
+    out.push_str(METHOD);
     out.push_str(method);
-    out.push_str("\",\"params\":");
-    out.push_str(params);
+    out.push_str(PARAMS);
+    for part in params {
+        out.push_str(part);
+    }
     out.push('}');
     out
+}
+
+/// How a notification starts.
+const NOTIFICATION_HEAD: &str = "{\"jsonrpc\":\"2.0\"";
+/// What comes before a request's method name.
+const METHOD: &str = ",\"method\":\"";
+/// What comes between a request's method name and its params.
+const PARAMS: &str = "\",\"params\":";
+
+/// The digits of `n` in decimal.
+fn decimal_digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 /// The head jsonrpsee writes for `Id::Null`; [`respond`] puts the caller's
@@ -560,9 +579,14 @@ fn raw_reply(id: &str, answer: RawAnswerRef<'_>) -> Reply {
         Ok(result) => ("result", result, None),
         Err(error) => ("error", error, Some(error_code(error))),
     };
-    let mut out = String::with_capacity(40 + id.len() + raw.get().len());
+    // Exactly the frame's size, as in `request_frame_with`.
+    let mut out = String::with_capacity(HEAD.len() + id.len() + member.len() + 4 + raw.get().len() + 1);
     push_head(&mut out, id);
-    let _ = write!(out, ",\"{member}\":{}}}", raw.get());
+    out.push_str(",\"");
+    out.push_str(member);
+    out.push_str("\":");
+    out.push_str(raw.get());
+    out.push('}');
     Reply { frame: out, error }
 }
 

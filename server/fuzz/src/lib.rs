@@ -242,7 +242,21 @@ impl World {
     /// Lets everything running end (timeouts included), closes both
     /// connections, and checks what is left.
     async fn finish(mut self) {
-        self.dispatch.running().all_finished().await;
+        // Relays to the other member wait without a task of their own: its
+        // connection, here this, finds their timeouts.
+        let other = self.other.peer().clone();
+        let expiring = async move {
+            while let Some(deadline) = other.next_call_deadline() {
+                tokio::time::sleep_until(deadline).await;
+                other.expire_calls(tokio::time::Instant::now());
+            }
+            // None waits, and none is made once the input is read.
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = self.dispatch.running().all_finished() => {}
+            () = expiring => {}
+        }
         if let Some(reply) = (&mut self.waiting).await.expect("the setup relay panicked") {
             checked(&reply.frame);
         }
