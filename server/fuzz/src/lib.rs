@@ -242,13 +242,15 @@ impl World {
     /// Lets everything running end (timeouts included), closes both
     /// connections, and checks what is left.
     async fn finish(mut self) {
-        // Relays to the other member wait without a task of their own: its
-        // connection, here this, finds their timeouts.
-        let other = self.other.peer().clone();
+        // Relays to a member of this process wait without a task of their
+        // own: its connection, here this, finds their timeouts.
+        let peers = [self.me.peer().clone(), self.other.peer().clone()];
         let expiring = async move {
-            while let Some(deadline) = other.next_call_deadline() {
+            while let Some(deadline) = peers.iter().filter_map(|peer| peer.next_call_deadline()).min() {
                 tokio::time::sleep_until(deadline).await;
-                other.expire_calls(tokio::time::Instant::now());
+                for peer in &peers {
+                    peer.expire_calls(tokio::time::Instant::now());
+                }
             }
             // None waits, and none is made once the input is read.
             std::future::pending::<()>().await;
