@@ -558,6 +558,18 @@ impl<R: Router> Sessions for Shared<R> {
         debug!(%user, replayed = position.replayed, "handed over");
         Some(Departure { frames, position, groups, grants, peer: session.peer.clone() })
     }
+
+    fn disown(&self, user: UserId, peer: &Arc<PeerHandle>) -> Vec<GroupId> {
+        let session = self.resumable.remove_if(&user, |_, s| Arc::ptr_eq(&s.peer, peer)).map(|(_, s)| s);
+        // Taken, so that nothing left here can make the user leave them.
+        let groups = session.map(|session| std::mem::take(&mut *session.lock_groups())).unwrap_or_default();
+        // Sealed: a suspended session's window passing then ends nothing
+        // (that would leave the groups and release the id).
+        peer.seal();
+        peer.close(CloseReason::RESUMED_ELSEWHERE);
+        debug!(%user, "disowned: the session lives on another node");
+        groups
+    }
 }
 
 /// A ticket is valid for this many resume windows, so that a client that

@@ -56,6 +56,11 @@ impl CloseReason {
     /// The node is stopping and its resumable session moves to another
     /// node with the client's resume (RFC 6455's "Service Restart").
     pub const MOVE_ELSEWHERE: Self = Self { code: 1012, reason: "node stopping: resume on another node" };
+    /// The node was cut off from the cluster long enough to be taken for
+    /// stopped, and the cluster ended this session meanwhile: the client
+    /// starts again (a resume is refused), on any node (RFC 6455's "Service
+    /// Restart", as for a node that stops).
+    pub const CUT_OFF: Self = Self { code: 1012, reason: "node was cut off: session ended, start again" };
 }
 
 /// Why a call to a peer failed without an answer.

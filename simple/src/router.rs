@@ -160,6 +160,13 @@ pub trait Sessions: Send + Sync + 'static {
     /// this node, its client having received `received` frames; `None`
     /// when this node holds no such session.
     fn depart(&self, user: UserId, epoch: u64, received: u64) -> Option<Departure>;
+
+    /// The session of `user` that `peer` serves here lives on another node
+    /// now (its client resumed there while this node was cut off from the
+    /// others): it ends here without leaving its groups, which are that
+    /// node's now, and an open connection closes with 4001. Returns the
+    /// groups it was in here.
+    fn disown(&self, user: UserId, peer: &Arc<PeerHandle>) -> Vec<GroupId>;
 }
 
 /// Users, their sessions and the groups, for one hub.
