@@ -24,7 +24,13 @@
 //!   script): its users that cannot resume leave their groups, as on a
 //!   disconnect; the resumable ones stay for the resume window
 //!   (`orphaned`, nodes by deadline), resumable on any node, and leave when
-//!   it passes.
+//!   it passes. A node reaped while it still ran (a pause or a cut to Redis
+//!   longer than its TTL) learns it on its next beat from the mark the
+//!   reaper left, `reaped:{node}`, and fences: it keeps only the sessions
+//!   the registry still has as its own (resumable ones within the window:
+//!   the cluster kept them as they were), ends those the cluster ended
+//!   (1012, relays waiting on them fail) and lets go of those resumed on
+//!   another node meanwhile (4001, their groups untouched): see `fence`.
 //!
 //! - `resumable:{node}`, the node's sessions that may be resumed (their
 //!   client called `session`), with their grants.
@@ -85,6 +91,13 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a heartbeat key lives without a refresh, by default
 /// (`--heartbeat-ttl`).
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
+/// How long the mark REAP leaves for a node it reaped (`reaped:{node}`)
+/// waits for that node to come back and read it: the mark of a node that
+/// never comes back goes by itself. A node whose heartbeat did not go
+/// through for longer fences itself without it (see [`heartbeat`]).
+const REAPED_MARK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Users a fence asks Redis about per command (see [`fence`]).
+const FENCE_BATCH: usize = 512;
 /// Messages one publish pipeline carries at most.
 const MAX_BATCH: usize = 256;
 /// How long one Redis command may take before the call counts as failed
@@ -456,6 +469,30 @@ struct Shared {
     /// Calls other nodes made to sessions here, still waiting for the
     /// client's answer, by caller node and correlation id: what cancels them.
     running: Mutex<HashMap<(String, u64), oneshot::Sender<()>>>,
+    /// Take-overs under way on this node, by user: the session is here
+    /// before Redis says it is this node's, and a fence leaves it alone.
+    taking_over: DashMap<UserId, usize>,
+}
+
+/// Counts a take-over of a user under way for as long as it lives.
+struct TakingOver<'a>(&'a Shared, UserId);
+
+impl<'a> TakingOver<'a> {
+    fn new(shared: &'a Shared, user: UserId) -> Self {
+        *shared.taking_over.entry(user).or_default() += 1;
+        Self(shared, user)
+    }
+}
+
+impl Drop for TakingOver<'_> {
+    fn drop(&mut self) {
+        if let Entry::Occupied(mut entry) = self.0.taking_over.entry(self.1) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
 }
 
 /// A session this node asked another to hand over.
@@ -879,13 +916,14 @@ const LEAVE: &str = r"
 return leave(ARGV[1], ARGV[2], ARGV[3])
 ";
 
-/// ARGV: prefix, node, resume window (ms). Once the node's heartbeat is
-/// gone, exactly one reaper handles its sessions: those that cannot be
-/// resumed end as on a disconnect (their users leave their groups, the
-/// others told; their ids are released); the resumable ones are suspended,
-/// still members, until the window passes (`orphaned`, by deadline, on
-/// Redis's clock), resumable on any node meanwhile. 1 reaped, 0 nothing
-/// to do.
+/// ARGV: prefix, node, resume window (ms), mark TTL (ms). Once the node's
+/// heartbeat is gone, exactly one reaper handles its sessions: those that
+/// cannot be resumed end as on a disconnect (their users leave their
+/// groups, the others told; their ids are released); the resumable ones
+/// are suspended, still members, until the window passes (`orphaned`, by
+/// deadline, on Redis's clock), resumable on any node meanwhile. The node
+/// may still run (a long pause, a cut to Redis): `reaped:{node}` tells it
+/// on its next beat (see [`fence`]). 1 reaped, 0 nothing to do.
 const REAP: &str = r"
 local prefix, node = ARGV[1], ARGV[2]
 if redis.call('EXISTS', prefix .. 'alive:' .. node) == 1 then return 0 end
@@ -902,6 +940,7 @@ for _, user in ipairs(redis.call('SMEMBERS', prefix .. 'users:' .. node)) do
   end
 end
 redis.call('ZADD', prefix .. 'orphaned', now_ms() + tonumber(ARGV[3]), node)
+redis.call('SET', prefix .. 'reaped:' .. node, '1', 'PX', ARGV[4])
 return 1
 ";
 
@@ -1051,6 +1090,7 @@ impl RedisRouter {
             forwarding: DashMap::new(),
             arriving: Mutex::default(),
             running: Mutex::default(),
+            taking_over: DashMap::new(),
         });
         let scripts = Arc::new(Scripts::new());
         let tasks = Tasks(vec![
@@ -1430,6 +1470,7 @@ impl Router for RedisRouter {
         received: u64,
         peer: Arc<PeerHandle>,
     ) -> Result<Option<Arrival>, ErrorCode> {
+        let _taking_over = TakingOver::new(&self.shared, user);
         let mut redis = self.redis();
         let Some(node) = redis.get::<_, Option<String>>(user_key(user)).await.map_err(unavailable)? else {
             return Ok(None);
@@ -1714,31 +1755,51 @@ async fn finish(redis: &mut ConnectionManager, shared: &Shared, scripts: &Script
 
 /// Keeps `alive:{node}` set while the node runs, and reaps the nodes whose
 /// heartbeat is gone: a node that stopped is noticed within
-/// its heartbeat TTL + [`HEARTBEAT`].
+/// its heartbeat TTL + [`HEARTBEAT`]. A node that finds it was reaped
+/// itself (the mark REAP left, read and deleted with the beat; or no beat
+/// for longer than a mark lives) fences: see [`fence`]. Not "was missing
+/// from `nodes`": so is a node after Redis restarted empty, whose sessions
+/// carry on.
 async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: Arc<Scripts>) {
     let node = shared.node.clone();
     let alive = |node: &str| format!("{PREFIX}alive:{node}");
     let nodes = format!("{PREFIX}nodes");
+    let reaped = format!("{PREFIX}reaped:{node}");
     let ttl = u64::try_from(shared.heartbeat_ttl.as_millis()).unwrap_or(u64::MAX);
     let window = u64::try_from(shared.resume_window.as_millis()).unwrap_or(u64::MAX);
+    let mark_ttl = u64::try_from(REAPED_MARK_TTL.as_millis()).unwrap_or(u64::MAX);
     let mut every = tokio::time::interval(HEARTBEAT);
     // Since when every heartbeat went through. Others are judged only once
     // that is a heartbeat TTL ago: after Redis was out for a while, every
     // node's key may have expired, and a live node must get the time to
     // beat again before anyone calls it stopped.
     let mut healthy_since: Option<tokio::time::Instant> = None;
+    // When a heartbeat last went through, and whether a fence is still to
+    // be done (Redis failed half-way: the mark is read already).
+    let mut last_beat: Option<tokio::time::Instant> = None;
+    let mut fencing = false;
     loop {
         every.tick().await;
         let mut beat = redis::pipe();
-        beat.pset_ex(alive(&node), 1, ttl).ignore().sadd(&nodes, &*node).ignore().smembers(&nodes);
-        let members: Vec<String> = match beat.query_async(&mut redis).await {
-            Ok((members,)) => members,
+        beat.pset_ex(alive(&node), 1, ttl).ignore().sadd(&nodes, &*node).ignore().smembers(&nodes).get_del(&reaped);
+        let (members, marked): (Vec<String>, Option<String>) = match beat.query_async(&mut redis).await {
+            Ok(answer) => answer,
             Err(error) => {
                 warn!(%error, "heartbeat failed");
                 healthy_since = None;
                 continue;
             }
         };
+        // Out of touch for longer than a mark lives: it may have missed one.
+        let lapsed = last_beat.is_some_and(|at| at.elapsed() > REAPED_MARK_TTL);
+        last_beat = Some(tokio::time::Instant::now());
+        if marked.is_some() || lapsed {
+            warn!("this node was taken for stopped: it keeps only the sessions the cluster still has as its own");
+            fencing = true;
+        }
+        if fencing {
+            fencing = !fence(&mut redis, &shared).await;
+        }
         finish(&mut redis, &shared, &scripts).await;
         if healthy_since.get_or_insert_with(tokio::time::Instant::now).elapsed() < shared.heartbeat_ttl {
             continue;
@@ -1748,7 +1809,9 @@ async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: A
             match redis.exists::<_, bool>(alive(other)).await {
                 Ok(true) => alive_nodes.push(other),
                 Ok(false) => {
-                    match scripts.reap.arg(PREFIX).arg(other).arg(window).invoke_async::<i64>(&mut redis).await {
+                    let mut reap = scripts.reap.arg(PREFIX);
+                    reap.arg(other).arg(window).arg(mark_ttl);
+                    match reap.invoke_async::<i64>(&mut redis).await {
                         Ok(1) => {
                             warn!(node = %other, "node stopped: its resumable sessions are suspended, the others ended")
                         }
@@ -1767,4 +1830,77 @@ async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: A
             Err(error) => warn!(%error, "ending suspended sessions failed"),
         }
     }
+}
+
+/// This node was reaped while it still ran (its heartbeat lapsed: a long
+/// pause, a cut to Redis). The cluster has ended its sessions that could
+/// not resume, and suspended the others, which it ends too once the resume
+/// window passes, and which their clients may have resumed on another node
+/// meanwhile. Each session here is checked against the registry
+/// (`user:{id}`), and the node keeps only what the cluster has as its own:
+/// - still this node's (resumable, within the window): kept, as the
+///   cluster does (a node back within the window keeps them: see EXPIRE);
+/// - another node's (its client resumed there): it ends here without
+///   leaving its groups, which are that node's now; an open connection
+///   closes with 4001;
+/// - nobody's: the session is over; its connection closes with 1012
+///   ([`CloseReason::CUT_OFF`]), relays waiting on it end with PeerGone,
+///   and its end here leaves nothing in Redis (it left its groups there
+///   already) but a join made since the node came back.
+///
+/// A session a take-over is bringing here is left alone (Redis says it is
+/// this node's only once the take-over's script ran), as is one that left
+/// this node while Redis was asked. Kept routes are forgotten. `false`
+/// when Redis failed: again on the next beat.
+async fn fence(redis: &mut ConnectionManager, shared: &Shared) -> bool {
+    shared.routes.forget_all();
+    let held: Vec<(UserId, Arc<PeerHandle>)> = shared
+        .users
+        .iter()
+        .filter(|entry| !shared.taking_over.contains_key(entry.key()))
+        .map(|entry| (*entry.key(), entry.value().clone()))
+        .collect();
+    let sessions = shared.sessions.get().and_then(Weak::upgrade);
+    let (mut kept, mut disowned, mut ended) = (0, 0, 0);
+    for batch in held.chunks(FENCE_BATCH) {
+        let keys: Vec<String> = batch.iter().map(|(user, _)| user_key(*user)).collect();
+        let owners: Vec<Option<String>> = match redis::cmd("MGET").arg(&keys).query_async(redis).await {
+            Ok(owners) => owners,
+            Err(error) => {
+                warn!(%error, "fencing failed: again on the next heartbeat");
+                return false;
+            }
+        };
+        for ((user, peer), owner) in batch.iter().zip(owners) {
+            if !shared.users.get(user).is_some_and(|held| Arc::ptr_eq(&held, peer)) {
+                // Ended or handed over meanwhile: what Redis said may be
+                // that move's.
+                continue;
+            }
+            match owner {
+                Some(owner) if *owner == *shared.node => kept += 1,
+                Some(_) => {
+                    let groups = match &sessions {
+                        Some(sessions) => sessions.disown(*user, peer),
+                        None => {
+                            peer.close(CloseReason::RESUMED_ELSEWHERE);
+                            Vec::new()
+                        }
+                    };
+                    shared.users.remove_if(user, |_, held| Arc::ptr_eq(held, peer));
+                    for group in groups {
+                        shared.local_group_removed(group, *user);
+                    }
+                    disowned += 1;
+                }
+                None => {
+                    // Its connection's end runs the clean-up, as for any close.
+                    peer.close(CloseReason::CUT_OFF);
+                    ended += 1;
+                }
+            }
+        }
+    }
+    warn!(kept, disowned, ended, "fenced: sessions the cluster no longer has as this node's are gone");
+    true
 }

@@ -631,3 +631,162 @@ async fn scripts_redis_runs_after_the_node_answered_busy_leave_nothing_behind() 
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a node's process.
+fn signal(node: &tokio::process::Child, signal: &str) {
+    let pid = node.id().expect("running").to_string();
+    let status = std::process::Command::new("kill").args([signal, &pid]).status().expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Waits until the node at `addr` (a process of its own) counts `want` users.
+async fn users_settle_at(addr: std::net::SocketAddr, want: f64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let response = common::http(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
+        let got = common::metric(response.split_once("\r\n\r\n").map_or("", |(_, body)| body), "webrtc_p2p_users");
+        if got == Some(want) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "users stuck at {got:?}, want {want}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A node whose heartbeat lapses fast (its key lives 2 s: reaped 2-3 s
+/// into a pause), sharing resume with the others, with this resume window.
+fn quick_beat(window: &str) -> [&str; 6] {
+    ["--resume-secret", "one secret for the cluster", "--resume-window", window, "--heartbeat-ttl", "2s"]
+}
+
+/// A client of the node at `addr` in `group`, which `owner` sees join: the
+/// client, its id and (when `resumable`) its ticket.
+async fn member_on(addr: std::net::SocketAddr, group: &str, owner: &mut Raw, resumable: bool) -> (Raw, String, String) {
+    let mut client = Raw::connect(&format!("ws://{addr}/ws")).await;
+    let user = id(client.ok("init", json!([])).await);
+    client.ok("join", json!([group])).await;
+    assert_eq!(owner.incoming("member_joined").await["params"], json!([group, user]));
+    let mut ticket = String::new();
+    if resumable {
+        ticket = client.ok("session", json!([])).await["resume_ticket"].as_str().expect("ticket").to_owned();
+    }
+    (client, user, ticket)
+}
+
+const CUT_OFF: (Option<u16>, &str) = (Some(1012), "node was cut off: session ended, start again");
+
+/// A node paused (SIGSTOP) longer than its heartbeat lives is reaped by the
+/// others while it still runs; when it wakes it must not serve what the
+/// cluster no longer has as its own. Here the pause is shorter than the
+/// resume window: its v1 session, ended by the cluster, closes with 1012;
+/// a resumable one whose client resumed on another node meanwhile closes
+/// with 4001 and takes nothing from that node; one still suspended is its
+/// own again, kept. Every node then agrees on the members, and nobody
+/// left who did not.
+#[tokio::test]
+async fn a_node_paused_past_its_heartbeat_keeps_only_what_the_cluster_still_has_as_its_own() {
+    let redis = Redis::start().await;
+    let flags = quick_beat("10s");
+    let nodes = nodes(&redis, 1, &flags).await;
+    let mut paused_flags = vec!["--redis", redis.url.as_str()];
+    paused_flags.extend_from_slice(&flags);
+    let (paused, addr) = common::spawn_binary(&paused_flags).await;
+    let (mut o, uo) = nodes[0].user().await;
+    let group = id(o.ok("create", json!([])).await);
+    // On the node that pauses: e a v1 client, c and d resumable (init 1,
+    // join 2, session 3).
+    let (mut e, ue, _) = member_on(addr, &group, &mut o, false).await;
+    let (mut c, uc, _) = member_on(addr, &group, &mut o, true).await;
+    let (mut d, ud, ticket) = member_on(addr, &group, &mut o, true).await;
+    for client in [&mut e, &mut c] {
+        client.incoming("member_joined").await;
+    }
+    e.incoming("member_joined").await;
+
+    signal(&paused, "-STOP");
+    let stopped = std::time::Instant::now();
+    // Reaped: e leaves, c and d stay, suspended.
+    assert_eq!(o.incoming("member_left").await["params"], json!([group, ue]));
+    let reaped = stopped.elapsed();
+    // d's client gives up on the silent node and resumes on the other.
+    let (mut d2, result) = resume_when_not_busy(&nodes[0], &ticket, 3).await;
+    assert_eq!(
+        result["result"],
+        json!({"user_id": ud, "groups": [group], "received": 0, "replayed": false}),
+        "{result}"
+    );
+
+    signal(&paused, "-CONT");
+    let woke = std::time::Instant::now();
+    assert_eq!(e.closed().await, (CUT_OFF.0, CUT_OFF.1.to_owned()), "the session the cluster ended ends here");
+    let e_closed = woke.elapsed();
+    assert_eq!(d.closed().await, (Some(4001), "resumed elsewhere".to_owned()));
+    let d_closed = woke.elapsed();
+    // c is the paused node's again: a member, reachable both ways.
+    relay_rounds(&group, &mut o, &mut c, &uc, 2).await;
+    relay_rounds(&group, &mut c, &mut d2, &ud, 2).await;
+    for member in [&mut o, &mut c, &mut d2] {
+        assert_eq!(member.ok("get_members", json!([group])).await, json!([uo, uc, ud]), "every node agrees");
+    }
+    // c heard of e leaving when its node woke; nobody else left: d's old
+    // session ended on the paused node without taking d out of the group.
+    assert_eq!(c.incoming("member_left").await["params"], json!([group, ue]));
+    for member in [&mut o, &mut c, &mut d2] {
+        member.nothing_pending().await;
+    }
+    users_settle_at(addr, 1.0).await;
+    nodes[0].settles_at(HubStats { users: 2, groups: 1 }).await;
+    redis_settles_at(&redis, "user:*", 3).await;
+    eprintln!(
+        "reaped {reaped:?} into the pause; after SIGCONT the ended session closed in {e_closed:?}, \
+         the one resumed elsewhere in {d_closed:?}"
+    );
+}
+
+/// As above, with a pause longer than the resume window: the cluster ended
+/// every session of the paused node, and the node closes them all with
+/// 1012 when it wakes; a resume is refused, and the client starts again on
+/// another node, where every node sees it join.
+#[tokio::test]
+async fn a_node_paused_past_the_resume_window_closes_every_session_and_its_clients_start_again() {
+    let redis = Redis::start().await;
+    let flags = quick_beat("1s");
+    let nodes = nodes(&redis, 1, &flags).await;
+    let mut paused_flags = vec!["--redis", redis.url.as_str()];
+    paused_flags.extend_from_slice(&flags);
+    let (paused, addr) = common::spawn_binary(&paused_flags).await;
+    let (mut o, uo) = nodes[0].user().await;
+    let group = id(o.ok("create", json!([])).await);
+    let (mut e, ue, _) = member_on(addr, &group, &mut o, false).await;
+    let (mut c, uc, ticket) = member_on(addr, &group, &mut o, true).await;
+
+    signal(&paused, "-STOP");
+    let stopped = std::time::Instant::now();
+    assert_eq!(o.incoming("member_left").await["params"], json!([group, ue]));
+    let reaped = stopped.elapsed();
+    assert_eq!(o.incoming("member_left").await["params"], json!([group, uc]), "the window passed");
+    let expired = stopped.elapsed();
+
+    signal(&paused, "-CONT");
+    let woke = std::time::Instant::now();
+    assert_eq!(e.closed().await, (CUT_OFF.0, CUT_OFF.1.to_owned()));
+    assert_eq!(c.closed().await, (CUT_OFF.0, CUT_OFF.1.to_owned()));
+    let closed = woke.elapsed();
+    let (_, refused) = resume_on(&nodes[0], &ticket, 3).await;
+    assert_eq!(refused["error"]["code"], -32012, "{refused}");
+    let (mut again, again_id) = nodes[0].user().await;
+    again.ok("join", json!([group])).await;
+    assert_eq!(o.incoming("member_joined").await["params"], json!([group, again_id]));
+    let started_again = woke.elapsed();
+    relay_rounds(&group, &mut o, &mut again, &again_id, 1).await;
+    for member in [&mut o, &mut again] {
+        assert_eq!(member.ok("get_members", json!([group])).await, json!([uo, again_id]), "every node agrees");
+        member.nothing_pending().await;
+    }
+    users_settle_at(addr, 0.0).await;
+    redis_settles_at(&redis, "user:*", 2).await;
+    eprintln!(
+        "reaped {reaped:?}, window passed {expired:?} into the pause; after SIGCONT every session closed in \
+         {closed:?}, the client started again on another node in {started_again:?}"
+    );
+}
