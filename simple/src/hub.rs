@@ -31,7 +31,7 @@ use crate::limits::{Limits, RateLimiter};
 use crate::memory;
 use crate::observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent, Unobserved};
 use crate::peer::{AnswerRef, Attached, CallFailed, CloseReason, PeerHandle};
-use crate::router::{Arrival, Departure, Entrant, Introduction, LocalRouter, Router, Sessions, Target};
+use crate::router::{Arrival, Callee, Departure, Entrant, Introduction, LocalRouter, Router, Sessions, Target};
 use crate::ticket::{ResumeKey, Ticket, TicketError, unix_ms};
 use crate::wire::{self, InBatch, IsNotification, Passthrough, RawAnswer, RequestId, Started};
 
@@ -158,7 +158,7 @@ impl Session {
         // takes its name off this map.
         match removed {
             Some((_, Canceller::Task(tx))) => tx.send(()).is_ok(),
-            Some((_, Canceller::Call(Some((peer, call))))) => peer.cancel_call(call),
+            Some((_, Canceller::Call(Some((callee, call))))) => callee.cancel_call(call),
             Some((_, Canceller::Call(None))) | None => false,
         }
     }
@@ -175,14 +175,14 @@ impl Session {
     }
 
     /// The call of the relay named `key` (registration `registration`) is
-    /// `call` to `peer`: what `$/cancelRequest` cancels. Nothing when the
+    /// `call` to `callee`: what `$/cancelRequest` cancels. Nothing when the
     /// relay ended already.
-    fn call_made(&self, key: &str, registration: u64, peer: &Arc<PeerHandle>, call: u64) {
+    fn call_made(&self, key: &str, registration: u64, callee: Arc<dyn Callee>, call: u64) {
         let mut cancels = self.lock_cancels();
         if let Some((named, canceller)) = cancels.get_mut(key)
             && *named == registration
         {
-            *canceller = Canceller::Call(Some((peer.clone(), call)));
+            *canceller = Canceller::Call(Some((callee, call)));
         }
     }
 
@@ -222,7 +222,7 @@ enum Canceller {
     Task(oneshot::Sender<()>),
     /// A relay without a task: its call to the target (`None` for the
     /// moment while it is being made).
-    Call(Option<(Arc<PeerHandle>, u64)>),
+    Call(Option<(Arc<dyn Callee>, u64)>),
 }
 
 /// A relay's entry among its session's cancellable relays, removed on drop.
@@ -801,15 +801,16 @@ impl<R: Router> Hub<R> {
     /// target's connection, goes straight into the caller's reply (copied
     /// once); a timeout (found by the target's connection), a
     /// `$/cancelRequest` or the target going away end it the same way
-    /// ([`PeerHandle::call_then`]). The same checks in the same order, the
-    /// same outcome to the observer and the same frames as
-    /// [`start_relay`](Self::start_relay) (tests compare them). `running` is
-    /// held until the reply is queued.
+    /// ([`PeerHandle::call_then`]). A target on another node whose router
+    /// can do the same ([`Target::callee`]) is called the same way. The
+    /// same checks in the same order, the same outcome to the observer and
+    /// the same frames as [`start_relay`](Self::start_relay) (tests compare
+    /// them). `running` is held until the reply is queued.
     ///
     /// Everything else (a notification, params that are not the plain
     /// array, an uninitialised caller, a route that must be awaited or
-    /// fails, a target elsewhere, no relay slot left) gets `running` back,
-    /// nothing done, for the general path to answer.
+    /// fails, a target no [`Callee`] reaches, no relay slot left) gets
+    /// `running` back, nothing done, for the general path to answer.
     pub(crate) fn relay_direct(
         &self,
         session: &Arc<Session>,
@@ -825,7 +826,7 @@ impl<R: Router> Hub<R> {
             return Err(running);
         };
         let Some(Ok(target)) = self.shared.router.route_now(group_id, from, user_id) else { return Err(running) };
-        let Some(peer) = target.local_peer() else { return Err(running) };
+        let Some(callee) = target.callee() else { return Err(running) };
         if !session.try_begin_relay(self.shared.limits.max_relays_in_flight) {
             return Err(running);
         }
@@ -847,8 +848,8 @@ impl<R: Router> Hub<R> {
         let from = std::str::from_utf8(&from).unwrap_or_default();
         // `[group_id, from_user_id, data]`, straight into the frame.
         let params = ["[\"", group, "\",\"", from, "\",", data.get(), "]"];
-        let call = peer.call_then_with(|call| wire::call_frame_parts(call, method::RELAY, &params), then);
-        session.call_made(id.get(), registration, peer, call);
+        let call = callee.call_then(method::RELAY, &params, then);
+        session.call_made(id.get(), registration, callee, call);
         Ok(())
     }
 }

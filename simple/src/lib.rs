@@ -64,5 +64,5 @@ pub use limits::{Limit, Limits, RateLimiter};
 pub use memory::MemoryBudget;
 pub use observe::{Observer, RelayOutcome, ResumeFailure, SessionEvent};
 pub use peer::{Answer, AnswerRef, Attached, CallFailed, CloseReason, PeerHandle, Position, Then};
-pub use router::{Arrival, Departure, Entrant, Introduction, Joined, LocalRouter, Router, Sessions, Target};
+pub use router::{Arrival, Callee, Departure, Entrant, Introduction, Joined, LocalRouter, Router, Sessions, Target};
 pub use ticket::{ResumeKey, Ticket, TicketError};

@@ -27,7 +27,8 @@ use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, MemberInfo, Members,
 
 use crate::group::{Added, Group, Seat};
 use crate::hub::HubStats;
-use crate::peer::{Answer, CallFailed, PeerHandle, Position};
+use crate::peer::{Answer, CallFailed, PeerHandle, Position, Then};
+use crate::wire;
 
 /// How to reach one user's session.
 pub trait Target: Clone + Send + Sync + std::fmt::Debug + 'static {
@@ -48,10 +49,43 @@ pub trait Target: Clone + Send + Sync + std::fmt::Debug + 'static {
         cancelled: impl Future<Output = ()> + Send,
     ) -> impl Future<Output = Result<Answer, CallFailed>> + Send;
 
-    /// The handle, when the target is a client of this process: a relay to
-    /// it needs no task ([`PeerHandle::call_then`]).
+    /// The handle, when the target is a client of this process.
     fn local_peer(&self) -> Option<&Arc<PeerHandle>> {
         None
+    }
+
+    /// What makes calls to the target without a task, if it can: then a
+    /// relay to it needs none either (see [`Callee`]).
+    fn callee(&self) -> Option<Arc<dyn Callee>> {
+        None
+    }
+}
+
+/// A target that takes calls without a task waiting for each: the answer
+/// goes to a [`Then`] run by whichever task learns it. A client of this
+/// process ([`PeerHandle::call_then`]), or a way to another node.
+pub trait Callee: Send + Sync + std::fmt::Debug {
+    /// Calls `method` with the params written as `params`, one piece after
+    /// the other (JSON text the caller vouches for). The call is made (its
+    /// frame queued, in the order calls are made) before this returns;
+    /// `then` runs once, with the answer or why there is none (at once when
+    /// the call cannot be made), a timeout included. Returns the call's id
+    /// for [`cancel_call`](Self::cancel_call).
+    fn call_then(&self, method: &str, params: &[&str], then: Then) -> u64;
+
+    /// Gives up on call `id`: the target is told (`$/cancelRequest`) and
+    /// its `then` gets `Cancelled`. `false` (nothing done) when the call
+    /// ended already.
+    fn cancel_call(&self, id: u64) -> bool;
+}
+
+impl Callee for PeerHandle {
+    fn call_then(&self, method: &str, params: &[&str], then: Then) -> u64 {
+        self.call_then_with(|call| wire::call_frame_parts(call, method, params), then)
+    }
+
+    fn cancel_call(&self, id: u64) -> bool {
+        PeerHandle::cancel_call(self, id)
     }
 }
 
@@ -59,6 +93,10 @@ pub trait Target: Clone + Send + Sync + std::fmt::Debug + 'static {
 impl Target for Arc<PeerHandle> {
     fn local_peer(&self) -> Option<&Arc<PeerHandle>> {
         Some(self)
+    }
+
+    fn callee(&self) -> Option<Arc<dyn Callee>> {
+        Some(self.clone())
     }
 
     fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
