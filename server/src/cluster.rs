@@ -39,9 +39,14 @@
 //! member on another node is published there (a notification, or a call with
 //! a correlation id and the time left), and the answer comes back on the
 //! caller's node channel. One publisher task per node sends everything in
-//! the order it was queued, and each node handles its channel in order, so
-//! a pair's relays keep their order across nodes. Delivery to a session on
-//! this node goes straight to its handle, with no publish; routing a relay
+//! the order it was queued (what is queued for one node meanwhile goes as
+//! one payload, one PUBLISH), and each node handles its channel in order,
+//! where the Redis connection reads it, so a pair's relays keep their order
+//! across nodes. No task waits for a call on either node: the caller's
+//! relay is answered by whoever reads the answer from the channel (or by
+//! the timer of the node's calls, `expire_calls`), the target's by whoever
+//! reads its client's answer, as for a relay within one node. Delivery to
+//! a session on this node goes straight to its handle, with no publish; routing a relay
 //! reads the group from Redis once, then from what the node keeps (see
 //! `Routes`) until a join, a leave or a dropped channel makes it forget.
 //!
@@ -63,10 +68,9 @@
 //! Redis runs after its node stopped waiting leaves nothing behind either:
 //! see `may_run_late`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -80,8 +84,8 @@ use tracing::{debug, warn};
 use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, MemberInfo, Members, UserId};
 use webrtc_p2p_simple::wire::{self, Incoming};
 use webrtc_p2p_simple::{
-    Answer, Arrival, CallFailed, CloseReason, Departure, Entrant, HubStats, Introduction, Joined, LocalRouter,
-    PeerHandle, Position, Router, Sessions, Target,
+    Answer, AnswerRef, Arrival, CallFailed, Callee, CloseReason, Departure, Entrant, HubStats, Introduction, Joined,
+    LocalRouter, PeerHandle, Position, Router, Sessions, Target, Then,
 };
 
 /// Every key and channel this service uses starts with it.
@@ -146,6 +150,13 @@ impl Target for NodeTarget {
         match self {
             Self::Local(peer) => Some(peer),
             Self::Remote(_) => None,
+        }
+    }
+
+    fn callee(&self) -> Option<Arc<dyn Callee>> {
+        match self {
+            Self::Local(peer) => Some(peer.clone()),
+            Self::Remote(remote) => Some(Arc::new(remote.clone())),
         }
     }
 }
@@ -259,16 +270,19 @@ impl Router for NodeRouter {
     }
 }
 
-/// A message on a node's channel.
+/// A message on a node's channel. A published payload holds one or more,
+/// one after the other (a JSON text stream, see [`publisher`]). Externally
+/// tagged, so that serde reads a message in one pass and the params and
+/// answers pass through as raw JSON text, neither escaped into a string nor
+/// parsed again.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "t")]
 enum Message {
     /// Send `m(p)` as a notification to each of `to` (users of the node).
     #[serde(rename = "n")]
-    Notify { to: Vec<UserId>, m: String, p: String },
+    Notify { to: Vec<UserId>, m: String, p: Box<RawValue> },
     /// Call `m(p)` on `to` and answer to node `from` with `id`, within `ms`.
     #[serde(rename = "c")]
-    Call { id: u64, from: String, to: UserId, m: String, p: String, ms: u64 },
+    Call { id: u64, from: String, to: UserId, m: String, p: Box<RawValue>, ms: u64 },
     /// The answer to the call `id` this node made.
     #[serde(rename = "a")]
     Answer { id: u64, a: Reply },
@@ -296,15 +310,14 @@ enum Message {
     Cancel { id: u64, from: String },
 }
 
-/// How a call made through another node ended. The answer travels as JSON
-/// text: `Message` is an internally tagged enum, which serde buffers, and a
-/// `RawValue` cannot be read back from that buffer.
+/// How a call made through another node ended: the target's result or
+/// error object as it sent it, or a failure.
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
     #[serde(rename = "ok")]
-    Result(String),
+    Result(Box<RawValue>),
     #[serde(rename = "err")]
-    Error(String),
+    Error(Box<RawValue>),
     #[serde(rename = "gone")]
     Gone,
     #[serde(rename = "timeout")]
@@ -364,7 +377,8 @@ pub struct Remote {
 
 impl Remote {
     fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
-        let message = Message::Notify { to: vec![self.user], m: method.to_owned(), p: params.to_owned() };
+        let p = RawValue::from_string(params.to_owned()).map_err(|_| CallFailed::Gone)?;
+        let message = Message::Notify { to: vec![self.user], m: method.to_owned(), p };
         self.shared.publish(&self.node, &message, None)
     }
 
@@ -380,9 +394,10 @@ impl Remote {
         let shared = &self.shared;
         let id = shared.next_call.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        shared.lock_calls().insert(id, (self.node.clone(), tx));
+        shared.wait(id, &self.node, Waits::Task(tx));
         let forget = Forget { shared, id };
         let ms = u64::try_from(shared.call_timeout.as_millis()).unwrap_or(u64::MAX);
+        let params = RawValue::from_string(params).map_err(|_| CallFailed::Gone)?;
         let message =
             Message::Call { id, from: shared.node.to_string(), to: self.user, m: method.to_owned(), p: params, ms };
         shared.publish(&self.node, &message, Some(id))?;
@@ -398,8 +413,8 @@ impl Remote {
         };
         drop(forget);
         match answer {
-            Ok(Ok(Reply::Result(result))) => RawValue::from_string(result).map(Ok).map_err(|_| CallFailed::Gone),
-            Ok(Ok(Reply::Error(error))) => RawValue::from_string(error).map(Err).map_err(|_| CallFailed::Gone),
+            Ok(Ok(Reply::Result(result))) => Ok(Ok(result)),
+            Ok(Ok(Reply::Error(error))) => Ok(Err(error)),
             Ok(Ok(Reply::Timeout)) | Err(_) => Err(CallFailed::Timeout),
             Ok(Ok(Reply::TooLarge)) => Err(CallFailed::TooLarge),
             Ok(Ok(Reply::MemoryBudget)) => Err(CallFailed::MemoryBudget),
@@ -420,9 +435,101 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// Calls made to other nodes, by correlation id: the node each went to, and
-/// where its answer goes.
-type Waiting = HashMap<u64, (Arc<str>, oneshot::Sender<Reply>)>;
+/// Calls made to other nodes, by correlation id. Ids are given in the order
+/// calls are made, each with the same timeout: the first waits the longest.
+type Waiting = BTreeMap<u64, Waiter>;
+
+/// A call made to another node.
+#[derive(Debug)]
+struct Waiter {
+    /// The node it went to.
+    node: Arc<str>,
+    /// When it times out, if its answer has not come.
+    deadline: tokio::time::Instant,
+    /// Where its answer goes.
+    answer: Waits,
+}
+
+/// Who waits for the answer of a call made to another node.
+enum Waits {
+    /// A task ([`Remote::call_until`]).
+    Task(oneshot::Sender<Reply>),
+    /// Nobody ([`Callee::call_then`]): run with the answer.
+    Then(Then),
+}
+
+impl std::fmt::Debug for Waits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Task(_) => "Task",
+            Self::Then(_) => "Then",
+        })
+    }
+}
+
+impl Waits {
+    fn give(self, reply: Reply) {
+        match self {
+            Self::Task(tx) => {
+                let _ = tx.send(reply);
+            }
+            Self::Then(then) => then(reply.outcome()),
+        }
+    }
+}
+
+impl Reply {
+    /// The answer as a [`Then`] takes it.
+    fn outcome(&self) -> Result<AnswerRef<'_>, CallFailed> {
+        match self {
+            Self::Result(result) => Ok(Ok(result)),
+            Self::Error(error) => Ok(Err(error)),
+            Self::Gone => Err(CallFailed::Gone),
+            Self::Timeout => Err(CallFailed::Timeout),
+            Self::TooLarge => Err(CallFailed::TooLarge),
+            Self::MemoryBudget => Err(CallFailed::MemoryBudget),
+        }
+    }
+}
+
+/// A relay to a user on another node needs no task: the call is published
+/// at once, and its answer, read from this node's channel, goes to `then`;
+/// the router's timer ends it if the answer does not come in time
+/// ([`expire_calls`]).
+impl Callee for Remote {
+    fn call_then(&self, method: &str, params: &[&str], then: Then) -> u64 {
+        let shared = &self.shared;
+        let id = shared.next_call.fetch_add(1, Ordering::Relaxed);
+        let Ok(params) = RawValue::from_string(params.concat()) else {
+            then(Err(CallFailed::Gone));
+            return id;
+        };
+        shared.wait(id, &self.node, Waits::Then(then));
+        let ms = u64::try_from(shared.call_timeout.as_millis()).unwrap_or(u64::MAX);
+        let call =
+            Message::Call { id, from: shared.node.to_string(), to: self.user, m: method.to_owned(), p: params, ms };
+        if shared.publish(&self.node, &call, Some(id)).is_err() {
+            shared.answer(id, Reply::Gone);
+        }
+        id
+    }
+
+    fn cancel_call(&self, id: u64) -> bool {
+        let shared = &self.shared;
+        let Some(waiter) = shared.lock_calls().remove(&id) else { return false };
+        // After the call on the same channel: it finds it there.
+        let _ = shared.publish(&self.node, &Message::Cancel { id, from: shared.node.to_string() }, None);
+        if let Waits::Then(then) = waiter.answer {
+            then(Err(CallFailed::Cancelled));
+        }
+        true
+    }
+}
+
+/// Calls other nodes made to this node's sessions, by caller node and
+/// correlation id: the session and its call id there, once the call is
+/// made (`None` for the moment before).
+type Running = HashMap<(String, u64), Option<(Arc<PeerHandle>, u64)>>;
 
 /// What the router's handles share with its tasks.
 #[derive(Debug)]
@@ -434,6 +541,8 @@ struct Shared {
     /// Calls this node made to other nodes, waiting for the answer, and
     /// the node each went to.
     calls: Mutex<Waiting>,
+    /// Woken when a call is made while none waited: see [`expire_calls`].
+    calls_made: tokio::sync::Notify,
     next_call: AtomicU64,
     /// How long a relay waits for its answer.
     call_timeout: Duration,
@@ -468,7 +577,7 @@ struct Shared {
     arriving: Mutex<HashMap<u64, Arriving>>,
     /// Calls other nodes made to sessions here, still waiting for the
     /// client's answer, by caller node and correlation id: what cancels them.
-    running: Mutex<HashMap<(String, u64), oneshot::Sender<()>>>,
+    running: Mutex<Running>,
     /// Take-overs under way on this node, by user: the session is here
     /// before Redis says it is this node's, and a fence leaves it alone.
     taking_over: DashMap<UserId, usize>,
@@ -648,7 +757,7 @@ impl Shared {
         self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), oneshot::Sender<()>>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, Running> {
         // Every critical section is one insert or remove: poisoning is moot.
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -671,21 +780,37 @@ impl Shared {
         Ok(())
     }
 
+    /// Waits for the answer to call `id`, made to `node`.
+    fn wait(&self, id: u64, node: &Arc<str>, answer: Waits) {
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
+        let first = {
+            let mut calls = self.lock_calls();
+            calls.insert(id, Waiter { node: node.clone(), deadline, answer });
+            calls.len() == 1
+        };
+        if first {
+            self.calls_made.notify_one();
+        }
+    }
+
     fn answer(&self, id: u64, reply: Reply) {
-        if let Some((_, tx)) = self.lock_calls().remove(&id) {
-            let _ = tx.send(reply);
+        // Outside the lock: a `then` may make calls of its own.
+        let waiter = self.lock_calls().remove(&id);
+        if let Some(waiter) = waiter {
+            waiter.answer.give(reply);
         }
     }
 
     /// Fails (PeerGone) every call waiting on a node not in `alive`.
     fn fail_calls_to_nodes_but(&self, alive: &[&str]) {
-        let mut calls = self.lock_calls();
-        let gone: Vec<u64> =
-            calls.iter().filter(|(_, (node, _))| !alive.contains(&&**node)).map(|(id, _)| *id).collect();
-        for id in gone {
-            if let Some((_, tx)) = calls.remove(&id) {
-                let _ = tx.send(Reply::Gone);
-            }
+        let gone: Vec<Waiter> = {
+            let mut calls = self.lock_calls();
+            let ids: Vec<u64> =
+                calls.iter().filter(|(_, waiter)| !alive.contains(&&*waiter.node)).map(|(id, _)| *id).collect();
+            ids.iter().filter_map(|id| calls.remove(id)).collect()
+        };
+        for waiter in gone {
+            waiter.answer.give(Reply::Gone);
         }
     }
 }
@@ -746,7 +871,8 @@ local function tell(prefix, nodes_key, user, method, params)
     end
   end
   for node, users in pairs(by_node) do
-    redis.call('PUBLISH', prefix .. 'node:' .. node, cjson.encode({t = 'n', to = users, m = method, p = params}))
+    local message = '{"n":{"to":' .. cjson.encode(users) .. ',"m":"' .. method .. '","p":' .. params .. '}}'
+    redis.call('PUBLISH', prefix .. 'node:' .. node, message)
   end
   return told
 end
@@ -833,7 +959,7 @@ return 1
 /// from `from`'s memberships. Returns {1, grants ('' if none), {groups}},
 /// or {-1, '', {}} when `from` does not hold the session (or is alive, for
 /// an orphan).
-const TAKE_OVER: &str = r"
+const TAKE_OVER: &str = r#"
 local prefix, user, from, to = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local user_key = prefix .. 'user:' .. user
 if redis.call('GET', user_key) ~= from then return {-1, '', {}} end
@@ -868,13 +994,13 @@ for _, group in ipairs(groups) do
     redis.call('SREM', prefix .. 'memberships:' .. from, group .. ' ' .. user)
     redis.call('SADD', prefix .. 'memberships:' .. to, group .. ' ' .. user)
     for node in pairs(nodes) do
-      redis.call('PUBLISH', prefix .. 'node:' .. node, cjson.encode({t = 'f', g = group}))
+      redis.call('PUBLISH', prefix .. 'node:' .. node, '{"f":{"g":"' .. group .. '"}}')
     end
     table.insert(moved, group)
   end
 end
 return {1, grants, moved}
-";
+"#;
 
 /// ARGV: prefix, user, node. A session handed over that the other node
 /// never took: if it is still this node's, its user leaves its groups (the
@@ -1056,9 +1182,20 @@ impl RedisRouter {
         let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
         let info = info.set_redis_settings(settings);
         let client = redis::Client::open(info)?;
-        let (pushes, pushed) = mpsc::unbounded_channel();
+        // What Redis pushes (this node's channel) is handled where it is
+        // read, in the connection's own task, in order: no channel and no
+        // task in between. Nothing comes before `shared` is set but the
+        // subscription's confirmation.
+        let receiving: Arc<OnceLock<Weak<Shared>>> = Arc::default();
+        let to_shared = receiving.clone();
+        let receive = move |push: PushInfo| {
+            if let Some(shared) = to_shared.get().and_then(Weak::upgrade) {
+                receive(push, &shared);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
         let config = ConnectionManagerConfig::new()
-            .set_push_sender(pushes)
+            .set_push_sender(receive)
             .set_automatic_resubscription()
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
@@ -1076,6 +1213,7 @@ impl RedisRouter {
             node: node.clone(),
             users: DashMap::new(),
             calls: Mutex::default(),
+            calls_made: tokio::sync::Notify::new(),
             next_call: AtomicU64::new(1),
             call_timeout,
             resume_window,
@@ -1092,10 +1230,11 @@ impl RedisRouter {
             running: Mutex::default(),
             taking_over: DashMap::new(),
         });
+        let _ = receiving.set(Arc::downgrade(&shared));
         let scripts = Arc::new(Scripts::new());
         let tasks = Tasks(vec![
             tokio::spawn(publisher(redis.clone(), queued, shared.clone())),
-            tokio::spawn(receiver(pushed, shared.clone())),
+            tokio::spawn(expire_calls(shared.clone())),
             tokio::spawn(heartbeat(redis.clone(), shared.clone(), scripts.clone())),
         ]);
         debug!(%node, "joined the cluster");
@@ -1199,16 +1338,6 @@ impl RedisRouter {
             return self.shared.local(user).map(NodeTarget::Local);
         }
         Some(NodeTarget::Remote(Remote { node: node.into(), user, shared: self.shared.clone() }))
-    }
-}
-
-/// Takes a call from another node out of [`Shared::running`] however it
-/// ends.
-struct Running<'a>(&'a Shared, (String, u64));
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.lock_running().remove(&self.1);
     }
 }
 
@@ -1527,42 +1656,101 @@ impl Router for RedisRouter {
     }
 }
 
-/// Publishes what is queued, in order, a pipeline per batch. A batch Redis
-/// refuses is lost: its calls fail at once with PeerGone, its notifications
-/// are dropped (as for a client that went away).
+/// Publishes what is queued, in order, a pipeline per batch, the batch's
+/// messages to one node joined into as few payloads as [`MAX_PAYLOAD`]
+/// allows: one PUBLISH for Redis to run and one push for that node to read
+/// instead of one each. A batch Redis refuses is lost: its calls fail at
+/// once with PeerGone, its notifications are dropped (as for a client that
+/// went away).
 async fn publisher(mut redis: ConnectionManager, mut queued: mpsc::UnboundedReceiver<Outgoing>, shared: Arc<Shared>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let count = batch.len() as u64;
+        let calls: Vec<u64> = batch.iter().filter_map(|message| message.call).collect();
         let mut pipe = redis::pipe();
-        for message in &batch {
-            pipe.publish(&message.channel, &message.payload).ignore();
+        for (channel, payload) in joined(batch.drain(..)) {
+            pipe.publish(channel, payload).ignore();
         }
         if let Err(error) = pipe.query_async::<()>(&mut redis).await {
-            warn!(%error, lost = batch.len(), "publish failed");
-            for call in batch.iter().filter_map(|m| m.call) {
+            warn!(%error, lost = count, "publish failed");
+            for call in calls {
                 shared.answer(call, Reply::Gone);
             }
         }
-        shared.published.done.fetch_add(batch.len() as u64, Ordering::AcqRel);
+        shared.published.done.fetch_add(count, Ordering::AcqRel);
         shared.published.batch_done.notify_waiters();
-        batch.clear();
     }
 }
 
-/// Handles this node's channel, one message at a time, in order.
-async fn receiver(mut pushed: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
-    while let Some(push) = pushed.recv().await {
-        if matches!(push.kind, PushKind::Disconnection | PushKind::Subscribe) {
-            // Whatever was published while the channel was down is lost.
-            shared.routes.forget_all();
+/// A payload published to a node's channel stops growing at this size (a
+/// message larger than it goes on its own): big enough to carry many small
+/// relays in one, small enough that a subscriber's buffer in Redis never
+/// holds much more than the messages themselves.
+const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// `messages` as payloads to publish, in order: each message appended to
+/// the last payload for its channel while that stays under
+/// [`MAX_PAYLOAD`]. A channel's messages keep their order; different
+/// channels' have none to keep.
+fn joined(messages: impl Iterator<Item = Outgoing>) -> Vec<(String, String)> {
+    let mut payloads: Vec<(String, String)> = Vec::new();
+    for Outgoing { channel, payload, .. } in messages {
+        match payloads.iter_mut().rev().find(|(to, _)| *to == channel) {
+            Some((_, open)) if open.len() + payload.len() <= MAX_PAYLOAD => open.push_str(&payload),
+            _ => payloads.push((channel, payload)),
         }
-        if push.kind != PushKind::Message {
-            continue;
+    }
+    payloads
+}
+
+/// Ends the calls to other nodes whose answer did not come within the call
+/// timeout (RelayTimeout for their relays): a call made without a task has
+/// nobody else to time it out. Sleeps until the first call's deadline (the
+/// earliest: see [`Waiting`]), or until a call is made while none waited.
+async fn expire_calls(shared: Arc<Shared>) {
+    loop {
+        let first = shared.lock_calls().first_key_value().map(|(_, waiter)| waiter.deadline);
+        match first {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => {
+                shared.calls_made.notified().await;
+                continue;
+            }
         }
-        let Some(Value::BulkString(payload)) = push.data.get(1) else { continue };
-        match serde_json::from_slice::<Message>(payload) {
-            Ok(message) => handle(message, &shared),
-            Err(error) => warn!(%error, "unreadable cluster message"),
+        let now = tokio::time::Instant::now();
+        loop {
+            let expired = {
+                let mut calls = shared.lock_calls();
+                match calls.first_entry() {
+                    Some(first) if first.get().deadline <= now => first.remove(),
+                    _ => break,
+                }
+            };
+            // Outside the lock, as every answer.
+            expired.answer.give(Reply::Timeout);
+        }
+    }
+}
+
+/// Handles what Redis pushed on this node's channel, one message at a time,
+/// in order (a payload holds one message or more, one after the other).
+/// Runs in the Redis connection's task: nothing here waits.
+fn receive(push: PushInfo, shared: &Arc<Shared>) {
+    if matches!(push.kind, PushKind::Disconnection | PushKind::Subscribe) {
+        // Whatever was published while the channel was down is lost.
+        shared.routes.forget_all();
+    }
+    if push.kind != PushKind::Message {
+        return;
+    }
+    let Some(Value::BulkString(payload)) = push.data.get(1) else { return };
+    for message in serde_json::Deserializer::from_slice(payload).into_iter::<Message>() {
+        match message {
+            Ok(message) => handle(message, shared),
+            Err(error) => {
+                warn!(%error, "unreadable cluster message");
+                break;
+            }
         }
     }
 }
@@ -1575,57 +1763,18 @@ fn group_of(params: &str) -> Option<GroupId> {
 fn handle(message: Message, shared: &Arc<Shared>) {
     match message {
         Message::Notify { to, m, p } => {
-            if let Some(group) = group_of(&p) {
+            if let Some(group) = group_of(p.get()) {
                 shared.routes.forget(group);
             }
             for user in to {
                 if let Some(peer) = shared.users.get(&user) {
                     // A full queue disconnects that client; its cleanup
                     // takes it out of its groups.
-                    let _ = peer.notify(&m, &p);
+                    let _ = peer.notify(&m, p.get());
                 }
             }
         }
-        Message::Call { id, from, to, m, p, ms } => {
-            let Some(peer) = shared.users.get(&to).map(|peer| peer.clone()) else {
-                let _ = shared.publish(&from, &Message::Answer { id, a: Reply::Gone }, None);
-                return;
-            };
-            let answering = shared.clone();
-            let key = (from.clone(), id);
-            let (cancel, cancelled) = oneshot::channel::<()>();
-            shared.lock_running().insert(key.clone(), cancel);
-            let mut call = Box::pin(async move {
-                let running = Running(&answering, key);
-                // Only a cancel sent ends the wait (not one dropped unsent).
-                let cancelled = async {
-                    if cancelled.await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                let call = PeerHandle::call_until(&peer, &m, p, cancelled);
-                let outcome = tokio::time::timeout(Duration::from_millis(ms), call).await;
-                drop(running);
-                if let Ok(Err(CallFailed::Cancelled)) = outcome {
-                    return; // the caller stopped waiting
-                }
-                let reply = match outcome {
-                    Ok(Ok(Ok(result))) => Reply::Result(result.get().to_owned()),
-                    Ok(Ok(Err(error))) => Reply::Error(error.get().to_owned()),
-                    Ok(Err(CallFailed::Gone | CallFailed::Cancelled)) => Reply::Gone,
-                    Ok(Err(CallFailed::Timeout)) | Err(_) => Reply::Timeout,
-                    Ok(Err(CallFailed::TooLarge)) => Reply::TooLarge,
-                    Ok(Err(CallFailed::MemoryBudget)) => Reply::MemoryBudget,
-                };
-                let _ = answering.publish(&from, &Message::Answer { id, a: reply }, None);
-            });
-            // The first poll queues the frame to the client: done here, so
-            // calls reach the client in the order they came; the wait for
-            // the answer goes on in its own task.
-            if call.as_mut().poll(&mut Context::from_waker(Waker::noop())) == Poll::Pending {
-                tokio::spawn(call);
-            }
-        }
+        Message::Call { id, from, to, m, p, ms: _ } => call(shared, id, from, to, &m, &p),
         Message::Answer { id, a } => shared.answer(id, a),
         Message::HandOver { id, from, to, e, r } => hand_over(shared, id, from.into(), to, e, r),
         Message::Handed { id, s } => arrived(shared, id, s),
@@ -1644,10 +1793,51 @@ fn handle(message: Message, shared: &Arc<Shared>) {
         }
         Message::Forget { g } => shared.routes.forget(g),
         Message::Cancel { id, from } => {
-            if let Some(cancel) = shared.lock_running().remove(&(from, id)) {
-                let _ = cancel.send(());
+            // Outside the lock: the call ends at once, and its end takes
+            // its entry off.
+            let running = shared.lock_running().remove(&(from, id)).flatten();
+            if let Some((peer, call)) = running {
+                peer.cancel_call(call);
             }
         }
+    }
+}
+
+/// Node `from`'s call `id` to `to`, a session here: made without a task
+/// ([`PeerHandle::call_then`]: the frame is queued at once, so calls reach
+/// the client in the order they came, and the call times out with the
+/// session's own call timeout, the one every node is given), its answer
+/// published back by whichever task learns it. A call the caller cancelled
+/// is not answered: nobody waits.
+fn call(shared: &Arc<Shared>, id: u64, from: String, to: UserId, method: &str, params: &RawValue) {
+    let Some(peer) = shared.users.get(&to).map(|peer| peer.clone()) else {
+        let _ = shared.publish(&from, &Message::Answer { id, a: Reply::Gone }, None);
+        return;
+    };
+    let key = (from, id);
+    // Named before the call is made, so that a cancel read right after
+    // finds it, and the call's end (which may come at once) takes it off.
+    shared.lock_running().insert(key.clone(), None);
+    let answering = Arc::downgrade(shared);
+    let then_key = key.clone();
+    let then: Then = Box::new(move |answer| {
+        let Some(shared) = answering.upgrade() else { return };
+        shared.lock_running().remove(&then_key);
+        let reply = match answer {
+            Ok(Ok(result)) => Reply::Result(result.to_owned()),
+            Ok(Err(error)) => Reply::Error(error.to_owned()),
+            Err(CallFailed::Cancelled) => return,
+            Err(CallFailed::Gone) => Reply::Gone,
+            Err(CallFailed::Timeout) => Reply::Timeout,
+            Err(CallFailed::TooLarge) => Reply::TooLarge,
+            Err(CallFailed::MemoryBudget) => Reply::MemoryBudget,
+        };
+        let (from, id) = then_key;
+        let _ = shared.publish(&from, &Message::Answer { id, a: reply }, None);
+    });
+    let call = peer.call_then(method, params.get(), then);
+    if let Some(running @ None) = shared.lock_running().get_mut(&key) {
+        *running = Some((peer, call));
     }
 }
 
@@ -1903,4 +2093,73 @@ async fn fence(redis: &mut ConnectionManager, shared: &Shared) -> bool {
     }
     warn!(kept, disowned, ended, "fenced: sessions the cluster no longer has as this node's are gone");
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(node: &str, payload: &str) -> Outgoing {
+        Outgoing { channel: channel(node), payload: payload.to_owned(), call: None }
+    }
+
+    fn read(payload: &str) -> Vec<Message> {
+        serde_json::Deserializer::from_str(payload).into_iter::<Message>().collect::<Result<_, _>>().expect("messages")
+    }
+
+    #[test]
+    fn a_batch_goes_as_one_payload_per_node_each_in_order() {
+        let batch =
+            [outgoing("a", "1"), outgoing("b", "2"), outgoing("a", "3"), outgoing("b", "4"), outgoing("a", "5")];
+        let payloads = joined(batch.into_iter());
+        assert_eq!(payloads, [(channel("a"), "135".to_owned()), (channel("b"), "24".to_owned())]);
+    }
+
+    #[test]
+    fn a_payload_stops_growing_at_the_limit_and_order_holds() {
+        let big = "x".repeat(MAX_PAYLOAD - 1);
+        let batch = [outgoing("a", &big), outgoing("b", "1"), outgoing("a", "22"), outgoing("a", "3")];
+        let payloads = joined(batch.into_iter());
+        let expected = [(channel("a"), big), (channel("b"), "1".to_owned()), (channel("a"), "223".to_owned())];
+        assert_eq!(payloads, expected);
+    }
+
+    #[test]
+    fn messages_joined_in_a_payload_are_read_back_in_order_with_raw_params() {
+        let params =
+            RawValue::from_string("[\"g\",\"u\",{\"sdp\":\"v=0\\r\\n\",\n \"n\": [1, 2]}]".to_owned()).expect("json");
+        let user = UserId::from_u128(7);
+        let call = Message::Call { id: 1, from: "n0".to_owned(), to: user, m: "relay".to_owned(), p: params, ms: 5 };
+        let answer = Message::Answer {
+            id: 1,
+            a: Reply::Result(RawValue::from_string("{\"ok\":true}".to_owned()).expect("json")),
+        };
+        let payload = [&call, &answer].map(|m| serde_json::to_string(m).expect("encodes")).concat();
+        match read(&payload).as_slice() {
+            [Message::Call { id: 1, to, m, p, .. }, Message::Answer { id: 1, a: Reply::Result(result) }] => {
+                assert_eq!((*to, m.as_str()), (user, "relay"));
+                // Passed through as sent, whitespace and escapes included.
+                assert_eq!(p.get(), "[\"g\",\"u\",{\"sdp\":\"v=0\\r\\n\",\n \"n\": [1, 2]}]");
+                assert_eq!(result.get(), "{\"ok\":true}");
+            }
+            other => panic!("read back {other:?}"),
+        }
+    }
+
+    /// The scripts write their messages by hand (`tell` and `TAKE_OVER` in
+    /// the Lua above): the same shapes serde reads.
+    #[test]
+    fn the_scripts_messages_are_read() {
+        let group = GroupId::from_u128(9);
+        let user = UserId::from_u128(7);
+        let notify = format!(r#"{{"n":{{"to":["{user}"],"m":"member_left","p":["{group}","{user}"]}}}}"#);
+        let forget = format!(r#"{{"f":{{"g":"{group}"}}}}"#);
+        match read(&format!("{notify}{forget}")).as_slice() {
+            [Message::Notify { to, m, p }, Message::Forget { g }] => {
+                assert_eq!((to.as_slice(), m.as_str(), *g), ([user].as_slice(), "member_left", group));
+                assert_eq!(group_of(p.get()), Some(group));
+            }
+            other => panic!("read back {other:?}"),
+        }
+    }
 }
