@@ -675,6 +675,32 @@ async fn member_on(addr: std::net::SocketAddr, group: &str, owner: &mut Raw, res
 
 const CUT_OFF: (Option<u16>, &str) = (Some(1012), "node was cut off: session ended, start again");
 
+/// The set-up of the pause tests: a node in the test process and one of its
+/// own (the one to pause), with a short heartbeat and a resume window of
+/// `window`, and a group created by a user of the first.
+struct Pausing {
+    redis: Redis,
+    nodes: Vec<TestServer>,
+    paused: tokio::process::Child,
+    addr: std::net::SocketAddr,
+    owner: (Raw, String),
+    group: String,
+}
+
+impl Pausing {
+    async fn start(window: &str) -> Self {
+        let redis = Redis::start().await;
+        let flags = quick_beat(window);
+        let nodes = nodes(&redis, 1, &flags).await;
+        let mut paused_flags = vec!["--redis", redis.url.as_str()];
+        paused_flags.extend_from_slice(&flags);
+        let (paused, addr) = common::spawn_binary(&paused_flags).await;
+        let (mut owner, owner_id) = nodes[0].user().await;
+        let group = id(owner.ok("create", json!([])).await);
+        Self { redis, nodes, paused, addr, owner: (owner, owner_id), group }
+    }
+}
+
 /// A node paused (SIGSTOP) longer than its heartbeat lives is reaped by the
 /// others while it still runs; when it wakes it must not serve what the
 /// cluster no longer has as its own. Here the pause is shorter than the
@@ -685,14 +711,7 @@ const CUT_OFF: (Option<u16>, &str) = (Some(1012), "node was cut off: session end
 /// left who did not.
 #[tokio::test]
 async fn a_node_paused_past_its_heartbeat_keeps_only_what_the_cluster_still_has_as_its_own() {
-    let redis = Redis::start().await;
-    let flags = quick_beat("10s");
-    let nodes = nodes(&redis, 1, &flags).await;
-    let mut paused_flags = vec!["--redis", redis.url.as_str()];
-    paused_flags.extend_from_slice(&flags);
-    let (paused, addr) = common::spawn_binary(&paused_flags).await;
-    let (mut o, uo) = nodes[0].user().await;
-    let group = id(o.ok("create", json!([])).await);
+    let Pausing { redis, nodes, paused, addr, owner: (mut o, uo), group } = Pausing::start("10s").await;
     // On the node that pauses: e a v1 client, c and d resumable (init 1,
     // join 2, session 3).
     let (mut e, ue, _) = member_on(addr, &group, &mut o, false).await;
@@ -749,14 +768,7 @@ async fn a_node_paused_past_its_heartbeat_keeps_only_what_the_cluster_still_has_
 /// another node, where every node sees it join.
 #[tokio::test]
 async fn a_node_paused_past_the_resume_window_closes_every_session_and_its_clients_start_again() {
-    let redis = Redis::start().await;
-    let flags = quick_beat("1s");
-    let nodes = nodes(&redis, 1, &flags).await;
-    let mut paused_flags = vec!["--redis", redis.url.as_str()];
-    paused_flags.extend_from_slice(&flags);
-    let (paused, addr) = common::spawn_binary(&paused_flags).await;
-    let (mut o, uo) = nodes[0].user().await;
-    let group = id(o.ok("create", json!([])).await);
+    let Pausing { redis, nodes, paused, addr, owner: (mut o, uo), group } = Pausing::start("1s").await;
     let (mut e, ue, _) = member_on(addr, &group, &mut o, false).await;
     let (mut c, uc, ticket) = member_on(addr, &group, &mut o, true).await;
 
