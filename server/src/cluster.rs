@@ -71,6 +71,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -124,14 +125,43 @@ pub enum NodeTarget {
     Local(Arc<PeerHandle>),
     /// A user whose session is on another node.
     Remote(Remote),
+    /// Either, for a relay that waited in line for its route (see
+    /// [`Routes`]): the line stays its own until it is sent on (its
+    /// notification sent, its call's frame queued or published), so that
+    /// no relay behind it, running on another thread, overtakes it.
+    InLine(Box<NodeTarget>, Arc<InLine>),
+}
+
+/// A relay's turn in the line, given up once the relay is sent on.
+#[derive(Debug)]
+pub struct InLine(Mutex<Option<Turn>>);
+
+impl InLine {
+    fn done(&self) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    }
+}
+
+impl NodeTarget {
+    /// The target itself, and the line to give up once sent on.
+    fn in_line(&self) -> (&Self, Option<&InLine>) {
+        match self {
+            Self::InLine(target, line) => (target, Some(line)),
+            target => (target, None),
+        }
+    }
 }
 
 impl Target for NodeTarget {
     fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
-        match self {
+        let (target, line) = self.in_line();
+        let sent = match target {
             Self::Local(peer) => peer.notify(method, params),
             Self::Remote(remote) => remote.notify(method, params),
-        }
+            Self::InLine(..) => Err(CallFailed::Gone), // never nested
+        };
+        line.map(InLine::done);
+        sent
     }
 
     async fn call(
@@ -140,23 +170,38 @@ impl Target for NodeTarget {
         params: String,
         cancelled: impl Future<Output = ()> + Send,
     ) -> Result<Answer, CallFailed> {
-        match self {
-            Self::Local(peer) => PeerHandle::call_until(peer, method, params, cancelled).await,
-            Self::Remote(remote) => remote.call_until(method, params, cancelled).await,
+        let (target, line) = self.in_line();
+        let call = async move {
+            match target {
+                Self::Local(peer) => PeerHandle::call_until(peer, method, params, cancelled).await,
+                Self::Remote(remote) => remote.call_until(method, params, cancelled).await,
+                Self::InLine(..) => Err(CallFailed::Gone), // never nested
+            }
+        };
+        let mut call = std::pin::pin!(call);
+        // The first poll sends the call on (before its first await).
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        line.map(InLine::done);
+        match first {
+            Poll::Ready(answer) => answer,
+            Poll::Pending => call.await,
         }
     }
 
     fn local_peer(&self) -> Option<&Arc<PeerHandle>> {
         match self {
             Self::Local(peer) => Some(peer),
-            Self::Remote(_) => None,
+            Self::Remote(_) | Self::InLine(..) => None,
         }
     }
 
+    /// `None` for a relay in line: it takes the general path, which gives
+    /// the line up once it is sent on.
     fn callee(&self) -> Option<Arc<dyn Callee>> {
         match self {
             Self::Local(peer) => Some(peer.clone()),
             Self::Remote(remote) => Some(Arc::new(remote.clone())),
+            Self::InLine(..) => None,
         }
     }
 }
@@ -665,30 +710,36 @@ struct Route {
 /// must read Redis waits, so every relay behind it waits in line
 /// (`line`, first come first served) until none is left waiting: else a
 /// later relay finding the route just kept would overtake it (a candidate
-/// its offer).
+/// its offer). A relay keeps its place at the head of the line until it
+/// has gone on to its target ([`NodeTarget::InLine`]): given up as soon as
+/// its route was found, the next relay, on another thread, could go on
+/// first (seen as two messages swapped after a resume, under load).
 #[derive(Debug, Default)]
 struct Routes {
     by_group: DashMap<GroupId, Arc<Route>>,
     /// Bumped by every forgetting, before the route goes.
     forgotten: AtomicU64,
     /// Relays waiting in `line` or holding it.
-    queued: AtomicUsize,
+    queued: Arc<AtomicUsize>,
     /// Routing that may read Redis, one at a time in arrival order (tokio's
-    /// mutex is fair).
-    line: tokio::sync::Mutex<()>,
+    /// mutex is fair), each holding it until its relay is sent on
+    /// ([`NodeTarget::InLine`]).
+    line: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A relay's turn in [`Routes::line`], held until dropped.
-struct Turn<'a> {
-    _held: tokio::sync::MutexGuard<'a, ()>,
-    _queued: Queued<'a>,
+#[derive(Debug)]
+pub struct Turn {
+    _held: tokio::sync::OwnedMutexGuard<()>,
+    _queued: Queued,
 }
 
 /// Counts a relay in [`Routes::queued`] while it waits or holds its turn
 /// (and when its wait is given up).
-struct Queued<'a>(&'a AtomicUsize);
+#[derive(Debug)]
+struct Queued(Arc<AtomicUsize>);
 
-impl Drop for Queued<'_> {
+impl Drop for Queued {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -696,10 +747,10 @@ impl Drop for Queued<'_> {
 
 impl Routes {
     /// Waits behind every relay already in line.
-    async fn wait_turn(&self) -> Turn<'_> {
+    async fn wait_turn(&self) -> Turn {
         self.queued.fetch_add(1, Ordering::AcqRel);
-        let queued = Queued(&self.queued);
-        Turn { _held: self.line.lock().await, _queued: queued }
+        let queued = Queued(self.queued.clone());
+        Turn { _held: self.line.clone().lock_owned().await, _queued: queued }
     }
 
     fn get(&self, group: GroupId) -> Option<Arc<Route>> {
@@ -1542,9 +1593,10 @@ impl Router for RedisRouter {
             Some(route) => route,
             None => {
                 // In line behind every relay still waiting for its route:
-                // one that found a kept route would overtake them.
-                let _turn = routes.wait_turn().await;
-                match routes.get(group) {
+                // one that found a kept route would overtake them. The turn
+                // goes with the target, given up once the relay is sent on.
+                let turn = routes.wait_turn().await;
+                let route = match routes.get(group) {
                     Some(route) => route,
                     None => {
                         let mark = routes.mark();
@@ -1556,7 +1608,9 @@ impl Router for RedisRouter {
                         }
                         route
                     }
-                }
+                };
+                let target = self.route_in(&route, from, to)?;
+                return Ok(NodeTarget::InLine(Box::new(target), Arc::new(InLine(Mutex::new(Some(turn))))));
             }
         };
         self.route_in(&route, from, to)
