@@ -126,7 +126,7 @@ pub enum NodeTarget {
     /// A user whose session is on another node.
     Remote(Remote),
     /// Either, for a relay that waited in line for its route (see
-    /// [`Routes`]): the line stays its own until it is sent on (its
+    /// `Routes`): the line stays its own until it is sent on (its
     /// notification sent, its call's frame queued or published), so that
     /// no relay behind it, running on another thread, overtakes it.
     InLine(Box<NodeTarget>, Arc<InLine>),
@@ -540,7 +540,7 @@ impl Reply {
 /// A relay to a user on another node needs no task: the call is published
 /// at once, and its answer, read from this node's channel, goes to `then`;
 /// the router's timer ends it if the answer does not come in time
-/// ([`expire_calls`]).
+/// (`expire_calls`).
 impl Callee for Remote {
     fn call_then(&self, method: &str, params: &[&str], then: Then) -> u64 {
         let shared = &self.shared;
@@ -727,7 +727,7 @@ struct Routes {
     line: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// A relay's turn in [`Routes::line`], held until dropped.
+/// A relay's turn in the line of `Routes`, held until dropped.
 #[derive(Debug)]
 pub struct Turn {
     _held: tokio::sync::OwnedMutexGuard<()>,
