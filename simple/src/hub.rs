@@ -1020,6 +1020,29 @@ mod tests {
         (session, ext, id)
     }
 
+    /// Two users in a group of a hub seen by `outcomes`, their frames so far
+    /// read: `params` relays `{}` from `a` to `b`.
+    struct Pair {
+        outcomes: Arc<Outcomes>,
+        hub: Hub,
+        a: Arc<Session>,
+        ea: Extensions,
+        b: Arc<Session>,
+        params: Box<RawValue>,
+    }
+
+    async fn pair() -> Pair {
+        let outcomes = Arc::new(Outcomes::default());
+        let hub = Hub::with_observer(Limits::DEFAULT, outcomes.clone());
+        let (a, ea, _) = user(&hub).await;
+        let (b, eb, ub) = user(&hub).await;
+        let g = hub.create(&ea, None).await.unwrap();
+        hub.join(&eb, g).await.unwrap();
+        let _ = (frames(&a), frames(&b));
+        let params = RawValue::from_string(format!(r#"["{g}","{ub}",{{}}]"#)).unwrap();
+        Pair { outcomes, hub, a, ea, b, params }
+    }
+
     fn frames(session: &Session) -> Vec<serde_json::Value> {
         std::iter::from_fn(|| session.peer().try_next_frame()).map(|f| serde_json::from_str(&f).unwrap()).collect()
     }
@@ -1286,14 +1309,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_relay_is_cancelled_by_its_request_id_whichever_way_it_started() {
-        let outcomes = Arc::new(Outcomes::default());
-        let hub = Hub::with_observer(Limits::DEFAULT, outcomes.clone());
-        let (a, ea, _) = user(&hub).await;
-        let (b, eb, ub) = user(&hub).await;
-        let g = hub.create(&ea, None).await.unwrap();
-        hub.join(&eb, g).await.unwrap();
-        let _ = frames(&a);
-        let params = RawValue::from_string(format!(r#"["{g}","{ub}",{{}}]"#)).unwrap();
+        let Pair { outcomes, hub, a, ea, b, params } = pair().await;
         let id = RawValue::from_string(r#""offer-1""#.to_owned()).unwrap();
         for direct in [true, false] {
             let started = if direct {
@@ -1322,14 +1338,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_relay_without_a_task_times_out_is_cancelled_and_ends_with_its_target() {
-        let outcomes = Arc::new(Outcomes::default());
-        let hub = Hub::with_observer(Limits::DEFAULT, outcomes.clone());
-        let (a, ea, _) = user(&hub).await;
-        let (b, eb, ub) = user(&hub).await;
-        let g = hub.create(&ea, None).await.unwrap();
-        hub.join(&eb, g).await.unwrap();
-        let _ = (frames(&a), frames(&b));
-        let params = RawValue::from_string(format!(r#"["{g}","{ub}",{{}}]"#)).unwrap();
+        let Pair { outcomes, hub, a, ea, b, params } = pair().await;
         let running = crate::dispatch::Running::new(usize::MAX);
         let relay = |id: &str| {
             let id = RawValue::from_string(id.to_owned()).unwrap();
