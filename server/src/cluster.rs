@@ -82,7 +82,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
-use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, MemberInfo, Members, UserId};
+use webrtc_p2p_interfaces::{Capability, ErrorCode, GroupId, MemberInfo, Members, UserId, method};
 use webrtc_p2p_simple::wire::{self, Incoming};
 use webrtc_p2p_simple::{
     Answer, AnswerRef, Arrival, CallFailed, Callee, CloseReason, Departure, Entrant, HubStats, Introduction, Joined,
@@ -322,9 +322,16 @@ impl Router for NodeRouter {
 /// parsed again.
 #[derive(Debug, Serialize, Deserialize)]
 enum Message {
-    /// Send `m(p)` as a notification to each of `to` (users of the node).
+    /// Send `m(p)` as a notification to each of `to` (users of the node);
+    /// for `member_joined`, `j` is the node the member joined on.
     #[serde(rename = "n")]
-    Notify { to: Vec<UserId>, m: String, p: Box<RawValue> },
+    Notify {
+        to: Vec<UserId>,
+        m: String,
+        p: Box<RawValue>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        j: Option<String>,
+    },
     /// Call `m(p)` on `to` and answer to node `from` with `id`, within `ms`.
     #[serde(rename = "c")]
     Call { id: u64, from: String, to: UserId, m: String, p: Box<RawValue>, ms: u64 },
@@ -423,7 +430,7 @@ pub struct Remote {
 impl Remote {
     fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
         let p = RawValue::from_string(params.to_owned()).map_err(|_| CallFailed::Gone)?;
-        let message = Message::Notify { to: vec![self.user], m: method.to_owned(), p };
+        let message = Message::Notify { to: vec![self.user], m: method.to_owned(), p, j: None };
         self.shared.publish(&self.node, &message, None)
     }
 
@@ -689,7 +696,7 @@ enum Unfinished {
 }
 
 /// What routing a relay needs of one group, read from Redis.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Route {
     capability: Capability,
     owner: Option<UserId>,
@@ -697,44 +704,61 @@ struct Route {
     nodes: HashMap<UserId, Arc<str>>,
 }
 
+/// Slots the lines and the change counts of [`Routes`] are spread over.
+const ROUTE_SLOTS: usize = 64;
+
 /// Routes of groups one of this node's users relayed in, kept only while
 /// every change to the group reaches this node: a member on this node is
 /// told (through this node's channel) of every join and leave of another,
-/// and its own joins and leaves happen here. Each of those forgets the
-/// group's route, as does losing the channel (what was published meanwhile
-/// is lost). A route read from Redis is kept only if nothing was forgotten
-/// while it was read.
+/// and its own joins and leaves happen here. A join or leave elsewhere
+/// updates the kept route in place (the message says on which node the
+/// member joined), as does a join here; a leave here, an owner's leave
+/// (the next member becomes the owner), a member moving to another node,
+/// and losing the channel (what was published meanwhile is lost) forget
+/// it. A route read from Redis is kept only if its group did not change
+/// while it was read (counted per slot of groups).
 ///
 /// Relays reach the routing in the order their callers sent them, and a
 /// relay goes on to its target in the same poll that routes it; one that
-/// must read Redis waits, so every relay behind it waits in line
-/// (`line`, first come first served) until none is left waiting: else a
-/// later relay finding the route just kept would overtake it (a candidate
-/// its offer). A relay keeps its place at the head of the line until it
-/// has gone on to its target ([`NodeTarget::InLine`]): given up as soon as
-/// its route was found, the next relay, on another thread, could go on
-/// first (seen as two messages swapped after a resume, under load).
-#[derive(Debug, Default)]
+/// must read Redis waits, so every later relay of the same caller waits in
+/// line (first come first served) until none is left waiting: else a later
+/// relay finding the route just kept would overtake it (a candidate its
+/// offer). A caller's relays keep their order; other callers' have none to
+/// keep, so the lines are per slot of callers and one caller's Redis read
+/// holds up few others. A relay keeps its place at the head of its line
+/// until it has gone on to its target ([`NodeTarget::InLine`]): given up
+/// as soon as its route was found, the next relay, on another thread,
+/// could go on first (seen as two messages swapped after a resume, under
+/// load).
+#[derive(Debug)]
 struct Routes {
     by_group: DashMap<GroupId, Arc<Route>>,
-    /// Bumped by every forgetting, before the route goes.
-    forgotten: AtomicU64,
-    /// Relays waiting in `line` or holding it.
-    queued: Arc<AtomicUsize>,
-    /// Routing that may read Redis, one at a time in arrival order (tokio's
-    /// mutex is fair), each holding it until its relay is sent on
-    /// ([`NodeTarget::InLine`]).
-    line: Arc<tokio::sync::Mutex<()>>,
+    /// Per slot of groups: bumped by every change, before the route
+    /// changes or goes.
+    changes: Box<[AtomicU64]>,
+    /// Per slot of callers.
+    lines: Box<[Line]>,
+    slots: std::hash::RandomState,
 }
 
-/// A relay's turn in the line of `Routes`, held until dropped.
+/// Routing that may read Redis, for the callers of one slot.
+#[derive(Debug, Default)]
+struct Line {
+    /// Relays waiting in `turn` or holding it.
+    queued: Arc<AtomicUsize>,
+    /// One at a time in arrival order (tokio's mutex is fair), each
+    /// holding it until its relay is sent on ([`NodeTarget::InLine`]).
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A relay's turn in its line of `Routes`, held until dropped.
 #[derive(Debug)]
 pub struct Turn {
     _held: tokio::sync::OwnedMutexGuard<()>,
     _queued: Queued,
 }
 
-/// Counts a relay in [`Routes::queued`] while it waits or holds its turn
+/// Counts a relay in [`Line::queued`] while it waits or holds its turn
 /// (and when its wait is given up).
 #[derive(Debug)]
 struct Queued(Arc<AtomicUsize>);
@@ -745,12 +769,39 @@ impl Drop for Queued {
     }
 }
 
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            by_group: DashMap::new(),
+            changes: (0..ROUTE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            lines: (0..ROUTE_SLOTS).map(|_| Line::default()).collect(),
+            slots: std::hash::RandomState::new(),
+        }
+    }
+}
+
 impl Routes {
-    /// Waits behind every relay already in line.
-    async fn wait_turn(&self) -> Turn {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        let queued = Queued(self.queued.clone());
-        Turn { _held: self.line.clone().lock_owned().await, _queued: queued }
+    fn slot(&self, id: impl std::hash::Hash) -> usize {
+        // Ids are random: any bits of their hash spread them evenly.
+        (std::hash::BuildHasher::hash_one(&self.slots, id) % ROUTE_SLOTS as u64) as usize
+    }
+
+    fn line(&self, caller: UserId) -> &Line {
+        &self.lines[self.slot(caller)]
+    }
+
+    /// Whether a relay of `caller` may take a kept route at once: none of
+    /// its relays waits in line (it would be overtaken).
+    fn clear(&self, caller: UserId) -> bool {
+        self.line(caller).queued.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits behind every relay already in `caller`'s line.
+    async fn wait_turn(&self, caller: UserId) -> Turn {
+        let line = self.line(caller);
+        line.queued.fetch_add(1, Ordering::AcqRel);
+        let queued = Queued(line.queued.clone());
+        Turn { _held: line.turn.clone().lock_owned().await, _queued: queued }
     }
 
     fn get(&self, group: GroupId) -> Option<Arc<Route>> {
@@ -758,26 +809,54 @@ impl Routes {
     }
 
     /// A mark to pass to [`keep`](Self::keep), taken before reading Redis.
-    fn mark(&self) -> u64 {
-        self.forgotten.load(Ordering::Acquire)
+    fn mark(&self, group: GroupId) -> u64 {
+        self.changes[self.slot(group)].load(Ordering::Acquire)
     }
 
     fn keep(&self, group: GroupId, route: Arc<Route>, mark: u64) {
-        // Checked under the entry's lock: a forgetting that bumps the count
-        // after this check removes the route right after.
+        // Checked under the entry's lock: a change that bumps the count
+        // after this check finds the route kept and changes it.
         let entry = self.by_group.entry(group);
-        if self.forgotten.load(Ordering::Acquire) == mark {
+        if self.mark(group) == mark {
             entry.insert(route);
         }
     }
 
+    /// Changes the kept route of `group`, if any, under its entry's lock.
+    fn change(&self, group: GroupId, change: impl FnOnce(&mut Route) -> bool) {
+        self.changes[self.slot(group)].fetch_add(1, Ordering::AcqRel);
+        if let Entry::Occupied(mut entry) = self.by_group.entry(group)
+            && !change(Arc::make_mut(entry.get_mut()))
+        {
+            entry.remove();
+        }
+    }
+
+    /// `user` joined `group` on `node`.
+    fn joined(&self, group: GroupId, user: UserId, node: Arc<str>) {
+        self.change(group, |route| {
+            route.nodes.insert(user, node);
+            true
+        });
+    }
+
+    /// `user` left `group`, another member on this node told: the route
+    /// goes if the owner left (the next member in order owns the group).
+    fn left(&self, group: GroupId, user: UserId) {
+        self.change(group, |route| {
+            route.nodes.remove(&user);
+            route.owner != Some(user)
+        });
+    }
+
     fn forget(&self, group: GroupId) {
-        self.forgotten.fetch_add(1, Ordering::AcqRel);
-        self.by_group.remove(&group);
+        self.change(group, |_| false);
     }
 
     fn forget_all(&self) {
-        self.forgotten.fetch_add(1, Ordering::AcqRel);
+        for changes in &self.changes {
+            changes.fetch_add(1, Ordering::AcqRel);
+        }
         self.by_group.clear();
     }
 }
@@ -908,8 +987,9 @@ local function group_keys(prefix, group)
 end
 
 -- Publishes method(params) to the nodes of every member but user, one
--- message per node. Returns how many members were told.
-local function tell(prefix, nodes_key, user, method, params)
+-- message per node, with the node user joined on (`on`, for a join) so
+-- that their kept routes take it in. Returns how many members were told.
+local function tell(prefix, nodes_key, user, method, params, on)
   local by_node = {}
   local told = 0
   local flat = redis.call('HGETALL', nodes_key)
@@ -921,8 +1001,9 @@ local function tell(prefix, nodes_key, user, method, params)
       told = told + 1
     end
   end
+  local tail = on and (',"j":"' .. on .. '"}}') or '}}'
   for node, users in pairs(by_node) do
-    local message = '{"n":{"to":' .. cjson.encode(users) .. ',"m":"' .. method .. '","p":' .. params .. '}}'
+    local message = '{"n":{"to":' .. cjson.encode(users) .. ',"m":"' .. method .. '","p":' .. params .. tail
     redis.call('PUBLISH', prefix .. 'node:' .. node, message)
   end
   return told
@@ -1083,7 +1164,7 @@ local owner = redis.call('LINDEX', m, 0)
 if redis.call('HEXISTS', n, ARGV[3]) == 1 then return {0, owner, cap, 0} end
 if ARGV[5] == '0' then return {-3, '', '', 0} end
 if ARGV[6] == '0' or redis.call('LLEN', m) >= tonumber(ARGV[7]) then return {-2, '', '', 0} end
-local told = tell(ARGV[1], n, ARGV[3], 'member_joined', ARGV[9])
+local told = tell(ARGV[1], n, ARGV[3], 'member_joined', ARGV[9], ARGV[4])
 add(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[8])
 return {1, owner, cap, told}
 ";
@@ -1519,7 +1600,7 @@ impl Router for RedisRouter {
         // after the node had answered Busy: the hub records it now.
         self.local_group_added(group, user);
         if added {
-            self.shared.routes.forget(group);
+            self.shared.routes.joined(group, user, self.shared.node.clone());
         }
         Ok(Joined { owner, capability, added, told })
     }
@@ -1588,18 +1669,19 @@ impl Router for RedisRouter {
 
     async fn route(&self, group: GroupId, from: UserId, to: UserId) -> Result<NodeTarget, ErrorCode> {
         let routes = &self.shared.routes;
-        let kept = if routes.queued.load(Ordering::Acquire) == 0 { routes.get(group) } else { None };
+        let kept = if routes.clear(from) { routes.get(group) } else { None };
         let route = match kept {
             Some(route) => route,
             None => {
-                // In line behind every relay still waiting for its route:
-                // one that found a kept route would overtake them. The turn
+                // In line behind every relay of this caller still waiting
+                // for its route: one that found a kept route would overtake
+                // them. The turn
                 // goes with the target, given up once the relay is sent on.
-                let turn = routes.wait_turn().await;
+                let turn = routes.wait_turn(from).await;
                 let route = match routes.get(group) {
                     Some(route) => route,
                     None => {
-                        let mark = routes.mark();
+                        let mark = routes.mark(group);
                         let route = Arc::new(self.read_route(group).await?);
                         // `from` is on this node: while it is a member, this
                         // node hears of every change (see `Routes`).
@@ -1617,12 +1699,12 @@ impl Router for RedisRouter {
     }
 
     /// [`route`](Router::route) when this node keeps the group's route and
-    /// no relay waits for one (it would be overtaken): no Redis call, so a
+    /// no relay of the caller waits for one (it would be overtaken): no Redis call, so a
     /// relay between two members on this node can take the hub's path
     /// without a task. `None`: ask `route`.
     fn route_now(&self, group: GroupId, from: UserId, to: UserId) -> Option<Result<NodeTarget, ErrorCode>> {
         let routes = &self.shared.routes;
-        if routes.queued.load(Ordering::Acquire) != 0 {
+        if !routes.clear(from) {
             return None;
         }
         let route = routes.get(group)?;
@@ -1809,16 +1891,27 @@ fn receive(push: PushInfo, shared: &Arc<Shared>) {
     }
 }
 
-/// The group of a `member_joined`/`member_left` params, `["<group>", …]`.
-fn group_of(params: &str) -> Option<GroupId> {
-    params.strip_prefix("[\"")?.split('"').next()?.parse().ok()
+/// The group and the member of `member_joined`/`member_left` params,
+/// `["<group>","<user>"…]`.
+fn member_of(params: &str) -> Option<(GroupId, UserId)> {
+    let mut ids = params.strip_prefix("[\"")?.splitn(4, '"');
+    let group = ids.next()?.parse().ok()?;
+    let user = ids.nth(1)?.parse().ok()?;
+    Some((group, user))
 }
 
 fn handle(message: Message, shared: &Arc<Shared>) {
     match message {
-        Message::Notify { to, m, p } => {
-            if let Some(group) = group_of(p.get()) {
-                shared.routes.forget(group);
+        Message::Notify { to, m, p, j } => {
+            // The route changes before the members hear of the change: a
+            // relay they make on hearing it finds it changed.
+            match (m.as_str(), member_of(p.get())) {
+                (method::MEMBER_JOINED, Some((group, user))) => match j {
+                    Some(node) => shared.routes.joined(group, user, node.into()),
+                    None => shared.routes.forget(group),
+                },
+                (method::MEMBER_LEFT, Some((group, user))) => shared.routes.left(group, user),
+                _ => {}
             }
             for user in to {
                 if let Some(peer) = shared.users.get(&user) {
@@ -2200,18 +2293,61 @@ mod tests {
         }
     }
 
+    /// A kept route follows joins and leaves in place; an owner's leave,
+    /// or a change while a route was read, leaves nothing kept.
+    #[test]
+    fn kept_routes_follow_joins_and_leaves_until_the_owner_leaves() {
+        let routes = Routes::default();
+        let (group, other) = (GroupId::from_u128(1), GroupId::from_u128(2));
+        let [owner, b, c] = [1, 2, 3].map(UserId::from_u128);
+        let route = |members: &[UserId]| Route {
+            capability: Capability::DEFAULT,
+            owner: Some(owner),
+            nodes: members.iter().map(|user| (*user, Arc::from("a"))).collect(),
+        };
+        let mark = routes.mark(group);
+        routes.joined(group, b, "a".into());
+        routes.keep(group, Arc::new(route(&[owner])), mark);
+        assert!(routes.get(group).is_none(), "changed while read: not kept");
+
+        routes.keep(group, Arc::new(route(&[owner])), routes.mark(group));
+        let held = routes.get(group).unwrap();
+        routes.joined(group, b, "b".into());
+        routes.joined(group, c, "a".into());
+        routes.left(group, c);
+        let kept = routes.get(group).unwrap();
+        assert_eq!(kept.nodes.len(), 2);
+        assert_eq!(kept.nodes.get(&b).map(|node| &**node), Some("b"));
+        assert_eq!(held.nodes.len(), 1, "a relay's route is its own");
+
+        routes.keep(other, Arc::new(route(&[owner, b])), routes.mark(other));
+        routes.left(group, owner);
+        assert!(routes.get(group).is_none(), "the owner left: the next member owns the group");
+        assert!(routes.get(other).is_some());
+        routes.forget_all();
+        assert!(routes.get(other).is_none());
+    }
+
     /// The scripts write their messages by hand (`tell` and `TAKE_OVER` in
     /// the Lua above): the same shapes serde reads.
     #[test]
     fn the_scripts_messages_are_read() {
         let group = GroupId::from_u128(9);
         let user = UserId::from_u128(7);
-        let notify = format!(r#"{{"n":{{"to":["{user}"],"m":"member_left","p":["{group}","{user}"]}}}}"#);
+        let left = format!(r#"{{"n":{{"to":["{user}"],"m":"member_left","p":["{group}","{user}"]}}}}"#);
+        let joined =
+            format!(r#"{{"n":{{"to":["{user}"],"m":"member_joined","p":["{group}","{user}",{{}}],"j":"b"}}}}"#);
         let forget = format!(r#"{{"f":{{"g":"{group}"}}}}"#);
-        match read(&format!("{notify}{forget}")).as_slice() {
-            [Message::Notify { to, m, p }, Message::Forget { g }] => {
+        match read(&format!("{left}{joined}{forget}")).as_slice() {
+            [
+                Message::Notify { to, m, p, j: None },
+                Message::Notify { m: joined, p: joined_p, j: Some(on), .. },
+                Message::Forget { g },
+            ] => {
                 assert_eq!((to.as_slice(), m.as_str(), *g), ([user].as_slice(), "member_left", group));
-                assert_eq!(group_of(p.get()), Some(group));
+                assert_eq!(member_of(p.get()), Some((group, user)));
+                assert_eq!((joined.as_str(), on.as_str()), ("member_joined", "b"));
+                assert_eq!(member_of(joined_p.get()), Some((group, user)));
             }
             other => panic!("read back {other:?}"),
         }
