@@ -249,7 +249,7 @@ async fn relays_between_members_on_one_node_cost_no_redis_round_trip_and_changes
     const ROUNDS: usize = 200;
     let redis = Redis::start().await;
     let nodes = nodes(&redis, 2, &[]).await;
-    let (mut a, _) = nodes[0].user().await;
+    let (mut a, ua) = nodes[0].user().await;
     let (mut b, ub) = nodes[0].user().await;
     let (mut c, uc) = nodes[1].user().await;
     let group = id(a.ok("create", json!([])).await);
@@ -281,6 +281,20 @@ async fn relays_between_members_on_one_node_cost_no_redis_round_trip_and_changes
     b.incoming("member_joined").await;
     relay_rounds(&group, &mut a, &mut c, &uc, 3).await;
     relay_rounds(&group, &mut c, &mut b, &ub, 3).await;
+
+    // The join changed the kept route in place, and relays from the other
+    // node (candidates go as notifications) leave it alone: a relay
+    // between a and b still makes no Redis round trip. Each notification
+    // is one PUBLISH; reading the route again would be five commands more.
+    const NOTIFIED: usize = 20;
+    let before = commands(&redis).await;
+    for n in 0..NOTIFIED {
+        c.notify("relay", json!([group, ua, n])).await;
+        assert_eq!(a.incoming("relay").await["params"], json!([group, uc, n]));
+        relay_rounds(&group, &mut a, &mut b, &ub, 1).await;
+    }
+    let used = commands(&redis).await - before;
+    assert!(used < NOTIFIED as u64 + 40, "{used} Redis commands for {NOTIFIED} notifications and same-node relays");
     // And leaving there too.
     c.ok("leave", json!([group])).await;
     a.incoming("member_left").await;
