@@ -378,6 +378,8 @@ enum Reply {
     TooLarge,
     #[serde(rename = "memory")]
     MemoryBudget,
+    #[serde(rename = "busy")]
+    Unavailable,
 }
 
 /// Messages queued for the publisher and those it is done with (published,
@@ -470,6 +472,7 @@ impl Remote {
             Ok(Ok(Reply::Timeout)) | Err(_) => Err(CallFailed::Timeout),
             Ok(Ok(Reply::TooLarge)) => Err(CallFailed::TooLarge),
             Ok(Ok(Reply::MemoryBudget)) => Err(CallFailed::MemoryBudget),
+            Ok(Ok(Reply::Unavailable)) => Err(CallFailed::Unavailable),
             Ok(Ok(Reply::Gone) | Err(_)) => Err(CallFailed::Gone),
         }
     }
@@ -540,6 +543,7 @@ impl Reply {
             Self::Timeout => Err(CallFailed::Timeout),
             Self::TooLarge => Err(CallFailed::TooLarge),
             Self::MemoryBudget => Err(CallFailed::MemoryBudget),
+            Self::Unavailable => Err(CallFailed::Unavailable),
         }
     }
 }
@@ -931,16 +935,15 @@ impl Shared {
         }
     }
 
-    /// Fails (PeerGone) every call waiting on a node not in `alive`.
-    fn fail_calls_to_nodes_but(&self, alive: &[&str]) {
-        let gone: Vec<Waiter> = {
+    /// Ends every call waiting on a node `on` picks, each with `reply()`.
+    fn end_calls(&self, on: impl Fn(&str) -> bool, reply: fn() -> Reply) {
+        let ended: Vec<Waiter> = {
             let mut calls = self.lock_calls();
-            let ids: Vec<u64> =
-                calls.iter().filter(|(_, waiter)| !alive.contains(&&*waiter.node)).map(|(id, _)| *id).collect();
+            let ids: Vec<u64> = calls.iter().filter(|(_, waiter)| on(&waiter.node)).map(|(id, _)| *id).collect();
             ids.iter().filter_map(|id| calls.remove(id)).collect()
         };
-        for waiter in gone {
-            waiter.answer.give(Reply::Gone);
+        for waiter in ended {
+            waiter.answer.give(reply());
         }
     }
 }
@@ -1810,7 +1813,7 @@ async fn publisher(mut redis: ConnectionManager, mut queued: mpsc::UnboundedRece
         if let Err(error) = pipe.query_async::<()>(&mut redis).await {
             warn!(%error, lost = count, "publish failed");
             for call in calls {
-                shared.answer(call, Reply::Gone);
+                shared.answer(call, Reply::Unavailable);
             }
         }
         shared.published.done.fetch_add(count, Ordering::AcqRel);
@@ -1875,6 +1878,11 @@ fn receive(push: PushInfo, shared: &Arc<Shared>) {
     if matches!(push.kind, PushKind::Disconnection | PushKind::Subscribe) {
         // Whatever was published while the channel was down is lost.
         shared.routes.forget_all();
+    }
+    if push.kind == PushKind::Disconnection {
+        // So are the answers of calls to other nodes: each ends now (Busy,
+        // as a call that cannot go through Redis), not at its timeout.
+        shared.end_calls(|_| true, || Reply::Unavailable);
     }
     if push.kind != PushKind::Message {
         return;
@@ -1978,6 +1986,7 @@ fn call(shared: &Arc<Shared>, id: u64, from: String, to: UserId, method: &str, p
             Err(CallFailed::Timeout) => Reply::Timeout,
             Err(CallFailed::TooLarge) => Reply::TooLarge,
             Err(CallFailed::MemoryBudget) => Reply::MemoryBudget,
+            Err(CallFailed::Unavailable) => Reply::Unavailable,
         };
         let (from, id) = then_key;
         let _ = shared.publish(&from, &Message::Answer { id, a: reply }, None);
@@ -2160,7 +2169,7 @@ async fn heartbeat(mut redis: ConnectionManager, shared: Arc<Shared>, scripts: A
             }
         }
         // Relays waiting on a node that stopped end now, not at their timeout.
-        shared.fail_calls_to_nodes_but(&alive_nodes);
+        shared.end_calls(|node| !alive_nodes.contains(&node), || Reply::Gone);
         match scripts.expire.arg(PREFIX).invoke_async::<i64>(&mut redis).await {
             Ok(0) => {}
             Ok(_) => warn!("a stopped node's resume window passed: its suspended sessions ended"),

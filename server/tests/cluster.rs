@@ -171,12 +171,21 @@ async fn the_member_limit_holds_under_concurrent_joins_on_different_nodes() {
 async fn without_redis_calls_answer_busy_and_the_node_recovers_when_it_returns() {
     let redis = Redis::start().await;
     let port = redis.port();
-    let nodes = nodes(&redis, 2, &[]).await;
+    // Past the test's patience: a relay left to time out would fail it.
+    let nodes = nodes(&redis, 2, &["--relay-timeout", "60s"]).await;
     let (mut a, _) = nodes[0].user().await;
-    let (mut b, _) = nodes[1].user().await;
+    let (mut b, ub) = nodes[1].user().await;
     let group = id(a.ok("create", json!([])).await);
+    b.ok("join", json!([group])).await;
+    a.incoming("member_joined").await;
+    let waiting = a.request("relay", json!([group, ub, "offer"])).await;
+    b.incoming("relay").await;
     redis.kill().await;
 
+    // The relay's answer could no longer come back, and another relay
+    // (its route kept) cannot go: both Busy at once.
+    assert_eq!(a.response(waiting).await["error"]["code"], BUSY);
+    assert_eq!(a.err("relay", json!([group, ub, "again"])).await, BUSY);
     assert_eq!(a.err("create", json!([])).await, BUSY);
     assert_eq!(b.err("join", json!([group])).await, BUSY);
     let mut fresh = nodes[1].connect().await;

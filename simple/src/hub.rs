@@ -976,6 +976,7 @@ fn call_failed<T>(failed: CallFailed, max_message_size: usize) -> (RelayOutcome,
             (RelayOutcome::Busy, Err(ErrorObjectOwned::owned(memory::REFUSAL_CODE, memory::REFUSAL, None::<()>)))
         }
         CallFailed::Cancelled => (RelayOutcome::Cancelled, Err(ErrorCode::RequestCancelled.into())),
+        CallFailed::Unavailable => (RelayOutcome::Busy, Err(ErrorCode::Busy.into())),
     }
 }
 

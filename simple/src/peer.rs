@@ -82,6 +82,11 @@ pub enum CallFailed {
     /// The caller gave up first (the peer was told with `$/cancelRequest`).
     #[error("the call was cancelled")]
     Cancelled,
+    /// What carries calls to the peer is unreachable for now: a cluster's
+    /// Redis, which the call could not go through or its answer could not
+    /// come back through.
+    #[error("the service cannot reach the peer now")]
+    Unavailable,
 }
 
 /// A peer's answer to a call: its result or its error object, both raw.
