@@ -323,7 +323,9 @@ impl Router for NodeRouter {
 #[derive(Debug, Serialize, Deserialize)]
 enum Message {
     /// Send `m(p)` as a notification to each of `to` (users of the node);
-    /// for `member_joined`, `j` is the node the member joined on.
+    /// for `member_joined`, `j` is the node the member joined on; for
+    /// `member_joined` and `member_left`, `v` is the group's version after
+    /// the change (see [`Mirror`]).
     #[serde(rename = "n")]
     Notify {
         to: Vec<UserId>,
@@ -331,6 +333,8 @@ enum Message {
         p: Box<RawValue>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         j: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v: Option<u64>,
     },
     /// Call `m(p)` on `to` and answer to node `from` with `id`, within `ms`.
     #[serde(rename = "c")]
@@ -432,7 +436,7 @@ pub struct Remote {
 impl Remote {
     fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
         let p = RawValue::from_string(params.to_owned()).map_err(|_| CallFailed::Gone)?;
-        let message = Message::Notify { to: vec![self.user], m: method.to_owned(), p, j: None };
+        let message = Message::Notify { to: vec![self.user], m: method.to_owned(), p, j: None, v: None };
         self.shared.publish(&self.node, &message, None)
     }
 
@@ -621,6 +625,10 @@ struct Shared {
     /// set, not a count, so that recording a membership twice (a join
     /// tried again after Busy, which Redis had run after all) counts once.
     local_groups: DashMap<GroupId, HashSet<UserId>>,
+    /// What the members on this node were told of each of those groups.
+    mirrors: DashMap<GroupId, Mirror>,
+    /// Woken when a mirror needs its group read (see [`resyncer`]).
+    resync: tokio::sync::Notify,
     /// The hub's sessions, to hand one over when another node resumes it.
     sessions: OnceLock<Weak<dyn Sessions>>,
     /// Sessions handed over to another node, by user, for a relay timeout:
@@ -699,6 +707,159 @@ enum Unfinished {
     Abandoned(UserId),
 }
 
+/// What this node's members of a group were told of its members: the
+/// members in join order as of `version`, the group's count of changes in
+/// Redis (1 when made, one more for each join and leave, each told with
+/// its version). A change told with a version past the next one means
+/// changes were lost on the way (Redis drops what a subscriber cannot take
+/// fast enough; the node's channel may drop), and so may be any change
+/// while the channel is down: then the group is read again and the
+/// difference told as `member_left`s and `member_joined`s (see
+/// [`resyncer`]), so that every member's view comes back to the group's.
+#[derive(Debug)]
+struct Mirror {
+    version: u64,
+    members: Vec<UserId>,
+    /// While the group is read again: the changes told meanwhile, in order.
+    held: Option<Vec<Change>>,
+    /// Read for the first time (a member here after none): what it reads
+    /// is taken as told (each member here learnt the group as it joined),
+    /// and changes are told at once meanwhile.
+    fresh: bool,
+}
+
+/// A `member_joined` or `member_left` as told on this node's channel.
+#[derive(Debug)]
+struct Change {
+    version: u64,
+    user: UserId,
+    joined: bool,
+    to: Vec<UserId>,
+    method: String,
+    params: Box<RawValue>,
+    /// Told to `to` already (while the group was first read).
+    told: bool,
+}
+
+/// Tells users of this node a notification: `(to, method, params)`.
+type Tell<'a> = &'a dyn Fn(&[UserId], &str, &str);
+
+impl Change {
+    fn tell(&self, tell: Tell<'_>) {
+        tell(&self.to, &self.method, self.params.get());
+    }
+}
+
+/// Notifies each of `to` (users of this node).
+fn notify_each(shared: &Shared, to: &[UserId], method: &str, params: &str) {
+    for user in to {
+        if let Some(peer) = shared.users.get(user) {
+            // A full queue disconnects that client; its cleanup takes it
+            // out of its groups.
+            let _ = peer.notify(method, params);
+        }
+    }
+}
+
+/// A group as read from Redis for its [`Mirror`].
+#[derive(Debug)]
+struct Read {
+    group: GroupId,
+    version: u64,
+    members: Vec<UserId>,
+    /// Members' `info` as JSON text, by id (those introduced with one).
+    intros: HashMap<String, String>,
+}
+
+impl Mirror {
+    fn new(version: u64, members: Vec<UserId>) -> Self {
+        Self { version, members, held: None, fresh: false }
+    }
+
+    /// For a group with a first member here that was not made here: read
+    /// before anything is kept.
+    fn unread() -> Self {
+        Self { version: 0, members: Vec::new(), held: Some(Vec::new()), fresh: true }
+    }
+
+    /// Takes a change told on the channel: tells it if it is the next one
+    /// (or the group is read for the first time), holds it while the group
+    /// is read, drops one told before. True when one is missing: read the
+    /// group again.
+    fn take(&mut self, mut change: Change, tell: Tell<'_>) -> bool {
+        if let Some(held) = &mut self.held {
+            if self.fresh {
+                change.tell(tell);
+                change.told = true;
+            }
+            held.push(change);
+            return false;
+        }
+        if change.version <= self.version {
+            return false;
+        }
+        if change.version > self.version + 1 {
+            self.held = Some(vec![change]);
+            return true;
+        }
+        self.apply(&change);
+        change.tell(tell);
+        false
+    }
+
+    /// Takes the group as read: tells the members here (`here`) what
+    /// changed since what they were told (unless the mirror is fresh),
+    /// then the changes held meanwhile that came after. False when one is
+    /// still missing: read again.
+    fn adopt(&mut self, read: Read, here: &[UserId], tell: Tell<'_>) -> bool {
+        let Read { group, version, members, intros } = read;
+        if !self.fresh {
+            let tell = |method: &str, user: UserId, params: String| {
+                let to: Vec<UserId> = here.iter().copied().filter(|member| *member != user).collect();
+                tell(&to, method, &params);
+            };
+            for user in self.members.iter().filter(|member| !members.contains(member)) {
+                tell(method::MEMBER_LEFT, *user, format!("[\"{group}\",\"{user}\"]"));
+            }
+            for user in members.iter().filter(|member| !self.members.contains(member)) {
+                let params = match intros.get(&user.to_string()) {
+                    Some(info) => format!("[\"{group}\",\"{user}\",{info}]"),
+                    None => format!("[\"{group}\",\"{user}\"]"),
+                };
+                tell(method::MEMBER_JOINED, *user, params);
+            }
+        }
+        self.version = version;
+        self.members = members;
+        self.fresh = false;
+        let mut held = self.held.take().unwrap_or_default().into_iter();
+        while let Some(change) = held.next() {
+            if change.version <= self.version {
+                continue;
+            }
+            if change.version > self.version + 1 {
+                self.held = Some(std::iter::once(change).chain(held).collect());
+                return false;
+            }
+            self.apply(&change);
+            if !change.told {
+                change.tell(tell);
+            }
+        }
+        true
+    }
+
+    fn apply(&mut self, change: &Change) {
+        self.version = change.version;
+        if change.joined {
+            if !self.members.contains(&change.user) {
+                self.members.push(change.user);
+            }
+        } else {
+            self.members.retain(|member| *member != change.user);
+        }
+    }
+}
 /// What routing a relay needs of one group, read from Redis.
 #[derive(Debug, Clone)]
 struct Route {
@@ -874,15 +1035,31 @@ impl Shared {
     }
 
     fn local_group_added(&self, group: GroupId, user: UserId) {
-        self.local_groups.entry(group).or_default().insert(user);
+        let first = {
+            let mut here = self.local_groups.entry(group).or_default();
+            here.insert(user) && here.len() == 1
+        };
+        // (Not under the lock of `local_groups`: see `resyncer`.)
+        if first && let Entry::Vacant(entry) = self.mirrors.entry(group) {
+            entry.insert(Mirror::unread());
+            self.resync.notify_one();
+        }
     }
 
     fn local_group_removed(&self, group: GroupId, user: UserId) {
-        if let Entry::Occupied(mut entry) = self.local_groups.entry(group) {
-            entry.get_mut().remove(&user);
-            if entry.get().is_empty() {
-                entry.remove();
+        let last = match self.local_groups.entry(group) {
+            Entry::Occupied(mut entry) => {
+                entry.get_mut().remove(&user);
+                let last = entry.get().is_empty();
+                if last {
+                    entry.remove();
+                }
+                last
             }
+            Entry::Vacant(_) => false,
+        };
+        if last {
+            self.mirrors.remove(&group);
         }
     }
 
@@ -956,11 +1133,12 @@ fn user_key(user: UserId) -> String {
     format!("{PREFIX}user:{user}")
 }
 
-/// A group's four keys: members in order, member → node, capability,
+/// A group's five keys: members in order, member → node, capability,
 /// member → its `info` as JSON text (members introduced by their join
-/// token's `info` only).
-fn group_keys(group: GroupId) -> [String; 4] {
-    ["m", "n", "c", "i"].map(|k| format!("{PREFIX}{{g:{group}}}:{k}"))
+/// token's `info` only), and its version (1 when made, one more for each
+/// join and leave: see [`Mirror`]).
+fn group_keys(group: GroupId) -> [String; 5] {
+    ["m", "n", "c", "i", "v"].map(|k| format!("{PREFIX}{{g:{group}}}:{k}"))
 }
 
 /// An introduction as scripts keep it: empty for [`Introduction::Id`], else
@@ -986,13 +1164,15 @@ end
 
 local function group_keys(prefix, group)
   local base = prefix .. '{g:' .. group .. '}:'
-  return base .. 'm', base .. 'n', base .. 'c', base .. 'i'
+  return base .. 'm', base .. 'n', base .. 'c', base .. 'i', base .. 'v'
 end
 
 -- Publishes method(params) to the nodes of every member but user, one
 -- message per node, with the node user joined on (`on`, for a join) so
--- that their kept routes take it in. Returns how many members were told.
-local function tell(prefix, nodes_key, user, method, params, on)
+-- that their kept routes take it in, and the group's version after the
+-- change (each join and leave counts one) so that a node sees when
+-- changes were lost on the way. Returns how many members were told.
+local function tell(prefix, nodes_key, user, method, params, on, version)
   local by_node = {}
   local told = 0
   local flat = redis.call('HGETALL', nodes_key)
@@ -1004,7 +1184,7 @@ local function tell(prefix, nodes_key, user, method, params, on)
       told = told + 1
     end
   end
-  local tail = on and (',"j":"' .. on .. '"}}') or '}}'
+  local tail = (on and (',"j":"' .. on .. '"') or '') .. ',"v":' .. version .. '}}'
   for node, users in pairs(by_node) do
     local message = '{"n":{"to":' .. cjson.encode(users) .. ',"m":"' .. method .. '","p":' .. params .. tail
     redis.call('PUBLISH', prefix .. 'node:' .. node, message)
@@ -1015,7 +1195,7 @@ end
 -- How many members were told (0: the group is gone), -1 no such group,
 -- -2 not a member.
 local function leave(prefix, group, user)
-  local m, n, c, i = group_keys(prefix, group)
+  local m, n, c, i, v = group_keys(prefix, group)
   if redis.call('EXISTS', c) == 0 then return -1 end
   local node = redis.call('HGET', n, user)
   if not node then return -2 end
@@ -1025,10 +1205,11 @@ local function leave(prefix, group, user)
   redis.call('SREM', prefix .. 'joined:' .. user, group)
   redis.call('LREM', m, 1, user)
   if redis.call('LLEN', m) == 0 then
-    redis.call('DEL', m, n, c, i)
+    redis.call('DEL', m, n, c, i, v)
     return 0
   end
-  return tell(prefix, n, user, 'member_left', '["' .. group .. '","' .. user .. '"]')
+  local params = '["' .. group .. '","' .. user .. '"]'
+  return tell(prefix, n, user, 'member_left', params, nil, redis.call('INCR', v))
 end
 
 -- intro: '' (ids only), or the member's info as JSON text.
@@ -1147,9 +1328,10 @@ return forget(ARGV[1], ARGV[2], ARGV[3])
 /// ARGV: prefix, group, owner, node, capability, intro (see `add` in
 /// [`COMMON`]). 1 made, 0 the id is taken.
 const CREATE: &str = r"
-local m, n, c = group_keys(ARGV[1], ARGV[2])
+local m, n, c, _, v = group_keys(ARGV[1], ARGV[2])
 if redis.call('EXISTS', c) == 1 then return 0 end
 redis.call('SET', c, ARGV[5])
+redis.call('SET', v, 1)
 add(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6])
 return 1
 ";
@@ -1160,14 +1342,14 @@ return 1
 /// already, -1 no such group, -2 limit, -3 not granted (then owner and
 /// capability are empty: a Lua `false` would end the reply there).
 const JOIN: &str = r"
-local m, n, c = group_keys(ARGV[1], ARGV[2])
+local m, n, c, _, v = group_keys(ARGV[1], ARGV[2])
 local cap = redis.call('GET', c)
 if not cap then return {-1, '', '', 0} end
 local owner = redis.call('LINDEX', m, 0)
 if redis.call('HEXISTS', n, ARGV[3]) == 1 then return {0, owner, cap, 0} end
 if ARGV[5] == '0' then return {-3, '', '', 0} end
 if ARGV[6] == '0' or redis.call('LLEN', m) >= tonumber(ARGV[7]) then return {-2, '', '', 0} end
-local told = tell(ARGV[1], n, ARGV[3], 'member_joined', ARGV[9], ARGV[4])
+local told = tell(ARGV[1], n, ARGV[3], 'member_joined', ARGV[9], ARGV[4], redis.call('INCR', v))
 add(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[8])
 return {1, owner, cap, told}
 ";
@@ -1359,6 +1541,8 @@ impl RedisRouter {
             routes: Routes::default(),
             unfinished: Mutex::default(),
             local_groups: DashMap::new(),
+            mirrors: DashMap::new(),
+            resync: tokio::sync::Notify::new(),
             sessions: OnceLock::new(),
             forwarding: DashMap::new(),
             arriving: Mutex::default(),
@@ -1370,6 +1554,7 @@ impl RedisRouter {
         let tasks = Tasks(vec![
             tokio::spawn(publisher(redis.clone(), queued, shared.clone())),
             tokio::spawn(expire_calls(shared.clone())),
+            tokio::spawn(resyncer(redis.clone(), shared.clone())),
             tokio::spawn(heartbeat(redis.clone(), shared.clone(), scripts.clone())),
         ]);
         debug!(%node, "joined the cluster");
@@ -1397,7 +1582,7 @@ impl RedisRouter {
 
     /// The group's capability, owner and members' nodes, read at once.
     async fn read_route(&self, group: GroupId) -> Result<Route, ErrorCode> {
-        let [members, nodes, capability, _] = group_keys(group);
+        let [members, nodes, capability, ..] = group_keys(group);
         let (capability, owner, nodes): (Option<u8>, Option<String>, HashMap<String, String>) = redis::pipe()
             .atomic()
             .get(capability)
@@ -1563,6 +1748,7 @@ impl Router for RedisRouter {
                     unavailable(error)
                 })?;
             if created == 1 {
+                self.shared.mirrors.insert(id, Mirror::new(1, vec![owner]));
                 self.local_group_added(id, owner);
                 return Ok(id);
             }
@@ -1644,7 +1830,7 @@ impl Router for RedisRouter {
     }
 
     async fn get_members(&self, group: GroupId, user: UserId, with_info: bool) -> Result<Members, ErrorCode> {
-        let [members, nodes, _, intros] = group_keys(group);
+        let [members, nodes, _, intros, _] = group_keys(group);
         let (list, is_member, intros): (Vec<String>, bool, HashMap<String, String>) = redis::pipe()
             .atomic()
             .lrange(members, 0, -1)
@@ -1842,6 +2028,67 @@ fn joined(messages: impl Iterator<Item = Outgoing>) -> Vec<(String, String)> {
     payloads
 }
 
+/// Reads again the groups whose [`Mirror`] holds changes (woken when one
+/// does), all at once in one transaction, and tells the members here what
+/// they missed. While Redis cannot be read, tries again every heartbeat.
+/// (It reads `local_groups` before it takes a mirror's lock, never under
+/// it: `local_group_added` takes them the other way round.)
+async fn resyncer(mut redis: ConnectionManager, shared: Arc<Shared>) {
+    loop {
+        shared.resync.notified().await;
+        loop {
+            let groups: Vec<GroupId> =
+                shared.mirrors.iter().filter(|mirror| mirror.held.is_some()).map(|mirror| *mirror.key()).collect();
+            if groups.is_empty() {
+                break;
+            }
+            let read = match read_groups(&mut redis, &groups).await {
+                Ok(read) => read,
+                Err(error) => {
+                    warn!(%error, "could not read groups again: tried again at the next heartbeat");
+                    tokio::time::sleep(HEARTBEAT).await;
+                    continue;
+                }
+            };
+            for (group, read) in groups.into_iter().zip(read) {
+                let here: Vec<UserId> =
+                    shared.local_groups.get(&group).map(|here| here.iter().copied().collect()).unwrap_or_default();
+                let Entry::Occupied(mut mirror) = shared.mirrors.entry(group) else { continue };
+                match read {
+                    Some(read) => {
+                        mirror.get_mut().adopt(read, &here, &|to, m, p| notify_each(&shared, to, m, p));
+                    }
+                    // Gone (Redis lost it): nothing left to tell.
+                    None => {
+                        mirror.remove();
+                    }
+                }
+                shared.routes.forget(group);
+            }
+        }
+    }
+}
+
+/// `groups` as Redis has them now, in one transaction: `None` for a group
+/// that is gone.
+async fn read_groups(redis: &mut ConnectionManager, groups: &[GroupId]) -> redis::RedisResult<Vec<Option<Read>>> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for group in groups {
+        let [members, _, _, intros, version] = group_keys(*group);
+        pipe.lrange(members, 0, -1).get(version).hgetall(intros);
+    }
+    let values: Vec<Value> = pipe.query_async(redis).await?;
+    let mut read = Vec::with_capacity(groups.len());
+    for (group, values) in groups.iter().zip(values.chunks(3)) {
+        let (members, version, intros): (Vec<String>, Option<u64>, HashMap<String, String>) =
+            redis::from_redis_value(Value::Array(values.to_vec()))?;
+        let members = members.iter().filter_map(|member| member.parse().ok()).collect();
+        read.push(version.map(|version| Read { group: *group, version, members, intros }));
+    }
+    Ok(read)
+}
+
 /// Ends the calls to other nodes whose answer did not come within the call
 /// timeout (RelayTimeout for their relays): a call made without a task has
 /// nobody else to time it out. Sleeps until the first call's deadline (the
@@ -1879,6 +2126,16 @@ fn receive(push: PushInfo, shared: &Arc<Shared>) {
         // Whatever was published while the channel was down is lost.
         shared.routes.forget_all();
     }
+    if matches!(push.kind, PushKind::Disconnection | PushKind::Subscribe) {
+        // Off the channel, and back on it: any change may be lost
+        // meanwhile, so every group with members here is read again (once
+        // more when back on it), the changes told from now on held until
+        // then.
+        for mut mirror in shared.mirrors.iter_mut() {
+            mirror.held.get_or_insert_with(Vec::new);
+        }
+        shared.resync.notify_one();
+    }
     if push.kind == PushKind::Disconnection {
         // So are the answers of calls to other nodes: each ends now (Busy,
         // as a call that cannot go through Redis), not at its timeout.
@@ -1910,24 +2167,32 @@ fn member_of(params: &str) -> Option<(GroupId, UserId)> {
 
 fn handle(message: Message, shared: &Arc<Shared>) {
     match message {
-        Message::Notify { to, m, p, j } => {
-            // The route changes before the members hear of the change: a
-            // relay they make on hearing it finds it changed.
-            match (m.as_str(), member_of(p.get())) {
-                (method::MEMBER_JOINED, Some((group, user))) => match j {
-                    Some(node) => shared.routes.joined(group, user, node.into()),
-                    None => shared.routes.forget(group),
-                },
-                (method::MEMBER_LEFT, Some((group, user))) => shared.routes.left(group, user),
-                _ => {}
-            }
-            for user in to {
-                if let Some(peer) = shared.users.get(&user) {
-                    // A full queue disconnects that client; its cleanup
-                    // takes it out of its groups.
-                    let _ = peer.notify(&m, p.get());
+        Message::Notify { to, m, p, j, v } => {
+            let change = match m.as_str() {
+                method::MEMBER_JOINED | method::MEMBER_LEFT => member_of(p.get()),
+                _ => None,
+            };
+            if let Some((group, user)) = change {
+                let joined = m == method::MEMBER_JOINED;
+                // The route changes before the members hear of the change:
+                // a relay they make on hearing it finds it changed.
+                match (joined, j) {
+                    (true, Some(node)) => shared.routes.joined(group, user, node.into()),
+                    (true, None) => shared.routes.forget(group),
+                    (false, _) => shared.routes.left(group, user),
+                }
+                if let Some(version) = v
+                    && let Some(mut mirror) = shared.mirrors.get_mut(&group)
+                {
+                    let change = Change { version, user, joined, to, method: m, params: p, told: false };
+                    if mirror.take(change, &|to, m, p| notify_each(shared, to, m, p)) {
+                        shared.routes.forget(group);
+                        shared.resync.notify_one();
+                    }
+                    return;
                 }
             }
+            notify_each(shared, &to, &m, p.get());
         }
         Message::Call { id, from, to, m, p, ms: _ } => call(shared, id, from, to, &m, &p),
         Message::Answer { id, a } => shared.answer(id, a),
@@ -2337,20 +2602,75 @@ mod tests {
         assert!(routes.get(other).is_none());
     }
 
+    /// A mirror tells changes in order, drops those told before, holds
+    /// them from a missing one until the group is read, then tells the
+    /// difference and what came after.
+    #[test]
+    fn a_mirror_tells_changes_in_order_and_the_difference_after_a_gap() {
+        let group = GroupId::from_u128(1);
+        let [a, b, c, d] = [1, 2, 3, 4].map(UserId::from_u128);
+        let frames = Mutex::new(Vec::new());
+        // Who is told (a, or a and c) and what.
+        let tell = |to: &[UserId], m: &str, p: &str| {
+            let to: Vec<String> = to.iter().map(|user| if *user == a { "a" } else { "c" }.to_owned()).collect();
+            frames.lock().unwrap().push(format!("{} {m} {p}", to.join("+")));
+        };
+        let told = || std::mem::take(&mut *frames.lock().unwrap());
+        let change = |version, user: UserId, joined| Change {
+            version,
+            user,
+            joined,
+            to: vec![a],
+            method: if joined { method::MEMBER_JOINED } else { method::MEMBER_LEFT }.to_owned(),
+            params: RawValue::from_string(format!(r#"["{group}","{user}"]"#)).unwrap(),
+            told: false,
+        };
+        let mut mirror = Mirror::new(1, vec![a]);
+        assert!(!mirror.take(change(2, b, true), &tell));
+        assert!(!mirror.take(change(2, b, true), &tell), "told before: dropped");
+        assert_eq!(told(), [format!(r#"a member_joined ["{group}","{b}"]"#)]);
+        // 3 (c joined with an info) and 4 (b left) lost; 5 (d joined) held.
+        assert!(mirror.take(change(5, d, true), &tell), "a gap: read the group");
+        assert!(!mirror.take(change(6, d, false), &tell));
+        assert!(told().is_empty(), "held while the group is read");
+        let intros = HashMap::from([(c.to_string(), r#"{"name":"c"}"#.to_owned())]);
+        let read = Read { group, version: 4, members: vec![a, c], intros };
+        assert!(mirror.adopt(read, &[a, c], &tell));
+        assert_eq!(
+            told(),
+            [
+                format!(r#"a+c member_left ["{group}","{b}"]"#),
+                format!(r#"a member_joined ["{group}","{c}",{{"name":"c"}}]"#),
+                format!(r#"a member_joined ["{group}","{d}"]"#),
+                format!(r#"a member_left ["{group}","{d}"]"#),
+            ]
+        );
+        assert_eq!((mirror.version, mirror.members.as_slice()), (6, [a, c].as_slice()));
+
+        // Read for the first time: changes are told at once, and what was
+        // read is taken as told.
+        let mut fresh = Mirror::unread();
+        assert!(!fresh.take(change(7, b, true), &tell));
+        assert_eq!(told().len(), 1);
+        assert!(fresh.adopt(Read { group, version: 6, members: vec![a, c], intros: HashMap::new() }, &[a], &tell));
+        assert!(told().is_empty());
+        assert_eq!((fresh.version, fresh.members.as_slice()), (7, [a, c, b].as_slice()));
+    }
+
     /// The scripts write their messages by hand (`tell` and `TAKE_OVER` in
     /// the Lua above): the same shapes serde reads.
     #[test]
     fn the_scripts_messages_are_read() {
         let group = GroupId::from_u128(9);
         let user = UserId::from_u128(7);
-        let left = format!(r#"{{"n":{{"to":["{user}"],"m":"member_left","p":["{group}","{user}"]}}}}"#);
+        let left = format!(r#"{{"n":{{"to":["{user}"],"m":"member_left","p":["{group}","{user}"],"v":3}}}}"#);
         let joined =
-            format!(r#"{{"n":{{"to":["{user}"],"m":"member_joined","p":["{group}","{user}",{{}}],"j":"b"}}}}"#);
+            format!(r#"{{"n":{{"to":["{user}"],"m":"member_joined","p":["{group}","{user}",{{}}],"j":"b","v":4}}}}"#);
         let forget = format!(r#"{{"f":{{"g":"{group}"}}}}"#);
         match read(&format!("{left}{joined}{forget}")).as_slice() {
             [
-                Message::Notify { to, m, p, j: None },
-                Message::Notify { m: joined, p: joined_p, j: Some(on), .. },
+                Message::Notify { to, m, p, j: None, v: Some(3) },
+                Message::Notify { m: joined, p: joined_p, j: Some(on), v: Some(4), .. },
                 Message::Forget { g },
             ] => {
                 assert_eq!((to.as_slice(), m.as_str(), *g), ([user].as_slice(), "member_left", group));

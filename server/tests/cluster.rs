@@ -825,3 +825,77 @@ async fn a_node_paused_past_the_resume_window_closes_every_session_and_its_clien
          {closed:?}, the client started again on another node in {started_again:?}"
     );
 }
+
+/// Subscribers connected to `redis` (the nodes' channels).
+async fn subscribers(redis: &Redis) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("CLIENT LIST");
+    list.lines().count()
+}
+
+/// Redis drops what a subscriber cannot take fast enough (past its pub/sub
+/// output buffer limit, it closes the connection), and publishes nothing
+/// to a channel nobody listens to: a node stopped meanwhile loses the
+/// changes to its groups. Back on its channel it reads its groups again,
+/// and its members are told what they missed, in order, once; what comes
+/// after is told as ever.
+#[tokio::test]
+async fn members_are_told_the_changes_their_node_lost_while_off_its_channel() {
+    let redis = Redis::start().await;
+    let nodes = nodes(&redis, 1, &["--rate-limit", "1000000"]).await;
+    // Stopped for less than its heartbeat lives (nobody takes it for
+    // dead), and with room to queue what its buffers held for c.
+    let flags = ["--redis", redis.url.as_str(), "--heartbeat-ttl", "60s", "--max-queued-bytes", "268435456"];
+    let (stopped, addr) = common::spawn_binary(&flags).await;
+    let (mut o, uo) = nodes[0].user().await;
+    let group = id(o.ok("create", json!([])).await);
+    let (mut c, uc, _) = member_on(addr, &group, &mut o, false).await;
+    let (mut b, ub) = nodes[0].user().await;
+    b.ok("join", json!([group])).await;
+    assert_eq!(c.incoming("member_joined").await["params"], json!([group, ub]));
+    o.incoming("member_joined").await;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 65536 65536 0")
+        .query_async::<()>(&mut redis.connection().await)
+        .await
+        .expect("CONFIG SET");
+
+    // Relays to c while its node is stopped, until Redis drops that node.
+    signal(&stopped, "-STOP");
+    let data = "x".repeat(256 * 1024);
+    let mut sent = 0;
+    while subscribers(&redis).await == 2 {
+        assert!(sent < 400, "Redis kept a subscriber that read nothing through {sent} relays of 256 KiB");
+        for _ in 0..4 {
+            o.notify("relay", json!([group, uc, data])).await;
+        }
+        sent += 4;
+    }
+    // Lost for c's node: b leaves, d joins.
+    b.ok("leave", json!([group])).await;
+    let (mut d, ud) = nodes[0].user().await;
+    d.ok("join", json!([group])).await;
+    signal(&stopped, "-CONT");
+
+    assert_eq!(c.incoming("member_left").await["params"], json!([group, ub]));
+    assert_eq!(c.incoming("member_joined").await["params"], json!([group, ud]));
+    let (mut e, ue) = nodes[0].user().await;
+    e.ok("join", json!([group])).await;
+    assert_eq!(c.incoming("member_joined").await["params"], json!([group, ue]));
+    // Nothing twice: after a relay sent last, no other change is told.
+    o.notify("relay", json!([group, uc, "last"])).await;
+    c.next_matching(|m| m["method"] == "relay" && m["params"][2] == "last").await;
+    let changes: Vec<Value> = c.take_stashed().into_iter().filter(|m| m["method"] != "relay").collect();
+    assert!(changes.is_empty(), "told again: {changes:?}");
+    for member in [&mut o, &mut c, &mut d, &mut e] {
+        assert_eq!(member.ok("get_members", json!([group])).await, json!([uo, uc, ud, ue]), "every node agrees");
+    }
+    eprintln!("Redis dropped the stopped node after {sent} relays of 256 KiB to it");
+}

@@ -458,6 +458,11 @@ impl Raw {
 
     /// Proves nothing else was sent to this client so far: a round trip on
     /// the same connection is answered after anything queued before it.
+    /// The messages read while looking for something else, taken.
+    pub fn take_stashed(&mut self) -> Vec<Value> {
+        self.stash.drain(..).collect()
+    }
+
     pub async fn nothing_pending(&mut self) {
         let id = self.request("no_such_method", json!([])).await; // answered, changes nothing
         let response = self.response(id).await;
