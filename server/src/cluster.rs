@@ -69,6 +69,7 @@
 //! see `may_run_late`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::Poll;
@@ -420,7 +421,8 @@ impl Drop for HandingOver<'_> {
 /// A message waiting for the publisher, and the call to fail if it cannot go.
 #[derive(Debug)]
 struct Outgoing {
-    channel: String,
+    /// The node whose channel it goes to.
+    node: Arc<str>,
     payload: String,
     call: Option<u64>,
 }
@@ -455,10 +457,8 @@ impl Remote {
         shared.wait(id, &self.node, Waits::Task(tx));
         let forget = Forget { shared, id };
         let ms = u64::try_from(shared.call_timeout.as_millis()).unwrap_or(u64::MAX);
-        let params = RawValue::from_string(params).map_err(|_| CallFailed::Gone)?;
-        let message =
-            Message::Call { id, from: shared.node.to_string(), to: self.user, m: method.to_owned(), p: params, ms };
-        shared.publish(&self.node, &message, Some(id))?;
+        let call = call_payload(id, &shared.node, self.user, method, &[&params], ms);
+        shared.publish_payload(&self.node, call, Some(id))?;
         let answer = tokio::select! {
             answer = tokio::time::timeout(shared.call_timeout, rx) => answer,
             () = cancelled => {
@@ -560,15 +560,10 @@ impl Callee for Remote {
     fn call_then(&self, method: &str, params: &[&str], then: Then) -> u64 {
         let shared = &self.shared;
         let id = shared.next_call.fetch_add(1, Ordering::Relaxed);
-        let Ok(params) = RawValue::from_string(params.concat()) else {
-            then(Err(CallFailed::Gone));
-            return id;
-        };
         shared.wait(id, &self.node, Waits::Then(then));
         let ms = u64::try_from(shared.call_timeout.as_millis()).unwrap_or(u64::MAX);
-        let call =
-            Message::Call { id, from: shared.node.to_string(), to: self.user, m: method.to_owned(), p: params, ms };
-        if shared.publish(&self.node, &call, Some(id)).is_err() {
+        let call = call_payload(id, &shared.node, self.user, method, params, ms);
+        if shared.publish_payload(&self.node, call, Some(id)).is_err() {
             shared.answer(id, Reply::Gone);
         }
         id
@@ -589,7 +584,7 @@ impl Callee for Remote {
 /// Calls other nodes made to this node's sessions, by caller node and
 /// correlation id: the session and its call id there, once the call is
 /// made (`None` for the moment before).
-type Running = HashMap<(String, u64), Option<(Arc<PeerHandle>, u64)>>;
+type Running = HashMap<(Arc<str>, u64), Option<(Arc<PeerHandle>, u64)>>;
 
 /// What the router's handles share with its tasks.
 #[derive(Debug)]
@@ -1083,9 +1078,14 @@ impl Shared {
         self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn publish(&self, node: &str, message: &Message, call: Option<u64>) -> Result<(), CallFailed> {
+    fn publish(&self, node: &Arc<str>, message: &Message, call: Option<u64>) -> Result<(), CallFailed> {
         let payload = serde_json::to_string(message).map_err(|_| CallFailed::Gone)?;
-        let outgoing = Outgoing { channel: channel(node), payload, call };
+        self.publish_payload(node, payload, call)
+    }
+
+    /// Queues a message written already (see [`call_payload`]).
+    fn publish_payload(&self, node: &Arc<str>, payload: String, call: Option<u64>) -> Result<(), CallFailed> {
+        let outgoing = Outgoing { node: node.clone(), payload, call };
         self.outgoing.send(outgoing).map_err(|_| CallFailed::Gone)?;
         self.published.queued.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -2018,14 +2018,14 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// [`MAX_PAYLOAD`]. A channel's messages keep their order; different
 /// channels' have none to keep.
 fn joined(messages: impl Iterator<Item = Outgoing>) -> Vec<(String, String)> {
-    let mut payloads: Vec<(String, String)> = Vec::new();
-    for Outgoing { channel, payload, .. } in messages {
-        match payloads.iter_mut().rev().find(|(to, _)| *to == channel) {
+    let mut payloads: Vec<(Arc<str>, String)> = Vec::new();
+    for Outgoing { node, payload, .. } in messages {
+        match payloads.iter_mut().rev().find(|(to, _)| *to == node) {
             Some((_, open)) if open.len() + payload.len() <= MAX_PAYLOAD => open.push_str(&payload),
-            _ => payloads.push((channel, payload)),
+            _ => payloads.push((node, payload)),
         }
     }
-    payloads
+    payloads.into_iter().map(|(node, payload)| (channel(&node), payload)).collect()
 }
 
 /// Reads again the groups whose [`Mirror`] holds changes (woken when one
@@ -2215,12 +2215,36 @@ fn handle(message: Message, shared: &Arc<Shared>) {
         Message::Cancel { id, from } => {
             // Outside the lock: the call ends at once, and its end takes
             // its entry off.
-            let running = shared.lock_running().remove(&(from, id)).flatten();
+            let running = shared.lock_running().remove(&(from.into(), id)).flatten();
             if let Some((peer, call)) = running {
                 peer.cancel_call(call);
             }
         }
     }
+}
+
+/// A [`Message::Call`] as published, written by hand: the params (the
+/// hub's, valid JSON) go in as they are, neither checked nor copied again.
+/// Node ids, user ids and method names need no escaping.
+fn call_payload(id: u64, from: &str, to: UserId, method: &str, params: &[&str], ms: u64) -> String {
+    let mut payload = String::with_capacity(params.iter().map(|part| part.len()).sum::<usize>() + 128);
+    let _ = write!(payload, r#"{{"c":{{"id":{id},"from":"{from}","to":"{to}","m":"{method}","p":"#);
+    params.iter().for_each(|part| payload.push_str(part));
+    let _ = write!(payload, r#","ms":{ms}}}}}"#);
+    debug_assert!(serde_json::from_str::<Message>(&payload).is_ok(), "{payload}");
+    payload
+}
+
+/// A [`Message::Answer`] with the client's result or error object, written
+/// by hand: copied once, as it came.
+fn answer_payload(id: u64, answer: AnswerRef<'_>) -> String {
+    let (kind, raw) = match answer {
+        Ok(result) => ("ok", result.get()),
+        Err(error) => ("err", error.get()),
+    };
+    let mut payload = String::with_capacity(raw.len() + 48);
+    let _ = write!(payload, r#"{{"a":{{"id":{id},"a":{{"{kind}":{raw}}}}}}}"#);
+    payload
 }
 
 /// Node `from`'s call `id` to `to`, a session here: made without a task
@@ -2230,6 +2254,7 @@ fn handle(message: Message, shared: &Arc<Shared>) {
 /// published back by whichever task learns it. A call the caller cancelled
 /// is not answered: nobody waits.
 fn call(shared: &Arc<Shared>, id: u64, from: String, to: UserId, method: &str, params: &RawValue) {
+    let from: Arc<str> = from.into();
     let Some(peer) = shared.users.get(&to).map(|peer| peer.clone()) else {
         let _ = shared.publish(&from, &Message::Answer { id, a: Reply::Gone }, None);
         return;
@@ -2243,9 +2268,12 @@ fn call(shared: &Arc<Shared>, id: u64, from: String, to: UserId, method: &str, p
     let then: Then = Box::new(move |answer| {
         let Some(shared) = answering.upgrade() else { return };
         shared.lock_running().remove(&then_key);
+        let (from, id) = then_key;
         let reply = match answer {
-            Ok(Ok(result)) => Reply::Result(result.to_owned()),
-            Ok(Err(error)) => Reply::Error(error.to_owned()),
+            Ok(answer) => {
+                let _ = shared.publish_payload(&from, answer_payload(id, answer), None);
+                return;
+            }
             Err(CallFailed::Cancelled) => return,
             Err(CallFailed::Gone) => Reply::Gone,
             Err(CallFailed::Timeout) => Reply::Timeout,
@@ -2253,7 +2281,6 @@ fn call(shared: &Arc<Shared>, id: u64, from: String, to: UserId, method: &str, p
             Err(CallFailed::MemoryBudget) => Reply::MemoryBudget,
             Err(CallFailed::Unavailable) => Reply::Unavailable,
         };
-        let (from, id) = then_key;
         let _ = shared.publish(&from, &Message::Answer { id, a: reply }, None);
     });
     let call = peer.call_then(method, params.get(), then);
@@ -2521,7 +2548,7 @@ mod tests {
     use super::*;
 
     fn outgoing(node: &str, payload: &str) -> Outgoing {
-        Outgoing { channel: channel(node), payload: payload.to_owned(), call: None }
+        Outgoing { node: node.into(), payload: payload.to_owned(), call: None }
     }
 
     fn read(payload: &str) -> Vec<Message> {
@@ -2555,13 +2582,25 @@ mod tests {
             id: 1,
             a: Reply::Result(RawValue::from_string("{\"ok\":true}".to_owned()).expect("json")),
         };
-        let payload = [&call, &answer].map(|m| serde_json::to_string(m).expect("encodes")).concat();
+        let error = RawValue::from_string("{\"code\":1}".to_owned()).expect("json");
+        let payload = [&call, &answer].map(|m| serde_json::to_string(m).expect("encodes")).concat()
+            // The hot two, written by hand.
+            + &call_payload(2, "n0", user, "relay", &["[\"g\",", "\"u\",", "{\"a\":\"\\\"\"}]"], 5)
+            + &answer_payload(2, Err(&error));
         match read(&payload).as_slice() {
-            [Message::Call { id: 1, to, m, p, .. }, Message::Answer { id: 1, a: Reply::Result(result) }] => {
+            [
+                Message::Call { id: 1, to, m, p, .. },
+                Message::Answer { id: 1, a: Reply::Result(result) },
+                Message::Call { id: 2, from, to: to_2, m: m_2, p: p_2, ms: 5 },
+                Message::Answer { id: 2, a: Reply::Error(error_2) },
+            ] => {
                 assert_eq!((*to, m.as_str()), (user, "relay"));
                 // Passed through as sent, whitespace and escapes included.
                 assert_eq!(p.get(), "[\"g\",\"u\",{\"sdp\":\"v=0\\r\\n\",\n \"n\": [1, 2]}]");
                 assert_eq!(result.get(), "{\"ok\":true}");
+                assert_eq!((from.as_str(), *to_2, m_2.as_str()), ("n0", user, "relay"));
+                assert_eq!(p_2.get(), "[\"g\",\"u\",{\"a\":\"\\\"\"}]");
+                assert_eq!(error_2.get(), "{\"code\":1}");
             }
             other => panic!("read back {other:?}"),
         }
