@@ -1497,7 +1497,10 @@ impl RedisRouter {
         // Subscriptions on the connection manager (re-made after every
         // reconnect) need RESP3's push messages.
         let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
+        // Small writes go at once: with Nagle's algorithm (redis-rs's
+        // default) a write waits while an earlier one is unacknowledged.
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        let info = info.set_redis_settings(settings).set_tcp_settings(tcp);
         let client = redis::Client::open(info)?;
         // What Redis pushes (this node's channel) is handled where it is
         // read, in the connection's own task, in order: no channel and no
