@@ -181,18 +181,22 @@ async fn without_redis_calls_answer_busy_and_the_node_recovers_when_it_returns()
     let waiting = a.request("relay", json!([group, ub, "offer"])).await;
     b.incoming("relay").await;
     redis.kill().await;
+    let killed = std::time::Instant::now();
 
     // The relay's answer could no longer come back, and another relay
     // (its route kept) cannot go: both Busy at once.
     assert_eq!(a.response(waiting).await["error"]["code"], BUSY);
+    let relay_ended = killed.elapsed();
     assert_eq!(a.err("relay", json!([group, ub, "again"])).await, BUSY);
     assert_eq!(a.err("create", json!([])).await, BUSY);
     assert_eq!(b.err("join", json!([group])).await, BUSY);
     let mut fresh = nodes[1].connect().await;
     assert_eq!(fresh.err("init", json!([])).await, BUSY);
 
+    let busy = killed.elapsed();
     // Back (empty: no persistence), and the nodes with it.
     let _redis = Redis::on_port(port, None).await;
+    let back = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let group = loop {
         let answer = a.call("create", json!([])).await;
@@ -203,8 +207,13 @@ async fn without_redis_calls_answer_busy_and_the_node_recovers_when_it_returns()
         assert!(tokio::time::Instant::now() < deadline, "redis back, the node still refuses");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
+    let served = back.elapsed();
     b.ok("join", json!([group])).await;
     a.incoming("member_joined").await;
+    eprintln!(
+        "redis killed: the waiting relay ended after {relay_ended:?}, five calls were Busy within {busy:?}; \
+         redis back: served again after {served:?}"
+    );
 }
 
 #[tokio::test]
