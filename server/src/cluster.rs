@@ -437,9 +437,7 @@ pub struct Remote {
 
 impl Remote {
     fn notify(&self, method: &str, params: &str) -> Result<(), CallFailed> {
-        let p = RawValue::from_string(params.to_owned()).map_err(|_| CallFailed::Gone)?;
-        let message = Message::Notify { to: vec![self.user], m: method.to_owned(), p, j: None, v: None };
-        self.shared.publish(&self.node, &message, None)
+        self.shared.publish_payload(&self.node, notify_payload(self.user, method, params), None)
     }
 
     /// Calls `method` on the user's node and waits for the answer; when
@@ -728,7 +726,6 @@ struct Mirror {
 struct Change {
     version: u64,
     user: UserId,
-    joined: bool,
     to: Vec<UserId>,
     method: String,
     params: Box<RawValue>,
@@ -740,6 +737,10 @@ struct Change {
 type Tell<'a> = &'a dyn Fn(&[UserId], &str, &str);
 
 impl Change {
+    fn joined(&self) -> bool {
+        self.method == method::MEMBER_JOINED
+    }
+
     fn tell(&self, tell: Tell<'_>) {
         tell(&self.to, &self.method, self.params.get());
     }
@@ -846,7 +847,7 @@ impl Mirror {
 
     fn apply(&mut self, change: &Change) {
         self.version = change.version;
-        if change.joined {
+        if change.joined() {
             if !self.members.contains(&change.user) {
                 self.members.push(change.user);
             }
@@ -855,6 +856,7 @@ impl Mirror {
         }
     }
 }
+
 /// What routing a relay needs of one group, read from Redis.
 #[derive(Debug, Clone)]
 struct Route {
@@ -1867,8 +1869,8 @@ impl Router for RedisRouter {
             None => {
                 // In line behind every relay of this caller still waiting
                 // for its route: one that found a kept route would overtake
-                // them. The turn
-                // goes with the target, given up once the relay is sent on.
+                // them. The turn goes with the target, given up once the
+                // relay is sent on.
                 let turn = routes.wait_turn(from).await;
                 let route = match routes.get(group) {
                     Some(route) => route,
@@ -1891,9 +1893,9 @@ impl Router for RedisRouter {
     }
 
     /// [`route`](Router::route) when this node keeps the group's route and
-    /// no relay of the caller waits for one (it would be overtaken): no Redis call, so a
-    /// relay between two members on this node can take the hub's path
-    /// without a task. `None`: ask `route`.
+    /// no relay of the caller waits for one (it would be overtaken): no
+    /// Redis call, so a relay between two members on this node can take the
+    /// hub's path without a task. `None`: ask `route`.
     fn route_now(&self, group: GroupId, from: UserId, to: UserId) -> Option<Result<NodeTarget, ErrorCode>> {
         let routes = &self.shared.routes;
         if !routes.clear(from) {
@@ -2126,14 +2128,11 @@ async fn expire_calls(shared: Arc<Shared>) {
 /// Runs in the Redis connection's task: nothing here waits.
 fn receive(push: PushInfo, shared: &Arc<Shared>) {
     if matches!(push.kind, PushKind::Disconnection | PushKind::Subscribe) {
-        // Whatever was published while the channel was down is lost.
+        // Whatever was published while the channel was down is lost: the
+        // kept routes go, and every group with members here is read again
+        // (off the channel, and once more back on it), the changes told
+        // from now on held until then.
         shared.routes.forget_all();
-    }
-    if matches!(push.kind, PushKind::Disconnection | PushKind::Subscribe) {
-        // Off the channel, and back on it: any change may be lost
-        // meanwhile, so every group with members here is read again (once
-        // more when back on it), the changes told from now on held until
-        // then.
         for mut mirror in shared.mirrors.iter_mut() {
             mirror.held.get_or_insert_with(Vec::new);
         }
@@ -2187,7 +2186,7 @@ fn handle(message: Message, shared: &Arc<Shared>) {
                 if let Some(version) = v
                     && let Some(mut mirror) = shared.mirrors.get_mut(&group)
                 {
-                    let change = Change { version, user, joined, to, method: m, params: p, told: false };
+                    let change = Change { version, user, to, method: m, params: p, told: false };
                     if mirror.take(change, &|to, m, p| notify_each(shared, to, m, p)) {
                         shared.routes.forget(group);
                         shared.resync.notify_one();
@@ -2234,6 +2233,15 @@ fn call_payload(id: u64, from: &str, to: UserId, method: &str, params: &[&str], 
     let _ = write!(payload, r#"{{"c":{{"id":{id},"from":"{from}","to":"{to}","m":"{method}","p":"#);
     params.iter().for_each(|part| payload.push_str(part));
     let _ = write!(payload, r#","ms":{ms}}}}}"#);
+    debug_assert!(serde_json::from_str::<Message>(&payload).is_ok(), "{payload}");
+    payload
+}
+
+/// A [`Message::Notify`] to one user, written by hand as [`call_payload`]
+/// is (a relay sent as a notification: an ICE candidate, say).
+fn notify_payload(to: UserId, method: &str, params: &str) -> String {
+    let mut payload = String::with_capacity(params.len() + 80);
+    let _ = write!(payload, r#"{{"n":{{"to":["{to}"],"m":"{method}","p":{params}}}}}"#);
     debug_assert!(serde_json::from_str::<Message>(&payload).is_ok(), "{payload}");
     payload
 }
@@ -2589,14 +2597,20 @@ mod tests {
         let payload = [&call, &answer].map(|m| serde_json::to_string(m).expect("encodes")).concat()
             // The hot two, written by hand.
             + &call_payload(2, "n0", user, "relay", &["[\"g\",", "\"u\",", "{\"a\":\"\\\"\"}]"], 5)
-            + &answer_payload(2, Err(&error));
+            + &answer_payload(2, Err(&error))
+            + &notify_payload(user, "relay", "[\"g\",\"u\",1]");
         match read(&payload).as_slice() {
             [
                 Message::Call { id: 1, to, m, p, .. },
                 Message::Answer { id: 1, a: Reply::Result(result) },
                 Message::Call { id: 2, from, to: to_2, m: m_2, p: p_2, ms: 5 },
                 Message::Answer { id: 2, a: Reply::Error(error_2) },
+                Message::Notify { to: notified, m: m_3, p: p_3, j: None, v: None },
             ] => {
+                assert_eq!(
+                    (notified.as_slice(), m_3.as_str(), p_3.get()),
+                    ([user].as_slice(), "relay", "[\"g\",\"u\",1]")
+                );
                 assert_eq!((*to, m.as_str()), (user, "relay"));
                 // Passed through as sent, whitespace and escapes included.
                 assert_eq!(p.get(), "[\"g\",\"u\",{\"sdp\":\"v=0\\r\\n\",\n \"n\": [1, 2]}]");
@@ -2661,7 +2675,6 @@ mod tests {
         let change = |version, user: UserId, joined| Change {
             version,
             user,
-            joined,
             to: vec![a],
             method: if joined { method::MEMBER_JOINED } else { method::MEMBER_LEFT }.to_owned(),
             params: RawValue::from_string(format!(r#"["{group}","{user}"]"#)).unwrap(),
